@@ -1,0 +1,3 @@
+from stockscale.cli import main
+
+raise SystemExit(main())

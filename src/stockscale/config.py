@@ -1,0 +1,176 @@
+"""Typed, validated configuration.
+
+One flat `TrainConfig` describes a training run: where the data comes from, how it is scaled and held,
+the model and the optimizer. It is flat on purpose: a YAML config file, a command-line flag and a
+hyperparameter-search parameter all name the same field (`lr`, `hidden_size`, ...), so any training flag
+can be a search parameter.
+
+Validation errors become `InputError` with one line that names the field.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stockscale.errors import InputError
+
+SEQ_LEN = 60
+FEATURES = ("open", "high", "low", "close", "volume")
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs. Field names double as YAML keys and search parameters."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    # data
+    source: str = Field("bundled:AAPL", description="bundled:TICKER | csv:PATH | yahoo:TICKER")
+    start: date | None = Field(None, description="first date (default: five years before the series ends)")
+    end: date | None = Field(None, description="last date (default: the series' end)")
+    train_frac: float = Field(0.70, gt=0, lt=1)
+    val_frac: float = Field(0.15, gt=0, lt=1)
+    multiplier: int = Field(1, ge=1, description="training data = this many noisy replicas")
+    noise: float = Field(0.01, ge=0, description="replica noise sigma, normalized units")
+    data: Path | None = Field(None, description="a scaled dataset directory (stockscale data scale)")
+    loader: Literal["memory", "lazy", "stream"] = "lazy"
+
+    # model and optimizer
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    lr: float = Field(1e-3, gt=0, alias="learning_rate")
+    batch_size: int = Field(64, gt=0)
+    epochs: int = Field(10, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
+    seed: int = Field(42, ge=0)
+
+    # execution
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: torch's choice)")
+
+    @model_validator(mode="after")
+    def _check_split(self) -> TrainConfig:
+        if self.train_frac + self.val_frac >= 1:
+            raise ValueError("train_frac + val_frac must leave room for a test split (sum < 1)")
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError(f"start {self.start} is not before end {self.end}")
+        return self
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        kind, sep, rest = value.partition(":")
+        if not sep or kind not in ("bundled", "csv", "yahoo") or not rest:
+            raise ValueError(f"source {value!r} is not bundled:TICKER, csv:PATH or yahoo:TICKER")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-friendly dict (dates as ISO strings, paths as strings)."""
+        return self.model_dump(mode="json")
+
+
+TRAIN_FIELDS = frozenset(TrainConfig.model_fields) | {"learning_rate"}
+
+
+def one_line(error: ValidationError, what: str) -> str:
+    """Turn a pydantic error into one line naming the field and the problem."""
+    first = error.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"]) or what
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{what}: {loc}: {msg}{extra}"
+
+
+def build_train_config(values: dict[str, Any], what: str = "config") -> TrainConfig:
+    """Validate a dict into a TrainConfig, or raise InputError with one line."""
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as error:
+        raise InputError(one_line(error, what)) from None
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; every failure is an InputError naming the file."""
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist or is not a file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{what} {path} cannot be read as UTF-8 text ({error.__class__.__name__})") from None
+    if "\x00" in text:
+        raise InputError(f"{what} {path} is a binary file, not YAML")
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{what} {path} is not valid YAML{where}") from None
+    if loaded is None:
+        raise InputError(f"{what} {path} is empty")
+    if not isinstance(loaded, dict):
+        raise InputError(f"{what} {path} must hold a mapping of keys to values, not {type(loaded).__name__}")
+    return loaded
+
+
+def load_train_config(path: Path | None, overrides: dict[str, Any], flags: dict[str, str] | None = None) -> TrainConfig:
+    """A config file (optional) with command-line overrides on top; overrides that are None are unset.
+
+    `flags` maps override keys to the flag that set them, so an error names `--epochs`, not a field.
+    """
+    values: dict[str, Any] = read_yaml_mapping(path, "config file") if path is not None else {}
+    what = f"config file {path}" if path is not None else "config"
+    # Validate the file alone first so an unknown key or a bad value is blamed on the file, not on a flag.
+    if path is not None:
+        build_train_config(values, what)
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if "lr" in overrides:
+        values.pop("learning_rate", None)
+    values.update(overrides)
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        field = "lr" if field == "learning_rate" else field
+        if flags and field in flags:
+            raise InputError(one_line(error, flags[field]).replace(f"{flags[field]}: {field}: ", f"{flags[field]}: ")
+                             ) from None
+        raise InputError(one_line(error, what)) from None
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+          "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from '512MiB', '2GiB', '4Gi', '1.5G', '1000000' (Kubernetes and IEC forms). Raises ValueError."""
+    if isinstance(text, int):
+        if text <= 0:
+            raise ValueError(f"size {text} must be positive")
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a size (examples: 512MiB, 2GiB, 4Gi)")
+    number, unit = match.groups()
+    unit = (unit or "").upper().removesuffix("B") if (unit or "").upper() != "B" else ""
+    size = int(float(number) * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"size {text!r} must be positive")
+    return size
+
+
+def format_size(size: float) -> str:
+    """Human-readable bytes in binary units: 1.5 GiB, 300 MiB."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if abs(size) >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} B"

@@ -1,0 +1,97 @@
+"""How progress looks: a rich progress bar on a terminal, plain log lines anywhere else (pods, CI, pipes).
+
+Only the CLI uses this module; the library reports through `stockscale.progress` callbacks.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from stockscale.progress import TrainProgress
+
+
+def is_terminal(stream: TextIO | None = None) -> bool:
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def log(text: str, stream: TextIO | None = None) -> None:
+    """One plain line, flushed at once so pod logs and pipes see it as it happens."""
+    print(text, file=stream or sys.stdout, flush=True)
+
+
+class PlainTrainProgress(TrainProgress):
+    """Log lines: one per epoch, and a step line every `every` seconds for long epochs."""
+
+    def __init__(self, stream: TextIO | None = None, every: float = 10.0) -> None:
+        self.stream = stream
+        self.every = every
+        self._last = 0.0
+        self._steps = 0
+        self._epochs = 0
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self._steps, self._epochs, self._last = steps, epochs, time.monotonic()
+
+    def step(self, epoch: int, step: int, loss: float) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            log(f"epoch {epoch}/{self._epochs} step {step}/{self._steps} loss {loss:.4f}", self.stream)
+
+    def epoch_end(self, epoch: int, train_loss: float, val_loss: float, seconds: float) -> None:
+        log(f"epoch {epoch}/{self._epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} ({seconds:.1f}s)",
+            self.stream)
+
+    def message(self, text: str) -> None:
+        log(text, self.stream)
+
+
+class RichTrainProgress(TrainProgress):
+    """A progress bar per epoch (rich), with the epoch's losses printed above it when it ends."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console()
+        self.bar = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._task: Any = None
+        self._epochs = 0
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self._epochs = epochs
+        if self._task is None:
+            self.bar.start()
+        else:
+            self.bar.remove_task(self._task)
+        self._task = self.bar.add_task("train", total=steps, epoch=f"{epoch}/{epochs}", loss="-")
+
+    def step(self, epoch: int, step: int, loss: float) -> None:
+        self.bar.update(self._task, advance=1, loss=f"{loss:.4f}")
+
+    def epoch_end(self, epoch: int, train_loss: float, val_loss: float, seconds: float) -> None:
+        self.bar.console.print(
+            f"epoch {epoch}/{self._epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  ({seconds:.1f}s)"
+        )
+
+    def message(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self.bar.stop()
+
+
+def train_progress() -> TrainProgress:
+    return RichTrainProgress() if is_terminal() else PlainTrainProgress()

@@ -1,0 +1,1 @@
+"""Data: sources of daily OHLCV prices, windows and normalization, scaled datasets, loaders."""

@@ -1,0 +1,137 @@
+"""Assemble what a training process needs from a TrainConfig: the prepared series and its rank's loader.
+
+Three ways in, one result:
+- `--data DIR`: a dataset written by `stockscale data scale`; its manifest names the source and dates, and
+  only the shards this rank owns are opened (and verified once);
+- `--multiplier N` with the memory or lazy loader: the rank generates the replicas it owns in RAM (seeded
+  per shard, so exactly what `data scale` would write), unless a verified cached copy exists;
+- `--multiplier N` with the stream loader: a verified on-disk cache is written (once) and memory-mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stockscale.config import TrainConfig
+from stockscale.data.loaders import ReplicaSource, TrainLoader
+from stockscale.data.scaled import ReplicaSpec, read_manifest, verify_dataset, write_dataset
+from stockscale.data.sources import load_source
+from stockscale.data.windows import NormStats, PreparedData, prepare
+from stockscale.errors import DataIntegrityError, InputError
+
+
+@dataclass
+class TrainingData:
+    prepared: PreparedData
+    loader: TrainLoader
+    total_windows: int
+    multiplier: int
+    noise: float
+    dataset: str | None  # the dataset directory used, if any
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.prepared.summary(), "multiplier": self.multiplier, "noise": self.noise,
+                "dataset": self.dataset}
+
+
+def source_record(cfg: TrainConfig, prepared: PreparedData) -> dict[str, Any]:
+    """How to rebuild the base series: stored in a manifest so `--data DIR` needs no other flags."""
+    return {
+        "spec": cfg.source,
+        "start": str(prepared.series.dates[0]),
+        "end": str(prepared.series.dates[-1]),
+        "train_frac": cfg.train_frac,
+        "val_frac": cfg.val_frac,
+    }
+
+
+def prepare_from_config(cfg: TrainConfig) -> PreparedData:
+    series = load_source(cfg.source, cfg.start, cfg.end)
+    return prepare(series, cfg.train_frac, cfg.val_frac)
+
+
+def prepare_from_manifest(manifest: dict[str, Any], where: Path) -> PreparedData:
+    source = manifest["source"]
+    try:
+        series = load_source(source["spec"], date.fromisoformat(source["start"]), date.fromisoformat(source["end"]))
+        prepared = prepare(series, float(source["train_frac"]), float(source["val_frac"]))
+    except (KeyError, TypeError, ValueError):
+        raise DataIntegrityError(f"{where}/manifest.json: its source record is incomplete") from None
+    stored = NormStats.from_dict(manifest["stats"])
+    if not np.allclose(list(stored.to_dict().values()), list(prepared.stats.to_dict().values()), rtol=1e-6):
+        raise DataIntegrityError(
+            f"{where}/manifest.json does not match its source {source['spec']}: normalization statistics differ"
+        )
+    if prepared.train_end != manifest["train_days"]:
+        raise DataIntegrityError(f"{where}/manifest.json: {manifest['train_days']} training days, source has "
+                                 f"{prepared.train_end}")
+    return prepared
+
+
+def cache_root() -> Path:
+    """Where `--multiplier N` keeps datasets it wrote: $STOCKSCALE_CACHE, else ~/.cache/stockscale."""
+    configured = os.environ.get("STOCKSCALE_CACHE")
+    if configured:
+        return Path(configured)
+    home = Path.home()
+    if os.access(home, os.W_OK):
+        return home / ".cache" / "stockscale"
+    return Path(tempfile.gettempdir()) / "stockscale-cache"
+
+
+def cache_dir_for(cfg: TrainConfig, prepared: PreparedData) -> Path:
+    key = json.dumps({**source_record(cfg, prepared), "multiplier": cfg.multiplier, "noise": cfg.noise,
+                      "seed": cfg.seed}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_root() / "datasets" / f"x{cfg.multiplier}-{digest}"
+
+
+def ensure_cached_dataset(cfg: TrainConfig, prepared: PreparedData) -> tuple[Path, dict[str, Any]]:
+    """Write the dataset to the cache unless a copy whose checksums verify is there already.
+
+    Several ranks on one machine may race here: each writes its own temporary directory and the first
+    rename wins; the others find the finished dataset and use it.
+    """
+    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed)
+    target = cache_dir_for(cfg, prepared)
+    try:
+        return target, write_dataset(prepared, spec, source_record(cfg, prepared), target)
+    except OSError:
+        if (target / "manifest.json").is_file():
+            return target, verify_dataset(target)
+        raise
+
+
+def open_training_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> TrainingData:
+    """The prepared series (validation and test always from the original data) and this rank's loader."""
+    dataset: Path | None = None
+    multiplier, noise = cfg.multiplier, cfg.noise
+    if cfg.data is not None:
+        dataset = cfg.data
+        manifest = read_manifest(dataset)
+        prepared = prepare_from_manifest(manifest, dataset)
+        source = ReplicaSource.on_disk(dataset, manifest)
+        multiplier, noise = int(manifest["multiplier"]), float(manifest["noise"])
+    else:
+        prepared = prepare_from_config(cfg)
+        cached = cache_dir_for(cfg, prepared)
+        if cfg.loader == "stream" or (cfg.multiplier > 1 and (cached / "manifest.json").is_file()):
+            dataset, manifest = ensure_cached_dataset(cfg, prepared)
+            source = ReplicaSource.on_disk(dataset, manifest)
+        else:
+            spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed)
+            source = ReplicaSource.generated(spec)
+    if source.total_windows < world:
+        raise InputError(f"{source.total_windows} training windows cannot be shared by {world} workers")
+    loader = TrainLoader(cfg.loader, source, prepared.stats, rank, world, cfg.batch_size, cfg.seed)
+    return TrainingData(prepared, loader, source.total_windows, multiplier, noise,
+                        str(dataset) if dataset else None)

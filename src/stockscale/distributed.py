@@ -1,0 +1,88 @@
+"""Rank and world from the environment, and the process group around one training run.
+
+The same variables come from torchrun and from the Kubeflow Training Operator on every PyTorchJob replica
+(MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK; PET_NNODES and PET_NODE_RANK as a fallback), and the local
+emulated cluster sets exactly those. A process that finds WORLD_SIZE > 1 is one DDP rank.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from stockscale.errors import InputError
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> DistEnv:
+        env = os.environ if env is None else env
+        world = _int(env, "WORLD_SIZE") or _int(env, "PET_NNODES") or 1
+        rank = _int(env, "RANK")
+        if rank is None:
+            rank = _int(env, "PET_NODE_RANK") or 0
+        local_rank = _int(env, "LOCAL_RANK") or 0
+        if world < 1 or not 0 <= rank < world:
+            raise InputError(f"environment: RANK {rank} is not within WORLD_SIZE {world}")
+        if world == 1:
+            return cls(rank, world, local_rank)
+        addr = env.get("MASTER_ADDR") or env.get("PET_MASTER_ADDR")
+        port = _int(env, "MASTER_PORT") or _int(env, "PET_MASTER_PORT")
+        if not addr or not port:
+            raise InputError(f"environment: WORLD_SIZE is {world} but MASTER_ADDR/MASTER_PORT are not set")
+        return cls(rank, world, local_rank, addr, port)
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"environment: {name}={value!r} is not an integer") from None
+
+
+def timeout_from_env() -> timedelta:
+    """Collective and rendezvous timeout: a vanished peer ends the run instead of hanging it forever."""
+    return timedelta(seconds=float(os.environ.get("STOCKSCALE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
+
+
+def init_process_group(env: DistEnv, device_type: str) -> None:
+    """gloo on CPU, nccl on CUDA, over TCP to the master (rank 0)."""
+    import torch.distributed as dist
+
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://{env.master_addr}:{env.master_port}",
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=timeout_from_env(),
+    )
+
+
+def teardown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,25 @@
+"""Errors the library raises; the CLI turns them into one-line messages.
+
+`InputError` means the user gave something we cannot use (a file, a flag, a config): exit status 2.
+Anything else that escapes is a bug or an environment failure and keeps its traceback.
+"""
+
+
+class StockscaleError(Exception):
+    """Base class for errors stockscale reports to the user as a message."""
+
+    exit_code = 1
+
+
+class InputError(StockscaleError):
+    """Bad input from the user: a file, a flag or a config. Exit status 2."""
+
+    exit_code = 2
+
+
+class DataIntegrityError(InputError):
+    """A dataset on disk does not match its manifest (missing, truncated or altered shard)."""
+
+
+class WorkerFailure(StockscaleError):
+    """A training worker died (out of memory, killed, exception); the whole run stops."""

@@ -1,0 +1,1 @@
+"""The two comparisons (dataset scale, hyperparameter search), the report and the demo."""

@@ -1,0 +1,1 @@
+"""Where training runs: local processes (one process or an emulated cluster) and Kubernetes."""

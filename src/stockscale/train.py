@@ -1,0 +1,239 @@
+"""One training loop: a single process, or one rank of a DDP job. Read it top to bottom.
+
+1. seed, threads, device; join the process group when the environment says this is one of several ranks
+2. open this rank's share of the training data (validation and test are always the original data)
+3. train: Adam on MSE, every rank the same number of steps, gradients averaged by DDP
+4. score the model on validation and test in dollars, beside the persistence baseline
+5. rank 0 writes the run directory (temporary directory renamed at the end) and returns the metrics
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from stockscale.config import TrainConfig
+from stockscale.data.dataset import open_training_data
+from stockscale.data.windows import EvalSet, NormStats, make_features
+from stockscale.distributed import DistEnv, init_process_group, teardown
+from stockscale.errors import InputError
+from stockscale.files import staged_dir, temp_dir_beside
+from stockscale.model import LSTMRegressor
+from stockscale.progress import TrainProgress
+
+FORMAT_VERSION = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device cuda was asked for, but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,
+          env: DistEnv | None = None) -> dict[str, Any]:
+    """Train per `cfg`; rank 0 writes the run directory `out` and every rank returns its result line."""
+    started = time.perf_counter()
+    env = env or DistEnv.from_environ()
+    progress = progress if (progress is not None and env.is_main) else TrainProgress()
+    if env.is_main:
+        if out.exists():
+            raise InputError(f"run directory {out} already exists")
+        temp_dir_beside(out).rmdir()  # fail now, not after training, if `out` cannot be written
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+
+    if env.is_distributed:
+        init_process_group(env, device.type)
+    try:
+        return _train(cfg, out, progress, env, device, started)
+    finally:
+        teardown()
+
+
+def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, device: torch.device,
+           started: float) -> dict[str, Any]:
+    data = open_training_data(cfg, env.rank, env.world_size)
+    loader, stats = data.loader, data.prepared.stats
+    val_set, test_set = data.prepared.eval_set("val"), data.prepared.eval_set("test")
+    span = data.prepared.summary()
+    progress.message(
+        f"data: {data.prepared.series.name} {span['first_date']}..{span['last_date']}, "
+        f"{data.total_windows} training windows (x{data.multiplier}), {len(val_set)} val, {len(test_set)} test, "
+        f"loader {cfg.loader}" + (f", {env.world_size} workers" if env.is_distributed else "")
+    )
+
+    core = LSTMRegressor(5, cfg.hidden_size, cfg.num_layers, cfg.dropout).to(device)
+    # DDP averages gradients across ranks during backward; evaluation uses the bare module.
+    model = nn.parallel.DistributedDataParallel(core) if env.is_distributed else core
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn = nn.MSELoss()
+
+    history: list[dict[str, float]] = []
+    steps, samples, epochs_completed = 0, 0, 0
+    train_seconds = 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        epoch_start = time.perf_counter()
+        steps_this_epoch = loader.steps_per_epoch
+        if cfg.max_steps is not None:
+            steps_this_epoch = min(steps_this_epoch, cfg.max_steps - steps)
+        progress.epoch_start(epoch, cfg.epochs, steps_this_epoch)
+        model.train()
+        loss_sum, loss_count = 0.0, 0
+        for step, (x, y) in enumerate(loader.epoch(epoch), start=1):
+            if step > steps_this_epoch:
+                break
+            inputs, targets = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            samples += len(y)
+            loss_sum += loss.item() * len(y)
+            loss_count += len(y)
+            progress.step(epoch, step, loss.item())
+        train_seconds += time.perf_counter() - epoch_start
+        val_loss = evaluate_loss(core, val_set, stats, device)
+        finished_epoch = steps_this_epoch == loader.steps_per_epoch
+        epochs_completed += finished_epoch
+        history.append({"epoch": epoch, "train_loss": loss_sum / max(loss_count, 1), "val_loss": val_loss,
+                        "steps": steps, "seconds": time.perf_counter() - epoch_start})
+        progress.epoch_end(epoch, history[-1]["train_loss"], val_loss, history[-1]["seconds"])
+        if cfg.max_steps is not None and steps >= cfg.max_steps:
+            break
+
+    my_rate = samples / train_seconds if train_seconds > 0 else 0.0
+    workers = gather_worker_stats(env, peak_rss_bytes(), my_rate)
+    if not env.is_main:
+        return {"rank": env.rank, "peak_rss_bytes": peak_rss_bytes(), "samples_per_second": my_rate}
+
+    val_pred, test_pred = predict(core, val_set, stats, device), predict(core, test_set, stats, device)
+    metrics: dict[str, Any] = {
+        "kind": "train_run",
+        "format_version": FORMAT_VERSION,
+        "status": "success",
+        "config": cfg.to_dict(),
+        "data": data.summary(),
+        "loader": cfg.loader,
+        "train_samples": data.total_windows,
+        "data_resident_bytes": int(loader.data_resident_bytes),
+        "steps": steps,
+        "epochs_completed": epochs_completed,
+        "train_seconds": train_seconds,
+        "samples_per_second": sum(w["samples_per_second"] for w in workers),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "world_size": env.world_size,
+        "workers": workers,
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "history": history,
+        "val": {"loss": history[-1]["val_loss"], **score(val_pred, val_set)},
+        "test": {"loss": evaluate_loss(core, test_set, stats, device), **score(test_pred, test_set)},
+        "baseline": {"name": "persistence", "val": score(val_set.last_price, val_set),
+                     "test": score(test_set.last_price, test_set)},
+    }
+    metrics["wall_seconds"] = time.perf_counter() - started
+    metrics["run_dir"] = str(out)
+    write_run_dir(out, cfg, metrics, core, test_set, test_pred)
+    return metrics
+
+
+def gather_worker_stats(env: DistEnv, rss: int, rate: float) -> list[dict[str, Any]]:
+    """Every rank's peak RSS and samples/s, gathered as a tensor (no pickled objects on the wire)."""
+    mine = torch.tensor([float(env.rank), float(rss), rate], dtype=torch.float64)
+    if not env.is_distributed:
+        rows = [mine]
+    else:
+        import torch.distributed as dist
+
+        rows = [torch.zeros_like(mine) for _ in range(env.world_size)]
+        dist.all_gather(rows, mine)
+    return [{"rank": int(r[0]), "peak_rss_bytes": int(r[1]), "samples_per_second": float(r[2])} for r in rows]
+
+
+@torch.no_grad()
+def model_outputs(model: nn.Module, evalset: EvalSet, stats: NormStats, device: torch.device) -> np.ndarray:
+    model.eval()
+    features, _ = make_features(evalset.windows, evalset.next_close, stats)
+    outputs = [model(torch.from_numpy(chunk).to(device)).cpu().numpy()
+               for chunk in np.array_split(features, max(1, math.ceil(len(features) / 1024)))]
+    return np.concatenate(outputs)
+
+
+def evaluate_loss(model: nn.Module, evalset: EvalSet, stats: NormStats, device: torch.device) -> float:
+    """MSE in the training target's units, comparable to the train loss."""
+    outputs = model_outputs(model, evalset, stats, device)
+    _, targets = make_features(evalset.windows, evalset.next_close, stats)
+    return float(np.mean((outputs - targets) ** 2))
+
+
+def predict(model: nn.Module, evalset: EvalSet, stats: NormStats, device: torch.device) -> np.ndarray:
+    """Predicted next-day closes in dollars: today's close moved by the predicted log return."""
+    outputs = model_outputs(model, evalset, stats, device).astype(np.float64)
+    return evalset.last_price * np.exp(outputs * stats.return_std * stats.price_std)
+
+
+def score(predicted: np.ndarray, evalset: EvalSet) -> dict[str, Any]:
+    """RMSE, MAE (dollars), MAPE (%) and directional accuracy of predicted closes against the actual ones.
+
+    A prediction equal to today's close (the persistence baseline) has no direction: directional accuracy
+    is then null rather than a number that pretends it guessed.
+    """
+    actual, last = evalset.next_price, evalset.last_price
+    error = predicted - actual
+    predicted_move, actual_move = np.sign(predicted - last), np.sign(actual - last)
+    directional = None
+    if np.any(predicted_move != 0):
+        directional = float(np.mean(predicted_move == actual_move))
+    return {
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mae": float(np.mean(np.abs(error))),
+        "mape": float(np.mean(np.abs(error) / actual) * 100),
+        "directional_accuracy": directional,
+        "windows": len(actual),
+    }
+
+
+def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: nn.Module,
+                  test_set: EvalSet, test_pred: np.ndarray) -> None:
+    """Everything in a temporary directory beside `out`, renamed to `out` only when complete."""
+    with staged_dir(out) as tmp:
+        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (tmp / "history.json").write_text(json.dumps(metrics["history"], indent=2) + "\n")
+        torch.save(model.state_dict(), tmp / "model.pt")
+        predictions = {
+            "split": "test",
+            "dates": [str(d) for d in test_set.dates],
+            "actual": test_set.next_price.tolist(),
+            "predicted": test_pred.tolist(),
+            "baseline": test_set.last_price.tolist(),
+        }
+        (tmp / "predictions.json").write_text(json.dumps(predictions) + "\n")
+
+
+def load_model(run_dir: Path) -> LSTMRegressor:
+    """Rebuild a trained model from its run directory (weights only: no code is unpickled)."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    model = LSTMRegressor(5, cfg["hidden_size"], cfg["num_layers"], cfg["dropout"])
+    model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    return model
