@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,18 +111,20 @@ def owned_replicas(total_windows: int, windows_per_replica: int, rank: int, worl
 # ---------------------------------------------------------------------------------------------- writing
 
 
-class _HashingWriter:
-    """A write-only file wrapper that hashes what passes through, so each shard is read once."""
+def write_shard(path: Path, replicas: np.ndarray) -> tuple[int, str]:
+    """Write one .npy shard (header, then the raw float32 data) and return its size and sha256.
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | memoryview) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        return self.handle.write(data)
+    The hash is taken from the bytes in memory as they are written, so a shard is never read back.
+    """
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(replicas))
+    data = memoryview(np.ascontiguousarray(replicas)).cast("B")
+    sha = hashlib.sha256(header.getvalue())
+    sha.update(data)
+    with open(path, "wb") as handle:
+        handle.write(header.getvalue())
+        handle.write(data)
+    return len(header.getvalue()) + len(data), sha.hexdigest()
 
 
 def manifest_for(prepared: PreparedData, spec: ReplicaSpec, source: dict[str, Any]) -> dict[str, Any]:
@@ -162,24 +166,28 @@ def write_dataset(
             verify_dataset(out, existing)
             return existing
         raise InputError(f"output directory {out} already holds something that is not this dataset")
-    with staged_dir(out) as tmp:
+    # Hashing and writing one shard overlaps generating the next (numpy, hashlib and file writes release the
+    # GIL), so at most two shards are in memory at once.
+    with staged_dir(out) as tmp, ThreadPoolExecutor(max_workers=1) as writer:
         plans = spec.shards()
-        for number, plan in enumerate(plans, start=1):
-            replicas = spec.generate(plan)
-            with open(tmp / plan.file, "wb") as handle:
-                writer = _HashingWriter(handle)
-                np.lib.format.write_array(writer, replicas, allow_pickle=False)
-            manifest["shards"].append({
-                "file": plan.file,
-                "first_replica": plan.first_replica,
-                "replicas": plan.replicas,
-                "windows": plan.replicas * spec.windows_per_replica,
-                "bytes": writer.size,
-                "sha256": writer.sha.hexdigest(),
-            })
-            del replicas
-            if on_shard is not None:
-                on_shard(number, len(plans))
+        pending: Future[tuple[int, str]] | None = None
+        for number, plan in enumerate([*plans, None]):
+            replicas = spec.generate(plan) if plan is not None else None
+            if pending is not None:
+                size, sha256 = pending.result()
+                done = plans[number - 1]
+                manifest["shards"].append({
+                    "file": done.file,
+                    "first_replica": done.first_replica,
+                    "replicas": done.replicas,
+                    "windows": done.replicas * spec.windows_per_replica,
+                    "bytes": size,
+                    "sha256": sha256,
+                })
+                if on_shard is not None:
+                    on_shard(number, len(plans))
+            if plan is not None:
+                pending = writer.submit(write_shard, tmp / plan.file, replicas)
         manifest["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -1,0 +1,159 @@
+"""Scaled-data figures (issue 3), all from one run:
+
+1. generation throughput of `data scale` in MB/s beside numpy's raw normal-number generation (goal >= 50%);
+2. peak RSS of `stockscale data scale --multiplier 20000` (goal < 250 MB; a separate process, no torch);
+3. batches/s of each loader beside the model's step rate at hidden 64 (goal: every loader >= 5x faster);
+4. resident bytes per training window for each loader at 1000x (measured RSS growth, and bytes held).
+
+Usage: python benchmarks/data_scale.py [--big 20000] [--loader-multiplier 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+
+def raw_normal_rate(total_bytes: int) -> float:
+    """MB/s of numpy's float32 standard normals alone, in shard-sized blocks."""
+    rng = np.random.default_rng(0)
+    block = 256 * 881 * 5
+    start = time.perf_counter()
+    produced = 0
+    while produced < total_bytes:
+        rng.standard_normal(block, dtype=np.float32)
+        produced += block * 4
+    return produced / (time.perf_counter() - start) / 1e6
+
+
+def generation_rate(multiplier: int, out: Path) -> float:
+    """MB/s of the dataset writer itself (generate, hash, write), in this process."""
+    from stockscale.config import build_train_config
+    from stockscale.data.dataset import prepare_from_config, source_record
+    from stockscale.data.scaled import ReplicaSpec, write_dataset
+
+    cfg = build_train_config({"multiplier": multiplier})
+    prepared = prepare_from_config(cfg)
+    spec = ReplicaSpec(prepared.train_series, multiplier, cfg.noise, cfg.seed)
+    start = time.perf_counter()
+    manifest = write_dataset(prepared, spec, source_record(cfg, prepared), out)
+    return sum(shard["bytes"] for shard in manifest["shards"]) / (time.perf_counter() - start) / 1e6
+
+
+def scale_in_subprocess(multiplier: int, out: Path) -> tuple[float, int, int]:
+    """Run the real command; return (seconds, peak RSS of the child, bytes written)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "stockscale", "data", "scale", "--multiplier", str(multiplier),
+                    "--out", str(out)], check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if peak <= before * 1024:
+        peak = -1  # an earlier child had a higher peak; not measurable this way
+    written = sum(p.stat().st_size for p in out.iterdir())
+    return seconds, peak, written
+
+
+def loader_figures(dataset: Path, batch: int) -> dict[str, dict[str, float]]:
+    """For each loader, in a fresh process: RSS growth when opened, bytes held, batches/s over one epoch."""
+    code = f"""
+import json, time, psutil, gc
+from pathlib import Path
+from stockscale.data.scaled import read_manifest
+from stockscale.data.loaders import ReplicaSource, TrainLoader
+from stockscale.data.windows import NormStats
+import sys
+kind = sys.argv[1]
+manifest = read_manifest(Path({str(dataset)!r}))
+stats = NormStats.from_dict(manifest["stats"])
+proc = psutil.Process()
+gc.collect(); before = proc.memory_info().rss
+loader = TrainLoader(kind, ReplicaSource.on_disk(Path({str(dataset)!r}), manifest), stats, 0, 1, {batch}, 0)
+opened = proc.memory_info().rss
+start = time.perf_counter(); n = 0; peak = opened
+for x, y in loader.epoch(1):
+    n += 1
+    if n % 200 == 0: peak = max(peak, proc.memory_info().rss)
+    if n >= 3000: break
+rate = n / (time.perf_counter() - start)
+peak = max(peak, proc.memory_info().rss)
+print(json.dumps({{"windows": loader.windows, "held": loader.data_resident_bytes, "rss_growth": peak - before,
+                  "batches_per_s": rate}}))
+"""
+    figures = {}
+    for kind in ("memory", "lazy", "stream"):
+        done = subprocess.run([sys.executable, "-c", code, kind], check=True, capture_output=True, text=True)
+        import json
+
+        figures[kind] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def model_step_rate(hidden: int, batch: int, steps: int = 100) -> float:
+    import torch
+    from torch import nn
+
+    from stockscale.model import LSTMRegressor
+
+    torch.set_num_threads(1)
+    model = LSTMRegressor(5, hidden, 2, 0.2)
+    optimizer = torch.optim.Adam(model.parameters())
+    x, y = torch.randn(batch, 60, 5), torch.randn(batch)
+    for i in range(steps + 10):
+        if i == 10:
+            start = time.perf_counter()
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--big", type=int, default=20000, help="multiplier for the throughput and RSS figures")
+    parser.add_argument("--loader-multiplier", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, numpy {np.__version__}")
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        seconds, peak, written = scale_in_subprocess(args.big, Path(tmp) / f"x{args.big}")
+        rates, raws = [], []
+        for attempt in range(3):  # interleaved, best of three: other load on the machine hits both alike
+            rates.append(generation_rate(args.big // 4, Path(tmp) / f"g{attempt}"))
+            raws.append(raw_normal_rate(written // 4))
+        rate, raw = max(rates), max(raws)
+        print(f"\n1. the command, data scale --multiplier {args.big}: {written / 1e6:.0f} MB in {seconds:.1f} s "
+              f"(process start, imports and data loading included)")
+        print(f"   writer (generate + sha256 + write, {args.big // 4}x): {rate:5.0f} MB/s   numpy raw normals "
+              f"{raw:5.0f} MB/s   ratio {rate / raw * 100:5.1f} % (goal >= 50 %)")
+        print(f"2. peak RSS of data scale --multiplier {args.big}: {peak / 2**20:.0f} MiB (goal < 250 MB)")
+
+        dataset = Path(tmp) / f"x{args.loader_multiplier}"
+        scale_in_subprocess(args.loader_multiplier, dataset)
+        figures = loader_figures(dataset, args.batch)
+        step = model_step_rate(64, args.batch)
+        print(f"3. batches/s at {args.loader_multiplier}x, batch {args.batch}; model step at hidden 64: "
+              f"{step:.1f} steps/s (1 thread)")
+        for kind, fig in figures.items():
+            print(f"   {kind:<7} {fig['batches_per_s']:9.0f} batches/s  = {fig['batches_per_s'] / step:7.0f}x the "
+                  f"model (goal >= 5x)")
+        print(f"4. resident bytes per training window at {args.loader_multiplier}x "
+              f"({figures['memory']['windows']:,} windows)")
+        for kind, fig in figures.items():
+            print(f"   {kind:<7} RSS growth {fig['rss_growth'] / fig['windows']:8.1f} B/window   "
+                  f"held by the loader {fig['held'] / fig['windows']:8.1f} B/window")
+
+
+if __name__ == "__main__":
+    main()
