@@ -279,6 +279,119 @@ def print_dataset_info(directory: Path, manifest: dict[str, Any]) -> None:
     log(f"materialized   {format_size(manifest['materialized_bytes'])} as float32 windows [N, 60, 5]")
 
 
+# ------------------------------------------------------------------------------------------ experiments
+
+
+def multipliers(text: str) -> list[int]:
+    parse = positive_int("--multipliers value")
+    values = [parse(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("--multipliers needs at least one value, e.g. 1,10,50")
+    return sorted(set(values))
+
+
+def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> dict[str, Any]:
+    """Training flags (and --config) that apply to every run of an experiment, validated once up front."""
+    from stockscale.config import read_yaml_mapping
+
+    values = read_yaml_mapping(args.config, "config file") if args.config is not None else {}
+    values.update(train_overrides(args))
+    for key in controlled:
+        values.pop(key, None)
+    load_config(args)  # validates the file and the flags together, naming the culprit
+    return values
+
+
+def cmd_scale_test(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.experiments.scale_test import ScaleTestSettings, format_table, run_scale_test
+    from stockscale.launch.local import LocalLauncher
+    from stockscale.limits import check_limit
+
+    if args.mode == "local" and args.workers not in (None, 1):
+        raise InputError(f"--mode local runs one process; --workers {args.workers} needs --mode cluster")
+    workers = args.workers or (4 if args.mode == "cluster" else 1)
+    check_limit(args.memory_limit)
+    train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
+    settings = ScaleTestSettings(
+        mode=args.mode, workers=workers, multipliers=args.multipliers, memory_limit=args.memory_limit,
+        timeout=args.timeout, loader=args.loader, max_steps=args.max_steps, epochs=args.epochs,
+        threads=train.pop("threads", None), train=train, keep_going=args.keep_going,
+    )
+    out = args.out or Path("results") / f"scale_test_{args.mode}"
+    log(f"scale test, {args.mode}: multipliers {','.join(map(str, settings.multipliers))}, {workers} worker(s), "
+        f"loader {args.loader}, limit {args.memory_limit or 'none'} bytes per worker -> {out}/results.json")
+
+    def on_result(run: dict[str, Any]) -> None:
+        peak = max(run["peak_rss_bytes"]) / 2**20 if run["peak_rss_bytes"] else 0
+        log(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f}s, peak {peak:.0f} MiB/worker"
+            + (f" ({run['detail']})" if run["detail"] else ""))
+
+    doc = run_scale_test(settings, LocalLauncher(log_dir=out / "logs"), out, on_result)
+    log(format_table(doc))
+    log(f"results: {out / 'results.json'}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, format_summary, load_space, run_search
+
+    space = load_space(args.space) if args.space else DEFAULT_SPACE
+    cpus = os.cpu_count() or 1
+    if args.backend == "sequential" and args.workers not in (None, 1):
+        raise InputError(f"--backend sequential runs one trial at a time; --workers {args.workers} needs "
+                         "--backend parallel")
+    workers = 1 if args.backend == "sequential" else (args.workers or cpus)
+    train = experiment_train_overrides(args, tuple(space))
+    train.setdefault("epochs", 2)
+    threads = train.pop("threads", None) or max(1, cpus // workers)
+    settings = SearchSettings(backend=args.backend, workers=workers, space=space, train=train,
+                              threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
+    folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "kubernetes": "hp_search_cloud"}
+    out = args.out or Path("results") / folder[args.backend]
+    launcher = make_launcher(args, out)
+    total = 1
+    for values in space.values():
+        total *= len(values)
+    log(f"search, {args.backend}: {total} trials, {workers} at a time, {threads} thread(s) each -> "
+        f"{out}/summary.json")
+    done = [0]
+
+    def on_result(entry: dict[str, Any]) -> None:
+        done[0] += 1
+        loss = f", val_loss {entry['val_loss']:.4f}" if entry["val_loss"] is not None else ""
+        log(f"  [{done[0]}/{total}] {entry['name']} {entry['config']}: {entry['status']} in "
+            f"{entry['wall_seconds']:.1f}s{loss}" + (f" ({entry['detail']})" if entry["detail"] else ""))
+
+    summary = run_search(settings, launcher, out, on_result)
+    log(format_summary(summary))
+    log(f"summary: {out / 'summary.json'}")
+    return 0
+
+
+def make_launcher(args: argparse.Namespace, out: Path) -> Any:
+    from stockscale.launch.local import LocalLauncher
+
+    return LocalLauncher(log_dir=out / "logs")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from stockscale.experiments.projection import build_projection_settings
+    from stockscale.experiments.report import format_comparison, load_results, write_report
+
+    settings = build_projection_settings({
+        "nodes": args.nodes, "node_memory_bytes": args.node_memory, "node_cpus": args.node_cpus,
+        "price_vcpu_hour": args.price_vcpu_hour, "price_gib_hour": args.price_gib_hour,
+        "pod_startup_seconds": args.pod_startup,
+    })
+    results = load_results(args.results)
+    print(format_comparison(results), flush=True)
+    report = write_report(results, args.out or args.results / "report", settings)
+    print(f"report: {report}", flush=True)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 
@@ -312,6 +425,48 @@ def build_parser() -> Parser:
     info = data_commands.add_parser("info", help="summarize a dataset directory")
     info.add_argument("directory", type=Path)
     info.set_defaults(handler=cmd_data_info)
+
+    scale_test = commands.add_parser("scale-test", help="comparison 1: dataset scale, one process vs N workers")
+    scale_test.add_argument("--mode", choices=("local", "cluster"), default="local",
+                            help="local: one process; cluster: N workers (the emulated cluster)")
+    scale_test.add_argument("--workers", type=positive_int("--workers"), help="workers in cluster mode (default 4)")
+    scale_test.add_argument("--multipliers", type=multipliers, default=[1, 10, 50, 100, 200],
+                            help="comma-separated dataset multipliers (default 1,10,50,100,200)")
+    scale_test.add_argument("--memory-limit", type=size, default=2**30,
+                            help="memory limit per process or worker (default 1GiB)")
+    scale_test.add_argument("--timeout", type=non_negative_float("--timeout"), default=600.0,
+                            help="seconds per run (default 600)")
+    scale_test.add_argument("--loader", choices=("memory", "lazy", "stream"), default="memory",
+                            help="how workers hold the data (default memory, as the original demonstration)")
+    scale_test.add_argument("--max-steps", type=positive_int("--max-steps"), default=50,
+                            help="optimizer steps per run (default 50: the data is loaded whole either way)")
+    scale_test.add_argument("--epochs", type=positive_int("--epochs"), default=1)
+    scale_test.add_argument("--keep-going", action="store_true", help="run every multiplier past an oom/timeout")
+    scale_test.add_argument("--out", type=Path, help="default results/scale_test_<mode>")
+    add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data"))
+    scale_test.set_defaults(handler=cmd_scale_test)
+
+    search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
+    search.add_argument("--backend", choices=("sequential", "parallel", "kubernetes"), default="sequential")
+    search.add_argument("--workers", type=positive_int("--workers"), help="trials at once (parallel: default cores)")
+    search.add_argument("--space", type=Path, help="YAML grid: one list per parameter (default: the 18 configs)")
+    search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"), help="seconds per trial")
+    search.add_argument("--resume", action="store_true", help="skip trials already finished in --out")
+    search.add_argument("--out", type=Path, help="default results/hp_search_local|parallel|cloud")
+    add_train_flags(search, skip=("data",))
+    search.set_defaults(handler=cmd_search)
+
+    compare = commands.add_parser("compare", help="the comparison report from whatever results exist")
+    compare.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results/)")
+    compare.add_argument("--out", type=Path, help="report folder (default <results>/report)")
+    projection = compare.add_argument_group("projection for a real cluster")
+    projection.add_argument("--nodes", help="comma-separated node counts (default 1,2,4,8,18)")
+    projection.add_argument("--node-memory", help="memory per node or worker (default 4Gi)")
+    projection.add_argument("--node-cpus", help="vCPUs per node (default 2)")
+    projection.add_argument("--price-vcpu-hour", help="$ per vCPU-hour (default 0.04)")
+    projection.add_argument("--price-gib-hour", help="$ per GiB-hour (default 0.005)")
+    projection.add_argument("--pod-startup", help="seconds of pod start-up per trial (default 20)")
+    compare.set_defaults(handler=cmd_compare)
     return parser
 
 

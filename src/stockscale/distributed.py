@@ -81,6 +81,14 @@ def init_process_group(env: DistEnv, device_type: str) -> None:
     )
 
 
+def barrier() -> None:
+    """Wait for every rank; called before a clean teardown so no rank leaves while a peer still talks to it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def teardown() -> None:
     import torch.distributed as dist
 

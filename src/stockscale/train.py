@@ -24,7 +24,7 @@ from torch import nn
 from stockscale.config import TrainConfig
 from stockscale.data.dataset import open_training_data
 from stockscale.data.windows import EvalSet, NormStats, make_features
-from stockscale.distributed import DistEnv, init_process_group, teardown
+from stockscale.distributed import DistEnv, barrier, init_process_group, teardown
 from stockscale.errors import InputError
 from stockscale.files import staged_dir, temp_dir_beside
 from stockscale.model import LSTMRegressor
@@ -64,7 +64,9 @@ def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,
     if env.is_distributed:
         init_process_group(env, device.type)
     try:
-        return _train(cfg, out, progress, env, device, started)
+        result = _train(cfg, out, progress, env, device, started)
+        barrier()  # rank 0 has written the run directory; everyone leaves together
+        return result
     finally:
         teardown()
 

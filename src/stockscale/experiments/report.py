@@ -1,0 +1,703 @@
+"""`stockscale compare`: read whatever results exist, print the two comparisons, write report.md.
+
+Every number in the report comes from a results file (docs/results.md). A side that was not run is said to
+be missing, with the command that would run it; nothing is filled in. A results file that cannot be read
+or does not have the documented shape becomes a warning naming the file, and the rest still reports: one
+corrupt file must not hide the other measurements.
+
+The shapes are checked with pydantic models that allow extra keys (newer writers may add some) and refuse
+missing or mistyped ones: the keys the report prints are required, nullable where the format allows null.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import textwrap
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from stockscale.config import format_size, one_line
+from stockscale.errors import InputError
+from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
+
+RunStatus = Literal["success", "oom", "timeout", "error"]
+SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_cloud": "cloud"}
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class Machine(_Shape):
+    cpus: int | None
+    memory_bytes: int | None = None
+    platform: str | None = None
+    python: str | None = None
+    torch: str | None = None
+
+
+class ScaleSettings(_Shape):
+    mode: Literal["local", "cluster"]
+    backend: str
+    emulated: bool
+    workers: int
+    memory_limit_bytes: int | None
+    limit_mechanism: str | None
+    timeout_seconds: float | None = None
+    loader: str
+    max_steps: int | None = None
+    epochs: int | None = None
+    threads_per_worker: int | None = None
+    machine: Machine | None = None
+
+
+class ScaleRow(_Shape):
+    multiplier: int
+    status: RunStatus
+    detail: str = ""
+    train_windows: int | None = None
+    dataset_bytes: int | None = None
+    wall_seconds: float | None
+    peak_rss_bytes: list[int | None] | None
+    samples_per_second: float | None = None
+    steps: int | None = None
+    run_dir: str | None = None
+
+    def peak_per_worker(self) -> int | None:
+        """The largest worker's peak: what has to fit under the per-worker limit."""
+        measured = [value for value in self.peak_rss_bytes or [] if value is not None]
+        return max(measured) if measured else None
+
+
+class ScaleTest(_Shape):
+    kind: Literal["scale_test"]
+    format_version: Literal[1]
+    started_at: str | None = None
+    finished_at: str | None = None
+    settings: ScaleSettings
+    results: list[ScaleRow]
+
+
+class SplitMetrics(_Shape):
+    rmse: float | None
+    mae: float | None = None
+    mape: float | None = None
+    directional_accuracy: float | None = None
+
+
+class SearchSettings(_Shape):
+    backend: str
+    workers: int | None
+    threads_per_trial: int | None = None
+    space: dict[str, list[Any]]
+    train: dict[str, Any] = {}
+    trial_timeout_seconds: float | None = None
+    emulated: bool = False
+    machine: Machine | None = None
+
+
+class Trial(_Shape):
+    trial: int
+    name: str
+    config: dict[str, Any]
+    status: RunStatus
+    detail: str = ""
+    start_time: float | None
+    end_time: float | None
+    wall_seconds: float | None
+    val_loss: float | None
+    test_rmse: float | None = None
+    test: SplitMetrics | None = None
+    baseline_test: SplitMetrics | None = None
+    peak_rss_bytes: int | None = None
+    run_dir: str | None = None
+
+
+class Best(_Shape):
+    trial: int
+    name: str
+    config: dict[str, Any]
+    val_loss: float
+    test: SplitMetrics
+    baseline_test: SplitMetrics | None
+    run_dir: str | None = None
+
+
+class SearchSummary(_Shape):
+    kind: Literal["hp_search"]
+    format_version: Literal[1]
+    started_at: str | None = None
+    finished_at: str | None = None
+    complete: bool
+    settings: SearchSettings
+    total_wall_seconds: float
+    sum_trial_seconds: float | None = None
+    successes: int
+    failures: int
+    results: list[Trial]
+    best: Best | None
+
+
+class Predictions(_Shape):
+    split: str
+    dates: list[str]
+    actual: list[float]
+    predicted: list[float]
+    baseline: list[float]
+
+
+@dataclass
+class ScaleRun:
+    """One scale_test_*/results.json."""
+
+    path: Path
+    data: ScaleTest
+
+    @property
+    def label(self) -> str:
+        s = self.data.settings
+        if s.mode == "local":
+            return "local"
+        return "cluster (emulated)" if s.emulated else f"cluster ({s.backend})"
+
+
+@dataclass
+class SearchRun:
+    """One hp_search_*/summary.json; `role` is sequential | parallel | cloud (or the folder's name)."""
+
+    role: str
+    path: Path
+    data: SearchSummary
+
+
+@dataclass
+class LoadedResults:
+    results_dir: Path
+    scale_tests: list[ScaleRun] = field(default_factory=list)
+    searches: list[SearchRun] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def search(self, role: str) -> SearchRun | None:
+        return next((run for run in self.searches if run.role == role), None)
+
+
+def _read_json(path: Path, kind: str) -> dict[str, Any]:
+    """A results file's JSON object, or ValueError with a reason that fits on one line."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ValueError(f"cannot be read ({error.strerror or error.__class__.__name__})") from None
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"is not valid JSON (line {error.lineno}: {error.msg})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"holds a JSON {type(data).__name__}, not a {kind} results object")
+    if data.get("kind") != kind:
+        raise ValueError(f"has kind {data.get('kind')!r}, expected {kind!r}")
+    if data.get("format_version") != 1:
+        raise ValueError(f"has format_version {data.get('format_version')!r}; this stockscale reads 1")
+    return data
+
+
+def _load(path: Path, model: type[_Shape], kind: str, warnings: list[str]) -> Any:
+    try:
+        return model.model_validate(_read_json(path, kind))
+    except ValueError as error:
+        if isinstance(error, ValidationError):
+            warnings.append(f"skipped {one_line(error, str(path))}")
+        else:
+            warnings.append(f"skipped {path}: {error}")
+        return None
+
+
+def load_results(results_dir: Path) -> LoadedResults:
+    """Every scale test and search under `results_dir`; unreadable files become warnings naming them.
+
+    Raises InputError only when `results_dir` itself is missing or not a directory."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        what = "is not a directory" if results_dir.exists() else "does not exist"
+        raise InputError(f"results directory {results_dir} {what} (run `stockscale scale-test` or "
+                         "`stockscale search` first, or pass --results DIR)")
+    loaded = LoadedResults(results_dir)
+    for folder in sorted(p for p in results_dir.iterdir() if p.is_dir()):
+        if folder.name.startswith("scale_test_"):
+            path = folder / "results.json"
+            if not path.is_file():
+                loaded.warnings.append(f"skipped {folder}: no results.json (an interrupted run?)")
+            elif (scale := _load(path, ScaleTest, "scale_test", loaded.warnings)) is not None:
+                loaded.scale_tests.append(ScaleRun(path, scale))
+        elif folder.name.startswith("hp_search_"):
+            path = folder / "summary.json"
+            if not path.is_file():
+                loaded.warnings.append(f"skipped {folder}: no summary.json (an interrupted run?)")
+            elif (summary := _load(path, SearchSummary, "hp_search", loaded.warnings)) is not None:
+                loaded.searches.append(SearchRun(SEARCH_DIRS.get(folder.name, folder.name), path, summary))
+    order = list(SEARCH_DIRS.values())
+    loaded.searches.sort(key=lambda run: (order.index(run.role) if run.role in order else len(order), run.role))
+    return loaded
+
+
+# ---------------------------------------------------------------- the printed comparison
+
+WIDTH = 100
+STATUS_WORDS = {"success": "success", "oom": "OOM", "timeout": "timeout", "error": "error"}
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f} s" if value < 100 else f"{value:.0f} s"
+
+
+def _size(value: float | None) -> str:
+    return "-" if value is None else format_size(value)
+
+
+def _machine(machine: Machine | None) -> str:
+    if machine is None or machine.cpus is None:
+        return "machine not recorded"
+    memory = f", {format_size(machine.memory_bytes)}" if machine.memory_bytes else ""
+    return f"machine: {machine.cpus} cores{memory}"
+
+
+@dataclass
+class ScaleGroup:
+    """The local and cluster runs that used one loader: the two sides of one comparison table."""
+
+    loader: str
+    local: ScaleRun | None = None
+    cluster: ScaleRun | None = None
+
+
+def scale_groups(runs: list[ScaleRun]) -> list[ScaleGroup]:
+    """Pair runs by loader, the default folders (scale_test_local, scale_test_cluster) first; a second run of
+    the same loader and mode gets a table of its own rather than silently replacing the first."""
+    canonical = {"scale_test_local": 0, "scale_test_cluster": 1}
+    ordered = sorted(runs, key=lambda run: (canonical.get(run.path.parent.name, 2), run.path.parent.name))
+    groups: list[ScaleGroup] = []
+    for run in ordered:
+        side = run.data.settings.mode
+        group = next((g for g in groups if g.loader == run.data.settings.loader and getattr(g, side) is None),
+                     None)
+        if group is None:
+            group = ScaleGroup(run.data.settings.loader)
+            groups.append(group)
+        setattr(group, side, run)
+    return groups
+
+
+def _wrap(prefix: str, text: str, indent: int | None = None) -> list[str]:
+    """Fixed-width lines no wider than WIDTH, broken only at spaces (paths stay whole)."""
+    pad = " " * (len(prefix) if indent is None else indent)
+    glued = _UNIT.sub("\\1\x00\\2", text)  # keep "300 s", "4.0 GiB" on one line
+    lines = textwrap.wrap(glued, WIDTH, initial_indent=prefix, subsequent_indent=pad, break_long_words=False,
+                          break_on_hyphens=False)
+    return [line.replace("\x00", " ") for line in lines]
+
+
+_UNIT = re.compile(r"(\d) (s|x|B|KiB|MiB|GiB|TiB)\b")
+
+
+def _scale_settings(run: ScaleRun) -> str:
+    s = run.data.settings
+    unit = "worker" if s.mode == "cluster" else "process"
+    mechanism = s.limit_mechanism or "mechanism not recorded"
+    limit = (f"limit {format_size(s.memory_limit_bytes)} per {unit} ({mechanism})" if s.memory_limit_bytes
+             else "no memory limit")
+    steps = f"max steps {s.max_steps}" if s.max_steps else f"epochs {s.epochs}"
+    threads = f", {s.threads_per_worker} thread(s) per {unit}" if s.threads_per_worker else ""
+    timeout = f", timeout {_secs(s.timeout_seconds)}" if s.timeout_seconds else ""
+    cores = s.machine.cpus if s.machine and s.machine.cpus else "?"
+    if s.mode == "local":
+        who = f"{s.workers} process" if s.workers == 1 else f"{s.workers} processes"
+    elif s.emulated:
+        who = f"EMULATED cluster: {s.workers} worker processes sharing this machine's {cores} cores"
+    else:
+        who = f"{s.backend} cluster: {s.workers} workers"
+    when = f", run {s_at[:16].replace('T', ' ')} UTC" if (s_at := run.data.started_at) else ""
+    return (f"{who}; {s.loader} loader; {limit}; {steps}{timeout}{threads}; {_machine(s.machine)}{when}; "
+            f"file {run.path}")
+
+
+def _reach(rows: list[ScaleRow]) -> tuple[int | None, ScaleRow | None]:
+    """Largest multiplier that succeeded, and the first failure above it (None: no failure up there)."""
+    reached = max((row.multiplier for row in rows if row.status == "success"), default=None)
+    above = [row for row in rows if row.status != "success" and (reached is None or row.multiplier > reached)]
+    return reached, min(above, key=lambda row: row.multiplier, default=None)
+
+
+def _boundary(local: list[ScaleRow], cluster: list[ScaleRow]) -> list[str]:
+    """The headline of comparison 1, claiming no more than the runs show."""
+    l_max, l_fail = _reach(local)
+    c_max, c_fail = _reach(cluster)
+
+    def side(name: str, reached: int | None, fail: ScaleRow | None, rows: list[ScaleRow]) -> str:
+        got = f"{reached}x" if reached is not None else "no multiplier"
+        if fail is not None:
+            return f"{name} reached {got}, failed at {fail.multiplier}x ({STATUS_WORDS[fail.status]})"
+        return f"{name} reached {got} and never failed (tried up to {max(r.multiplier for r in rows)}x)"
+
+    lines = [f"Largest multiplier: {side('local', l_max, l_fail, local)}; "
+             f"{side('cluster', c_max, c_fail, cluster)}."]
+    if l_max is None and c_max is None:
+        lines.append("Neither side succeeded at any multiplier: no ratio.")
+    elif l_max is None:
+        lines.append(f"The cluster reached {c_max}x where one process failed at every multiplier tried: "
+                     "no finite ratio.")
+    elif c_max is None:
+        lines.append(f"The cluster failed at every multiplier tried; one process reached {l_max}x.")
+    else:
+        ratio = c_max / l_max
+        if l_fail is not None and c_fail is not None:
+            lines.append(f"=> the cluster handled {ratio:.1f}x larger datasets (both boundaries measured).")
+        elif l_fail is not None:
+            lines.append(f"=> the cluster handled >= {ratio:.1f}x larger datasets: a lower bound, the cluster's "
+                         "own boundary was not reached.")
+        elif c_fail is not None:
+            lines.append(f"=> ratio <= {ratio:.1f}x: an upper bound, one process never failed, so its boundary "
+                         "was not reached.")
+        else:
+            lines.append("=> ratio unknown: neither side failed, the boundary was not reached (try larger "
+                         "--multipliers or a lower --memory-limit).")
+    return lines
+
+
+def _like_for_like(a: ScaleRun, b: ScaleRun) -> list[str]:
+    keys = ("memory_limit_bytes", "max_steps", "epochs", "timeout_seconds", "limit_mechanism")
+    differ = [key for key in keys if getattr(a.data.settings, key) != getattr(b.data.settings, key)]
+    if not differ:
+        return []
+    return [f"Note: the two sides differ in {', '.join(differ)}: not a like-for-like comparison."]
+
+
+def _scale_cells(row: ScaleRow | None, workers: int) -> str:
+    if row is None:
+        return f"{'not run':<7} {'':>7} {'':>11} {'':>7}"
+    return (f"{STATUS_WORDS[row.status]:<7} {_secs(row.wall_seconds):>7} "
+            f"{_size(row.peak_per_worker()):>11} {workers:>7}")
+
+
+def _missing_scale(mode: str, loader: str) -> str:
+    workers = " --workers 2" if mode == "cluster" else ""
+    extra = f" --loader {loader} --out results/scale_test_{mode}_{loader}" if loader != "memory" else ""
+    return f"{mode + ':':<9}not run — run `stockscale scale-test --mode {mode}{workers}{extra}`"
+
+
+def _format_scale_group(group: ScaleGroup, name_folders: bool) -> list[str]:
+    folders = ", ".join(run.path.parent.name for run in (group.local, group.cluster) if run is not None)
+    lines = [f"[{group.loader} loader: {folders}]" if name_folders else f"[{group.loader} loader]"]
+    sides = [(name, run) for name, run in (("local", group.local), ("cluster", group.cluster))]
+    for name, run in sides:
+        if run is None:
+            lines += _wrap("  ", _missing_scale(name, group.loader), indent=4)
+        else:
+            lines += _wrap(f"  {name + ':':<9}", _scale_settings(run))
+    present = [(name, run) for name, run in sides if run is not None]
+    by_side = {name: {row.multiplier: row for row in run.data.results} for name, run in present}
+    multipliers = sorted({m for rows in by_side.values() for m in rows})
+    lines.append("")
+    head = f"  {'':>10} {'':>10}" + "".join(f" | {name.center(35)}" for name, _ in present)
+    cols = f"  {'multiplier':>10} {'dataset':>10}" + f" | {'status':<7} {'time':>7} {'peak/worker':>11} " \
+           f"{'workers':>7}" * len(present)
+    lines += [head.rstrip(), cols, "  " + "-" * (len(cols) - 2)]
+    for m in multipliers:
+        rows = [by_side[name].get(m) for name, _ in present]
+        dataset = next((r.dataset_bytes for r in rows if r is not None and r.dataset_bytes is not None), None)
+        cells = "".join(f" | {_scale_cells(row, run.data.settings.workers)}"
+                        for row, (_, run) in zip(rows, present, strict=True))
+        lines.append(f"  {str(m) + 'x':>10} {_size(dataset):>10}{cells}".rstrip())
+    lines.append("  dataset: the training windows as float32 [N, 60, 5]; peak/worker: the largest worker's "
+                 "peak RSS")
+    failures = [(name, row) for name, run in present for row in run.data.results
+                if row.status != "success" and row.detail]
+    for name, row in failures:
+        lines += _wrap("  ", f"{name} {row.multiplier}x {STATUS_WORDS[row.status]}: {row.detail}", indent=4)
+    if group.local is not None and group.cluster is not None:
+        lines.append("")
+        for line in _boundary(group.local.data.results, group.cluster.data.results) + \
+                _like_for_like(group.local, group.cluster):
+            lines += _wrap("  ", line, indent=5)
+        if group.cluster.data.settings.emulated:
+            lines.append("  The cluster is EMULATED: its workers are processes on this machine, each under its")
+            lines.append("  own limit like a pod. It shows memory per worker, not a real cluster's speed (the")
+            lines.append("  workers share this machine's cores).")
+    return lines
+
+
+def _format_scale(results: LoadedResults) -> list[str]:
+    lines = ["COMPARISON 1: Dataset Scale", "=" * 27,
+             "One process under a memory limit against N data-parallel workers, each under the same limit.", ""]
+    groups = scale_groups(results.scale_tests)
+    if not groups:
+        return lines + [f"  {_missing_scale('local', 'memory')}", f"  {_missing_scale('cluster', 'memory')}"]
+    loaders = [group.loader for group in groups]
+    for index, group in enumerate(groups):
+        if index:
+            lines.append("")
+        lines += _format_scale_group(group, name_folders=loaders.count(group.loader) > 1)
+    return lines
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in config.items())
+
+
+def _grid_size(run: SearchRun) -> int:
+    size = 1
+    for values in run.data.settings.space.values():
+        size *= len(values)
+    return size
+
+
+def _search_settings(run: SearchRun) -> str:
+    s = run.data.settings
+    train = ", ".join(f"{k} {v}" for k, v in s.train.items() if v is not None) or "training settings not recorded"
+    if s.backend == "kubernetes":
+        where = f"kubernetes, up to {s.workers} pods at once" if s.workers else "kubernetes"
+    else:
+        at_once = s.workers or 1
+        where = f"{s.backend}, {at_once} trial{'s' if at_once > 1 else ''} at a time"
+        if s.emulated:
+            where += " (EMULATED)"
+    threads = f", {s.threads_per_trial} thread(s) per trial" if s.threads_per_trial else ""
+    timeout = f", trial timeout {_secs(s.trial_timeout_seconds)}" if s.trial_timeout_seconds else ""
+    partial = "; PARTIAL (stopped before the end)" if not run.data.complete else ""
+    return f"{where}{threads}{timeout}; {train}; {_machine(s.machine)}{partial}; file {run.path}"
+
+
+def _same_work(a: SearchRun, b: SearchRun) -> bool:
+    """Whether two searches trained the same configs with the same training settings."""
+    configs = [sorted(json.dumps(t.config, sort_keys=True) for t in run.data.results) for run in (a, b)]
+    return configs[0] == configs[1] and a.data.settings.train == b.data.settings.train
+
+
+def _format_search(results: LoadedResults) -> list[str]:
+    lines = ["COMPARISON 2: Hyperparameter Search", "=" * 35]
+    runs = results.searches
+    roles = [run.role for run in runs]
+    hints = {"sequential": "--backend sequential", "parallel": "--backend parallel --workers 2",
+             "cloud": "--backend kubernetes"}
+    for role in list(hints) + [role for role in roles if role not in hints]:
+        for run in (run for run in runs if run.role == role):
+            lines += _wrap(f"  {role + ':':<12}", _search_settings(run))
+        if role not in roles:
+            lines.append(f"  {role + ':':<12}not run — run `stockscale search {hints[role]}`")
+    if not runs:
+        return lines
+    base = results.search("sequential")
+    lines.append("")
+    head = (f"  {'search':<12} {'configs':>8}  {'ok/failed':>9}  {'total time':>10}  {'sum of trials':>13}  "
+            f"{'speedup':>8}  {'time saved':>14}")
+    lines += [head, "  " + "-" * (len(head) - 2)]
+    notes = []
+    for run in runs:
+        d = run.data
+        grid = _grid_size(run)
+        configs = str(len(d.results)) if len(d.results) == grid else f"{len(d.results)}/{grid}"
+        speedup = saved = "-"
+        if base is None:
+            speedup = "n/a"
+        elif run is not base:
+            speedup = f"{base.data.total_wall_seconds / d.total_wall_seconds:.2f}x" if d.total_wall_seconds else "-"
+            delta = base.data.total_wall_seconds - d.total_wall_seconds
+            share = delta / base.data.total_wall_seconds * 100 if base.data.total_wall_seconds else 0.0
+            saved = f"{_secs(delta)} ({share:.0f}%)"
+            if not (_same_work(base, run) and base.data.complete and d.complete):
+                notes += _wrap("  ", f"Note: {run.role} did not run the same complete work as sequential "
+                               "(configs, training settings or completeness differ): its speedup is not "
+                               "like-for-like.", indent=4)
+        lines.append(f"  {run.role:<12} {configs:>8}  {f'{d.successes}/{d.failures}':>9}  "
+                     f"{_secs(d.total_wall_seconds):>10}  {_secs(d.sum_trial_seconds):>13}  {speedup:>8}  "
+                     f"{saved:>14}")
+    if base is None:
+        notes.append("  Speedups need the sequential search: run `stockscale search --backend sequential`.")
+    lines += notes
+    lines += ["", "  Best config (lowest validation loss); its test RMSE beside the persistence baseline's",
+              "  (persistence: tomorrow's close = today's, the model to beat):"]
+    for run in runs:
+        lines += _format_best(run)
+    failed = [(run.role, t) for run in runs for t in run.data.results if t.status != "success"]
+    for role, trial in failed[:8]:
+        lines += _wrap("  ", f"failed: {role} {trial.name} {STATUS_WORDS[trial.status]}"
+                             f"{': ' + trial.detail if trial.detail else ''}", indent=4)
+    if len(failed) > 8:
+        lines.append(f"  ... and {len(failed) - 8} more failed trials")
+    return lines
+
+
+def _format_best(run: SearchRun) -> list[str]:
+    best = run.data.best
+    if best is None:
+        return [f"  {run.role:<12}no trial succeeded"]
+    lines = _wrap(f"  {run.role:<12}", f"{best.name}: {_config_text(best.config)}")
+    rmse = best.test.rmse
+    base = best.baseline_test.rmse if best.baseline_test is not None else None
+    text = f"val loss {best.val_loss:.4f}; test RMSE {'$' + format(rmse, '.2f') if rmse is not None else '-'}"
+    if base is None:
+        text += " (persistence baseline not recorded)"
+    else:
+        text += f" vs persistence ${base:.2f}"
+        if rmse is not None and base > 0:
+            diff = rmse - base
+            verdict = "beats persistence by" if diff < 0 else "is worse than persistence by"
+            text += f": the LSTM {verdict} ${abs(diff):.2f} ({abs(diff) / base * 100:.1f}%)"
+    return lines + _wrap(f"  {'':<12}", text)
+
+
+def format_comparison(results: LoadedResults) -> str:
+    """The report as `stockscale compare` prints it: plain fixed-width text, every figure from a file."""
+    lines = [f"stockscale comparison — results from {results.results_dir}", ""]
+    lines += _format_scale(results)
+    lines += [""]
+    lines += _format_search(results)
+    if results.warnings:
+        lines += ["", "WARNINGS (files left out of this report)"]
+        for warning in results.warnings:
+            lines += _wrap("  ", warning, indent=4)
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- report.md with plots
+
+def best_search(results: LoadedResults) -> SearchRun | None:
+    """The search whose best trial has the lowest validation loss (ties: sequential, parallel, cloud)."""
+    candidates = [run for run in results.searches if run.data.best is not None]
+    return min(candidates, key=lambda run: run.data.best.val_loss, default=None)  # type: ignore[union-attr]
+
+
+def grid_search(results: LoadedResults) -> SearchRun | None:
+    """The search with the most trials that have a validation loss: the fullest grid to draw."""
+    def filled(run: SearchRun) -> int:
+        return sum(1 for t in run.data.results if t.status == "success" and t.val_loss is not None)
+    candidates = [run for run in results.searches if filled(run)]
+    return max(candidates, key=filled, default=None)  # max keeps the first of equals: sequential first
+
+
+def _resolve_run_dir(run_dir: str, search: SearchRun, results_dir: Path) -> Path | None:
+    """A trial's run directory as recorded (relative to where the search ran), or found again under the
+    search's folder when the results directory has moved."""
+    recorded = Path(run_dir)
+    # Searches record run_dir relative to where they ran, normally the results directory's parent.
+    candidates = [recorded if recorded.is_absolute() else results_dir.parent / recorded]
+    parts = recorded.parts
+    if search.path.parent.name in parts:
+        tail = parts[parts.index(search.path.parent.name) + 1:]
+        candidates.append(search.path.parent.joinpath(*tail))
+    return next((path for path in candidates if (path / "predictions.json").is_file()), None)
+
+
+def load_predictions(results: LoadedResults) -> tuple[Predictions | None, str, str]:
+    """(predictions, title, note): the best trial's test predictions, or None with the reason."""
+    search = best_search(results)
+    if search is None or search.data.best is None:
+        return None, "", "no successful search trial to take predictions from"
+    best = search.data.best
+    if not best.run_dir:
+        return None, "", f"the best trial ({search.role} {best.name}) has no run directory recorded"
+    folder = _resolve_run_dir(best.run_dir, search, results.results_dir)
+    if folder is None:
+        return None, "", f"predictions.json not found in the best trial's run directory {best.run_dir}"
+    path = folder / "predictions.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        predictions = Predictions.model_validate(data)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reason = one_line(error, str(path)) if isinstance(error, ValidationError) else f"{path}: unreadable"
+        return None, "", f"skipped {reason}"
+    lengths = {len(predictions.dates), len(predictions.actual), len(predictions.predicted),
+               len(predictions.baseline)}
+    if len(lengths) != 1 or not predictions.dates:
+        return None, "", f"{path}: dates, actual, predicted and baseline are empty or of different lengths"
+    title = f"Best model ({search.role} {best.name}: {_config_text(best.config)})"
+    return predictions, title, ""
+
+
+def _replace_atomically(path: Path, write: Any) -> None:
+    """Write through `write(tmp_path)` then rename over `path`, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+PLOTS = ("memory.png", "timeline.png", "grid.png", "predictions.png")
+
+
+def write_report(results: LoadedResults, out_dir: Path,
+                 projection_settings: ProjectionSettings | None = None) -> Path:
+    """Write `out_dir/report.md` with the comparison, the four plots and the projection; return its path.
+
+    `out_dir` is a report folder: report.md and the PNGs named in PLOTS are replaced there, each written to
+    a temporary file and renamed; a plot whose data is missing is skipped with a note (and an older PNG of
+    that name removed, so the folder never shows a stale picture). report.md is written last."""
+    from stockscale.experiments import plots
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"report directory {out_dir} cannot be created ({error.strerror})") from None
+    settings = projection_settings or ProjectionSettings()
+    predictions, title, predictions_note = load_predictions(results)
+    grid_run = grid_search(results)
+    drawers = {
+        "memory.png": lambda tmp: plots.plot_memory(results.scale_tests, tmp),
+        "timeline.png": lambda tmp: plots.plot_timeline(results.searches, tmp),
+        "grid.png": lambda tmp: plots.plot_grid(grid_run, tmp),
+        "predictions.png": lambda tmp: plots.plot_predictions(predictions, title, predictions_note, tmp),
+    }
+    notes: dict[str, str] = {}
+    for name, draw in drawers.items():
+        try:
+            _replace_atomically(out_dir / name, draw)
+        except plots.PlotSkipped as skipped:
+            notes[name] = str(skipped)
+            (out_dir / name).unlink(missing_ok=True)
+    text = _report_markdown(results, build_projection(results, settings), notes, grid_run)
+    report = out_dir / "report.md"
+    _replace_atomically(report, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return report
+
+
+def _figure(name: str, alt: str, notes: dict[str, str]) -> str:
+    return f"_Plot skipped: {notes[name]}._" if name in notes else f"![{alt}]({name})"
+
+
+def _report_markdown(results: LoadedResults, projection: Projection, notes: dict[str, str],
+                     grid_run: SearchRun | None) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    grid_from = f" (from the {grid_run.role} search)" if grid_run is not None else ""
+    parts = [
+        "# stockscale report", "",
+        f"Generated {now} from `{results.results_dir}`. Every figure below comes from a results file there "
+        "(formats: docs/results.md); a comparison side that was not run is said to be missing.", "",
+        "## The comparison", "", "```text", format_comparison(results).rstrip("\n"), "```", "",
+        "## Dataset scale: peak memory per worker", "",
+        "The largest worker's peak RSS at each multiplier; the memory limit as a dashed line; runs that "
+        "ran out of memory or time are marked.", "", _figure("memory.png", "peak memory per worker", notes), "",
+        "## Hyperparameter search: timeline", "",
+        "Each trial as a bar from its start to its end, time counted from the start of its search; one row "
+        "per lane (trials that ran one after another share a lane).", "",
+        _figure("timeline.png", "search timeline", notes), "",
+        f"## Validation loss over the grid{grid_from}", "",
+        "Grey cells: configs that were not run or did not finish.", "", _figure("grid.png", "grid", notes), "",
+        "## Best model: predicted against actual prices (test period)", "",
+        _figure("predictions.png", "predictions", notes), "",
+        "## Projection for a real cluster", "",
+        "**A projection, not a measurement**: what the measured numbers suggest under the assumptions "
+        "printed with it.", "", "```text", format_projection(projection), "```", "",
+    ]
+    return "\n".join(parts)

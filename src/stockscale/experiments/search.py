@@ -1,0 +1,224 @@
+"""Comparison 2, hyperparameter search: one trial at a time against several at once, same grid, same code.
+
+The grid is the product of one list per parameter; any TrainConfig field can be a parameter. Trials go to a
+Launcher (`parallel` at a time), longest-expected first so the makespan stays near its lower bound
+max(sum / parallel, longest). The summary is rewritten after every trial, so Ctrl-C leaves a valid partial
+summary and `resume` skips what already finished. Format: docs/results.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stockscale.config import TRAIN_FIELDS, build_train_config, read_yaml_mapping
+from stockscale.errors import InputError
+from stockscale.files import write_text_atomic
+from stockscale.launch.base import JobResult, Launcher, TrainJob
+from stockscale.machine import machine_info
+
+FORMAT_VERSION = 1
+DEFAULT_SPACE: dict[str, list[Any]] = {
+    "lr": [1e-4, 5e-4, 1e-3],
+    "hidden_size": [64, 128, 256],
+    "num_layers": [2, 3],
+}
+# Parameters the search itself controls: a grid over them would not be a hyperparameter search.
+NOT_SEARCHABLE = {"data", "threads", "device"}
+
+
+def load_space(path: Path) -> dict[str, list[Any]]:
+    """A YAML mapping of parameter -> non-empty list of values, each value checked against TrainConfig."""
+    raw = read_yaml_mapping(path, "space file")
+    space: dict[str, list[Any]] = {}
+    for name, values in raw.items():
+        key = "lr" if name == "learning_rate" else str(name)
+        if key not in TRAIN_FIELDS or key in NOT_SEARCHABLE:
+            raise InputError(f"space file {path}: {name!r} is not a training parameter that can be searched")
+        if not isinstance(values, list):
+            raise InputError(f"space file {path}: {name} must be a list of values, not {type(values).__name__}")
+        if not values:
+            raise InputError(f"space file {path}: {name} has an empty list")
+        for value in values:
+            if isinstance(value, list | dict):
+                raise InputError(f"space file {path}: {name} value {value!r} is not a single value")
+            build_train_config({key: value}, f"space file {path}: {name}={value!r}")
+        space[key] = values
+    if not space:
+        raise InputError(f"space file {path} names no parameters")
+    return space
+
+
+def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    names = list(space)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*space.values())]
+
+
+def expected_cost(config: dict[str, Any]) -> float:
+    """Relative cost of a trial, for ordering only: LSTM work per sample grows with
+    layers x hidden x (hidden + input), times the samples it will see (capped by max_steps)."""
+    merged = build_train_config(config, "trial")
+    hidden, layers = merged.hidden_size, merged.num_layers
+    per_sample = 4 * hidden * (hidden + 5) + (layers - 1) * 4 * hidden * 2 * hidden
+    samples = merged.epochs * merged.multiplier * 1000  # about 1,000 windows per replica by default
+    if merged.max_steps is not None:
+        samples = min(samples, merged.max_steps * merged.batch_size)
+    return float(per_sample * samples)
+
+
+@dataclass
+class SearchSettings:
+    backend: str  # sequential | parallel | kubernetes
+    workers: int  # trials at once
+    space: dict[str, list[Any]]
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides applied to every trial
+    threads_per_trial: int | None = None
+    trial_timeout: float | None = None
+    resume: bool = False
+    emulated: bool = False
+
+
+def trial_name(index: int) -> str:
+    return f"trial-{index:02d}"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
+               on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the grid and write `<out>/summary.json` after every trial; return the final summary."""
+    configs = grid(settings.space)
+    for index, config in enumerate(configs):
+        build_train_config({**settings.train, **config}, f"trial {index} {config}")
+    previous = _finished_trials(out, configs) if settings.resume else {}
+    if not settings.resume:
+        shutil.rmtree(out / "trials", ignore_errors=True)
+        (out / "summary.json").unlink(missing_ok=True)
+    summary: dict[str, Any] = {
+        "kind": "hp_search",
+        "format_version": FORMAT_VERSION,
+        "started_at": now(),
+        "finished_at": None,
+        "complete": False,
+        "settings": {
+            "backend": settings.backend,
+            "workers": settings.workers,
+            "threads_per_trial": settings.threads_per_trial,
+            "space": settings.space,
+            "train": settings.train,
+            "trial_timeout_seconds": settings.trial_timeout,
+            "emulated": settings.emulated,
+            "launcher": launcher.name,
+            "machine": machine_info(),
+        },
+        "results": list(previous.values()),
+    }
+    lock = threading.Lock()
+
+    def record(result: JobResult) -> None:
+        index = int(result.name.rsplit("-", 1)[1])
+        entry = trial_entry(index, configs[index], result)
+        with lock:
+            summary["results"].append(entry)
+            _write(out, summary)
+        if on_result is not None:
+            on_result(entry)
+
+    jobs = [
+        TrainJob(name=trial_name(index), config={**settings.train, **config},
+                 run_dir=out / "trials" / trial_name(index), threads=settings.threads_per_trial,
+                 timeout=settings.trial_timeout)
+        for index, config in enumerate(configs) if index not in previous
+    ]
+    for job in jobs:
+        shutil.rmtree(job.run_dir, ignore_errors=True)  # an unfinished trial's leftovers
+    jobs.sort(key=lambda job: expected_cost(job.config), reverse=True)
+    _write(out, summary)
+    try:
+        launcher.run_many(jobs, settings.workers, record)
+    finally:
+        _write(out, summary)  # on Ctrl-C too: a valid partial summary
+    summary["complete"], summary["finished_at"] = True, now()
+    _write(out, summary)
+    return summary
+
+
+def trial_entry(index: int, config: dict[str, Any], result: JobResult) -> dict[str, Any]:
+    metrics = result.metrics or {}
+    test = metrics.get("test")
+    return {
+        "trial": index,
+        "name": trial_name(index),
+        "config": config,
+        "status": result.status,
+        "detail": result.detail,
+        "start_time": result.start_time,
+        "end_time": result.end_time,
+        "wall_seconds": result.wall_seconds,
+        "val_loss": (metrics.get("val") or {}).get("loss"),
+        "test_rmse": test["rmse"] if test else None,
+        "test": test,
+        "baseline_test": (metrics.get("baseline") or {}).get("test"),
+        "peak_rss_bytes": max(result.peak_rss_bytes) if result.peak_rss_bytes else metrics.get("peak_rss_bytes"),
+        "run_dir": result.run_dir if result.status == "success" else None,
+    }
+
+
+def _finished_trials(out: Path, configs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Successful trials of an earlier run in `out` whose config is still in the grid at the same index."""
+    path = out / "summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+        results = earlier["results"]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"--resume: {path} is not a readable search summary") from None
+    finished = {}
+    for entry in results:
+        index = entry.get("trial")
+        if (entry.get("status") == "success" and isinstance(index, int) and index < len(configs)
+                and entry.get("config") == configs[index]):
+            finished[index] = entry
+    return finished
+
+
+def _write(out: Path, summary: dict[str, Any]) -> None:
+    results = sorted(summary["results"], key=lambda entry: entry["trial"])
+    summary["results"] = results
+    done = [entry for entry in results if entry["status"] == "success"]
+    starts = [entry["start_time"] for entry in results]
+    ends = [entry["end_time"] for entry in results]
+    summary["total_wall_seconds"] = (max(ends) - min(starts)) if results else 0.0
+    summary["sum_trial_seconds"] = sum(entry["wall_seconds"] for entry in results)
+    summary["successes"], summary["failures"] = len(done), len(results) - len(done)
+    best = min(done, key=lambda entry: entry["val_loss"], default=None) if done else None
+    summary["best"] = None if best is None else {
+        key: best[key] for key in ("trial", "name", "config", "val_loss", "test", "baseline_test", "run_dir")
+    }
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    settings = summary["settings"]
+    lines = [
+        f"search, {settings['backend']}: {len(summary['results'])} trials, {settings['workers']} at a time, "
+        f"{settings['threads_per_trial']} thread(s) each",
+        f"total {summary['total_wall_seconds']:.1f} s, sum of trial times {summary['sum_trial_seconds']:.1f} s, "
+        f"{summary['successes']} succeeded, {summary['failures']} failed",
+    ]
+    best = summary.get("best")
+    if best:
+        test, base = best["test"], best["baseline_test"]
+        lines.append(f"best by validation loss: {best['name']} {best['config']} val_loss {best['val_loss']:.4f}")
+        lines.append(f"  test RMSE ${test['rmse']:.3f} (persistence baseline ${base['rmse']:.3f})")
+    return "\n".join(lines)
