@@ -173,6 +173,12 @@ def train_here(cfg: Any, out: Path, env: Any) -> int:
     if env.is_main:
         print_run_summary(result)
     print(json.dumps(result_line(result)), flush=True)
+    if env.is_distributed:
+        # Gloo's worker threads can still hold work objects when the interpreter finalizes, which aborts the
+        # process now and then (pytorch/pytorch#190489) and would turn a finished rank into a failed one.
+        # Everything is written and flushed: leave without finalization.
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

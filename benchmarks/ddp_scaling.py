@@ -1,0 +1,68 @@
+"""Data-parallel figures (issue 4), from real runs of `stockscale train` through the local launcher:
+
+1. samples/s with 1 and with 2 workers (1 thread each), hidden 128, 2 layers (goal: >= 1.8x on 2 cores);
+2. per-worker peak RSS with N = 1, 2, 4 workers on the same dataset with the memory loader: the data share
+   must fall as 1/N.
+
+Usage: python benchmarks/ddp_scaling.py [--steps 150] [--multiplier 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from stockscale.launch.base import TrainJob
+from stockscale.launch.local import LocalLauncher
+
+
+def run(workers: int, config: dict, root: Path, name: str) -> dict:
+    job = TrainJob(name=name, config=config, run_dir=root / name, workers=workers, threads=1)
+    result = LocalLauncher().run(job)
+    if result.status != "success":
+        raise SystemExit(f"{name}: {result.status} {result.detail}")
+    return {"metrics": result.metrics, "peak": result.peak_rss_bytes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--multiplier", type=int, default=400)
+    args = parser.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM; workers are local processes (emulated cluster)")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        speed = {"hidden_size": 128, "num_layers": 2, "batch_size": 64, "epochs": 1000, "max_steps": args.steps,
+                 "multiplier": 4}
+        rates = {}
+        for workers in (1, 2):
+            best = max(run(workers, speed, root, f"speed-{workers}-{i}")["metrics"]["samples_per_second"]
+                       for i in range(2))
+            rates[workers] = best
+        print(f"\n1. samples/s, hidden 128, 2 layers, batch 64 per worker, 1 thread per worker, {args.steps} steps")
+        for workers, rate in rates.items():
+            print(f"   {workers} worker(s): {rate:8.0f} samples/s")
+        print(f"   speed-up 2 vs 1: {rates[2] / rates[1]:.2f}x (goal >= 1.8x)")
+
+        memory = {"hidden_size": 16, "num_layers": 1, "epochs": 1, "max_steps": 2, "loader": "memory",
+                  "multiplier": args.multiplier}
+        print(f"\n2. per-worker peak RSS, memory loader, {args.multiplier}x "
+              f"({args.multiplier * 821:,} windows, {args.multiplier * 821 * 1200 / 2**20:.0f} MiB materialized)")
+        baseline = None
+        for workers in (1, 2, 4):
+            out = run(workers, memory, root, f"mem-{workers}")
+            held = out["metrics"]["data_resident_bytes"]
+            peak = max(out["peak"])
+            baseline = baseline or held
+            print(f"   N={workers}: peak RSS per worker {peak / 2**20:6.0f} MiB   data held by rank 0 "
+                  f"{held / 2**20:6.1f} MiB = 1/{baseline / held:.2f} of N=1")
+
+
+if __name__ == "__main__":
+    main()
