@@ -398,6 +398,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.experiments.demo import run_demo
+
+    out = args.out or Path("results")
+    log(f"stockscale demo{' --quick' if args.quick else ''}: both comparisons on this machine -> {out}/")
+    text, report = run_demo(out, args.quick, log)
+    print(text, flush=True)
+    log(f"report: {report}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 
@@ -473,6 +485,11 @@ def build_parser() -> Parser:
     projection.add_argument("--price-gib-hour", help="$ per GiB-hour (default 0.005)")
     projection.add_argument("--pod-startup", help="seconds of pod start-up per trial (default 20)")
     compare.set_defaults(handler=cmd_compare)
+
+    demo = commands.add_parser("demo", help="everything: both comparisons on this machine, then the report")
+    demo.add_argument("--quick", action="store_true", help="a smaller grid and fewer steps (about a minute)")
+    demo.add_argument("--out", type=Path, help="results folder (default results/)")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 

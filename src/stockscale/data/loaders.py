@@ -163,7 +163,7 @@ class TrainLoader:
     def _materialize(self) -> tuple[np.ndarray, np.ndarray]:
         windows = np.empty((self.windows, SEQ_LEN, len(FEATURES)), dtype=np.float32)
         next_close = np.empty(self.windows, dtype=np.float32)
-        chunk = 65536
+        chunk = 8192  # a small scratch buffer: the materialized windows are the memory being measured
         for lo in range(0, self.windows, chunk):
             hi = min(self.windows, lo + chunk)
             windows[lo:hi], next_close[lo:hi] = self._gather(np.arange(lo, hi))
