@@ -418,6 +418,8 @@ def _format_scale_group(group: ScaleGroup, name_folders: bool) -> list[str]:
         lines.append(f"  {str(m) + 'x':>10} {_size(dataset):>10}{cells}".rstrip())
     lines.append("  dataset: the training windows as float32 [N, 60, 5]; peak/worker: the largest worker's "
                  "peak RSS")
+    lines.append("  (RSS also counts shared library pages a cgroup charges to whoever loaded them first, so a "
+                 "worker's RSS can pass its limit by that much without an OOM kill)")
     failures = [(name, row) for name, run in present for row in run.data.results
                 if row.status != "success" and row.detail]
     for name, row in failures:
@@ -687,7 +689,9 @@ def _report_markdown(results: LoadedResults, projection: Projection, notes: dict
         "## The comparison", "", "```text", format_comparison(results).rstrip("\n"), "```", "",
         "## Dataset scale: peak memory per worker", "",
         "The largest worker's peak RSS at each multiplier; the memory limit as a dashed line; runs that "
-        "ran out of memory or time are marked.", "", _figure("memory.png", "peak memory per worker", notes), "",
+        "ran out of memory or time are marked. RSS includes shared library pages (torch) that a cgroup charges "
+        "to the process that loaded them first, so a worker can show an RSS above its limit and still run.",
+        "", _figure("memory.png", "peak memory per worker", notes), "",
         "## Hyperparameter search: timeline", "",
         "Each trial as a bar from its start to its end, time counted from the start of its search; one row "
         "per lane (trials that ran one after another share a lane).", "",
