@@ -88,3 +88,14 @@ def test_help_is_fast_and_does_not_import_torch():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "stockscale", "--help"], capture_output=True, check=True)
     assert time.perf_counter() - start < 1.0
+
+
+def test_bad_trials_files(cli, tmp_path, monkeypatch):
+    trials = tmp_path / "trials.yaml"
+    trials.write_text("- {hidden_size: 8}\n")
+    monkeypatch.delenv("JOB_COMPLETION_INDEX", raising=False)
+    assert_clean_error(cli("train", "--trials", trials), "JOB_COMPLETION_INDEX")
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+    assert_clean_error(cli("train", "--trials", trials), "outside")
+    trials.write_text("hidden_size: 8\n")
+    assert_clean_error(cli("train", "--trials", trials), "list of mappings")

@@ -88,3 +88,12 @@ def test_csv_source_trains(cli, tmp_path):
     ran = cli("train", *TINY, "--source", f"csv:{path}", "--out", tmp_path / "run")
     assert ran.code == 0, ran.err
     assert ran.last_json["data"]["source"] == f"csv:{path}"
+
+
+def test_an_indexed_job_pod_trains_the_entry_of_its_completion_index(cli_process, tmp_path):
+    trials = tmp_path / "trials.yaml"
+    trials.write_text("- {hidden_size: 8, num_layers: 1, max_steps: 2, epochs: 1}\n"
+                      "- {hidden_size: 12, num_layers: 1, max_steps: 2, epochs: 1}\n")
+    ran = cli_process("train", "--trials", trials, "--out", tmp_path / "run", env={"JOB_COMPLETION_INDEX": "1"})
+    assert ran.code == 0, ran.err
+    assert ran.last_json["config"]["hidden_size"] == 12

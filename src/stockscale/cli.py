@@ -143,7 +143,12 @@ def default_run_dir(prefix: str = "train") -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from stockscale.distributed import DistEnv
 
-    cfg = load_config(args)
+    trial = None
+    if args.trials is not None:
+        from stockscale.config import read_trial
+
+        trial = read_trial(args.trials, os.environ.get("JOB_COMPLETION_INDEX"))
+    cfg = load_config(args, trial)
     out = args.out or default_run_dir()
     env = DistEnv.from_environ()
     if args.workers > 1 or args.memory_limit is not None:
@@ -422,6 +427,8 @@ def build_parser() -> Parser:
     train = commands.add_parser("train", help="train the LSTM (one process, N local workers, or Kubernetes)")
     add_train_flags(train)
     train.add_argument("--out", type=Path, help="run directory (default runs/<time>-train)")
+    train.add_argument("--trials", type=Path, help="YAML list of config overrides; trains entry "
+                       "$JOB_COMPLETION_INDEX (one pod of a Kubernetes Indexed Job)")
     run = train.add_argument_group("where it runs")
     run.add_argument("--workers", type=positive_int("--workers"), default=1,
                      help="DDP workers: local processes with a PyTorchJob's environment (default 1)")

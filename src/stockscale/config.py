@@ -120,6 +120,27 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     return loaded
 
 
+def read_trial(path: Path, index_text: str | None) -> dict[str, Any]:
+    """Entry number $JOB_COMPLETION_INDEX of a YAML list of config overrides (one pod of an Indexed Job)."""
+    if index_text is None:
+        raise InputError(f"--trials {path} needs JOB_COMPLETION_INDEX in the environment (an Indexed Job sets it)")
+    try:
+        index = int(index_text)
+    except ValueError:
+        raise InputError(f"JOB_COMPLETION_INDEX={index_text!r} is not an integer") from None
+    if not path.is_file():
+        raise InputError(f"trials file {path} does not exist or is not a file")
+    try:
+        entries = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise InputError(f"trials file {path} is not valid YAML") from None
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise InputError(f"trials file {path} must hold a list of mappings")
+    if not 0 <= index < len(entries):
+        raise InputError(f"JOB_COMPLETION_INDEX {index} is outside the {len(entries)} trials of {path}")
+    return entries[index]
+
+
 def load_train_config(path: Path | None, overrides: dict[str, Any], flags: dict[str, str] | None = None) -> TrainConfig:
     """A config file (optional) with command-line overrides on top; overrides that are None are unset.
 
