@@ -492,20 +492,13 @@ class MemoryLimiter:
             with contextlib.suppress(psutil.Error):
                 process.send_signal(sig)
 
-    def finish(
-        self, returncode: int | None = None, exit_peak_rss: int = 0, timeout: float = 5.0
-    ) -> LimitReport:
-        """Stop watching, read what happened, remove the cgroup. Idempotent. Call after the child exited.
-
-        `exit_peak_rss` is the child's own peak RSS from its rusage (wait4), when the caller reaped it: exact
-        even for a child that lived shorter than one poll.
-        """
+    def finish(self, returncode: int | None = None, timeout: float = 5.0) -> LimitReport:
+        """Stop watching, read what happened, remove the cgroup. Idempotent. Call after the child exited."""
         if self._report is not None:
             return self._report
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
-        self._peak = max(self._peak, exit_peak_rss)
         # Descendants that outlived the child are ours to end: leave no process behind.
         for process in list(self._known.values()):
             with contextlib.suppress(psutil.Error):

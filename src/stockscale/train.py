@@ -42,7 +42,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size (Linux reports KiB)."""
+    """This process's peak resident set size: VmHWM on Linux (reset at exec), else getrusage.
+
+    getrusage's ru_maxrss is avoided on Linux because a forked child starts with its parent's maxrss, so a
+    worker started by a large process would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -116,7 +116,6 @@ class _Worker:
     stderr_tail: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES))
     returncode: int | None = None
-    exit_peak_rss: int = 0
     report: LimitReport | None = None
 
     def exited(self, block: bool = False) -> bool:
@@ -124,7 +123,8 @@ class _Worker:
 
         The exit is first seen without reaping (WNOWAIT), so the pid still names the worker's process group
         and cannot have been reused: anything the worker left in its group is SIGKILLed, then the worker is
-        reaped with wait4, whose rusage gives the worker's exact peak RSS however short it lived.
+        reaped. (Its rusage ru_maxrss is not used as a peak: Linux starts a forked child's maxrss at the
+        parent's RSS, so a worker started from a large parent would report the parent's size.)
         """
         if self.returncode is not None:
             return True
@@ -137,16 +137,15 @@ class _Worker:
         if info is None:
             return False
         self.signal_group(signal.SIGKILL)
-        _, status, usage = os.wait4(self.process.pid, 0)
+        _, status = os.waitpid(self.process.pid, 0)
         self.returncode = os.waitstatus_to_exitcode(status)
         self.process.returncode = self.returncode
-        self.exit_peak_rss = usage.ru_maxrss * 1024  # Linux reports KiB
         return True
 
     def finish_limit(self) -> LimitReport:
         """Stop watching, read the limit's counters and remove the cgroup (idempotent)."""
         if self.report is None:
-            self.report = self.limiter.finish(self.returncode, exit_peak_rss=self.exit_peak_rss)
+            self.report = self.limiter.finish(self.returncode)
         return self.report
 
     def signal_group(self, sig: int) -> None:
