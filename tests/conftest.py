@@ -89,3 +89,15 @@ def write_csv(path: Path, rows: int = 200, header: str = "Date,Open,High,Low,Clo
         lines.append(",".join(str(values[c]) if c != "date" else values[c] for c in columns))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def our_cgroups() -> list[Path]:
+    """stockscale cgroups this test process created and did not remove."""
+    from stockscale.limits import own_cgroup_dir
+
+    found: list[Path] = []
+    for version in (1, 2):
+        directory = own_cgroup_dir(version)
+        if directory is not None:
+            found += directory.glob(f"stockscale-{os.getpid()}-*")
+    return found

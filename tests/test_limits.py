@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ from stockscale.limits import (
     check_limit,
     describe_mechanism,
     detect_mechanism,
-    own_cgroup_dir,
     parse_memory_limit,
 )
+from tests.conftest import our_cgroups
 
 MiB = 1024**2
 
@@ -41,15 +40,6 @@ def allocate(limiter: MemoryLimiter, cap_mib: int, hold_seconds: float = 30.0) -
     limiter.attach(child.pid)
     return child
 
-
-def our_cgroups() -> list[Path]:
-    """stockscale cgroups this test process created and did not remove."""
-    found: list[Path] = []
-    for version in (1, 2):
-        directory = own_cgroup_dir(version)
-        if directory is not None:
-            found += directory.glob(f"stockscale-{os.getpid()}-*")
-    return found
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ import pytest
 from stockscale.errors import InputError
 from stockscale.launch.base import TrainJob
 from stockscale.launch.local import LocalLauncher, default_threads
-from stockscale.limits import MECHANISM_ENV, detect_mechanism, own_cgroup_dir
+from stockscale.limits import MECHANISM_ENV, detect_mechanism
+from tests.conftest import our_cgroups
 
 MiB = 1024**2
 FAKE_WORKER = [sys.executable, str(Path(__file__).parent / "helpers" / "fake_worker.py")]
@@ -54,14 +55,6 @@ def alive(pid: int) -> bool:
     except psutil.NoSuchProcess:
         return False
 
-
-def our_cgroups() -> list[Path]:
-    found: list[Path] = []
-    for version in (1, 2):
-        directory = own_cgroup_dir(version)
-        if directory is not None:
-            found += directory.glob(f"stockscale-{os.getpid()}-*")
-    return found
 
 
 @pytest.fixture(autouse=True)

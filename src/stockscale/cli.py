@@ -83,18 +83,25 @@ def load_config(args: argparse.Namespace, extra: dict[str, Any] | None = None): 
     return load_train_config(args.config, overrides, flags={key: flag(key) for key in overrides})
 
 
-def positive_int(what: str) -> Callable[[str], int]:
+def int_at_least(what: str, minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum, with a message that says which rule the text broke."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             kind = "not an integer" if _is_float(text) else "not a number"
             raise argparse.ArgumentTypeError(f"{what} {text!r} is {kind}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{what} must be at least 1, not {value}")
+        if value < minimum:
+            rule = "at least 1" if minimum == 1 else f"at least {minimum}" if minimum else "not negative"
+            raise argparse.ArgumentTypeError(f"{what} must be {rule}, not {value}")
         return value
 
     return parse
+
+
+def positive_int(what: str) -> Callable[[str], int]:
+    return int_at_least(what, 1)
 
 
 def _is_float(text: str) -> bool:
@@ -440,7 +447,7 @@ def build_parser() -> Parser:
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser, required=True)
     scale = data_commands.add_parser("scale", help="write N noisy replicas of the training series as shards")
     scale.add_argument("--multiplier", type=positive_int("--multiplier"), required=True)
-    scale.add_argument("--seed", type=positive_int_or_zero("--seed"))
+    scale.add_argument("--seed", type=int_at_least("--seed", 0))
     scale.add_argument("--noise", type=non_negative_float("--noise"))
     scale.add_argument("--source", help=TRAIN_FLAGS["source"])
     scale.add_argument("--start", help=TRAIN_FLAGS["start"])
@@ -498,19 +505,6 @@ def build_parser() -> Parser:
     demo.add_argument("--out", type=Path, help="results folder (default results/)")
     demo.set_defaults(handler=cmd_demo)
     return parser
-
-
-def positive_int_or_zero(what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} {text!r} is not an integer") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{what} must not be negative, not {value}")
-        return value
-
-    return parse
 
 
 def _version() -> str:
