@@ -137,8 +137,9 @@ def test_a_worker_over_its_cgroup_limit_is_oom_killed(launcher: LocalLauncher, t
     assert result.status == "oom"
     assert result.detail == "cgroup OOM kill (worker 0)"
     assert result.limit_mechanism == mechanism
-    # resident memory at the kill: below the limit by what the cgroup also charged (page cache, kernel)
-    assert 128 * MiB <= result.peak_rss_bytes[0] <= 300 * MiB
+    # Resident memory, polled: below the limit by what the cgroup also charged (page cache, kernel) and by
+    # the growth of the last poll interval before the kill, but clearly the allocation was seen.
+    assert 64 * MiB <= result.peak_rss_bytes[0] <= 300 * MiB
     assert time.monotonic() - started < 15
     assert result.metrics is None
     assert our_cgroups() == []
