@@ -60,6 +60,12 @@ class TrainConfig(BaseModel):
             raise ValueError("train_frac + val_frac must leave room for a test split (sum < 1)")
         if self.start and self.end and self.start >= self.end:
             raise ValueError(f"start {self.start} is not before end {self.end}")
+        if self.data is not None:
+            # A dataset's manifest fixes these; a different value beside it would be silently ignored.
+            fixed = {"source": "bundled:AAPL", "start": None, "end": None, "multiplier": 1, "noise": 0.01}
+            clash = [name for name, default in fixed.items() if getattr(self, name) != default]
+            if clash:
+                raise ValueError(f"data {self.data} fixes {', '.join(clash)} (its manifest says); do not set both")
         return self
 
     @field_validator("source")
