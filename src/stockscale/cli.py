@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -156,6 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         trial = read_trial(args.trials, os.environ.get("JOB_COMPLETION_INDEX"))
     cfg = load_config(args, trial)
+    if args.backend == "kubernetes":
+        return train_on_kubernetes(cfg, args)
     out = args.out or default_run_dir()
     env = DistEnv.from_environ()
     if args.workers > 1 or args.memory_limit is not None:
@@ -354,25 +357,40 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, format_summary, load_space, run_search
+    from stockscale.launch.local import LocalLauncher
 
     space = load_space(args.space) if args.space else DEFAULT_SPACE
     cpus = os.cpu_count() or 1
     if args.backend == "sequential" and args.workers not in (None, 1):
         raise InputError(f"--backend sequential runs one trial at a time; --workers {args.workers} needs "
                          "--backend parallel")
-    workers = 1 if args.backend == "sequential" else (args.workers or cpus)
     train = experiment_train_overrides(args, tuple(space))
     train.setdefault("epochs", 2)
-    threads = train.pop("threads", None) or max(1, cpus // workers)
+    trials = math.prod(len(values) for values in space.values())
+    if args.backend == "kubernetes":
+        workers = args.workers or trials  # every trial at once, unless asked otherwise
+        threads = train.pop("threads", None)  # pods default to their CPU limit
+    else:
+        workers = 1 if args.backend == "sequential" else (args.workers or cpus)
+        threads = train.pop("threads", None) or max(1, cpus // workers)
     settings = SearchSettings(backend=args.backend, workers=workers, space=space, train=train,
                               threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
     folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "kubernetes": "hp_search_cloud"}
     out = args.out or Path("results") / folder[args.backend]
-    launcher = make_launcher(args, out)
-    total = 1
-    for values in space.values():
-        total *= len(values)
-    log(f"search, {args.backend}: {total} trials, {workers} at a time, {threads} thread(s) each -> "
+    total = trials
+    if args.backend == "kubernetes":
+        launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind)
+        if args.dry_run:
+            from stockscale.experiments.search import trial_jobs
+
+            for path in launcher.write_search_manifests(trial_jobs(settings, out), workers, out):
+                log(f"wrote {path}")
+            return 0
+    else:
+        if args.dry_run or args.keep:
+            raise InputError("--dry-run and --keep are for --backend kubernetes")
+        launcher = LocalLauncher(log_dir=out / "logs")
+    log(f"search, {args.backend}: {total} trials, {workers} at a time, {threads or 'default'} thread(s) each -> "
         f"{out}/summary.json")
     done = [0]
 
@@ -382,16 +400,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         log(f"  [{done[0]}/{total}] {entry['name']} {entry['config']}: {entry['status']} in "
             f"{entry['wall_seconds']:.1f}s{loss}" + (f" ({entry['detail']})" if entry["detail"] else ""))
 
-    summary = run_search(settings, launcher, out, on_result)
+    if args.backend == "kubernetes":
+        summary = on_cluster(launcher, lambda: run_search(settings, launcher, out, on_result))
+    else:
+        summary = run_search(settings, launcher, out, on_result)
     log(format_summary(summary))
     log(f"summary: {out / 'summary.json'}")
     return 0
-
-
-def make_launcher(args: argparse.Namespace, out: Path) -> Any:
-    from stockscale.launch.local import LocalLauncher
-
-    return LocalLauncher(log_dir=out / "logs")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -422,6 +437,136 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- kubernetes
+
+
+def add_k8s_flags(parser: argparse.ArgumentParser, run_flags: bool = True) -> None:
+    group = parser.add_argument_group("kubernetes (--backend kubernetes)")
+    group.add_argument("--k8s-config", type=Path, help="cluster spec YAML: image, namespace, sizes, PVC")
+    group.add_argument("--image", help="container image (default stockscale:<version>, see deploy/)")
+    group.add_argument("--namespace", help="namespace (default stock-training)")
+    group.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
+                       "or the in-cluster service account)")
+    group.add_argument("--context", help="kubeconfig context")
+    if run_flags:
+        group.add_argument("--keep", action="store_true", help="keep finished objects on the cluster")
+        group.add_argument("--dry-run", action="store_true", help="write the manifests to --out, submit nothing")
+
+
+def cluster_spec(args: argparse.Namespace, **more: Any) -> Any:
+    from stockscale.launch.kubernetes import load_cluster_spec
+
+    overrides = {"image": args.image, "namespace": args.namespace, **more}
+    return load_cluster_spec(args.k8s_config, {k: v for k, v in overrides.items() if v is not None})
+
+
+def kubernetes_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> Any:
+    from stockscale.console import log
+    from stockscale.launch.kubernetes import KubernetesLauncher
+
+    return KubernetesLauncher(cluster_spec(args), kubeconfig=args.kubeconfig, context=args.context,
+                              run_prefix=prefix, keep=getattr(args, "keep", False), on_event=log, **options)
+
+
+def on_cluster(launcher: Any, work: Callable[[], int]) -> int:
+    """Run `work`; on Ctrl-C, offer to delete what was submitted (a terminal is asked, a pipe is not)."""
+    from stockscale.console import log
+
+    try:
+        return work()
+    except KeyboardInterrupt:
+        if launcher.submitted:
+            log(f"interrupted; submitted: {', '.join(launcher.submitted)}")
+            answer = ""
+            if sys.stdin.isatty():
+                answer = input(f"delete what run {launcher.run_id} submitted? [y/N] ").strip().lower()
+            if answer in ("y", "yes"):
+                deleted = launcher.delete_run()
+                log(f"deleted {len(deleted)} object(s)")
+            else:
+                log(f"left on the cluster; remove with: stockscale k8s delete {launcher.run_id}")
+        raise
+
+
+def train_on_kubernetes(cfg: Any, args: argparse.Namespace) -> int:
+    """Submit a PyTorchJob (Master + workers-1 Workers), follow the master's log, collect its metrics."""
+    from stockscale.console import log
+    from stockscale.launch.base import TrainJob
+
+    if args.trials is not None:
+        raise InputError("--trials is what a search's pods run; use stockscale search --backend kubernetes")
+    config = cfg.model_dump(mode="json", exclude_unset=True)
+    job = TrainJob(name="train", config=config, run_dir=Path("train"), workers=args.workers,
+                   memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
+    launcher = kubernetes_launcher(args, "train", on_line=log)
+    if args.dry_run:
+        out = args.out or Path("manifests") / launcher.run_id
+        for path in launcher.write_run_manifests(job, out):
+            log(f"wrote {path}")
+        return 0
+
+    def work() -> int:
+        result = launcher.run(job)
+        if result.status != "success" or result.metrics is None:
+            raise WorkerRunFailed(f"training on the cluster failed: {result.status}: {result.detail}")
+        print(json.dumps(result.metrics), flush=True)
+        return 0
+
+    return on_cluster(launcher, work)
+
+
+def cmd_k8s_render(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.launch.kubernetes import render_defaults
+
+    more = {"storage_class": args.storage_class, "pvc_size": args.pvc_size, "workers": args.workers,
+            "multiplier": args.multiplier}
+    spec = cluster_spec(args, **{k: v for k, v in more.items() if v is not None})
+    for path in render_defaults(spec, args.out):
+        log(f"wrote {path}")
+    log(f"apply with: kubectl apply -k {args.out}")
+    return 0
+
+
+def cmd_k8s_status(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+
+    launcher = kubernetes_launcher(args, "status")
+    if args.run is None:
+        runs = launcher.list_runs()
+        log("\n".join(runs) if runs else f"no stockscale runs in namespace {launcher.namespace}")
+        return 0
+    objects = launcher.status(args.run)
+    if not objects:
+        raise InputError(f"no objects of run {args.run} in namespace {launcher.namespace}")
+    for obj in objects:
+        log(f"{obj.kind:<12} {obj.name:<50} {obj.state:<10} {obj.detail}")
+    return 0
+
+
+def cmd_k8s_logs(args: argparse.Namespace) -> int:
+    launcher = kubernetes_launcher(args, "logs")
+    pods = launcher.logs(args.run, lambda pod, line: print(f"[{pod}] {line}", flush=True), follow=args.follow,
+                         pod=args.pod, trial=args.trial)
+    if not pods:
+        raise InputError(f"no pods of run {args.run} in namespace {launcher.namespace}")
+    return 0
+
+
+def cmd_k8s_delete(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+
+    launcher = kubernetes_launcher(args, "delete")
+    if not args.yes and sys.stdin.isatty():
+        answer = input(f"delete every object of run {args.run} in {launcher.namespace}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            log("nothing deleted")
+            return 0
+    deleted = launcher.delete_run(args.run)
+    log("\n".join(f"deleted {name}" for name in deleted) if deleted else f"no objects of run {args.run}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ parser
 
 
@@ -441,6 +586,9 @@ def build_parser() -> Parser:
                      help="DDP workers: local processes with a PyTorchJob's environment (default 1)")
     run.add_argument("--memory-limit", type=size, help="memory limit per worker: 512MiB, 2GiB, 4Gi")
     run.add_argument("--timeout", type=non_negative_float("--timeout"), help="seconds before the run is stopped")
+    run.add_argument("--backend", choices=("local", "kubernetes"), default="local",
+                     help="local processes (default) or a PyTorchJob on Kubernetes")
+    add_k8s_flags(train)
     train.set_defaults(handler=cmd_train)
 
     data = commands.add_parser("data", help="scaled datasets: write one, describe one")
@@ -485,7 +633,10 @@ def build_parser() -> Parser:
     search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"), help="seconds per trial")
     search.add_argument("--resume", action="store_true", help="skip trials already finished in --out")
     search.add_argument("--out", type=Path, help="default results/hp_search_local|parallel|cloud")
+    search.add_argument("--k8s-kind", choices=("job", "pytorchjob"), default="job",
+                        help="kubernetes: one Indexed Job (default) or one PyTorchJob per config")
     add_train_flags(search, skip=("data",))
+    add_k8s_flags(search)
     search.set_defaults(handler=cmd_search)
 
     compare = commands.add_parser("compare", help="the comparison report from whatever results exist")
@@ -504,6 +655,33 @@ def build_parser() -> Parser:
     demo.add_argument("--quick", action="store_true", help="a smaller grid and fewer steps (about a minute)")
     demo.add_argument("--out", type=Path, help="results folder (default results/)")
     demo.set_defaults(handler=cmd_demo)
+
+    k8s = commands.add_parser("k8s", help="Kubernetes: render manifests; status, logs, delete of a run")
+    k8s_commands = k8s.add_subparsers(dest="k8s_command", metavar="ACTION", parser_class=Parser, required=True)
+    render = k8s_commands.add_parser("render", help="namespace, PVC and the training PyTorchJob as YAML")
+    render.add_argument("--out", type=Path, required=True, help="folder for the YAML (kubectl apply -k DIR)")
+    render.add_argument("--storage-class", help="storage class of the PVC")
+    render.add_argument("--pvc-size", help="size of the PVC (default 5Gi)")
+    render.add_argument("--workers", type=positive_int("--workers"), help="DDP world size (default 4)")
+    render.add_argument("--multiplier", type=positive_int("--multiplier"), help="dataset multiplier (default 100)")
+    add_k8s_flags(render, run_flags=False)
+    render.set_defaults(handler=cmd_k8s_render)
+    status = k8s_commands.add_parser("status", help="the objects of a run (without RUN: the runs)")
+    status.add_argument("run", nargs="?", metavar="RUN")
+    add_k8s_flags(status, run_flags=False)
+    status.set_defaults(handler=cmd_k8s_status)
+    logs = k8s_commands.add_parser("logs", help="the pod logs of a run")
+    logs.add_argument("run", metavar="RUN")
+    logs.add_argument("--follow", action="store_true")
+    logs.add_argument("--pod", help="one pod only")
+    logs.add_argument("--trial", type=int_at_least("--trial", 0), help="one search trial only")
+    add_k8s_flags(logs, run_flags=False)
+    logs.set_defaults(handler=cmd_k8s_logs)
+    delete = k8s_commands.add_parser("delete", help="delete every object of a run")
+    delete.add_argument("run", metavar="RUN")
+    delete.add_argument("--yes", action="store_true", help="do not ask")
+    add_k8s_flags(delete, run_flags=False)
+    delete.set_defaults(handler=cmd_k8s_delete)
     return parser
 
 

@@ -93,6 +93,17 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def trial_jobs(settings: SearchSettings, out: Path, skip: set[int] | frozenset[int] = frozenset()) -> list[TrainJob]:
+    """One TrainJob per grid point (except `skip`), longest-expected first. A dry run renders these."""
+    jobs = [
+        TrainJob(name=trial_name(index), config={**settings.train, **config},
+                 run_dir=out / "trials" / trial_name(index), threads=settings.threads_per_trial,
+                 timeout=settings.trial_timeout)
+        for index, config in enumerate(grid(settings.space)) if index not in skip
+    ]
+    return sorted(jobs, key=lambda job: expected_cost(job.config), reverse=True)
+
+
 def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
                on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the grid and write `<out>/summary.json` after every trial; return the final summary."""
@@ -133,15 +144,9 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
         if on_result is not None:
             on_result(entry)
 
-    jobs = [
-        TrainJob(name=trial_name(index), config={**settings.train, **config},
-                 run_dir=out / "trials" / trial_name(index), threads=settings.threads_per_trial,
-                 timeout=settings.trial_timeout)
-        for index, config in enumerate(configs) if index not in previous
-    ]
+    jobs = trial_jobs(settings, out, skip=set(previous))
     for job in jobs:
         shutil.rmtree(job.run_dir, ignore_errors=True)  # an unfinished trial's leftovers
-    jobs.sort(key=lambda job: expected_cost(job.config), reverse=True)
     _write(out, summary)
     try:
         launcher.run_many(jobs, settings.workers, record)
@@ -218,7 +223,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     best = summary.get("best")
     if best:
-        test, base = best["test"], best["baseline_test"]
+        test, base = best["test"] or {}, best["baseline_test"] or {}
         lines.append(f"best by validation loss: {best['name']} {best['config']} val_loss {best['val_loss']:.4f}")
-        lines.append(f"  test RMSE ${test['rmse']:.3f} (persistence baseline ${base['rmse']:.3f})")
+        if "rmse" in test and "rmse" in base:
+            lines.append(f"  test RMSE ${test['rmse']:.3f} (persistence baseline ${base['rmse']:.3f})")
     return "\n".join(lines)

@@ -1,0 +1,42 @@
+"""Kubernetes backend: manifests from one ClusterSpec, and a Launcher that runs them through the official client.
+
+Importing this package needs no cluster and not even the `kubernetes` package (the optional extra
+`stockscale[k8s]`): the client is imported when a launcher first talks to a cluster.
+
+    spec.py       ClusterSpec: image, namespace, replica sizes, PVC (the YAML of --k8s-config)
+    manifests.py  namespace, PVC, PyTorchJob, trials ConfigMap, Indexed Job as plain dicts; writing them
+    api.py        the official client: configuration, retries with backoff, one-line errors
+    outcome.py    finished pods and jobs -> JobResult (status, detail, metrics, the cluster's timings)
+    logs.py       reading and following pod logs
+    runs.py       status, logs, deletion of a run by its labels (stockscale k8s ...)
+    client.py     KubernetesLauncher (the Launcher protocol)
+"""
+
+from pathlib import Path
+
+from stockscale.launch.kubernetes.api import KubeApi, KubernetesApiError, NameTakenError, load_configuration
+from stockscale.launch.kubernetes.client import KubernetesLauncher
+from stockscale.launch.kubernetes.manifests import default_manifests, make_run_id, write_manifests
+from stockscale.launch.kubernetes.runs import RunObject
+from stockscale.launch.kubernetes.spec import ClusterSpec, load_cluster_spec
+
+
+def render_defaults(spec: ClusterSpec, out_dir: Path) -> list[Path]:
+    """`stockscale k8s render --out DIR`: namespace.yaml, pvc.yaml, pytorchjob.yaml, kustomization.yaml."""
+    return write_manifests(out_dir, default_manifests(spec))
+
+
+__all__ = [
+    "ClusterSpec",
+    "KubeApi",
+    "KubernetesApiError",
+    "KubernetesLauncher",
+    "NameTakenError",
+    "RunObject",
+    "default_manifests",
+    "load_cluster_spec",
+    "load_configuration",
+    "make_run_id",
+    "render_defaults",
+    "write_manifests",
+]

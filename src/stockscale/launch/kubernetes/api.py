@@ -1,0 +1,338 @@
+"""The official Kubernetes client behind one call: configuration, retries with backoff, one-line errors.
+
+Every request stockscale makes goes through `KubeApi.call` (or `watch`, `open_log`), which
+- retries what is transient (HTTP 429 and 5xx, timeouts, a dropped connection) with exponential backoff and
+  a bounded number of attempts;
+- turns what the user must fix into an `InputError` with one line: the cluster cannot be reached (no
+  kubeconfig, connection refused), credentials refused (401), not allowed (403), the PyTorchJob CRD missing
+  (404 on kubeflow.org/v1 pytorchjobs), the namespace missing, a name already taken (409), an object the API
+  server rejects (400, 422).
+
+Responses are read as plain JSON dicts (`_preload_content=False`), the same shape as the manifests we send,
+so nothing depends on the client's generated model classes. The client is an optional extra
+(`stockscale[k8s]`) and is imported only when a cluster is actually needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from stockscale.errors import InputError, StockscaleError
+
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+CONNECT_TIMEOUT = 10.0
+
+
+class KubernetesApiError(StockscaleError):
+    """The API server kept failing (5xx, timeouts) after every retry: not the user's input, exit 1."""
+
+
+class NameTakenError(InputError):
+    """409 Conflict on create: an object with that name exists already."""
+
+
+def import_kubernetes() -> ModuleType:
+    """The official client, or an InputError that says how to install it."""
+    try:
+        import kubernetes
+        import kubernetes.client
+        import kubernetes.config
+        import kubernetes.watch
+    except ImportError:
+        raise InputError("the Kubernetes backend needs the official client: pip install 'stockscale[k8s]'") from None
+    return kubernetes
+
+
+def load_configuration(kubeconfig: Path | None = None, context: str | None = None) -> Any:
+    """A client Configuration from a kubeconfig (`kubeconfig`, $KUBECONFIG, ~/.kube/config) or, inside a
+    pod, the service account; `context` picks a kubeconfig context."""
+    kubernetes = import_kubernetes()
+    configuration = kubernetes.client.Configuration()
+    default = Path.home() / ".kube" / "config"
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise InputError(f"kubeconfig {kubeconfig} does not exist or is not a file")
+    use_kubeconfig = kubeconfig is not None or context is not None or bool(os.environ.get("KUBECONFIG")) \
+        or default.is_file()
+    try:
+        if use_kubeconfig:
+            kubernetes.config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None,
+                                               context=context, client_configuration=configuration)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        else:
+            raise InputError("no Kubernetes configuration: no kubeconfig (--kubeconfig, $KUBECONFIG or "
+                             "~/.kube/config) and not running inside a pod")
+    except kubernetes.config.ConfigException as error:
+        raise InputError(f"cannot load the Kubernetes configuration: {_one_line(str(error))}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or default
+        raise InputError(f"cannot load the Kubernetes configuration from {where}: "
+                         f"{_one_line(str(error)) or type(error).__name__}") from None
+    return configuration
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class KubeApi:
+    """CoreV1Api, BatchV1Api and CustomObjectsApi over one connection pool, with retries and error mapping.
+
+    `configuration` is copied and its urllib3 retries switched off, so this class is the one place that
+    decides what to retry. Connection refused is the user's problem on the first request (wrong context,
+    cluster down) but transient once the cluster has answered (an API server restarting during a long run).
+    """
+
+    def __init__(
+        self,
+        configuration: Any,
+        *,
+        attempts: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 16.0,
+        timeout: float = 30.0,
+        watch_grace: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        kubernetes = import_kubernetes()
+        self._k = kubernetes
+        configuration = copy.deepcopy(configuration)
+        configuration.retries = False
+        self.host = str(configuration.host)
+        self.client = kubernetes.client.ApiClient(configuration)
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        self.batch = kubernetes.client.BatchV1Api(self.client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+        self.watch_grace = watch_grace  # a watch the server does not end on time is ended this much later
+        self.sleep = sleep
+        self.answered = False  # has the API server answered at least once?
+
+    def close(self) -> None:
+        self.client.close()
+
+    # ---------------------------------------------------------------------------------------------- calls
+
+    def call(self, fn: Callable[..., Any], *args: Any, what: str, kind: str = "", namespace: str = "",
+             missing_ok: bool = False, ok_statuses: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)` with retries; the JSON body as a dict (None for an empty body).
+
+        `missing_ok`: an object that does not exist (404) gives None instead of an error.
+        `ok_statuses`: other statuses that give None (e.g. 400 while a container is still starting).
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = fn(*args, _preload_content=False, _request_timeout=(CONNECT_TIMEOUT, self.timeout),
+                              **kwargs)
+                data = response.data
+                self.answered = True
+                return json.loads(data) if data else None
+            except self._k.client.ApiException as error:
+                self.answered = self.answered or bool(error.status)
+                if error.status in ok_statuses:
+                    return None
+                if error.status == 404 and missing_ok and not _namespace_missing(error) \
+                        and not _endpoint_missing(error, kind):
+                    return None
+                if error.status in TRANSIENT_STATUSES and attempt < self.attempts:
+                    self._pause(attempt)
+                    continue
+                raise self.api_error(error, what, kind, namespace, attempt) from None
+            except Exception as error:  # urllib3's connection and timeout errors
+                if not self.is_network_error(error):
+                    raise
+                if self._transient_network(error) and attempt < self.attempts:
+                    self._pause(attempt)
+                    continue
+                raise self.network_error(error, what, attempt) from None
+
+    def watch(self, fn: Callable[..., Any], *args: Any, what: str, window: float, kind: str = "",
+              namespace: str = "", **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Watch events (`{"type", "object"}` dicts) for at most `window` seconds, then the iterator ends.
+
+        A stream that times out, drops or expires (410) simply ends: callers loop, re-listing as they go,
+        so a watch never needs to resume. Failures to start the stream are retried or mapped as in `call`.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            watcher = self._k.watch.Watch()
+            started = False
+            try:
+                for event in watcher.stream(fn, *args, timeout_seconds=max(1, int(window)), deserialize=False,
+                                            _request_timeout=(CONNECT_TIMEOUT, window + self.watch_grace),
+                                            **kwargs):
+                    started = self.answered = True
+                    if isinstance(event, dict) and isinstance(event.get("object"), dict):
+                        yield event
+                return
+            except self._k.client.ApiException as error:
+                if error.status == 410 or started:
+                    return
+                self.answered = self.answered or bool(error.status)
+                if error.status in TRANSIENT_STATUSES and attempt < self.attempts:
+                    self._pause(attempt)
+                    continue
+                raise self.api_error(error, what, kind, namespace, attempt) from None
+            except Exception as error:
+                if not self.is_network_error(error):
+                    raise
+                if started or self._timed_out(error):
+                    return  # the window ended without news, or the stream dropped: the caller re-lists
+                if self._transient_network(error) and attempt < self.attempts:
+                    self._pause(attempt)
+                    continue
+                raise self.network_error(error, what, attempt) from None
+            finally:
+                watcher.stop()
+
+    def open_log(self, pod: str, namespace: str, *, container: str, follow: bool, read_timeout: float,
+                 tail_lines: int | None = None) -> Any | None:
+        """A streaming response of a pod's log, or None while the container has not started (400/404)."""
+        kwargs: dict[str, Any] = {"container": container, "follow": follow}
+        if tail_lines is not None:
+            kwargs["tail_lines"] = tail_lines
+        attempt = 0
+        what = f"read the log of pod {pod}"
+        while True:
+            attempt += 1
+            try:
+                response = self.core.read_namespaced_pod_log(
+                    pod, namespace, _preload_content=False, _request_timeout=(CONNECT_TIMEOUT, read_timeout),
+                    **kwargs)
+                self.answered = True
+                return response
+            except self._k.client.ApiException as error:
+                if error.status in (400, 404):
+                    return None
+                if error.status in TRANSIENT_STATUSES and attempt < self.attempts:
+                    self._pause(attempt)
+                    continue
+                raise self.api_error(error, what, "Pod", namespace, attempt) from None
+            except Exception as error:
+                if not self.is_network_error(error):
+                    raise
+                if self._transient_network(error) and attempt < self.attempts:
+                    self._pause(attempt)
+                    continue
+                raise self.network_error(error, what, attempt) from None
+
+    def _pause(self, attempt: int) -> None:
+        self.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+
+    # ------------------------------------------------------------------------------------------ failures
+
+    def is_network_error(self, error: Exception) -> bool:
+        import urllib3.exceptions
+
+        return isinstance(error, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
+
+    @staticmethod
+    def _cause(error: Exception) -> Exception:
+        import urllib3.exceptions
+
+        while isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+            error = error.reason
+        return error
+
+    def _timed_out(self, error: Exception) -> bool:
+        import urllib3.exceptions
+
+        return isinstance(self._cause(error), urllib3.exceptions.ReadTimeoutError | TimeoutError)
+
+    def _refused(self, error: Exception) -> bool:
+        import urllib3.exceptions
+
+        cause = self._cause(error)
+        return isinstance(cause, urllib3.exceptions.NewConnectionError | ConnectionRefusedError)
+
+    def _transient_network(self, error: Exception) -> bool:
+        return not self._refused(error) or self.answered
+
+    def network_error(self, error: Exception, what: str, attempts: int) -> StockscaleError:
+        cause = self._cause(error)
+        if self._refused(error):
+            reason = "connection refused" if "refused" in str(cause).lower() else _one_line(str(cause), 120)
+            return InputError(f"cannot reach the Kubernetes API at {self.host} ({reason}): is the cluster "
+                              "running, and is the kubeconfig context the right one?")
+        return InputError(f"the Kubernetes API at {self.host} did not answer ({type(cause).__name__}) to "
+                          f"{what}, after {attempts} attempt{'s' if attempts > 1 else ''}")
+
+    def api_error(self, error: Any, what: str, kind: str, namespace: str, attempts: int) -> StockscaleError:
+        status = error.status
+        message = _status_message(error)
+        if status == 401:
+            return InputError(f"the Kubernetes API at {self.host} refused the credentials (401 Unauthorized): "
+                              "log in again or refresh the kubeconfig token")
+        if status == 403:
+            return InputError(f"not allowed to {what} (403 Forbidden): {message}")
+        if status == 404 and _namespace_missing(error):
+            return InputError(f"namespace {namespace or '?'} does not exist: create it with deploy/deploy.sh "
+                              f"or kubectl create namespace {namespace or 'NAME'}")
+        if status == 404 and _endpoint_missing(error, kind):
+            return InputError("the PyTorchJob resource (kubeflow.org/v1 pytorchjobs) is not installed in the "
+                              "cluster: install the Kubeflow Training Operator (deploy/deploy.sh "
+                              "--install-operator)")
+        if status == 404:
+            return InputError(f"cannot {what}: not found ({message})")
+        if status == 409:
+            return NameTakenError(f"cannot {what}: the name is already taken ({message}); delete the old one "
+                              "(stockscale k8s delete RUN) or choose another run id")
+        if status in (400, 422):
+            return InputError(f"the API server rejected the request to {what} ({status}): {message}")
+        if status in TRANSIENT_STATUSES:
+            return KubernetesApiError(f"the Kubernetes API kept failing to {what}: {status} {message} "
+                                      f"(after {attempts} attempts)")
+        return KubernetesApiError(f"cannot {what}: HTTP {status} {message}")
+
+
+def _status(error: Any) -> dict[str, Any]:
+    """The Status object of an API error, or {} when the body is not one (a proxy's HTML, say)."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _status_message(error: Any) -> str:
+    status = _status(error)
+    message = status.get("message") or error.reason or ""
+    return _one_line(str(message), 200)
+
+
+def _namespace_missing(error: Any) -> bool:
+    """A create in a namespace that does not exist: 404 with details.kind "namespaces"."""
+    status = _status(error)
+    details = status.get("details") or {}
+    if details.get("kind") == "namespaces":
+        return True
+    return str(status.get("message", "")).startswith('namespaces "')
+
+
+def _endpoint_missing(error: Any, kind: str) -> bool:
+    """404 from an API path the server does not serve: for PyTorchJobs, the CRD is not installed.
+
+    The API server answers "the server could not find the requested resource" for an unknown resource type
+    (and a proxy in front of it may answer with a page that is not a Status at all); a missing object is
+    "<kind> \"<name>\" not found".
+    """
+    if kind != "PyTorchJob":
+        return False
+    status = _status(error)
+    if not status:
+        return True
+    return "could not find the requested resource" in str(status.get("message", ""))
