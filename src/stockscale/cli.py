@@ -175,8 +175,6 @@ def train_here(cfg: Any, out: Path, env: Any) -> int:
     from stockscale.train import train
 
     progress = train_progress() if env.is_main else None
-    if out.exists() and env.is_main:
-        raise InputError(f"run directory {out} already exists")
     try:
         result = train(cfg, out, progress, env)
     except MemoryError:
@@ -228,10 +226,7 @@ def train_with_launcher(cfg: Any, out: Path, args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.launch.base import TrainJob
     from stockscale.launch.local import LocalLauncher
-    from stockscale.limits import check_limit
 
-    if args.memory_limit is not None:
-        check_limit(args.memory_limit)
     if out.exists():
         raise InputError(f"run directory {out} already exists")
 
