@@ -131,15 +131,29 @@ class KubeApi:
         `missing_ok`: an object that does not exist (404) gives None instead of an error.
         `ok_statuses`: other statuses that give None (e.g. 400 while a container is still starting).
         """
+        response = self._request(fn, args, kwargs, what=what, kind=kind, namespace=namespace,
+                                 missing_ok=missing_ok, ok_statuses=ok_statuses, read_timeout=self.timeout,
+                                 read_body=True)
+        if response is None:
+            return None
+        return json.loads(response.data) if response.data else None
+
+    def _request(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str,
+                 kind: str, namespace: str, missing_ok: bool, ok_statuses: tuple[int, ...],
+                 read_timeout: float, read_body: bool = False) -> Any:
+        """The response of `fn` (its body read when `read_body`, so a read that times out is retried too;
+        else left to stream), retrying transient failures with backoff; None for a status in `ok_statuses`
+        (or a missing object with `missing_ok`); one-line errors for the rest."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = fn(*args, _preload_content=False, _request_timeout=(CONNECT_TIMEOUT, self.timeout),
+                response = fn(*args, _preload_content=False, _request_timeout=(CONNECT_TIMEOUT, read_timeout),
                               **kwargs)
-                data = response.data
+                if read_body:
+                    _ = response.data  # urllib3 reads and keeps the body
                 self.answered = True
-                return json.loads(data) if data else None
+                return response
             except self._k.client.ApiException as error:
                 self.answered = self.answered or bool(error.status)
                 if error.status in ok_statuses:
@@ -205,30 +219,9 @@ class KubeApi:
         kwargs: dict[str, Any] = {"container": container, "follow": follow}
         if tail_lines is not None:
             kwargs["tail_lines"] = tail_lines
-        attempt = 0
-        what = f"read the log of pod {pod}"
-        while True:
-            attempt += 1
-            try:
-                response = self.core.read_namespaced_pod_log(
-                    pod, namespace, _preload_content=False, _request_timeout=(CONNECT_TIMEOUT, read_timeout),
-                    **kwargs)
-                self.answered = True
-                return response
-            except self._k.client.ApiException as error:
-                if error.status in (400, 404):
-                    return None
-                if error.status in TRANSIENT_STATUSES and attempt < self.attempts:
-                    self._pause(attempt)
-                    continue
-                raise self.api_error(error, what, "Pod", namespace, attempt) from None
-            except Exception as error:
-                if not self.is_network_error(error):
-                    raise
-                if self._transient_network(error) and attempt < self.attempts:
-                    self._pause(attempt)
-                    continue
-                raise self.network_error(error, what, attempt) from None
+        return self._request(self.core.read_namespaced_pod_log, (pod, namespace), kwargs,
+                             what=f"read the log of pod {pod}", kind="Pod", namespace=namespace, missing_ok=False,
+                             ok_statuses=(400, 404), read_timeout=read_timeout)
 
     def _pause(self, attempt: int) -> None:
         self.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
