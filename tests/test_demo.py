@@ -30,6 +30,7 @@ def test_demo_runs_both_comparisons_and_writes_the_report(demo):
     assert "[1/8]" in stdout and "[8/8] report" in stdout  # overall progress
     assert "COMPARISON 1: Dataset Scale" in stdout and "COMPARISON 2: Hyperparameter Search" in stdout
     assert stdout.strip().endswith("report.md")
+    assert "PROJECTION FOR A REAL CLUSTER" in stdout  # printed as compare prints it
     report = (out / "report" / "report.md").read_text()
     for png in re.findall(r"\(([\w-]+\.png)\)", report):
         assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -53,6 +54,7 @@ def test_compare_prints_the_same_comparison_from_the_files(demo, cli, tmp_path):
     ran = cli("compare", "--results", out, "--out", tmp_path / "report")
     assert ran.code == 0, ran.err
     assert "EMULATED" in ran.out and "not run" in ran.out  # the cloud search was not run, and says so
+    assert "projection, not a measurement" in ran.out
     assert (tmp_path / "report" / "report.md").is_file()
 
 

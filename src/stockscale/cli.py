@@ -406,7 +406,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from stockscale.experiments.projection import build_projection_settings
-    from stockscale.experiments.report import format_comparison, load_results, write_report
+    from stockscale.experiments.report import format_report_text, load_results, write_report
 
     settings = build_projection_settings({
         "nodes": args.nodes, "node_memory_bytes": args.node_memory, "node_cpus": args.node_cpus,
@@ -414,7 +414,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "pod_startup_seconds": args.pod_startup,
     })
     results = load_results(args.results)
-    print(format_comparison(results), flush=True)
+    print(format_report_text(results, settings), flush=True)
     report = write_report(results, args.out or args.results / "report", settings)
     print(f"report: {report}", flush=True)
     return 0

@@ -20,7 +20,7 @@ from typing import Any
 from stockscale.config import build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.scaled import materialized_bytes
-from stockscale.experiments.report import format_comparison, load_results, write_report
+from stockscale.experiments.report import format_report_text, load_results, write_report
 from stockscale.experiments.scale_test import ScaleTestSettings, run_scale_test
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.base import Launcher, TrainJob
@@ -135,4 +135,4 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None]) -> tuple[s
 
     announce("report")
     results = load_results(out)
-    return format_comparison(results), write_report(results, out / "report")
+    return format_report_text(results), write_report(results, out / "report")

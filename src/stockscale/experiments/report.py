@@ -572,6 +572,12 @@ def format_comparison(results: LoadedResults) -> str:
 
 # ---------------------------------------------------------------- report.md with plots
 
+def format_report_text(results: LoadedResults, settings: ProjectionSettings | None = None) -> str:
+    """What `compare` (and `demo`) print: the two comparisons, then the projection for a real cluster."""
+    projection = build_projection(results, settings or ProjectionSettings())
+    return format_comparison(results) + "\n\n" + format_projection(projection)
+
+
 def best_search(results: LoadedResults) -> SearchRun | None:
     """The search whose best trial has the lowest validation loss (ties: sequential, parallel, cloud)."""
     candidates = [run for run in results.searches if run.data.best is not None]
