@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from stockscale.distributed import DistEnv
+from stockscale.distributed import DistEnv, placement
 from stockscale.errors import InputError
 from stockscale.model import LSTMRegressor
 
@@ -43,6 +43,15 @@ def test_pet_variables_alone_are_enough():
     env = DistEnv.from_environ({"PET_MASTER_ADDR": "m", "PET_MASTER_PORT": "1", "PET_NNODES": "3",
                                 "PET_NODE_RANK": "1"})
     assert (env.rank, env.world_size) == (1, 3)
+
+
+def test_placement_gives_each_rank_its_own_gpu_or_shares_them_over_gloo():
+    local = DistEnv(rank=1, world_size=2, master_addr="127.0.0.1", master_port=1)
+    pod = DistEnv(rank=3, world_size=4, master_addr="job-master-0", master_port=1)
+    assert placement(local, "cpu", 0) == ("cpu", "gloo")
+    assert placement(local, "cuda", 2) == ("cuda:1", "nccl")
+    assert placement(local, "cuda", 1) == ("cuda:0", "gloo")  # NCCL refuses two ranks on one GPU
+    assert placement(pod, "cuda", 1) == ("cuda:0", "nccl")  # a pod's own GPU
 
 
 @pytest.mark.parametrize(

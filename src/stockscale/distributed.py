@@ -67,11 +67,29 @@ def timeout_from_env() -> timedelta:
     return timedelta(seconds=float(os.environ.get("STOCKSCALE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
 
 
-def init_process_group(env: DistEnv, device_type: str) -> None:
-    """gloo on CPU, nccl on CUDA, over TCP to the master (rank 0)."""
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def placement(env: DistEnv, device_type: str, gpus: int) -> tuple[str, str]:
+    """(device, backend) for this rank: gloo on CPU; on CUDA, nccl with a GPU of its own.
+
+    Ranks of a local emulated cluster (the master on loopback) all live on this machine and take GPU
+    `rank`; a pod or a torchrun process takes GPU `LOCAL_RANK`. NCCL refuses two ranks on one GPU, so when
+    the local ranks outnumber the GPUs they share them over gloo instead (slower, but it runs).
+    """
+    if device_type != "cuda":
+        return device_type, "gloo"
+    if env.master_addr in LOOPBACK:
+        if env.world_size > gpus:
+            return f"cuda:{env.rank % gpus}", "gloo"
+        return f"cuda:{env.rank}", "nccl"
+    return f"cuda:{env.local_rank % gpus}", "nccl"
+
+
+def init_process_group(env: DistEnv, backend: str) -> None:
+    """The process group over TCP to the master (rank 0), with a timeout so a lost peer ends the run."""
     import torch.distributed as dist
 
-    backend = "nccl" if device_type == "cuda" else "gloo"
     dist.init_process_group(
         backend,
         init_method=f"tcp://{env.master_addr}:{env.master_port}",

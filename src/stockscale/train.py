@@ -24,7 +24,7 @@ from torch import nn
 from stockscale.config import TrainConfig
 from stockscale.data.dataset import open_training_data
 from stockscale.data.windows import EvalSet, NormStats, make_features
-from stockscale.distributed import DistEnv, barrier, init_process_group, teardown
+from stockscale.distributed import DistEnv, barrier, init_process_group, placement, teardown
 from stockscale.errors import InputError
 from stockscale.files import staged_dir, temp_dir_beside
 from stockscale.model import LSTMRegressor
@@ -73,7 +73,11 @@ def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,
     device = resolve_device(cfg.device)
 
     if env.is_distributed:
-        init_process_group(env, device.type)
+        name, backend = placement(env, device.type, torch.cuda.device_count())
+        device = torch.device(name)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        init_process_group(env, backend)
     try:
         result = _train(cfg, out, progress, env, device, started)
         barrier()  # rank 0 has written the run directory; everyone leaves together

@@ -25,7 +25,7 @@ def main() -> None:
     env = DistEnv.from_environ()
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    init_process_group(env, "cpu")
+    init_process_group(env, "gloo")
     try:
         model = nn.parallel.DistributedDataParallel(LSTMRegressor(5, 16, 2, 0.0))
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
