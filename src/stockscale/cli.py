@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from stockscale.errors import InputError, StockscaleError
+from stockscale.errors import InputError, StockscaleError, WorkerFailure
 
 EXIT_INPUT = 2
 EXIT_MEMORY = 3  # a worker that raised MemoryError: the launcher reports it as oom
@@ -238,13 +238,9 @@ def train_with_launcher(cfg: Any, out: Path, args: argparse.Namespace) -> int:
                    memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
     result = LocalLauncher(on_line=relay).run(job)
     if result.status != "success" or result.metrics is None:
-        raise WorkerRunFailed(f"training failed: {result.status}: {result.detail}")
+        raise WorkerFailure(f"training failed: {result.status}: {result.detail}")
     print(json.dumps(result.metrics), flush=True)
     return 0
-
-
-class WorkerRunFailed(StockscaleError):
-    exit_code = 1
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -321,7 +317,7 @@ def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[st
 def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.scale_test import ScaleTestSettings, format_table, run_scale_test
-    from stockscale.launch.local import LocalLauncher
+    from stockscale.launch.local import LocalLauncher, describe_limit
     from stockscale.limits import check_limit
 
     if args.mode == "local" and args.workers not in (None, 1):
@@ -336,7 +332,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     )
     out = args.out or Path("results") / f"scale_test_{args.mode}"
     log(f"scale test, {args.mode}: multipliers {','.join(map(str, settings.multipliers))}, {workers} worker(s), "
-        f"loader {args.loader}, limit {args.memory_limit or 'none'} bytes per worker -> {out}/results.json")
+        f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
 
     def on_result(run: dict[str, Any]) -> None:
         peak = max(run["peak_rss_bytes"]) / 2**20 if run["peak_rss_bytes"] else 0
@@ -503,7 +499,7 @@ def train_on_kubernetes(cfg: Any, args: argparse.Namespace) -> int:
     def work() -> int:
         result = launcher.run(job)
         if result.status != "success" or result.metrics is None:
-            raise WorkerRunFailed(f"training on the cluster failed: {result.status}: {result.detail}")
+            raise WorkerFailure(f"training on the cluster failed: {result.status}: {result.detail}")
         print(json.dumps(result.metrics), flush=True)
         return 0
 

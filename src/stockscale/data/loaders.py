@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,7 +55,6 @@ class ReplicaSource:
     spec: ReplicaSpec | None = None
     directory: Path | None = None
     manifest: dict[str, Any] | None = None
-    cached_blocks: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def generated(cls, spec: ReplicaSpec) -> ReplicaSource:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from stockscale.config import FEATURES, SEQ_LEN
-from stockscale.data.windows import NormStats, PreparedData, window_count
+from stockscale.data.windows import PreparedData, window_count
 from stockscale.errors import DataIntegrityError, InputError
 from stockscale.files import staged_dir, write_text_atomic
 
@@ -323,9 +323,6 @@ def iter_owned_shards(manifest: dict[str, Any], first_replica: int, last_replica
         if lo <= last_replica and lo + count > first_replica:
             yield shard
 
-
-def dataset_stats(manifest: dict[str, Any]) -> NormStats:
-    return NormStats.from_dict(manifest["stats"])
 
 
 def disk_bytes(directory: Path, manifest: dict[str, Any]) -> int:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 Status = Literal["success", "oom", "timeout", "error"]
-STATUSES: tuple[Status, ...] = ("success", "oom", "timeout", "error")
 
 
 @dataclass

@@ -32,7 +32,7 @@ import yaml
 from stockscale.config import format_size
 from stockscale.errors import InputError
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_with_threads
-from stockscale.limits import LimitReport, MemoryLimiter, check_limit, describe_mechanism, detect_mechanism
+from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism
 
 # The exit status the train command uses for a MemoryError (out of memory inside Python).
 EXIT_MEMORY_ERROR = 3
@@ -96,11 +96,6 @@ def worker_environment(rank: int, world_size: int, master_port: int, threads: in
         "OMP_NUM_THREADS": str(threads),
     })
     return env
-
-
-def limit_mechanism_description() -> str:
-    """One line for the CLI: how this machine would hold per-worker memory limits."""
-    return describe_mechanism()
 
 
 @dataclass
