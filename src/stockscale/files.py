@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from stockscale.errors import InputError
 
@@ -44,3 +47,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """A results file, indented, replaced in one step: a reader sees the old version or the new, never half."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def utc_timestamp() -> str:
+    """When a results file was started or finished: ISO 8601, UTC, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -375,15 +375,27 @@ class LimitReport:
         return ""
 
 
-def _tree_hwm(process: psutil.Process) -> int:
-    """Peak resident memory of one process: VmHWM where Linux reports it, else current RSS."""
+def vm_hwm(pid: int | str = "self") -> int | None:
+    """Peak resident memory of a process from Linux's VmHWM (reset at exec), or None where it is not there.
+
+    Not getrusage's ru_maxrss: Linux starts a forked child's maxrss at its parent's RSS, so a worker started
+    by a large process would report the parent's size.
+    """
     try:
-        with open(f"/proc/{process.pid}/status", "rb") as status:
+        with open(f"/proc/{pid}/status", "rb") as status:
             for line in status:
                 if line.startswith(b"VmHWM:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def _tree_hwm(process: psutil.Process) -> int:
+    """Peak resident memory of one process: VmHWM where Linux reports it, else current RSS."""
+    peak = vm_hwm(process.pid)
+    if peak is not None:
+        return peak
     try:
         return process.memory_info().rss
     except psutil.Error:

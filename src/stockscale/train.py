@@ -27,6 +27,7 @@ from stockscale.data.windows import EvalSet, NormStats, make_features
 from stockscale.distributed import DistEnv, barrier, init_process_group, placement, teardown
 from stockscale.errors import InputError
 from stockscale.files import staged_dir, temp_dir_beside
+from stockscale.limits import vm_hwm
 from stockscale.model import LSTMRegressor
 from stockscale.progress import TrainProgress
 
@@ -42,19 +43,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size: VmHWM on Linux (reset at exec), else getrusage.
-
-    getrusage's ru_maxrss is avoided on Linux because a forked child starts with its parent's maxrss, so a
-    worker started by a large process would report the parent's size.
-    """
-    try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set size: VmHWM on Linux (see limits.vm_hwm), else getrusage."""
+    peak = vm_hwm()
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,

@@ -21,7 +21,6 @@ import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ import numpy as np
 from stockscale.config import FEATURES, SEQ_LEN
 from stockscale.data.windows import PreparedData, window_count
 from stockscale.errors import DataIntegrityError, InputError
-from stockscale.files import staged_dir, write_text_atomic
+from stockscale.files import staged_dir, utc_timestamp, write_text_atomic
 
 FORMAT = "stockscale-scaled-dataset"
 FORMAT_VERSION = 1
@@ -188,7 +187,7 @@ def write_dataset(
                     on_shard(number, len(plans))
             if plan is not None:
                 pending = writer.submit(write_shard, tmp / plan.file, replicas)
-        manifest["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        manifest["created_at"] = utc_timestamp()
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -322,7 +321,6 @@ def iter_owned_shards(manifest: dict[str, Any], first_replica: int, last_replica
         lo, count = shard["first_replica"], shard["replicas"]
         if lo <= last_replica and lo + count > first_replica:
             yield shard
-
 
 
 def disk_bytes(directory: Path, manifest: dict[str, Any]) -> int:

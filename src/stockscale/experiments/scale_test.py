@@ -9,18 +9,16 @@ interrupted test still leaves a valid (incomplete) file. Format: docs/results.md
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stockscale.config import TrainConfig, build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.scaled import materialized_bytes
-from stockscale.files import write_text_atomic
+from stockscale.files import utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
 
@@ -46,10 +44,6 @@ class ScaleTestSettings:
     emulated: bool = True
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def run_config(settings: ScaleTestSettings, multiplier: int) -> TrainConfig:
     overrides = {**settings.train, "multiplier": multiplier, "loader": settings.loader}
     if settings.max_steps is not None:
@@ -70,13 +64,13 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
     doc: dict[str, Any] = {
         "kind": "scale_test",
         "format_version": FORMAT_VERSION,
-        "started_at": now(),
+        "started_at": utc_timestamp(),
         "finished_at": None,
         "complete": False,
         "settings": settings_record(settings, launcher),
         "results": [],
     }
-    write_text_atomic(out / "results.json", json.dumps(doc, indent=2) + "\n")
+    write_json_atomic(out / "results.json", doc)
     for multiplier in sorted(settings.multipliers):
         cfg = run_config(settings, multiplier)
         job = TrainJob(name=f"m{multiplier}", config=cfg.to_dict(), run_dir=runs_dir / f"m{multiplier}",
@@ -87,13 +81,13 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
         doc["results"].append(entry)
         if result.limit_mechanism:
             doc["settings"]["limit_mechanism"] = result.limit_mechanism
-        write_text_atomic(out / "results.json", json.dumps(doc, indent=2) + "\n")
+        write_json_atomic(out / "results.json", doc)
         if on_result is not None:
             on_result(entry)
         if entry["status"] in STOPPING and not settings.keep_going:
             break
-    doc["finished_at"], doc["complete"] = now(), True
-    write_text_atomic(out / "results.json", json.dumps(doc, indent=2) + "\n")
+    doc["finished_at"], doc["complete"] = utc_timestamp(), True
+    write_json_atomic(out / "results.json", doc)
     return doc
 
 

@@ -14,13 +14,12 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stockscale.config import TRAIN_FIELDS, build_train_config, read_yaml_mapping
 from stockscale.errors import InputError
-from stockscale.files import write_text_atomic
+from stockscale.files import utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
 
@@ -89,10 +88,6 @@ def trial_name(index: int) -> str:
     return f"trial-{index:02d}"
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def trial_jobs(settings: SearchSettings, out: Path, skip: set[int] | frozenset[int] = frozenset()) -> list[TrainJob]:
     """One TrainJob per grid point (except `skip`), longest-expected first. A dry run renders these."""
     jobs = [
@@ -117,7 +112,7 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
     summary: dict[str, Any] = {
         "kind": "hp_search",
         "format_version": FORMAT_VERSION,
-        "started_at": now(),
+        "started_at": utc_timestamp(),
         "finished_at": None,
         "complete": False,
         "settings": {
@@ -152,7 +147,7 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
         launcher.run_many(jobs, settings.workers, record)
     finally:
         _write(out, summary)  # on Ctrl-C too: a valid partial summary
-    summary["complete"], summary["finished_at"] = True, now()
+    summary["complete"], summary["finished_at"] = True, utc_timestamp()
     _write(out, summary)
     return summary
 
@@ -210,7 +205,7 @@ def _write(out: Path, summary: dict[str, Any]) -> None:
     summary["best"] = None if best is None else {
         key: best[key] for key in ("trial", "name", "config", "val_loss", "test", "baseline_test", "run_dir")
     }
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(out / "summary.json", summary)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
