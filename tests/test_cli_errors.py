@@ -24,6 +24,7 @@ from tests.conftest import assert_clean_error, write_csv
         (["--memory-limit", "lots"], ["size"]),
         (["--start", "2013-01-01", "--end", "2012-01-01"], ["start"]),
         (["--bogus"], ["--bogus"]),
+        (["--dry-run"], ["--backend kubernetes"]),
         (["--data", "somewhere", "--multiplier", "5"], ["multiplier", "do not set both"]),
     ],
 )

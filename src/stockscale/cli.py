@@ -94,7 +94,7 @@ def int_at_least(what: str, minimum: int) -> Callable[[str], int]:
             kind = "not an integer" if _is_float(text) else "not a number"
             raise argparse.ArgumentTypeError(f"{what} {text!r} is {kind}") from None
         if value < minimum:
-            rule = "at least 1" if minimum == 1 else f"at least {minimum}" if minimum else "not negative"
+            rule = f"at least {minimum}" if minimum else "not negative"
             raise argparse.ArgumentTypeError(f"{what} must be {rule}, not {value}")
         return value
 
@@ -159,6 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args, trial)
     if args.backend == "kubernetes":
         return train_on_kubernetes(cfg, args)
+    refuse_kubernetes_only_flags(args)
     out = args.out or default_run_dir()
     env = DistEnv.from_environ()
     if args.workers > 1 or args.memory_limit is not None:
@@ -368,7 +369,6 @@ def cmd_search(args: argparse.Namespace) -> int:
                               threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
     folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "kubernetes": "hp_search_cloud"}
     out = args.out or Path("results") / folder[args.backend]
-    total = trials
     if args.backend == "kubernetes":
         launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind)
         if args.dry_run:
@@ -378,17 +378,16 @@ def cmd_search(args: argparse.Namespace) -> int:
                 log(f"wrote {path}")
             return 0
     else:
-        if args.dry_run or args.keep:
-            raise InputError("--dry-run and --keep are for --backend kubernetes")
+        refuse_kubernetes_only_flags(args)
         launcher = LocalLauncher(log_dir=out / "logs")
-    log(f"search, {args.backend}: {total} trials, {workers} at a time, {threads or 'default'} thread(s) each -> "
+    log(f"search, {args.backend}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) each -> "
         f"{out}/summary.json")
     done = [0]
 
     def on_result(entry: dict[str, Any]) -> None:
         done[0] += 1
         loss = f", val_loss {entry['val_loss']:.4f}" if entry["val_loss"] is not None else ""
-        log(f"  [{done[0]}/{total}] {entry['name']} {entry['config']}: {entry['status']} in "
+        log(f"  [{done[0]}/{trials}] {entry['name']} {entry['config']}: {entry['status']} in "
             f"{entry['wall_seconds']:.1f}s{loss}" + (f" ({entry['detail']})" if entry["detail"] else ""))
 
     if args.backend == "kubernetes":
@@ -442,6 +441,12 @@ def add_k8s_flags(parser: argparse.ArgumentParser, run_flags: bool = True) -> No
     if run_flags:
         group.add_argument("--keep", action="store_true", help="keep finished objects on the cluster")
         group.add_argument("--dry-run", action="store_true", help="write the manifests to --out, submit nothing")
+
+
+def refuse_kubernetes_only_flags(args: argparse.Namespace) -> None:
+    """--dry-run and --keep mean something only on a cluster; with a local backend they would be ignored."""
+    if args.dry_run or args.keep:
+        raise InputError("--dry-run and --keep are for --backend kubernetes")
 
 
 def cluster_spec(args: argparse.Namespace, **more: Any) -> Any:
