@@ -14,7 +14,6 @@ import pytest
 from stockscale.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 
 # The smallest training that still exercises everything: a few steps of a tiny LSTM.
 TINY = ["--epochs", "1", "--max-steps", "3", "--hidden-size", "8", "--num-layers", "1", "--threads", "1"]

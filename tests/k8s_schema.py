@@ -21,7 +21,8 @@ import kubernetes_validate
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CRD = REPO.parent / "shared" / "k8s" / "kubeflow.org_pytorchjobs.v1.yaml"
+CRDS = REPO / "tests" / "crds"  # vendored; see tests/crds/README.md
+CRD = CRDS / "kubeflow.org_pytorchjobs.v1.yaml"
 # The oldest Kubernetes stockscale supports (backoffLimitPerIndex is on by default from 1.29) and the newest
 # schemas kubernetes-validate ships.
 K8S_VERSIONS = ("1.29", kubernetes_validate.latest_version())
@@ -49,7 +50,7 @@ def strict_schema(schema: Any) -> Any:
 @cache
 def crd_schema() -> dict[str, Any]:
     if not CRD.is_file():
-        raise FileNotFoundError(f"the PyTorchJob CRD is expected at {CRD} (shared/ beside the repository)")
+        raise FileNotFoundError(f"the PyTorchJob CRD is expected at {CRD} (vendored in the repository)")
     crd = yaml.safe_load(CRD.read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return strict_schema(version["schema"]["openAPIV3Schema"])

@@ -2,7 +2,7 @@
 controller) gives it, trains and prints its JSON result line.
 
 The environment is built from the rendered manifest exactly as the operator builds it (names and rules in
-../shared/k8s/README.md): the container's own env, plus PYTHONUNBUFFERED, MASTER_ADDR/PET_MASTER_ADDR,
+tests/crds/README.md): the container's own env, plus PYTHONUNBUFFERED, MASTER_ADDR/PET_MASTER_ADDR,
 MASTER_PORT/PET_MASTER_PORT (the container port named `pytorchjob-port`), WORLD_SIZE (replicas x
 nprocPerNode), RANK (Master 0, Worker i -> i+1), PET_NODE_RANK, PET_NNODES, PET_NPROC_PER_NODE. Only what a
 laptop cannot give is translated: the container paths (/tmp, /results, /etc/stockscale) become folders of
