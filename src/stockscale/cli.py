@@ -162,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     refuse_kubernetes_only_flags(args)
     out = args.out or default_run_dir()
     env = DistEnv.from_environ()
-    if args.workers > 1 or args.memory_limit is not None:
+    if args.backend == "docker" or args.workers > 1 or args.memory_limit is not None:
         if env.is_distributed:
             raise InputError("--workers/--memory-limit launch workers; this process is already a worker "
                              f"(WORLD_SIZE={env.world_size} in the environment)")
@@ -223,10 +223,9 @@ def print_run_summary(metrics: dict[str, Any]) -> None:
 
 
 def train_with_launcher(cfg: Any, out: Path, args: argparse.Namespace) -> int:
-    """Workers in child processes (an emulated cluster, or one limited process) through the local launcher."""
+    """Workers in child processes or containers (an emulated cluster, or one limited process)."""
     from stockscale.console import log
     from stockscale.launch.base import TrainJob
-    from stockscale.launch.local import LocalLauncher
 
     if out.exists():
         raise InputError(f"run directory {out} already exists")
@@ -237,7 +236,7 @@ def train_with_launcher(cfg: Any, out: Path, args: argparse.Namespace) -> int:
 
     job = TrainJob(name=out.name, config=cfg.to_dict(), run_dir=out, workers=args.workers,
                    memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
-    result = LocalLauncher(on_line=relay).run(job)
+    result = machine_launcher(args, "train", on_line=relay, on_event=log).run(job)
     if result.status != "success" or result.metrics is None:
         raise WorkerFailure(f"training failed: {result.status}: {result.detail}")
     print(json.dumps(result.metrics), flush=True)
@@ -318,11 +317,13 @@ def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[st
 def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.scale_test import ScaleTestSettings, format_table, run_scale_test
-    from stockscale.launch.local import LocalLauncher, describe_limit
+    from stockscale.launch.local import describe_limit
     from stockscale.limits import check_limit
 
     if args.mode == "local" and args.workers not in (None, 1):
         raise InputError(f"--mode local runs one process; --workers {args.workers} needs --mode cluster")
+    if args.backend == "docker" and args.mode != "cluster":
+        raise InputError("--backend docker runs the cluster side: use it with --mode cluster")
     workers = args.workers or (4 if args.mode == "cluster" else 1)
     check_limit(args.memory_limit)
     train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
@@ -340,7 +341,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
         log(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f}s, peak {peak:.0f} MiB/worker"
             + (f" ({run['detail']})" if run["detail"] else ""))
 
-    doc = run_scale_test(settings, LocalLauncher(log_dir=out / "logs"), out, on_result)
+    doc = run_scale_test(settings, machine_launcher(args, "scale", log_dir=out / "logs"), out, on_result)
     log(format_table(doc))
     log(f"results: {out / 'results.json'}")
     return 0
@@ -349,7 +350,6 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, format_summary, load_space, run_search
-    from stockscale.launch.local import LocalLauncher
 
     space = load_space(args.space) if args.space else DEFAULT_SPACE
     cpus = os.cpu_count() or 1
@@ -367,7 +367,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         threads = train.pop("threads", None) or max(1, cpus // workers)
     settings = SearchSettings(backend=args.backend, workers=workers, space=space, train=train,
                               threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
-    folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "kubernetes": "hp_search_cloud"}
+    folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker",
+              "kubernetes": "hp_search_cloud"}
     out = args.out or Path("results") / folder[args.backend]
     if args.backend == "kubernetes":
         launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind)
@@ -379,7 +380,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             return 0
     else:
         refuse_kubernetes_only_flags(args)
-        launcher = LocalLauncher(log_dir=out / "logs")
+        launcher = machine_launcher(args, "search", log_dir=out / "logs")
     log(f"search, {args.backend}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) each -> "
         f"{out}/summary.json")
     done = [0]
@@ -421,7 +422,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = args.out or Path("results")
     log(f"stockscale demo{' --quick' if args.quick else ''}: both comparisons on this machine -> {out}/")
-    text, report = run_demo(out, args.quick, log)
+    cluster = machine_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
+    text, report = run_demo(out, args.quick, log, cluster)
     print(text, flush=True)
     log(f"report: {report}")
     return 0
@@ -430,10 +432,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- kubernetes
 
 
-def add_k8s_flags(parser: argparse.ArgumentParser, run_flags: bool = True) -> None:
-    group = parser.add_argument_group("kubernetes (--backend kubernetes)")
+def add_image_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("containers and kubernetes (--backend docker|kubernetes)")
     group.add_argument("--k8s-config", type=Path, help="cluster spec YAML: image, namespace, sizes, PVC")
-    group.add_argument("--image", help="container image (default stockscale:<version>, see deploy/)")
+    group.add_argument("--image", help="container image (default stockscale:<version>, see deploy/build-image.sh)")
+    return group
+
+
+def add_k8s_flags(parser: argparse.ArgumentParser, run_flags: bool = True) -> None:
+    group = add_image_flags(parser)
     group.add_argument("--namespace", help="namespace (default stock-training)")
     group.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
                        "or the in-cluster service account)")
@@ -447,6 +454,18 @@ def refuse_kubernetes_only_flags(args: argparse.Namespace) -> None:
     """--dry-run and --keep mean something only on a cluster; with a local backend they would be ignored."""
     if args.dry_run or args.keep:
         raise InputError("--dry-run and --keep are for --backend kubernetes")
+
+
+def machine_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> Any:
+    """The launcher for work on this machine: local processes, or containers of the image (--backend docker)."""
+    if getattr(args, "backend", None) == "docker":
+        from stockscale.launch.docker import DockerLauncher
+
+        return DockerLauncher(cluster_spec(args), run_prefix=prefix, **options)
+    from stockscale.launch.local import LocalLauncher
+
+    options.pop("on_event", None)
+    return LocalLauncher(**options)
 
 
 def cluster_spec(args: argparse.Namespace, **more: Any) -> Any:
@@ -582,8 +601,9 @@ def build_parser() -> Parser:
                      help="DDP workers: local processes with a PyTorchJob's environment (default 1)")
     run.add_argument("--memory-limit", type=size, help="memory limit per worker: 512MiB, 2GiB, 4Gi")
     run.add_argument("--timeout", type=non_negative_float("--timeout"), help="seconds before the run is stopped")
-    run.add_argument("--backend", choices=("local", "kubernetes"), default="local",
-                     help="local processes (default) or a PyTorchJob on Kubernetes")
+    run.add_argument("--backend", choices=("local", "docker", "kubernetes"), default="local",
+                     help="local processes (default), containers of the image on this machine (docker or "
+                          "podman), or a PyTorchJob on Kubernetes")
     add_k8s_flags(train)
     train.set_defaults(handler=cmd_train)
 
@@ -606,6 +626,8 @@ def build_parser() -> Parser:
     scale_test.add_argument("--mode", choices=("local", "cluster"), default="local",
                             help="local: one process; cluster: N workers (the emulated cluster)")
     scale_test.add_argument("--workers", type=positive_int("--workers"), help="workers in cluster mode (default 4)")
+    scale_test.add_argument("--backend", choices=("local", "docker"), default="local",
+                            help="cluster mode's workers: local processes (default) or containers of the image")
     scale_test.add_argument("--multipliers", type=multipliers, default=[1, 10, 50, 100, 200],
                             help="comma-separated dataset multipliers (default 1,10,50,100,200)")
     scale_test.add_argument("--memory-limit", type=size, default=2**30,
@@ -620,10 +642,14 @@ def build_parser() -> Parser:
     scale_test.add_argument("--keep-going", action="store_true", help="run every multiplier past an oom/timeout")
     scale_test.add_argument("--out", type=Path, help="default results/scale_test_<mode>")
     add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data"))
+    add_image_flags(scale_test)
     scale_test.set_defaults(handler=cmd_scale_test)
 
     search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
-    search.add_argument("--backend", choices=("sequential", "parallel", "kubernetes"), default="sequential")
+    search.add_argument("--backend", choices=("sequential", "parallel", "docker", "kubernetes"), default="sequential",
+                        help="sequential: one trial at a time here; parallel: several processes here; docker: "
+                             "containers of the image here (the Indexed Job's pods); kubernetes: a cluster "
+                             "(default sequential)")
     search.add_argument("--workers", type=positive_int("--workers"), help="trials at once (parallel: default cores)")
     search.add_argument("--space", type=Path, help="YAML grid: one list per parameter (default: the 18 configs)")
     search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"), help="seconds per trial")
@@ -650,6 +676,10 @@ def build_parser() -> Parser:
     demo = commands.add_parser("demo", help="everything: both comparisons on this machine, then the report")
     demo.add_argument("--quick", action="store_true", help="a smaller grid and fewer steps (about a minute)")
     demo.add_argument("--out", type=Path, help="results folder (default results/)")
+    demo.add_argument("--backend", choices=("local", "docker"), default="local",
+                      help="the cluster side (its scale test and the parallel search): local processes "
+                           "(default) or containers of the image")
+    add_image_flags(demo)
     demo.set_defaults(handler=cmd_demo)
 
     k8s = commands.add_parser("k8s", help="Kubernetes: render manifests; status, logs, delete of a run")
@@ -687,8 +717,24 @@ def _version() -> str:
     return f"stockscale {__version__}"
 
 
+def _interrupt_on_termination() -> None:
+    """SIGTERM and SIGHUP end a command the way Ctrl-C does, so the same cleanup runs (workers, containers)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    _interrupt_on_termination()
     try:
         args = parser.parse_args(argv)
         if getattr(args, "handler", None) is None:

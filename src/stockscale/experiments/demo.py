@@ -75,11 +75,17 @@ def measure_baseline(launcher: Launcher, out: Path) -> int:
     return max(result.peak_rss_bytes)
 
 
-def run_demo(out: Path, quick: bool, on_event: Callable[[str], None]) -> tuple[str, Path]:
-    """Run every stage into `out` (a results folder); return the printed comparison and the report path."""
+def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
+             cluster: Launcher | None = None) -> tuple[str, Path]:
+    """Run every stage into `out` (a results folder); return the printed comparison and the report path.
+
+    `cluster` runs the cluster side (its scale tests and the parallel search), for example containers of
+    the image; by default it is the same local launcher as the one-machine side.
+    """
     plan = QUICK if quick else FULL
     cpus = os.cpu_count() or 1
     launcher = LocalLauncher(log_dir=out / "logs")
+    cluster = cluster or launcher
     stages = 8
     stage = iter(range(1, stages + 1))
 
@@ -96,7 +102,12 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None]) -> tuple[s
 
     def scale(mode: str, loader: str) -> None:
         workers = 1 if mode == "local" else plan.workers
-        who = "one process" if mode == "local" else f"emulated cluster, {workers} workers"
+        runner = launcher if mode == "local" else cluster
+        if mode == "local":
+            who = "one process"
+        else:
+            who = f"{workers} containers ({runner.name})" if runner.name != "local" else \
+                f"emulated cluster, {workers} workers"
         announce(f"scale test, {who}, {loader} loader")
         settings = ScaleTestSettings(mode=mode, workers=workers, multipliers=multipliers, memory_limit=limit,
                                      timeout=plan.timeout, loader=loader, max_steps=plan.scale_steps, epochs=1,
@@ -109,7 +120,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None]) -> tuple[s
             on_event(f"      x{run['multiplier']}: {run['status']}, {run['wall_seconds']:.1f}s, "
                      f"peak {peak:.0f} MiB/worker{detail}")
 
-        run_scale_test(settings, launcher, out / f"scale_test_{mode}{suffix}", report)
+        run_scale_test(settings, runner, out / f"scale_test_{mode}{suffix}", report)
 
     scale("local", "memory")
     scale("cluster", "memory")
@@ -127,11 +138,11 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None]) -> tuple[s
             done[0] += 1
             on_event(f"      [{done[0]}/{trials}] {entry['name']} {entry['status']} {entry['wall_seconds']:.1f}s")
 
-        folder = "hp_search_local" if backend == "sequential" else "hp_search_parallel"
-        run_search(settings, launcher, out / folder, report)
+        folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker"}
+        run_search(settings, launcher if backend == "sequential" else cluster, out / folder[backend], report)
 
     search("sequential", 1)
-    search("parallel", cpus)
+    search("parallel" if cluster.name == "local" else cluster.name, cpus)
 
     announce("report")
     results = load_results(out)

@@ -27,7 +27,8 @@ from stockscale.errors import InputError
 from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
 
 RunStatus = Literal["success", "oom", "timeout", "error"]
-SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_cloud": "cloud"}
+SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_docker": "docker",
+               "hp_search_cloud": "cloud"}
 
 
 class _Shape(BaseModel):
@@ -164,6 +165,8 @@ class ScaleRun:
         s = self.data.settings
         if s.mode == "local":
             return "local"
+        if s.backend == "docker":
+            return f"cluster ({s.workers} containers)"
         return "cluster (emulated)" if s.emulated else f"cluster ({s.backend})"
 
 
@@ -320,6 +323,10 @@ def _scale_settings(run: ScaleRun) -> str:
     cores = s.machine.cpus if s.machine and s.machine.cpus else "?"
     if s.mode == "local":
         who = f"{s.workers} process" if s.workers == 1 else f"{s.workers} processes"
+    elif s.backend == "docker":
+        each = f", each limited to {format_size(s.memory_limit_bytes)}" if s.memory_limit_bytes else ""
+        who = (f"cluster: {s.workers} containers (docker){each}, EMULATED: containers of the image sharing this "
+               f"machine's {cores} cores")
     elif s.emulated:
         who = f"EMULATED cluster: {s.workers} worker processes sharing this machine's {cores} cores"
     else:
@@ -429,7 +436,11 @@ def _format_scale_group(group: ScaleGroup, name_folders: bool) -> list[str]:
         for line in _boundary(group.local.data.results, group.cluster.data.results) + \
                 _like_for_like(group.local, group.cluster):
             lines += _wrap("  ", line, indent=5)
-        if group.cluster.data.settings.emulated:
+        if group.cluster.data.settings.backend == "docker":
+            lines.append("  The cluster is EMULATED with containers of the image on this machine, each under its")
+            lines.append("  pod's limits. It shows memory per worker, not a real cluster's speed (the containers")
+            lines.append("  share this machine's cores).")
+        elif group.cluster.data.settings.emulated:
             lines.append("  The cluster is EMULATED: its workers are processes on this machine, each under its")
             lines.append("  own limit like a pod. It shows memory per worker, not a real cluster's speed (the")
             lines.append("  workers share this machine's cores).")
@@ -470,7 +481,9 @@ def _search_settings(run: SearchRun) -> str:
     else:
         at_once = s.workers or 1
         where = f"{s.backend}, {at_once} trial{'s' if at_once > 1 else ''} at a time"
-        if s.emulated:
+        if s.backend == "docker":
+            where += " as containers of the image on this machine"
+        elif s.emulated:
             where += " (EMULATED)"
     threads = f", {s.threads_per_trial} thread(s) per trial" if s.threads_per_trial else ""
     timeout = f", trial timeout {_secs(s.trial_timeout_seconds)}" if s.trial_timeout_seconds else ""

@@ -94,7 +94,8 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
 def settings_record(settings: ScaleTestSettings, launcher: Launcher) -> dict[str, Any]:
     return {
         "mode": settings.mode,
-        "backend": settings.backend,
+        # Containers of the image on this machine are still an emulated cluster: they share its cores.
+        "backend": "docker" if launcher.name == "docker" else settings.backend,
         "emulated": settings.emulated and settings.workers > 1,
         "workers": settings.workers,
         "memory_limit_bytes": settings.memory_limit,

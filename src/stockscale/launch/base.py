@@ -55,19 +55,35 @@ class JobResult:
 
 
 class Launcher(Protocol):
-    """Runs training jobs somewhere: local processes, an emulated cluster, or Kubernetes."""
+    """Runs training jobs somewhere: local processes, containers, or Kubernetes. One interface for all.
+
+    Modelled on the Kubeflow SDK's backends: the experiments and the CLI call only these four, so every
+    backend gets the same scale test, search and results format.
+    """
 
     name: str
 
-    def run(self, job: TrainJob) -> JobResult: ...
+    def run(self, job: TrainJob) -> JobResult:
+        """Run one job (1 process or `workers` DDP ranks) to its end."""
+        ...
 
     def run_many(
         self, jobs: list[TrainJob], parallel: int, on_result: Callable[[JobResult], None] | None = None
-    ) -> list[JobResult]: ...
+    ) -> list[JobResult]:
+        """Run independent jobs `parallel` at a time; results in the jobs' order, each also to on_result."""
+        ...
+
+    def logs(self, run_id: str, on_line: Callable[[str, str], None], *, follow: bool = False) -> list[str]:
+        """Send every log line of a run to on_line(source, line); returns the sources read."""
+        ...
+
+    def delete(self, run_id: str) -> list[str]:
+        """Remove what a run left (objects, containers, logs); returns what was removed."""
+        ...
 
 
 def run_many_with_threads(
-    launcher: Launcher,
+    run_one: Callable[[TrainJob], JobResult],
     jobs: list[TrainJob],
     parallel: int,
     on_result: Callable[[JobResult], None] | None = None,
@@ -82,7 +98,7 @@ def run_many_with_threads(
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futures = {}
         for index, job in enumerate(jobs):
-            futures[pool.submit(_run_unless_stopped, launcher, job, stop)] = index
+            futures[pool.submit(_run_unless_stopped, run_one, job, stop)] = index
         for future in as_completed(futures):
             result = future.result()
             if result is None:
@@ -93,7 +109,43 @@ def run_many_with_threads(
     return [results[index] for index in sorted(results)]
 
 
-def _run_unless_stopped(launcher: Launcher, job: TrainJob, stop: threading.Event | None) -> JobResult | None:
+def run_many_interruptible(
+    run_one: Callable[[TrainJob], JobResult],
+    jobs: list[TrainJob],
+    parallel: int,
+    on_result: Callable[[JobResult], None] | None,
+    abort: threading.Event,
+) -> list[JobResult]:
+    """`run_many_with_threads` on a helper thread, so that Ctrl-C (and SIGTERM, which the CLI turns into it)
+    reaches the calling thread at once: it sets `abort` (each running job then ends itself and raises), skips
+    the jobs not started, waits for the running ones to clean up, and re-raises."""
+    done = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def drive() -> None:
+        try:
+            outcome["results"] = run_many_with_threads(run_one, jobs, parallel, on_result, abort)
+        except BaseException as error:  # handed to the calling thread below
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=drive, name="stockscale-run-many", daemon=True).start()
+    try:
+        while not done.wait(timeout=0.2):
+            pass
+    except KeyboardInterrupt:
+        abort.set()
+        done.wait()
+        abort.clear()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["results"]
+
+
+def _run_unless_stopped(run_one: Callable[[TrainJob], JobResult], job: TrainJob,
+                        stop: threading.Event | None) -> JobResult | None:
     if stop is not None and stop.is_set():
         return None
-    return launcher.run(job)
+    return run_one(job)

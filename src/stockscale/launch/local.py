@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +32,7 @@ import yaml
 
 from stockscale.config import format_size
 from stockscale.errors import InputError
-from stockscale.launch.base import JobResult, Status, TrainJob, run_many_with_threads
+from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism
 
 # The exit status the train command uses for a MemoryError (out of memory inside Python).
@@ -232,32 +233,33 @@ class LocalLauncher:
         self, jobs: list[TrainJob], parallel: int, on_result: Callable[[JobResult], None] | None = None
     ) -> list[JobResult]:
         """Run jobs `parallel` at a time; Ctrl-C ends the running ones, skips the rest and re-raises."""
-        # The jobs run on a helper thread so that this (main) thread stays free to receive Ctrl-C, and can
-        # then stop the running jobs instead of waiting for the pool to finish all of them.
-        stop, done = threading.Event(), threading.Event()
-        outcome: dict[str, Any] = {}
+        return run_many_interruptible(self.run, jobs, parallel, on_result, self._abort)
 
-        def drive() -> None:
-            try:
-                outcome["results"] = run_many_with_threads(self, jobs, parallel, on_result, stop)
-            except BaseException as error:  # handed to the calling thread below
-                outcome["error"] = error
-            finally:
-                done.set()
+    def logs(self, run_id: str, on_line: Callable[[str, str], None], *, follow: bool = False) -> list[str]:
+        """The kept stderr logs of job `run_id` (needs `log_dir`); local jobs end with their launcher, so
+        there is nothing to follow."""
+        folder = self._log_folder(run_id)
+        files = sorted(folder.glob("rank-*.stderr.log")) if folder is not None else []
+        for path in files:
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                on_line(path.name.removesuffix(".stderr.log"), line)
+        return [path.name for path in files]
 
-        threading.Thread(target=drive, name="stockscale-run-many", daemon=True).start()
-        try:
-            while not done.wait(timeout=0.2):
-                pass
-        except KeyboardInterrupt:
-            stop.set()
-            self._abort.set()
-            done.wait()
-            self._abort.clear()
-            raise
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["results"]
+    def delete(self, run_id: str) -> list[str]:
+        """What a local job leaves besides its run directory: its kept logs."""
+        folder = self._log_folder(run_id)
+        if folder is None or not folder.is_dir():
+            return []
+        removed = [str(path) for path in sorted(folder.iterdir())]
+        shutil.rmtree(folder)
+        return removed
+
+    def _log_folder(self, run_id: str) -> Path | None:
+        if self.log_dir is None:
+            return None
+        if not run_id or "/" in run_id or run_id in (".", ".."):
+            raise InputError(f"{run_id!r} is not a job name")
+        return self.log_dir / run_id
 
     # internals
 

@@ -1,0 +1,476 @@
+"""DockerLauncher: training jobs as containers of the stockscale image, each holding its pod's limits.
+
+Pods for real on one machine. `run(job)` renders the PyTorchJob that `--backend kubernetes` would submit and
+starts each replica as a container (launch/containers.py translates the pod template), on a network this run
+creates for itself: internal (no route off the machine), where replicas reach each other by their pod names
+(`<run>-master-0`). `run_many(jobs, parallel)` renders the search's Indexed Job and trials ConfigMap and
+starts container i with `JOB_COMPLETION_INDEX=i` and the trials file mounted read-only, `parallel` at a time,
+with no network at all. Results come back as from pods: the last JSON line of the container's log.
+
+Statuses: a container the engine reports OOMKilled (or that exited 137 after reaching its limit) is `oom`,
+named in the detail; a worker's own MemoryError report is `oom` too; the job's timeout is `timeout`; any
+other exit is `error` with the code and the log's last line.
+
+Nothing is left behind: every container and network carries the run's labels and the launcher's pid; all are
+removed after success, failure, timeout or Ctrl-C (the CLI turns SIGTERM into the same path), and a new
+launcher sweeps what a killed one left (its pid is dead). Docker or podman: the Docker SDK talks to either
+engine's API socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stockscale.errors import InputError
+from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
+from stockscale.launch.containers import Pod, container_options, replica_pods
+from stockscale.launch.kubernetes import manifests as m
+from stockscale.launch.kubernetes.outcome import final_json
+from stockscale.launch.kubernetes.spec import ClusterSpec
+from stockscale.limits import check_limit
+
+LABEL_OWNER = "stockscale/owner"  # "<host>:<pid>:<start time>" of the launcher that made it
+LABEL_BACKEND = "stockscale/backend"
+STAGING_PREFIX = "stockscale-docker-"
+WAIT_TICK = 0.2
+LOG_TAIL = 50
+EXIT_MEMORY_ERROR = 3  # the worker contract: a MemoryError inside Python
+
+# Engines tried in order when DOCKER_HOST is not set: Docker's socket, then podman's (rootful, rootless).
+ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock",
+                  f"{os.environ.get('XDG_RUNTIME_DIR', f'/run/user/{os.getuid()}')}/podman/podman.sock")
+START_ENGINE_HINT = ("start one: `sudo dockerd &` (or `sudo systemctl start docker`), or for podman "
+                     "`systemctl --user start podman.socket` and DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock")
+
+
+def build_command() -> str:
+    return "deploy/build-image.sh --offline  (or deploy/build-image.sh where python:3.11-slim can be pulled)"
+
+
+def connect_engine() -> Any:
+    """A Docker SDK client for the first engine that answers; InputError saying how to start one if none."""
+    try:
+        import docker
+    except ImportError:
+        raise InputError("--backend docker needs the Docker SDK: pip install 'stockscale[docker]'") from None
+    candidates = [os.environ["DOCKER_HOST"]] if os.environ.get("DOCKER_HOST") else \
+        [f"unix://{path}" for path in ENGINE_SOCKETS if os.path.exists(path)]
+    problems = []
+    for url in candidates:
+        try:
+            client = docker.DockerClient(base_url=url, timeout=120)
+            client.ping()
+            return client
+        except Exception as error:  # the SDK raises several kinds for an engine that does not answer
+            problems.append(f"{url}: {str(error).splitlines()[0][:120]}")
+    where = "; ".join(problems) if problems else "no Docker or podman socket found"
+    raise InputError(f"no container engine reachable ({where}): {START_ENGINE_HINT}")
+
+
+def _owner_token(pid: int | None = None) -> str:
+    import psutil
+
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{psutil.Process(pid).create_time():.2f}"
+
+
+def _owner_alive(token: str) -> bool:
+    """Is the launcher that labelled a container still running? (Other hosts' containers are left alone.)"""
+    import psutil
+
+    host, _, rest = token.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        return f"{psutil.Process(int(pid_text)).create_time():.2f}" == started
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+@dataclass
+class _Running:
+    """One started container and what its log and stats said."""
+
+    pod: Pod
+    rank: int
+    container: Any
+    lines: list[str] = field(default_factory=list)
+    peak_bytes: int = 0
+    exit_code: int | None = None
+    oom_killed: bool = False
+    threads: list[threading.Thread] = field(default_factory=list)
+
+
+class DockerLauncher:
+    """Runs TrainJobs as containers of `spec.image`; see the module docstring.
+
+    `on_line(rank, line)` receives every log line of every container (from reader threads). `keep` leaves
+    finished containers for `logs`/`delete`. `log_dir` keeps each container's log as `<log_dir>/<job>/<pod>.log`.
+    """
+
+    name = "docker"
+
+    def __init__(self, spec: ClusterSpec | None = None, *, engine: Any = None,
+                 on_line: Callable[[int, str], None] | None = None, on_event: Callable[[str], None] | None = None,
+                 log_dir: Path | None = None, keep: bool = False, run_prefix: str = "stockscale") -> None:
+        # One machine is one node: a ReadWriteOnce volume can be mounted by every trial, as it is here.
+        self.spec = (spec or ClusterSpec()).model_copy(update={"trials_mount_pvc": True})
+        self._engine = engine
+        self.on_line = on_line
+        self.on_event = on_event
+        self.log_dir = log_dir
+        self.keep = keep
+        self.run_prefix = run_prefix
+        self._abort = threading.Event()
+        self._lock = threading.Lock()
+        self._swept = False
+
+    # ------------------------------------------------------------------------------------------- engine
+
+    @property
+    def engine(self) -> Any:
+        """The engine connection, made on first use; the first use also checks the image and sweeps."""
+        if not self._swept:
+            self._swept = True
+            self.check_image()
+            self.sweep()
+        return self._connection()
+
+    def _connection(self) -> Any:
+        if self._engine is None:
+            self._engine = connect_engine()
+        return self._engine
+
+    def check_image(self) -> None:
+        import docker.errors
+
+        try:
+            self._connection().images.get(self.spec.image)
+        except docker.errors.ImageNotFound:
+            raise InputError(f"image {self.spec.image} is not built: run {build_command()}") from None
+
+    def sweep(self) -> list[str]:
+        """Remove containers, networks and staging folders whose launcher is dead; returns what went."""
+        removed = []
+        engine = self._connection()
+        for container in engine.containers.list(all=True, filters={"label": LABEL_OWNER}):
+            if not _owner_alive(container.labels.get(LABEL_OWNER, "")):
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+                    removed.append(f"container {container.name}")
+        for network in engine.networks.list(filters={"label": LABEL_OWNER}):
+            if not _owner_alive(network.attrs.get("Labels", {}).get(LABEL_OWNER, "")):
+                with contextlib.suppress(Exception):
+                    network.remove()
+                    removed.append(f"network {network.name}")
+        for folder in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+            pid = folder.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(f"folder {folder}")
+        for text in removed:
+            self._event(f"swept {text} left by a launcher that is gone")
+        return removed
+
+    # ---------------------------------------------------------------------------------------- interface
+
+    def run(self, job: TrainJob) -> JobResult:
+        """One job: Master 1 + Worker (workers - 1) containers on the run's own network."""
+        _check_job(job)
+        engine = self.engine
+        run_id = m.make_run_id(self.run_prefix)
+        manifest = m.pytorchjob_manifest(
+            self.spec, name=run_id, run_id=run_id, config=job.config, workers=job.workers, out=f"{m.RESULTS}/run",
+            memory_limit=job.memory_limit, threads=job.threads, timeout=job.timeout)
+        pods = replica_pods(manifest)
+        start = time.time()
+        running: list[_Running] = []
+        with self._staging(run_id) as staging:
+            network = None
+            try:
+                if job.workers > 1:
+                    network = engine.networks.create(run_id, driver="bridge", internal=True,
+                                                     labels=self._labels(run_id))
+                for rank, pod in enumerate(pods):
+                    running.append(self._start(pod, rank, run_id, job, {"results": staging}, {},
+                                               network.name if network else None))
+                status, detail = self._wait(job, running, start)
+            finally:
+                self._finish(running, network)
+            if status == "success":
+                self._deliver(staging / "run", job.run_dir)
+        return self._result(job, status, detail, start, running)
+
+    def run_many(self, jobs: list[TrainJob], parallel: int,
+                 on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+        """A search: the Indexed Job's pods, `parallel` at a time (several-worker jobs: one `run` each)."""
+        if any(job.workers > 1 for job in jobs):
+            return run_many_interruptible(self.run, jobs, parallel, on_result, self._abort)
+        for job in jobs:
+            _check_job(job)
+        engine = self.engine  # noqa: F841 - connects, checks the image and sweeps once, before any thread
+        run_id = m.make_run_id(self.run_prefix)
+        trials = [{**job.config, **({"threads": job.threads} if job.threads else {})} for job in jobs]
+        limits = [job.memory_limit for job in jobs if job.memory_limit is not None]
+        timeouts = [job.timeout for job in jobs if job.timeout is not None]
+        configmap = m.trials_configmap(self.spec, run_id, trials)
+        indexed = m.indexed_job_manifest(self.spec, run_id=run_id, completions=len(jobs), parallelism=parallel,
+                                         memory_limit=max(limits) if limits else None,
+                                         timeout=max(timeouts) if timeouts else None)
+        template = indexed["spec"]["template"]
+        with self._staging(run_id) as staging:
+            trials_dir = staging / "trials-configmap"
+            trials_dir.mkdir()
+            for name, text in configmap["data"].items():
+                (trials_dir / name).write_text(text, encoding="utf-8")
+                (trials_dir / name).chmod(0o644)
+            results = staging / "results"
+            results.mkdir()
+            self._hand_over(results)
+            by_job = {id(job): index for index, job in enumerate(jobs)}
+
+            def run_trial(job: TrainJob) -> JobResult:
+                index = by_job[id(job)]
+                pod = Pod(name=f"{run_id}-{index}", template=template,
+                          labels={**template["metadata"]["labels"], m.LABEL_TRIAL: str(index)})
+                return self._run_trial(job, pod, index, {"results": results, "trials": trials_dir},
+                                       results / run_id / "trials" / str(index))
+
+            return run_many_interruptible(run_trial, jobs, parallel, on_result, self._abort)
+
+    def logs(self, run_id: str, on_line: Callable[[str, str], None], *, follow: bool = False) -> list[str]:
+        """Every line of every container of a run (kept with keep=True, or still running)."""
+        containers = self.engine.containers.list(all=True, filters={"label": f"{m.LABEL_RUN}={run_id}"})
+        for container in sorted(containers, key=lambda c: c.name):
+            for line in _log_lines(container, follow=follow):
+                on_line(container.name, line)
+        return [container.name for container in containers]
+
+    def delete(self, run_id: str) -> list[str]:
+        """Remove every container and network of a run; returns "container/name"s and "network/name"s."""
+        engine = self.engine
+        removed = []
+        for container in engine.containers.list(all=True, filters={"label": f"{m.LABEL_RUN}={run_id}"}):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+                removed.append(f"container/{container.name}")
+        for network in engine.networks.list(filters={"label": f"{m.LABEL_RUN}={run_id}"}):
+            with contextlib.suppress(Exception):
+                network.remove()
+                removed.append(f"network/{network.name}")
+        return removed
+
+    # --------------------------------------------------------------------------------------------- runs
+
+    def _run_trial(self, job: TrainJob, pod: Pod, index: int, volumes: dict[str, Path], out: Path) -> JobResult:
+        start = time.time()
+        running: list[_Running] = []
+        try:
+            running.append(self._start(pod, 0, pod.name, job, volumes,
+                                       {f"metadata.annotations['{m.COMPLETION_INDEX}']": str(index)}, None))
+            status, detail = self._wait(job, running, start)
+        finally:
+            self._finish(running, None)
+        if status == "success":
+            self._deliver(out, job.run_dir)
+        return self._result(job, status, detail, start, running)
+
+    def _start(self, pod: Pod, rank: int, run_id: str, job: TrainJob, volumes: dict[str, Path],
+               field_values: dict[str, str], network: str | None) -> _Running:
+        pod.labels.update(self._labels(run_id))
+        options = container_options(pod, volumes=volumes, field_values=field_values, network=network)
+        container = self._engine.containers.create(**options)
+        running = _Running(pod, rank, container)
+        running.threads = [
+            threading.Thread(target=self._follow, args=(running, job), daemon=True, name=f"{pod.name}-log"),
+            threading.Thread(target=_watch_memory, args=(running,), daemon=True, name=f"{pod.name}-stats"),
+        ]
+        container.start()
+        for thread in running.threads:
+            thread.start()
+        self._event(f"started container {pod.name}")
+        return running
+
+    def _follow(self, running: _Running, job: TrainJob) -> None:
+        log = None
+        if self.log_dir is not None:
+            folder = self.log_dir / job.name
+            folder.mkdir(parents=True, exist_ok=True)
+            log = open(folder / f"{running.pod.name}.log", "w", encoding="utf-8")  # noqa: SIM115
+        with log if log is not None else contextlib.nullcontext():
+            for line in _log_lines(running.container, follow=True):
+                running.lines.append(line)
+                if log is not None:
+                    log.write(line + "\n")
+                if self.on_line is not None:
+                    with contextlib.suppress(Exception):
+                        self.on_line(running.rank, line)
+
+    def _wait(self, job: TrainJob, running: list[_Running], start: float) -> tuple[Status, str]:
+        """Until every container exited 0, the first one failed, the timeout passed, or an abort."""
+        deadline = None if job.timeout is None else start + job.timeout
+        while True:
+            if self._abort.is_set():
+                raise KeyboardInterrupt
+            for worker in running:
+                if worker.exit_code is None:
+                    worker.container.reload()
+                    state = worker.container.attrs["State"]
+                    if state["Status"] in ("exited", "dead"):
+                        worker.exit_code, worker.oom_killed = int(state["ExitCode"]), bool(state.get("OOMKilled"))
+            failed = [worker for worker in running if worker.exit_code not in (None, 0)]
+            if failed:
+                failed.sort(key=lambda worker: (not _memory_failure(worker, job), worker.rank))
+                return self._failure(failed[0], job)
+            if all(worker.exit_code == 0 for worker in running):
+                for thread in running[0].threads[:1]:
+                    thread.join(timeout=10)
+                metrics = final_json(running[0].lines)
+                if metrics is None or metrics.get("status", "success") != "success":
+                    return "error", f"container {running[0].pod.name} exited 0 without a success result line"
+                return "success", ""
+            if deadline is not None and time.time() >= deadline:
+                return "timeout", f"timed out after {job.timeout:g} s"
+            time.sleep(WAIT_TICK)
+
+    def _failure(self, worker: _Running, job: TrainJob) -> tuple[Status, str]:
+        for thread in worker.threads[:1]:
+            thread.join(timeout=5)
+        who = f"(container {worker.pod.name})"
+        reported = final_json(worker.lines) or {}
+        if _memory_failure(worker, job):
+            how = "OOMKilled" if worker.oom_killed else (
+                "MemoryError" if worker.exit_code == EXIT_MEMORY_ERROR or reported.get("status") == "oom"
+                else "exit code 137 at its memory limit")
+            return "oom", f"{how} {who}"
+        last = next((line.strip()[:300] for line in reversed(worker.lines) if line.strip()), "")
+        return "error", f"exit code {worker.exit_code} {who}" + (f": {last}" if last else "")
+
+    def _finish(self, running: list[_Running], network: Any) -> None:
+        """Remove the run's containers (unless kept and finished) and its network."""
+        for worker in running:
+            with contextlib.suppress(Exception):
+                if self.keep and worker.exit_code is not None:
+                    continue
+                worker.container.remove(force=True)
+        for worker in running:
+            for thread in worker.threads:
+                thread.join(timeout=5)
+        if network is not None and not (self.keep and all(w.exit_code is not None for w in running)):
+            with contextlib.suppress(Exception):
+                network.remove()
+
+    def _result(self, job: TrainJob, status: Status, detail: str, start: float,
+                running: list[_Running]) -> JobResult:
+        metrics = final_json(running[0].lines) if status == "success" and running else None
+        workers = {entry.get("rank"): entry.get("peak_rss_bytes") for entry in (metrics or {}).get("workers", [])}
+        peaks = []
+        for worker in running:
+            own = (final_json(worker.lines) or {}).get("peak_rss_bytes")
+            # The worker's own VmHWM when it lived to report it; else the engine's memory samples (a lower bound).
+            peaks.append(int(workers.get(worker.rank) or own or worker.peak_bytes))
+        return JobResult(name=job.name, status=status, detail=detail, metrics=metrics, start_time=start,
+                         end_time=time.time(), peak_rss_bytes=peaks,
+                         run_dir=str(job.run_dir) if Path(job.run_dir).exists() else None,
+                         limit_mechanism="docker" if job.memory_limit is not None else None)
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _labels(self, run_id: str) -> dict[str, str]:
+        return {m.LABEL_APP: m.APP, m.LABEL_RUN: run_id, LABEL_OWNER: _owner_token(), LABEL_BACKEND: self.name}
+
+    @contextlib.contextmanager
+    def _staging(self, run_id: str) -> Iterator[Path]:
+        """A host folder standing for the PVC, writable by the pod's user; removed afterwards."""
+        folder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-{run_id}-"))
+        try:
+            self._hand_over(folder)
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _hand_over(self, folder: Path) -> None:
+        """Let the container's user write `folder`, as fsGroup lets a pod write its volume."""
+        if os.geteuid() == 0:
+            os.chown(folder, self.spec.run_as_user, self.spec.run_as_user)
+            folder.chmod(0o755)
+        else:
+            folder.chmod(0o777)  # a fresh folder of this run alone; the container's user is not the caller
+
+    def _deliver(self, produced: Path, run_dir: Path) -> None:
+        """Move what the container wrote to the run directory, owned by whoever runs stockscale."""
+        if not produced.is_dir():
+            return
+        if os.geteuid() == 0:
+            for path in [produced, *produced.rglob("*")]:
+                os.lchown(path, 0, 0)
+        run_dir = Path(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        shutil.move(str(produced), str(run_dir))
+
+    def _event(self, text: str) -> None:
+        if self.on_event is not None:
+            with self._lock:
+                self.on_event(text)
+
+
+def _check_job(job: TrainJob) -> None:
+    if job.workers < 1:
+        raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
+    if job.timeout is not None and job.timeout <= 0:
+        raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
+    check_limit(job.memory_limit)
+
+
+def _memory_failure(worker: _Running, job: TrainJob) -> bool:
+    if worker.oom_killed or worker.exit_code == EXIT_MEMORY_ERROR:
+        return True
+    if (final_json(worker.lines) or {}).get("status") == "oom":
+        return True
+    # 137 = SIGKILL; with a limit and samples near it, it was the kernel's OOM killer under another name.
+    return (worker.exit_code == 137 and job.memory_limit is not None
+            and worker.peak_bytes >= 0.9 * job.memory_limit)
+
+
+def _log_lines(container: Any, follow: bool) -> Iterator[str]:
+    """The container's log (stdout and stderr, as a pod log is) line by line."""
+    pending = b""
+    with contextlib.suppress(Exception):
+        for chunk in container.logs(stream=True, follow=follow, stdout=True, stderr=True):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                yield raw.decode("utf-8", errors="replace").rstrip("\r")
+    if pending:
+        yield pending.decode("utf-8", errors="replace").rstrip("\r")
+
+
+def _watch_memory(worker: _Running) -> None:
+    """The container's memory use as the engine samples it (about once a second), less inactive file cache."""
+    with contextlib.suppress(Exception):
+        for sample in worker.container.stats(stream=True, decode=True):
+            memory = sample.get("memory_stats") or {}
+            stats = memory.get("stats") or {}
+            used = int(memory.get("usage") or 0) - int(stats.get("total_inactive_file", stats.get("inactive_file", 0)))
+            worker.peak_bytes = max(worker.peak_bytes, used)
+            if not memory and worker.exit_code is not None:
+                return
+
+
+def _pid_alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid)
