@@ -263,3 +263,20 @@ def test_a_limit_below_what_a_worker_needs_and_an_unknown_backend_are_refused(cl
                        "memory limit", "minimum")
     assert_clean_error(cli("train", "--backend", "nomad", *TINY_FLAGS), "--backend", "nomad")
     assert_clean_error(cli("scale-test", "--backend", "docker", "--mode", "local"), "--mode cluster")
+
+
+@pytest.mark.slow
+def test_the_scale_tests_cluster_side_runs_as_containers_and_the_report_says_so(engine, tmp_path: Path) -> None:
+    ran = run_cli("scale-test", "--mode", "cluster", "--backend", "docker", "--workers", "2", "--multipliers", "1",
+                  "--max-steps", "1", "--hidden-size", "8", "--num-layers", "1", "--memory-limit", "700MiB",
+                  "--out", tmp_path / "results" / "scale_test_cluster", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    doc = json.loads((tmp_path / "results" / "scale_test_cluster" / "results.json").read_text())
+    assert doc["settings"]["backend"] == "docker" and doc["settings"]["launcher"] == "docker"
+    assert doc["settings"]["limit_mechanism"] == "docker"
+    (run,) = doc["results"]
+    assert run["status"] == "success" and len(run["peak_rss_bytes"]) == 2
+    report = run_cli("compare", "--results", tmp_path / "results", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "cluster: 2 containers (docker), each limited to 700.0 MiB" in report.stdout
+    assert ours(engine) == [] and staging_folders() == []
