@@ -175,6 +175,9 @@ class Cluster(threading.Thread):
             body = self.batch.list_namespaced_job(NS, _preload_content=False)
         elif plural == "configmaps":
             body = self.core.list_namespaced_config_map(NS, _preload_content=False)
+        elif plural == "networkpolicies":
+            body = k8s_client.NetworkingV1Api(self.core.api_client).list_namespaced_network_policy(
+                NS, _preload_content=False)
         else:
             body = self.core.list_namespaced_pod(NS, _preload_content=False)
         return json.loads(body.data)["items"]
@@ -184,7 +187,12 @@ class Cluster(threading.Thread):
             for plural, handler in self.handlers.items():
                 if handler is None:
                     continue
-                objs = self.list(plural)
+                try:
+                    objs = self.list(plural)
+                except k8s_client.ApiException as error:
+                    if error.status != 503:  # an emulated outage: the controllers wait for it to end too
+                        raise
+                    break
                 unfinished = [o for o in objs if not any(c.get("type") in ("Succeeded", "Failed", "Complete")
                                                          for c in (o.get("status") or {}).get("conditions", []))]
                 self.active_max = max(self.active_max, len(unfinished))
