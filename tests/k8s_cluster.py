@@ -355,8 +355,11 @@ def node_pod(name: str, labels: dict, annotations: dict, phase: str, status: dic
 
 
 def trainjob_succeeds(cluster: Cluster, obj: dict, log: str | None = None) -> None:
-    """Every node exits 0; node 0 prints the metrics line; the TrainJob becomes Complete."""
+    """Every node exits 0; node 0 prints the metrics line; the TrainJob becomes Complete. (Trials of an
+    OptimizationJob are played by its own controller, see test_k8s_trainer.optimization_controller.)"""
     name = obj["metadata"]["name"]
+    if "trainer.kubeflow.org/optimizationjob-name" in (obj["metadata"].get("labels") or {}):
+        return
     nodes = trainjob_pods(obj)
     for pod_name, labels, notes in nodes:
         text = log or f"epoch 1/1 loss 0.93\n{metrics_line(world_size=len(nodes))}\n"

@@ -616,10 +616,10 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "configmaps", ("create", "list", "delete")),
     ("", "pods", ("get", "list", "watch", "delete")),
     ("", "pods/log", ("get",)),
-    ("batch", "jobs", ("create", "get", "list", "watch", "delete")),
+    ("batch", "jobs", ("create", "get", "list", "delete")),
     ("kubeflow.org", "pytorchjobs", ("create", "list", "watch", "delete")),
     ("trainer.kubeflow.org", "trainjobs", ("create", "list", "watch", "delete")),
-    ("trainer.kubeflow.org", "optimizationjobs", ("create", "list", "watch", "delete")),
+    ("trainer.kubeflow.org", "optimizationjobs", ("create", "list", "delete")),
     ("networking.k8s.io", "networkpolicies", ("create", "list", "delete")),
 )
 
