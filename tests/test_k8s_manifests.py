@@ -476,10 +476,13 @@ echo "kubectl $*" >> "$CALLS"
 case "$1" in
   config) echo "$FAKE_CONTEXT" ;;
   cluster-info) exit "${FAKE_UNREACHABLE:-0}" ;;
-  apply) if [[ "$2" == "--server-side" ]]; then touch "$STATE/operator"
+  apply) if [[ "$2" == "--server-side" ]]; then touch "$STATE/$(basename "${4%%.git*}")"
          else echo applied $(grep -m1 '^kind:' "$3") $(grep -m1 '^  name:' "$3") \\
            $(grep -m1 '^  namespace:' "$3") >> "$CALLS"; fi ;;
-  api-resources) if [[ -e "$STATE/operator" ]]; then echo pytorchjobs.kubeflow.org; fi ;;
+  api-resources) if [[ "$2" == "--api-group=kubeflow.org" && -e "$STATE/training-operator" ]]; then
+                   echo pytorchjobs.kubeflow.org; fi
+                 if [[ "$2" == "--api-group=trainer.kubeflow.org" && -e "$STATE/trainer" ]]; then
+                   echo trainjobs.trainer.kubeflow.org; fi ;;
 esac
 """
 FAKE_TOOL = """#!/usr/bin/env bash
@@ -541,6 +544,29 @@ def test_deploy_installs_the_pinned_operator_only_when_asked_and_missing(tmp_pat
     assert not any(call.startswith("docker") for call in first)
     code, second, err = run_deploy(tmp_path, "--install-operator", "--no-build", context="minikube")
     assert code == 0 and install not in second  # already there: nothing to do
+
+
+def test_deploy_installs_a_pinned_trainer_v2_release_with_its_runtimes(tmp_path):
+    code, first, err = run_deploy(tmp_path, "--install-operator", "--trainer", "v2", "--no-build")
+    assert code == 0, err
+    manager = "github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0"
+    runtimes = "github.com/kubeflow/trainer.git/manifests/overlays/runtimes?ref=v2.3.0"
+    assert f"kubectl apply --server-side -k {manager}" in first
+    assert f"kubectl apply --server-side -k {runtimes}" in first
+    assert not any("training-operator" in call for call in first)
+    code, second, err = run_deploy(tmp_path, "--install-operator", "--trainer", "v2", "--no-build")
+    assert code == 0 and not any("--server-side" in call for call in second)  # already there
+
+
+@pytest.mark.parametrize(("args", "env", "words"), [
+    (("--trainer", "v3"), {}, "--trainer must be v1 or v2"),
+    (("--install-operator",), {"OPERATOR_REF": "master"}, "OPERATOR_REF must be a release version"),
+    (("--install-operator", "--trainer", "v2"), {"TRAINER_REF": "latest"}, "TRAINER_REF must be a release"),
+])
+def test_deploy_refuses_unpinned_operators(tmp_path, args, env, words):
+    code, calls, err = run_deploy(tmp_path, *args, "--no-build", **env)
+    assert code == 2 and words in err
+    assert not any(call.startswith("kubectl apply") for call in calls)
 
 
 def test_deploy_pushes_a_registry_image(tmp_path):
