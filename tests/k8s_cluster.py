@@ -38,6 +38,7 @@ class Emulator:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._timers: list[threading.Timer] = []
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -85,9 +86,12 @@ class Emulator:
 
         timer = threading.Timer(seconds, end)
         timer.daemon = True
+        self._timers.append(timer)
         timer.start()
 
     def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
         self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
