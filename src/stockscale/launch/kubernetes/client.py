@@ -220,12 +220,12 @@ class KubernetesLauncher:
             deadline = None if job.timeout is None else time.monotonic() + job.timeout + self.startup_timeout
             final, timed_out = None, False
             while True:
-                final, timed_out, done = self._wait_job(kind, name, deadline, final)
-                master = self._master_pod(kind, name)
-                if follower is None and master is not None:
+                master = self._master_pod(kind, name) if follower is None else None
+                if master is not None:  # a PyTorchJob's at once; a TrainJob's once JobSet has made it
                     follower = LogFollower(self.api, self.namespace, master, self.on_line, stop, self.poll,
                                            container=self._container(kind))
                     follower.start()
+                final, timed_out, done = self._wait_job(kind, name, deadline, final)
                 if done or timed_out:
                     break
             stop.set()
