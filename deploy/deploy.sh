@@ -5,6 +5,7 @@
 #   deploy/deploy.sh                              # kind or minikube: build the image and load it
 #   IMAGE=registry.example.com/me/stockscale:0.1.0 deploy/deploy.sh --push
 #   deploy/deploy.sh --install-operator           # also install the pinned Training Operator if missing
+#   deploy/deploy.sh --install-operator --trainer v2   # ... or the pinned Kubeflow Trainer v2 instead
 #
 # Options (environment variables in brackets):
 #   --namespace NS        namespace [NAMESPACE, default stock-training]
@@ -15,7 +16,10 @@
 #   --storage-class SC    storage class of the PVC [STORAGE_CLASS, default: the cluster's]
 #   --pvc-size SIZE       size of the PVC [PVC_SIZE, default 5Gi]
 #   --no-build            do not build the image (use one built before)
-#   --install-operator    install the Training Operator (OPERATOR_REF, default v1.9.2) if PyTorchJob is missing
+#   --install-operator    install the training operator if missing: see --trainer
+#   --trainer v1|v2       v1: the Training Operator, PyTorchJob (OPERATOR_REF, default release v1.9.2);
+#                         v2: Kubeflow Trainer, TrainJob + torch-distributed runtime (TRAINER_REF, default
+#                         release v2.3.0) [TRAINER, default v1]. Only release versions (vX.Y.Z) are accepted.
 #
 # Custom namespace, storage class or PVC size need stockscale on PATH (or STOCKSCALE=command) to render the
 # manifests; otherwise the committed defaults in deploy/k8s are applied.
@@ -32,13 +36,14 @@ STORAGE_CLASS="${STORAGE_CLASS:-}"
 PVC_SIZE="${PVC_SIZE:-}"
 BUILD=1
 INSTALL_OPERATOR=0
+TRAINER="${TRAINER:-v1}"
 OPERATOR_REF="${OPERATOR_REF:-v1.9.2}"
-OPERATOR_KUSTOMIZE="github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=${OPERATOR_REF}"
+TRAINER_REF="${TRAINER_REF:-v2.3.0}"
 STOCKSCALE="${STOCKSCALE:-stockscale}"
 
 say() { printf 'deploy: %s\n' "$*"; }
 die() { printf 'deploy: error: %s\n' "$*" >&2; exit 2; }
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -51,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --pvc-size) PVC_SIZE="${2:?--pvc-size needs a value}"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --install-operator) INSTALL_OPERATOR=1; shift ;;
+    --trainer) TRAINER="${2:?--trainer needs v1 or v2}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -60,6 +66,16 @@ case "$LOAD" in
   auto|kind|minikube|push|none) ;;
   *) die "--load must be auto, kind, minikube, push or none, not $LOAD" ;;
 esac
+case "$TRAINER" in
+  v1|v2) ;;
+  *) die "--trainer must be v1 or v2, not $TRAINER" ;;
+esac
+release='^v[0-9]+\.[0-9]+\.[0-9]+$'  # a pinned release: no branch names, no "latest"
+[[ "$OPERATOR_REF" =~ $release ]] || die "OPERATOR_REF must be a release version like v1.9.2, not $OPERATOR_REF"
+[[ "$TRAINER_REF" =~ $release ]] || die "TRAINER_REF must be a release version like v2.3.0, not $TRAINER_REF"
+OPERATOR_KUSTOMIZE="github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=${OPERATOR_REF}"
+TRAINER_KUSTOMIZE="github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=${TRAINER_REF}"
+RUNTIMES_KUSTOMIZE="github.com/kubeflow/trainer.git/manifests/overlays/runtimes?ref=${TRAINER_REF}"
 
 # ------------------------------------------------------------------------------------------ kubectl, cluster
 command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed (https://kubernetes.io/docs/tasks/tools/)"
@@ -122,16 +138,34 @@ esac
 has_pytorchjob() {
   kubectl api-resources --api-group=kubeflow.org -o name 2>/dev/null | grep -qx 'pytorchjobs.kubeflow.org'
 }
-if has_pytorchjob; then
-  say "PyTorchJob (kubeflow.org/v1) is installed"
-elif [[ "$INSTALL_OPERATOR" == 1 ]]; then
-  say "installing the Kubeflow Training Operator $OPERATOR_REF"
-  kubectl apply --server-side -k "$OPERATOR_KUSTOMIZE"
-  kubectl wait --for=condition=Established crd/pytorchjobs.kubeflow.org --timeout=120s
-  kubectl -n kubeflow rollout status deployment/training-operator --timeout=300s
+has_trainjob() {
+  kubectl api-resources --api-group=trainer.kubeflow.org -o name 2>/dev/null \
+    | grep -qx 'trainjobs.trainer.kubeflow.org'
+}
+if [[ "$TRAINER" == v1 ]]; then
+  if has_pytorchjob; then
+    say "PyTorchJob (kubeflow.org/v1) is installed"
+  elif [[ "$INSTALL_OPERATOR" == 1 ]]; then
+    say "installing the Kubeflow Training Operator $OPERATOR_REF"
+    kubectl apply --server-side -k "$OPERATOR_KUSTOMIZE"
+    kubectl wait --for=condition=Established crd/pytorchjobs.kubeflow.org --timeout=120s
+    kubectl -n kubeflow rollout status deployment/training-operator --timeout=300s
+  else
+    say "PyTorchJob is not installed: training on the cluster needs it (rerun with --install-operator);"
+    say "the search's default Indexed Job works without it"
+  fi
 else
-  say "PyTorchJob is not installed: training on the cluster needs it (rerun with --install-operator);"
-  say "the search's default Indexed Job works without it"
+  if has_trainjob; then
+    say "TrainJob (trainer.kubeflow.org/v1alpha1) is installed"
+  elif [[ "$INSTALL_OPERATOR" == 1 ]]; then
+    say "installing Kubeflow Trainer $TRAINER_REF and its runtimes"
+    kubectl apply --server-side -k "$TRAINER_KUSTOMIZE"
+    kubectl wait --for=condition=Established crd/trainjobs.trainer.kubeflow.org --timeout=120s
+    kubectl -n kubeflow-system rollout status deployment/kubeflow-trainer-controller-manager --timeout=300s
+    kubectl apply --server-side -k "$RUNTIMES_KUSTOMIZE"
+  else
+    say "TrainJob is not installed: --k8s-kind trainjob needs it (rerun with --install-operator --trainer v2)"
+  fi
 fi
 
 say "ready: namespace $NAMESPACE, PVC, image $IMAGE"

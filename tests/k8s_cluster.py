@@ -1,7 +1,9 @@
 """A loopback Kubernetes API (kmock's emulator) and a fake cluster side that plays the Training Operator,
-the Job controller and the kubelet through the official client: it sees what a launcher submitted, creates
-pods with the labels, statuses and logs a real cluster would give them, and sets job conditions.
-Shared by the launcher's tests and the command line's.
+Kubeflow Trainer v2, the Job controller, the scheduler and the kubelet through the official client: it sees
+what a launcher submitted, creates pods with the labels, statuses and logs a real cluster would give them,
+and sets job conditions. It also plays what goes wrong on a real cluster: eviction, preemption (a
+DisruptionTarget condition), a pod that cannot be scheduled, an image pull that fails before it works, and
+an API-server outage. Shared by the launcher's tests and the command line's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from stockscale.launch.kubernetes import KubeApi
 
 NS = "stock-training"
 PYTORCHJOBS = f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs"
+TRAINJOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs"
+TRAINER = ("trainer.kubeflow.org", "v1alpha1")
 T0 = "2026-11-28T17:45:00Z"
 T1 = "2026-11-28T17:45:07Z"
 UNIX_T0 = 1795887900.0
@@ -34,6 +38,7 @@ class Emulator:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self._timers: list[threading.Timer] = []
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -46,7 +51,9 @@ class Emulator:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         async with kmock.KubernetesEmulator() as handler, kmock.Server(handler) as server:
-            for resource in ("v1/pods", "v1/configmaps", "batch/v1/jobs", "kubeflow.org/v1/pytorchjobs"):
+            for resource in ("v1/pods", "v1/configmaps", "batch/v1/jobs", "kubeflow.org/v1/pytorchjobs",
+                             "networking.k8s.io/v1/networkpolicies", "trainer.kubeflow.org/v1alpha1/trainjobs",
+                             "trainer.kubeflow.org/v1alpha1/optimizationjobs"):
                 handler.resources[resource] = {}
             self.kmock = handler
             self.url = str(server.url).rstrip("/")
@@ -64,7 +71,27 @@ class Emulator:
     def requests(self, method: str, path: str) -> list[Any]:
         return self.do(lambda k: [r for r in list(k) if r.method == method.upper() and r.url.path == path])
 
+    def all_requests(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(method, path, query) of every request the emulator answered, oldest first."""
+        return self.do(lambda k: [(str(r.method.value), r.url.path, dict(r.params)) for r in list(k)])
+
+    def outage(self, seconds: float) -> None:
+        """The API server answers every request with 503 for `seconds` from now (an etcd or control-plane
+        restart), then serves again."""
+        body = status_body(503, "the server is currently unable to handle the request", "ServiceUnavailable")
+        reactions = self.do(lambda k: [k[method] << 503 << body for method in ("get", "post", "delete", "patch")])
+
+        def end() -> None:
+            self.do(lambda k: [reaction._disabled.set() for reaction in reactions])  # kmock has no public off
+
+        timer = threading.Timer(seconds, end)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
     def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
         self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
@@ -72,7 +99,7 @@ class Emulator:
         return k8s_client.Configuration(host=self.url)
 
     def api(self, **kwargs: Any) -> KubeApi:
-        kwargs = {"backoff": 0.001, "attempts": 3, "timeout": 5.0, "watch_grace": 0.3, **kwargs}
+        kwargs = {"backoff": 0.001, "attempts": 3, "retry_for": 0.0, "timeout": 5.0, "watch_grace": 0.3, **kwargs}
         return KubeApi(self.configuration(), **kwargs)
 
 
@@ -117,14 +144,16 @@ class Cluster(threading.Thread):
     `on_job(cluster, obj)` once for every PyTorchJob and Job that appears, each in its own thread."""
 
     def __init__(self, emulator: Emulator, on_pytorchjob: Callable | None = None,
-                 on_job: Callable | None = None) -> None:
+                 on_job: Callable | None = None, on_trainjob: Callable | None = None,
+                 on_optimizationjob: Callable | None = None) -> None:
         super().__init__(daemon=True)
         self.emulator = emulator
         api = k8s_client.ApiClient(emulator.configuration())
         self.core = k8s_client.CoreV1Api(api)
         self.batch = k8s_client.BatchV1Api(api)
         self.custom = k8s_client.CustomObjectsApi(api)
-        self.handlers = {"pytorchjobs": on_pytorchjob, "jobs": on_job}
+        self.handlers = {"pytorchjobs": on_pytorchjob, "jobs": on_job, "trainjobs": on_trainjob,
+                         "optimizationjobs": on_optimizationjob}
         self.seen: set[str] = set()
         self.halt = threading.Event()
         self.errors: list[BaseException] = []
@@ -144,10 +173,15 @@ class Cluster(threading.Thread):
         if plural == "pytorchjobs":
             body = self.custom.list_namespaced_custom_object("kubeflow.org", "v1", NS, "pytorchjobs",
                                                              _preload_content=False)
+        elif plural in ("trainjobs", "optimizationjobs"):
+            body = self.custom.list_namespaced_custom_object(*TRAINER, NS, plural, _preload_content=False)
         elif plural == "jobs":
             body = self.batch.list_namespaced_job(NS, _preload_content=False)
         elif plural == "configmaps":
             body = self.core.list_namespaced_config_map(NS, _preload_content=False)
+        elif plural == "networkpolicies":
+            body = k8s_client.NetworkingV1Api(self.core.api_client).list_namespaced_network_policy(
+                NS, _preload_content=False)
         else:
             body = self.core.list_namespaced_pod(NS, _preload_content=False)
         return json.loads(body.data)["items"]
@@ -157,7 +191,12 @@ class Cluster(threading.Thread):
             for plural, handler in self.handlers.items():
                 if handler is None:
                     continue
-                objs = self.list(plural)
+                try:
+                    objs = self.list(plural)
+                except k8s_client.ApiException as error:
+                    if error.status != 503:  # an emulated outage: the controllers wait for it to end too
+                        raise
+                    break
                 unfinished = [o for o in objs if not any(c.get("type") in ("Succeeded", "Failed", "Complete")
                                                          for c in (o.get("status") or {}).get("conditions", []))]
                 self.active_max = max(self.active_max, len(unfinished))
@@ -184,6 +223,8 @@ class Cluster(threading.Thread):
         if plural == "pytorchjobs":
             self.custom.patch_namespaced_custom_object_status("kubeflow.org", "v1", NS, plural, name,
                                                               {"status": status})
+        elif plural in ("trainjobs", "optimizationjobs"):
+            self.custom.patch_namespaced_custom_object_status(*TRAINER, NS, plural, name, {"status": status})
         else:
             self.batch.patch_namespaced_job_status(name, NS, {"status": status})
 
@@ -192,6 +233,14 @@ class Cluster(threading.Thread):
         end = time.monotonic() + timeout
         while not self.emulator.requests("get", path) and time.monotonic() < end:
             time.sleep(0.02)
+
+
+    def update_pod(self, name: str, status: dict) -> None:
+        """The kubelet or the scheduler reports a new pod status."""
+        self.core.patch_namespaced_pod_status(name, NS, {"status": status})
+
+    def create_trainjob(self, body: dict) -> None:
+        self.custom.create_namespaced_custom_object(*TRAINER, NS, "trainjobs", body)
 
 
 def conditions(*types: str, message: str = "", reason: str = "") -> list[dict]:
@@ -257,3 +306,72 @@ def job_controller(oom_index: int | None = None) -> Callable:
                                                            "status": "True", "reason": "FailedIndexes"}]})
 
     return handle
+
+
+# ------------------------------------------------------------------------------------- what goes wrong
+
+
+def disrupted(status: dict, kind: str) -> dict:
+    """A pod status after the cluster took the pod away. "evicted": the kubelet evicted it under node
+    pressure (exit 137, reason Evicted); "preempted": the scheduler preempted it for a higher-priority pod
+    (SIGTERM, exit 143, a DisruptionTarget condition)."""
+    if kind == "evicted":
+        return {"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory.",
+                "startTime": T0, "containerStatuses": [container(exit_code=137, reason="Error")]}
+    return {"phase": "Failed", "startTime": T0, "containerStatuses": [container(exit_code=143, reason="Error")],
+            "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                            "message": "Preempted in order to admit critical pod", "lastTransitionTime": T0}]}
+
+
+UNSCHEDULABLE = "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available."
+
+
+def unschedulable_status() -> dict:
+    return {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                                                "reason": "Unschedulable", "message": UNSCHEDULABLE}]}
+
+
+def pulling_status(reason: str = "ErrImagePull") -> dict:
+    return {"phase": "Pending", "startTime": T0, "containerStatuses": [container("waiting", reason=reason)]}
+
+
+# --------------------------------------------------------------------------------------- Trainer v2
+
+
+def trainjob_pods(obj: dict, attempt: str = "x7k2p") -> list[tuple[str, dict, dict]]:
+    """(pod name, labels, annotations) for every node of a TrainJob, as JobSet names and labels them: the
+    runtime patch's pod labels plus JobSet's, one Indexed Job `node` with numNodes completions."""
+    name = obj["metadata"]["name"]
+    (patch,) = obj["spec"]["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    labels = {**node["template"]["spec"]["template"]["metadata"]["labels"],
+              "jobset.sigs.k8s.io/jobset-name": name, "jobset.sigs.k8s.io/replicatedjob-name": "node",
+              "trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
+    return [(f"{name}-node-0-{index}-{attempt}", labels, {"batch.kubernetes.io/job-completion-index": str(index)})
+            for index in range(obj["spec"]["trainer"]["numNodes"])]
+
+
+def node_pod(name: str, labels: dict, annotations: dict, phase: str, status: dict) -> dict:
+    body = pod(name, labels, phase, status, annotations)
+    body["spec"]["containers"][0]["name"] = "node"
+    body["status"]["containerStatuses"][0]["name"] = "node"
+    return body
+
+
+def trainjob_succeeds(cluster: Cluster, obj: dict, log: str | None = None) -> None:
+    """Every node exits 0; node 0 prints the metrics line; the TrainJob becomes Complete. (Trials of an
+    OptimizationJob are played by its own controller, see test_k8s_trainer.optimization_controller.)"""
+    name = obj["metadata"]["name"]
+    if "trainer.kubeflow.org/optimizationjob-name" in (obj["metadata"].get("labels") or {}):
+        return
+    nodes = trainjob_pods(obj)
+    for pod_name, labels, notes in nodes:
+        text = log or f"epoch 1/1 loss 0.93\n{metrics_line(world_size=len(nodes))}\n"
+        cluster.create_pod(node_pod(pod_name, labels, notes, "Succeeded", container()),
+                           log=text if notes["batch.kubernetes.io/job-completion-index"] == "0" else "{}\n")
+    cluster.set_status("trainjobs", name, {"conditions": trainjob_conditions("Complete")})
+
+
+def trainjob_conditions(kind: str, message: str = "") -> list[dict]:
+    return [{"type": kind, "status": "True", "reason": "JobsCompleted" if kind == "Complete" else "JobsFailed",
+             "message": message, "lastTransitionTime": T1}]

@@ -1,5 +1,6 @@
 """Validate manifests as an API server would: core kinds against the Kubernetes OpenAPI schemas (strict),
-PyTorchJobs against the Training Operator's CRD schema with unknown fields refused.
+PyTorchJobs, TrainJobs and OptimizationJobs against their vendored CRD schemas with unknown fields refused
+(and the CEL rules of those CRDs that stockscale's manifests could break, checked by hand).
 
 A CRD's structural schema prunes fields it does not list instead of rejecting them; a real apiserver would
 silently drop a misspelt field and run something else than we meant. So `strict_schema` adds
@@ -23,6 +24,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CRDS = REPO / "tests" / "crds"  # vendored; see tests/crds/README.md
 CRD = CRDS / "kubeflow.org_pytorchjobs.v1.yaml"
+CRD_FILES = {"PyTorchJob": CRD, "TrainJob": CRDS / "trainer.kubeflow.org_trainjobs.yaml",
+             "OptimizationJob": CRDS / "trainer.kubeflow.org_optimizationjobs.yaml"}
 # The oldest Kubernetes stockscale supports (backoffLimitPerIndex is on by default from 1.29) and the newest
 # schemas kubernetes-validate ships.
 K8S_VERSIONS = ("1.29", kubernetes_validate.latest_version())
@@ -48,17 +51,33 @@ def strict_schema(schema: Any) -> Any:
 
 
 @cache
-def crd_schema() -> dict[str, Any]:
-    if not CRD.is_file():
-        raise FileNotFoundError(f"the PyTorchJob CRD is expected at {CRD} (vendored in the repository)")
-    crd = yaml.safe_load(CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+def crd_schema(kind: str = "PyTorchJob") -> dict[str, Any]:
+    path = CRD_FILES[kind]
+    if not path.is_file():
+        raise FileNotFoundError(f"the {kind} CRD is expected at {path} (vendored in the repository)")
+    crd = yaml.safe_load(path.read_text())
+    version_name = "v1" if kind == "PyTorchJob" else "v1alpha1"
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == version_name]
     return strict_schema(version["schema"]["openAPIV3Schema"])
 
 
 def validate_pytorchjob(obj: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError unless the CRD schema (made strict) accepts the object."""
     jsonschema.Draft7Validator(crd_schema()).validate(obj)
+
+
+def validate_custom(obj: dict[str, Any]) -> None:
+    """Raise jsonschema.ValidationError unless the kind's CRD schema (made strict) and CEL rules accept it."""
+    jsonschema.Draft7Validator(crd_schema(obj["kind"])).validate(obj)
+    if obj["kind"] == "OptimizationJob":
+        spec = obj["spec"]
+        assert spec.get("parallelTrials", 1) <= spec.get("numTrials", 1), "parallelTrials cannot exceed numTrials"
+        assert len(spec.get("searchAlgorithm", {"random": {}})) == 1, "exactly one of random, grid"
+        for param in spec["parameters"]:
+            assert len(param["searchSpace"]) == 1, "exactly one of uniform, logUniform, categorical"
+            if "grid" in spec.get("searchAlgorithm", {}):
+                assert "categorical" in param["searchSpace"], "grid search takes categorical parameters only"
+        assert not {"name", "namespace"} & set(spec["trainJobTemplate"].get("metadata", {})), "no name in template"
 
 
 def validate_core(obj: dict[str, Any]) -> None:
@@ -80,7 +99,11 @@ def check_meta(meta: dict[str, Any], *, named: bool = True) -> None:
 
 
 def pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every pod template in a PyTorchJob or Job."""
+    """Every pod template in a PyTorchJob or Job, and the pod a TrainJob's trainer and patch make."""
+    if obj["kind"] == "TrainJob":
+        return [trainjob_pod(obj["spec"])]
+    if obj["kind"] == "OptimizationJob":
+        return [trainjob_pod(obj["spec"]["trainJobTemplate"]["spec"])]
     if obj["kind"] == "PyTorchJob":
         return [replica["template"] for replica in obj["spec"]["pytorchReplicaSpecs"].values()]
     if obj["kind"] == "Job":
@@ -88,11 +111,26 @@ def pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def trainjob_pod(spec: dict[str, Any]) -> dict[str, Any]:
+    """The pod template the torch-distributed runtime ends up with for a TrainJob spec: the runtime's `node`
+    container with the trainer's image, command, args, env and resources, and stockscale's patch merged in."""
+    trainer = spec["trainer"]
+    (patch,) = [p for p in spec.get("runtimePatches", []) if p["manager"] == "stockscale"]
+    (job,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = job["template"]["spec"]["template"]
+    (container_patch,) = pod["spec"]["containers"]
+    container = {"name": container_patch["name"], "image": trainer["image"], "command": trainer["command"],
+                 "args": trainer["args"], "env": trainer["env"], "resources": trainer["resourcesPerNode"],
+                 **{k: v for k, v in container_patch.items() if k != "name"}}
+    pod_spec = {**{k: v for k, v in pod["spec"].items() if k != "containers"}, "containers": [container]}
+    return {"metadata": pod.get("metadata", {}), "spec": pod_spec}
+
+
 def validate_manifest(obj: dict[str, Any]) -> None:
-    """Validate any manifest stockscale renders, including each PyTorchJob pod template as a core Pod."""
+    """Validate any manifest stockscale renders, including each pod template as a core Pod."""
     check_meta(obj["metadata"])
-    if obj["kind"] == "PyTorchJob":
-        validate_pytorchjob(obj)
+    if obj["kind"] in CRD_FILES:
+        validate_custom(obj)
         for template in pod_templates(obj):
             check_meta(template.get("metadata", {}), named=False)
             pod = {"apiVersion": "v1", "kind": "Pod",

@@ -60,6 +60,8 @@ def test_placement_gives_each_rank_its_own_gpu_or_shares_them_over_gloo():
         ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "a", "MASTER_PORT": "1"}, "not within"),
         ({"WORLD_SIZE": "two"}, "not an integer"),
         ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR"),
+        ({"PET_NNODES": "2", "PET_NPROC_PER_NODE": "4", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "m",
+          "PET_MASTER_PORT": "29500"}, "torchrun"),  # a Trainer v2 node with numProcPerNode 4, started directly
     ],
 )
 def test_bad_environment(environ, words):

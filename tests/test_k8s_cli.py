@@ -18,12 +18,13 @@ def manifests(folder):
             if path.name != "kustomization.yaml"}
 
 
-def test_render_writes_the_namespace_pvc_and_a_valid_pytorchjob(cli, tmp_path):
+def test_render_writes_the_namespace_pvc_rbac_and_a_valid_pytorchjob(cli, tmp_path):
     ran = cli("k8s", "render", "--out", tmp_path / "k8s", "--image", "registry.example/stockscale:1",
               "--storage-class", "standard")
     assert ran.code == 0, ran.err
     found = manifests(tmp_path / "k8s")
-    assert set(found) == {"namespace.yaml", "pvc.yaml", "pytorchjob.yaml"}
+    assert set(found) == {"namespace.yaml", "pvc.yaml", "pytorchjob.yaml", "serviceaccount.yaml", "role.yaml",
+                          "rolebinding.yaml", "search-driver.yaml"}
     for obj in found.values():
         validate_manifest(obj)
     replicas = found["pytorchjob.yaml"]["spec"]["pytorchReplicaSpecs"]
@@ -34,14 +35,18 @@ def test_render_writes_the_namespace_pvc_and_a_valid_pytorchjob(cli, tmp_path):
                                       "limits": {"cpu": "2", "memory": "4Gi"}}
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert found["pvc.yaml"]["spec"]["storageClassName"] == "standard"
+    driver = found["search-driver.yaml"]["spec"]["template"]["spec"]
+    assert driver["serviceAccountName"] == found["serviceaccount.yaml"]["metadata"]["name"] == "stockscale"
 
 
 def test_train_dry_run_writes_the_pytorchjob_it_would_submit(cli, tmp_path):
     ran = cli("train", "--backend", "kubernetes", "--workers", "4", "--memory-limit", "3Gi", "--multiplier", "200",
               "--dry-run", "--out", tmp_path / "m")
     assert ran.code == 0, ran.err
-    (job,) = manifests(tmp_path / "m").values()
-    validate_manifest(job)
+    found = manifests(tmp_path / "m")
+    for obj in found.values():
+        validate_manifest(obj)
+    (job,) = [obj for obj in found.values() if obj["kind"] == "PyTorchJob"]
     worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]
     assert worker["replicas"] == 3
     container = worker["template"]["spec"]["containers"][0]
@@ -126,3 +131,42 @@ def test_unreachable_cluster_is_one_line(cli, tmp_path):
     assert_clean_error(cli("k8s", "status", "--kubeconfig", kubeconfig), "127.0.0.1")
     assert_clean_error(cli("train", "--backend", "kubernetes", "--kubeconfig", kubeconfig, "--max-steps", "2"),
                        "127.0.0.1")
+
+
+def test_train_dry_run_as_a_trainjob_renders_valid_objects(cli, tmp_path):
+    digest = "registry.example/stockscale@sha256:" + "0" * 64
+    ran = cli("train", "--backend", "kubernetes", "--k8s-kind", "trainjob", "--workers", "2", "--image", digest,
+              "--max-steps", "2", "--dry-run", "--out", tmp_path / "m")
+    assert ran.code == 0, ran.err
+    assert "mutable tag" not in ran.out  # a digest needs no warning
+    found = manifests(tmp_path / "m")
+    assert sorted(obj["kind"] for obj in found.values()) == ["NetworkPolicy", "TrainJob"]
+    for obj in found.values():
+        validate_manifest(obj)
+    trainjob = next(obj for obj in found.values() if obj["kind"] == "TrainJob")
+    assert trainjob["spec"]["trainer"]["image"] == digest and trainjob["spec"]["trainer"]["numNodes"] == 2
+
+
+def test_search_dry_run_as_an_optimizationjob_renders_a_valid_object(cli, tmp_path):
+    ran = cli("search", "--backend", "kubernetes", "--k8s-kind", "optimizationjob", "--max-steps", "30",
+              "--dry-run", "--out", tmp_path / "m")
+    assert ran.code == 0, ran.err
+    assert "mutable tag" in ran.out  # the default image is a tag: said once, as a warning
+    (obj,) = manifests(tmp_path / "m").values()
+    validate_manifest(obj)
+    assert obj["kind"] == "OptimizationJob" and obj["spec"]["numTrials"] == 18
+
+
+def test_an_error_while_waiting_names_the_delete_command(cli, tmp_path, cluster_api):
+    emulator, kubeconfig = cluster_api
+    path = "/apis/kubeflow.org/v1/namespaces/stock-training/pytorchjobs"
+    emulator.do(lambda k: k[f"get {path}"] << 403 << {
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+        "message": 'pytorchjobs.kubeflow.org is forbidden: User "ana" cannot watch resource "pytorchjobs"'})
+    ran = cli("train", "--backend", "kubernetes", "--kubeconfig", kubeconfig, "--max-steps", "2",
+              "--startup-timeout", "5")
+    assert ran.code == 2 and "403 Forbidden" in ran.err
+    (hint,) = [line for line in ran.out.splitlines() if line.startswith("left on the cluster")]
+    run_id = hint.rsplit(" ", 1)[-1]
+    assert hint.endswith(f"remove with: stockscale k8s delete {run_id}") and run_id.startswith("train-")
+    assert f"PyTorchJob/{run_id}-train" in hint

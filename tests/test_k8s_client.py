@@ -107,7 +107,8 @@ def test_keep_leaves_the_job_for_status_logs_and_delete(k8s):
     assert launcher.logs("train-test-0001", lambda pod, line: seen.append((pod, line))) == [
         "train-test-0001-train-master-0", "train-test-0001-train-worker-0"]
     assert ("train-test-0001-train-worker-0", '{"rank": 1}') in seen
-    assert sorted(launcher.delete_run()) == ["Pod/train-test-0001-train-master-0",
+    assert sorted(launcher.delete_run()) == ["NetworkPolicy/train-test-0001-rendezvous",
+                                             "Pod/train-test-0001-train-master-0",
                                              "Pod/train-test-0001-train-worker-0",
                                              "PyTorchJob/train-test-0001-train"]
     assert objects(k8s, "pytorchjobs") == {} and launcher.status() == []

@@ -51,7 +51,19 @@ def every_manifest() -> list[dict]:
         launcher().run_manifest(train),
         *launcher().search_manifests(jobs, parallel=2),
         *launcher(kind="pytorchjob").search_manifests(jobs, parallel=2),
+        *launcher(kind="trainjob").run_manifests(train),
+        launcher(kind="trainjob").run_manifest(TrainJob(name="one", config=TINY, run_dir=Path("r"))),
+        *launcher(kind="optimizationjob").search_manifests(grid_jobs(), parallel=2),
+        *launcher(kind="optimizationjob", algorithm="random").search_manifests(grid_jobs(), parallel=8),
+        m.search_driver_manifest(SPEC),
     ]
+
+
+def grid_jobs() -> list[TrainJob]:
+    """A 2 x 3 grid over lr and hidden_size, as `stockscale search` makes one."""
+    return [TrainJob(name=f"trial-{i:02d}", config={**TINY, "lr": lr, "hidden_size": hidden},
+                     run_dir=Path(f"t/{i}"), threads=1, timeout=60)
+            for i, (lr, hidden) in enumerate((lr, h) for lr in (0.001, 0.002) for h in (8, 16, 32))]
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -119,7 +131,10 @@ def test_every_pod_is_non_root_unprivileged_and_limited(obj):
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == 1000
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert pod["automountServiceAccountToken"] is False
+        if obj["metadata"]["name"] == "stockscale-search-driver":  # the one pod that talks to the API server
+            assert pod["serviceAccountName"] == "stockscale" and pod["automountServiceAccountToken"] is True
+        elif obj["kind"] not in ("TrainJob", "OptimizationJob"):  # a runtime patch cannot set it
+            assert pod["automountServiceAccountToken"] is False
         for container in pod["containers"]:
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False
@@ -128,7 +143,7 @@ def test_every_pod_is_non_root_unprivileged_and_limited(obj):
             assert {"cpu", "memory"} <= set(container["resources"]["limits"])
             mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
             assert {"/tmp", "/results"} <= mounts  # the only writable paths
-        assert template["metadata"]["labels"][m.LABEL_RUN] == obj["metadata"]["labels"][m.LABEL_RUN]
+        assert template["metadata"]["labels"].get(m.LABEL_RUN) == obj["metadata"]["labels"].get(m.LABEL_RUN)
 
 
 def test_flags_are_the_train_commands_own_and_carry_every_config_field():
@@ -190,6 +205,93 @@ def test_unknown_training_keys_are_refused_before_anything_is_rendered():
         m.pytorchjob_manifest(SPEC, name="x", run_id="r", config={"learning_rat": 0.1})
 
 
+def test_trainjob_runs_our_command_on_the_torch_distributed_runtime_with_our_security():
+    job = TrainJob(name="big", config={**TINY, "multiplier": 50}, run_dir=Path("r"), workers=3,
+                   memory_limit=3 * 2**30, timeout=600)
+    obj = launcher(kind="trainjob").run_manifest(job)
+    assert (obj["apiVersion"], obj["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
+    spec = obj["spec"]
+    assert spec["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime",
+                                  "name": "torch-distributed"}
+    trainer = spec["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (3, 1)
+    assert trainer["resourcesPerNode"] == {"requests": {"cpu": "1", "memory": "2Gi"},
+                                           "limits": {"cpu": "2", "memory": str(3 * 2**30)}}
+    assert trainer["command"] == ["stockscale"] and trainer["args"][-2:] == ["--out",
+                                                                           "/results/search-1128-174500-ab12/big"]
+    assert spec["activeDeadlineSeconds"] == 600
+    (patch,) = spec["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == "node"  # the runtime's replicated job and container (tests/crds runtime YAML)
+    runtime = yaml.safe_load((REPO / "tests" / "crds" / "trainer-runtime-torch-distributed.yaml").read_text())
+    (replicated,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert replicated["name"] == node["name"]
+    assert replicated["template"]["spec"]["template"]["spec"]["containers"][0]["name"] == "node"
+    pod = node["template"]["spec"]["template"]
+    assert pod["metadata"]["labels"][m.LABEL_RUN] == "search-1128-174500-ab12"
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    results = next(v for v in pod["spec"]["volumes"] if v["name"] == "results")
+    assert results == {"name": "results", "emptyDir": {}}  # a ReadWriteOnce PVC cannot follow three nodes
+    one = launcher(kind="trainjob").run_manifest(TrainJob(name="one", config=TINY, run_dir=Path("r")))
+    pod = one["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    assert {"name": "results", "persistentVolumeClaim": {"claimName": "stockscale-results"}} in \
+        pod["template"]["spec"]["template"]["spec"]["volumes"]
+
+
+def test_the_strict_trainjob_check_refuses_what_the_api_does_not_have():
+    obj = launcher(kind="trainjob").run_manifest(TrainJob(name="one", config=TINY, run_dir=Path("r")))
+    validate_manifest(obj)
+    wrong = copy.deepcopy(obj)
+    wrong["spec"]["podTemplateOverrides"] = []  # the older API's field: gone from this CRD
+    with pytest.raises(jsonschema.ValidationError, match="podTemplateOverrides"):
+        validate_manifest(wrong)
+    deep = copy.deepcopy(obj)
+    deep["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"]["spec"]["template"]["spec"]["containers"][0]["image"] = "x"  # not patchable
+    with pytest.raises(jsonschema.ValidationError, match="image"):
+        validate_manifest(deep)
+
+
+def test_training_jobs_get_a_rendezvous_policy_for_their_own_pods_only():
+    train = TrainJob(name="t", config=TINY, run_dir=Path("r"), workers=2)
+    _, policy = launcher().run_manifests(train)
+    selector = {"matchLabels": {m.LABEL_APP: "stockscale", m.LABEL_RUN: "search-1128-174500-ab12"}}
+    assert policy["spec"]["podSelector"] == selector and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": selector}]}]
+    assert policy["metadata"]["annotations"]["stockscale/rendezvous-port"] == "23456"
+    _, trainer_policy = launcher(kind="trainjob").run_manifests(train)
+    assert trainer_policy["metadata"]["annotations"]["stockscale/rendezvous-port"] == "29500"
+    assert len(launcher().run_manifests(TrainJob(name="t", config=TINY, run_dir=Path("r")))) == 1  # one process
+    assert len(launcher(spec=ClusterSpec(network_policy=False)).run_manifests(train)) == 1
+
+
+def test_jobs_are_cleaned_up_after_they_finish():
+    assert m.default_manifests(SPEC)["pytorchjob.yaml"]["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 86400
+    _, job = launcher(spec=ClusterSpec(ttl_seconds_after_finished=600)).search_manifests(search_jobs(), 2)
+    assert job["spec"]["ttlSecondsAfterFinished"] == 600
+
+
+def test_image_digests_are_accepted_and_mutable_tags_warned_about():
+    digest = "registry.example/stockscale@sha256:" + "ab" * 32
+    assert ClusterSpec(image=digest).image_is_digest and ClusterSpec(image=digest).image_warning() is None
+    assert "mutable tag" in ClusterSpec(image="registry.example/stockscale:1").image_warning()
+    assert ClusterSpec(image="stockscale:1", image_pull_policy="Always").image_warning() is None
+    for bad in ("stockscale@sha256:abc", "stockscale@md5:" + "a" * 32):
+        with pytest.raises(InputError, match="digest"):
+            load_cluster_spec(None, {"image": bad})
+
+
+def test_rbac_role_holds_only_the_verbs_stockscale_uses():
+    files = m.rbac_manifests(SPEC)
+    rules = {(rule["apiGroups"][0], rule["resources"][0]): set(rule["verbs"]) for rule in files["role.yaml"]["rules"]}
+    assert rules[("", "pods/log")] == {"get"}
+    assert all(not verbs & {"*", "update", "patch", "deletecollection", "escalate", "bind"} for verbs in rules.values())
+    assert files["rolebinding.yaml"]["subjects"] == [{"kind": "ServiceAccount", "name": "stockscale",
+                                                      "namespace": "stock-training"}]
+    assert files["rolebinding.yaml"]["roleRef"]["name"] == files["role.yaml"]["metadata"]["name"]
+
+
 # ------------------------------------------------------------------------------------------------ the search
 
 
@@ -212,6 +314,38 @@ def test_indexed_job_runs_every_trial_from_the_configmap():
     trials = yaml.safe_load(configmap["data"]["trials.yaml"])
     assert trials == [{**TINY, "lr": 0.001 * (i + 1)} for i in range(5)]
     assert all(TrainConfig.model_validate(trial) for trial in trials)
+
+
+def test_a_disrupted_index_runs_again_and_only_real_failures_count():
+    _, job = launcher().search_manifests(search_jobs(), parallel=2)
+    assert job["spec"]["podFailurePolicy"] == {"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # what podFailurePolicy requires
+    assert job["spec"]["completionMode"] == "Indexed"  # what backoffLimitPerIndex requires
+
+
+def test_optimizationjob_searches_the_grid_of_the_values_that_vary():
+    (obj,) = launcher(kind="optimizationjob").search_manifests(grid_jobs(), parallel=4)
+    spec = obj["spec"]
+    assert (spec["numTrials"], spec["parallelTrials"], spec["searchAlgorithm"]) == (6, 4, {"grid": {}})
+    assert spec["objectives"] == [{"metric": "val_loss", "direction": "Minimize"}]
+    assert spec["parameters"] == [
+        {"name": "hidden_size", "searchSpace": {"categorical": {"choices": ["8", "16", "32"]}}},
+        {"name": "lr", "searchSpace": {"categorical": {"choices": ["0.001", "0.002"]}}}]
+    args = spec["trainJobTemplate"]["spec"]["trainer"]["args"]
+    assert args[args.index("--lr") + 1] == "$(lr)" and args[args.index("--hidden-size") + 1] == "$(hidden_size)"
+    assert args[-2:] == ["--out", "/results/search-1128-174500-ab12/trials/$(POD_NAME)"]
+    assert args[args.index("--epochs") + 1] == "1"  # what every trial shares stays a plain flag
+    assert spec["trainJobTemplate"]["metadata"]["labels"][m.LABEL_RUN] == "search-1128-174500-ab12"
+    prefixed = KubernetesLauncher(ClusterSpec(optimization_env_prefix="HP_"), kind="optimizationjob",
+                                  run_id="r-1").search_manifests(grid_jobs(), parallel=1)[0]
+    assert "$(HP_lr)" in prefixed["spec"]["trainJobTemplate"]["spec"]["trainer"]["args"]
+    (random,) = launcher(kind="optimizationjob", algorithm="random").search_manifests(grid_jobs(), parallel=2)
+    assert random["spec"]["searchAlgorithm"] == {"random": {}}
+    with pytest.raises(InputError, match="not a full grid"):
+        launcher(kind="optimizationjob").search_manifests(grid_jobs()[:5], parallel=2)
+    with pytest.raises(InputError, match="at most 100"):
+        launcher(kind="optimizationjob").search_manifests(search_jobs(101), parallel=2)
 
 
 def test_trials_mount_the_pvc_only_when_several_nodes_can():
@@ -288,10 +422,12 @@ def test_cluster_spec_file_with_flag_overrides(tmp_path):
 def test_render_writes_plain_yaml_that_kustomize_lists(tmp_path):
     paths = render_defaults(SPEC, tmp_path / "k8s")
     assert sorted(p.name for p in paths) == ["kustomization.yaml", "namespace.yaml", "pvc.yaml",
-                                             "pytorchjob.yaml"]
+                                             "pytorchjob.yaml", "role.yaml", "rolebinding.yaml",
+                                             "search-driver.yaml", "serviceaccount.yaml"]
     kustomization = yaml.safe_load((tmp_path / "k8s" / "kustomization.yaml").read_text())
-    assert kustomization["resources"] == ["namespace.yaml", "pvc.yaml", "pytorchjob.yaml"]
-    for name in kustomization["resources"]:
+    assert kustomization["resources"] == ["namespace.yaml", "pvc.yaml", "serviceaccount.yaml", "role.yaml",
+                                          "rolebinding.yaml", "pytorchjob.yaml"]  # the driver only on purpose
+    for name in [*kustomization["resources"], "search-driver.yaml"]:
         text = (tmp_path / "k8s" / name).read_text()
         assert "&id" not in text and "*id" not in text  # no YAML anchors: plain for every reader
         validate_manifest(yaml.safe_load(text))
@@ -313,7 +449,8 @@ def test_kubectl_kustomize_builds_the_deploy_folder():
                           timeout=60)
     assert done.returncode == 0, done.stderr
     kinds = [doc["kind"] for doc in yaml.safe_load_all(done.stdout)]
-    assert sorted(kinds) == ["Namespace", "PersistentVolumeClaim", "PyTorchJob"]
+    assert sorted(kinds) == ["Namespace", "PersistentVolumeClaim", "PyTorchJob", "Role", "RoleBinding",
+                             "ServiceAccount"]
 
 
 def test_dry_run_writes_the_search_without_a_cluster(tmp_path, monkeypatch):
@@ -327,7 +464,8 @@ def test_dry_run_writes_the_search_without_a_cluster(tmp_path, monkeypatch):
             validate_manifest(yaml.safe_load(path.read_text()))
     one = launcher().write_run_manifests(TrainJob(name="train", config=TINY, run_dir=Path("r"), workers=4),
                                          tmp_path / "dry-train")
-    assert [p.name for p in one] == ["pytorchjob-search-1128-174500-ab12-train.yaml", "kustomization.yaml"]
+    assert [p.name for p in one] == ["pytorchjob-search-1128-174500-ab12-train.yaml",
+                                     "networkpolicy-search-1128-174500-ab12-rendezvous.yaml", "kustomization.yaml"]
 
 
 # ------------------------------------------------------------------------------------------------ deploy.sh
@@ -338,10 +476,13 @@ echo "kubectl $*" >> "$CALLS"
 case "$1" in
   config) echo "$FAKE_CONTEXT" ;;
   cluster-info) exit "${FAKE_UNREACHABLE:-0}" ;;
-  apply) if [[ "$2" == "--server-side" ]]; then touch "$STATE/operator"
+  apply) if [[ "$2" == "--server-side" ]]; then touch "$STATE/$(basename "${4%%.git*}")"
          else echo applied $(grep -m1 '^kind:' "$3") $(grep -m1 '^  name:' "$3") \\
            $(grep -m1 '^  namespace:' "$3") >> "$CALLS"; fi ;;
-  api-resources) if [[ -e "$STATE/operator" ]]; then echo pytorchjobs.kubeflow.org; fi ;;
+  api-resources) if [[ "$2" == "--api-group=kubeflow.org" && -e "$STATE/training-operator" ]]; then
+                   echo pytorchjobs.kubeflow.org; fi
+                 if [[ "$2" == "--api-group=trainer.kubeflow.org" && -e "$STATE/trainer" ]]; then
+                   echo trainjobs.trainer.kubeflow.org; fi ;;
 esac
 """
 FAKE_TOOL = """#!/usr/bin/env bash
@@ -403,6 +544,29 @@ def test_deploy_installs_the_pinned_operator_only_when_asked_and_missing(tmp_pat
     assert not any(call.startswith("docker") for call in first)
     code, second, err = run_deploy(tmp_path, "--install-operator", "--no-build", context="minikube")
     assert code == 0 and install not in second  # already there: nothing to do
+
+
+def test_deploy_installs_a_pinned_trainer_v2_release_with_its_runtimes(tmp_path):
+    code, first, err = run_deploy(tmp_path, "--install-operator", "--trainer", "v2", "--no-build")
+    assert code == 0, err
+    manager = "github.com/kubeflow/trainer.git/manifests/overlays/manager?ref=v2.3.0"
+    runtimes = "github.com/kubeflow/trainer.git/manifests/overlays/runtimes?ref=v2.3.0"
+    assert f"kubectl apply --server-side -k {manager}" in first
+    assert f"kubectl apply --server-side -k {runtimes}" in first
+    assert not any("training-operator" in call for call in first)
+    code, second, err = run_deploy(tmp_path, "--install-operator", "--trainer", "v2", "--no-build")
+    assert code == 0 and not any("--server-side" in call for call in second)  # already there
+
+
+@pytest.mark.parametrize(("args", "env", "words"), [
+    (("--trainer", "v3"), {}, "--trainer must be v1 or v2"),
+    (("--install-operator",), {"OPERATOR_REF": "master"}, "OPERATOR_REF must be a release version"),
+    (("--install-operator", "--trainer", "v2"), {"TRAINER_REF": "latest"}, "TRAINER_REF must be a release"),
+])
+def test_deploy_refuses_unpinned_operators(tmp_path, args, env, words):
+    code, calls, err = run_deploy(tmp_path, *args, "--no-build", **env)
+    assert code == 2 and words in err
+    assert not any(call.startswith("kubectl apply") for call in calls)
 
 
 def test_deploy_pushes_a_registry_image(tmp_path):

@@ -66,7 +66,7 @@ class Pod:
 
     def __init__(self, template: dict, root: Path, field_values: dict[str, str] | None = None) -> None:
         (self.container,) = template["spec"]["containers"]
-        assert self.container["name"] == "pytorch" and self.container["command"] == ["stockscale"]
+        assert self.container["name"] in ("pytorch", "node") and self.container["command"] == ["stockscale"]
         self.root = root
         self.paths = {"/tmp": root / "tmp", m.RESULTS: root / "results", m.TRIALS_DIR: root / "etc"}
         for path in self.paths.values():
@@ -150,6 +150,40 @@ def test_an_indexed_job_pod_trains_the_config_of_its_completion_index(tmp_path):
     assert result["status"] == "success"
     assert result["config"]["lr"] == 0.002 == yaml.safe_load(configmap["data"]["trials.yaml"])[1]["lr"]
     assert result["run_dir"] == str(tmp_path / "results" / "search-pod-0001" / "trials" / "1")
+
+
+def trainer_env(trainjob: dict, node_rank: int) -> dict[str, str]:
+    """What Kubeflow Trainer v2's torch plugin adds to the `node` container of a torch-distributed TrainJob
+    (pkg/runtime/framework/plugins/torch/torch.go): the torchrun variables PET_NNODES (numNodes),
+    PET_NPROC_PER_NODE (numProcPerNode), PET_NODE_RANK (the Job completion index), PET_MASTER_ADDR
+    (`<trainjob>-node-0-0.<trainjob>`) and PET_MASTER_PORT (29500). The runtime YAML sets no env of its own."""
+    trainer = trainjob["spec"]["trainer"]
+    name = trainjob["metadata"]["name"]
+    return {"PET_NNODES": str(trainer["numNodes"]), "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]),
+            "PET_NODE_RANK": str(node_rank), "PET_MASTER_ADDR": f"{name}-node-0-0.{name}",
+            "PET_MASTER_PORT": str(m.TRAINER_PORT)}
+
+
+def test_trainjob_nodes_train_together_over_the_trainers_torchrun_environment(tmp_path):
+    from k8s_schema import trainjob_pod
+
+    runtime = yaml.safe_load((Path(__file__).parent / "crds" / "trainer-runtime-torch-distributed.yaml").read_text())
+    (replicated,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert "env" not in replicated["template"]["spec"]["template"]["spec"]["containers"][0]
+    launcher = KubernetesLauncher(SPEC, run_id="train-pod-0003", kind="trainjob")
+    job = launcher.run_manifest(TrainJob(name="two", config=TINY, run_dir=Path("r"), workers=2))
+    template = trainjob_pod(job["spec"])
+    port = str(free_port())
+    processes = []
+    for rank in (0, 1):
+        env = trainer_env(job, rank)
+        assert env["PET_MASTER_ADDR"] == "train-pod-0003-two-node-0-0.train-pod-0003-two"
+        local = {"PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": port}
+        processes.append(Pod(template, tmp_path / f"node-{rank}").start({**env, **local}))
+    first, second = (last_json(process) for process in processes)
+    assert first["status"] == "success" and first["world_size"] == 2
+    assert [w["rank"] for w in first["workers"]] == [0, 1] and second["rank"] == 1
+    assert (tmp_path / "node-0" / "results" / "train-pod-0003" / "two" / "metrics.json").is_file()
 
 
 def _train_help() -> str:

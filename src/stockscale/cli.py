@@ -371,7 +371,7 @@ def cmd_search(args: argparse.Namespace) -> int:
               "kubernetes": "hp_search_cloud"}
     out = args.out or Path("results") / folder[args.backend]
     if args.backend == "kubernetes":
-        launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind)
+        launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind, algorithm=args.k8s_algorithm)
         if args.dry_run:
             from stockscale.experiments.search import trial_jobs
 
@@ -448,6 +448,9 @@ def add_k8s_flags(parser: argparse.ArgumentParser, run_flags: bool = True) -> No
     if run_flags:
         group.add_argument("--keep", action="store_true", help="keep finished objects on the cluster")
         group.add_argument("--dry-run", action="store_true", help="write the manifests to --out, submit nothing")
+        group.add_argument("--startup-timeout", type=non_negative_float("--startup-timeout"), default=600.0,
+                           help="seconds a pod may stay Pending (unscheduled, pulling its image) before the run "
+                                "ends (default 600)")
 
 
 def refuse_kubernetes_only_flags(args: argparse.Namespace) -> None:
@@ -479,19 +482,30 @@ def kubernetes_launcher(args: argparse.Namespace, prefix: str, **options: Any) -
     from stockscale.console import log
     from stockscale.launch.kubernetes import KubernetesLauncher
 
-    return KubernetesLauncher(cluster_spec(args), kubeconfig=args.kubeconfig, context=args.context,
+    spec = cluster_spec(args)
+    if hasattr(args, "startup_timeout"):  # a command that submits
+        options["startup_timeout"] = args.startup_timeout
+        if spec.image_warning():
+            log(f"warning: {spec.image_warning()}")
+    return KubernetesLauncher(spec, kubeconfig=args.kubeconfig, context=args.context,
                               run_prefix=prefix, keep=getattr(args, "keep", False), on_event=log, **options)
 
 
 def on_cluster(launcher: Any, work: Callable[[], int]) -> int:
-    """Run `work`; on Ctrl-C, offer to delete what was submitted (a terminal is asked, a pipe is not)."""
+    """Run `work`; on Ctrl-C, offer to delete what was submitted (a terminal is asked, a pipe is not); on an
+    error, say how to delete what is still on the cluster."""
     from stockscale.console import log
 
     try:
         return work()
+    except StockscaleError:
+        if launcher.left_on_cluster():
+            log(f"left on the cluster: {', '.join(launcher.left_on_cluster())}; remove with: "
+                f"stockscale k8s delete {launcher.run_id}")
+        raise
     except KeyboardInterrupt:
-        if launcher.submitted:
-            log(f"interrupted; submitted: {', '.join(launcher.submitted)}")
+        if launcher.left_on_cluster():
+            log(f"interrupted; submitted: {', '.join(launcher.left_on_cluster())}")
             answer = ""
             if sys.stdin.isatty():
                 answer = input(f"delete what run {launcher.run_id} submitted? [y/N] ").strip().lower()
@@ -504,7 +518,8 @@ def on_cluster(launcher: Any, work: Callable[[], int]) -> int:
 
 
 def train_on_kubernetes(cfg: Any, args: argparse.Namespace) -> int:
-    """Submit a PyTorchJob (Master + workers-1 Workers), follow the master's log, collect its metrics."""
+    """Submit a PyTorchJob (Master + workers-1 Workers) or a Trainer v2 TrainJob (--k8s-kind trainjob), follow
+    rank 0's log, collect its metrics."""
     from stockscale.console import log
     from stockscale.launch.base import TrainJob
 
@@ -513,7 +528,7 @@ def train_on_kubernetes(cfg: Any, args: argparse.Namespace) -> int:
     config = cfg.model_dump(mode="json", exclude_unset=True)
     job = TrainJob(name="train", config=config, run_dir=Path("train"), workers=args.workers,
                    memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
-    launcher = kubernetes_launcher(args, "train", on_line=log)
+    launcher = kubernetes_launcher(args, "train", on_line=log, kind=args.k8s_kind)
     if args.dry_run:
         out = args.out or Path("manifests") / launcher.run_id
         for path in launcher.write_run_manifests(job, out):
@@ -604,6 +619,8 @@ def build_parser() -> Parser:
     run.add_argument("--backend", choices=("local", "docker", "kubernetes"), default="local",
                      help="local processes (default), containers of the image on this machine (docker or "
                           "podman), or a PyTorchJob on Kubernetes")
+    run.add_argument("--k8s-kind", choices=("pytorchjob", "trainjob"), default="pytorchjob",
+                     help="kubernetes: a Training Operator v1 PyTorchJob (default) or a Trainer v2 TrainJob")
     add_k8s_flags(train)
     train.set_defaults(handler=cmd_train)
 
@@ -655,8 +672,11 @@ def build_parser() -> Parser:
     search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"), help="seconds per trial")
     search.add_argument("--resume", action="store_true", help="skip trials already finished in --out")
     search.add_argument("--out", type=Path, help="default results/hp_search_local|parallel|cloud")
-    search.add_argument("--k8s-kind", choices=("job", "pytorchjob"), default="job",
-                        help="kubernetes: one Indexed Job (default) or one PyTorchJob per config")
+    search.add_argument("--k8s-kind", choices=("job", "pytorchjob", "optimizationjob"), default="job",
+                        help="kubernetes: one Indexed Job (default), one PyTorchJob per config, or a Trainer v2 "
+                             "OptimizationJob")
+    search.add_argument("--k8s-algorithm", choices=("grid", "random"), default="grid",
+                        help="optimizationjob: the whole grid (default) or as many random points of it")
     add_train_flags(search, skip=("data",))
     add_k8s_flags(search)
     search.set_defaults(handler=cmd_search)

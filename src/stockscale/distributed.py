@@ -2,7 +2,8 @@
 
 The same variables come from torchrun and from the Kubeflow Training Operator on every PyTorchJob replica
 (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK; PET_NNODES and PET_NODE_RANK as a fallback), and the local
-emulated cluster sets exactly those. A process that finds WORLD_SIZE > 1 is one DDP rank.
+emulated cluster sets exactly those. Kubeflow Trainer v2 (a TrainJob on torch-distributed) sets only the
+PET_* ones, which is enough with one process per node. A process that finds WORLD_SIZE > 1 is one DDP rank.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class DistEnv:
     @classmethod
     def from_environ(cls, env: Mapping[str, str] | None = None) -> DistEnv:
         env = os.environ if env is None else env
+        if _int(env, "WORLD_SIZE") is None and (_int(env, "PET_NPROC_PER_NODE") or 1) > 1:
+            # Kubeflow Trainer's torch plugin sets PET_* for torchrun; started directly, this process is one
+            # of one per node (numProcPerNode 1), and anything else would leave ranks missing.
+            raise InputError(f"environment: PET_NPROC_PER_NODE={env['PET_NPROC_PER_NODE']} but no WORLD_SIZE: "
+                             "start several processes per node with torchrun, or set numProcPerNode 1")
         world = _int(env, "WORLD_SIZE") or _int(env, "PET_NNODES") or 1
         rank = _int(env, "RANK")
         if rank is None:

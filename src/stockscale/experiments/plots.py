@@ -22,8 +22,10 @@ STATUS_STYLE = {  # marker, size, label: failures must stand out from successes 
     "oom": ("X", 11, "out of memory"),
     "timeout": ("s", 9, "timeout"),
     "error": ("D", 8, "error"),
+    "preempted": ("v", 9, "preempted"),
 }
-STATUS_COLOR = {"success": "tab:green", "oom": "tab:red", "timeout": "tab:orange", "error": "tab:purple"}
+STATUS_COLOR = {"success": "tab:green", "oom": "tab:red", "timeout": "tab:orange", "error": "tab:purple",
+                "preempted": "tab:gray"}
 
 
 class PlotSkipped(Exception):

@@ -26,7 +26,7 @@ from stockscale.config import format_size, one_line
 from stockscale.errors import InputError
 from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
 
-RunStatus = Literal["success", "oom", "timeout", "error"]
+RunStatus = Literal["success", "oom", "timeout", "error", "preempted"]
 SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_docker": "docker",
                "hp_search_cloud": "cloud"}
 
@@ -253,7 +253,7 @@ def load_results(results_dir: Path) -> LoadedResults:
 # ---------------------------------------------------------------- the printed comparison
 
 WIDTH = 100
-STATUS_WORDS = {"success": "success", "oom": "OOM", "timeout": "timeout", "error": "error"}
+STATUS_WORDS = {"success": "success", "oom": "OOM", "timeout": "timeout", "error": "error", "preempted": "preempted"}
 
 
 def _secs(value: float | None) -> str:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-Status = Literal["success", "oom", "timeout", "error"]
+Status = Literal["success", "oom", "timeout", "error", "preempted"]  # preempted: the cluster took it away
 
 
 @dataclass

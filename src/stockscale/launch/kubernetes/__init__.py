@@ -16,14 +16,21 @@ from pathlib import Path
 
 from stockscale.launch.kubernetes.api import KubeApi, KubernetesApiError, NameTakenError, load_configuration
 from stockscale.launch.kubernetes.client import KubernetesLauncher
-from stockscale.launch.kubernetes.manifests import default_manifests, make_run_id, write_manifests
+from stockscale.launch.kubernetes.manifests import (
+    default_manifests,
+    make_run_id,
+    search_driver_manifest,
+    write_manifests,
+)
 from stockscale.launch.kubernetes.runs import RunObject
 from stockscale.launch.kubernetes.spec import ClusterSpec, load_cluster_spec
 
 
 def render_defaults(spec: ClusterSpec, out_dir: Path) -> list[Path]:
-    """`stockscale k8s render --out DIR`: namespace.yaml, pvc.yaml, pytorchjob.yaml, kustomization.yaml."""
-    return write_manifests(out_dir, default_manifests(spec))
+    """`stockscale k8s render --out DIR`: namespace, PVC, ServiceAccount, Role, RoleBinding and the training
+    PyTorchJob (listed in kustomization.yaml), plus search-driver.yaml (not listed: applied on purpose)."""
+    return write_manifests(out_dir, default_manifests(spec),
+                           unlisted={"search-driver.yaml": search_driver_manifest(spec)})
 
 
 __all__ = [

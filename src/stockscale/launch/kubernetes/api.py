@@ -1,8 +1,9 @@
 """The official Kubernetes client behind one call: configuration, retries with backoff, one-line errors.
 
 Every request stockscale makes goes through `KubeApi.call` (or `watch`, `open_log`), which
-- retries what is transient (HTTP 429 and 5xx, timeouts, a dropped connection) with exponential backoff and
-  a bounded number of attempts;
+- retries what is transient (HTTP 429 and 5xx, timeouts, a dropped connection) with exponential backoff,
+  for at least `attempts` tries and for as long as `retry_for` seconds (default 5 minutes) since the call
+  first failed, so a short API-server outage does not end an hours-long run;
 - turns what the user must fix into an `InputError` with one line: the cluster cannot be reached (no
   kubeconfig, connection refused), credentials refused (401), not allowed (403), the PyTorchJob CRD missing
   (404 on kubeflow.org/v1 pytorchjobs), the namespace missing, a name already taken (409), an object the API
@@ -28,6 +29,17 @@ from stockscale.errors import InputError, StockscaleError
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 CONNECT_TIMEOUT = 10.0
+
+
+CRD_MISSING = {
+    "PyTorchJob": "the PyTorchJob resource (kubeflow.org/v1 pytorchjobs) is not installed in the cluster: install "
+                  "the Kubeflow Training Operator (deploy/deploy.sh --install-operator)",
+    "TrainJob": "the TrainJob resource (trainer.kubeflow.org/v1alpha1 trainjobs) is not installed in the cluster: "
+                "install Kubeflow Trainer v2 (deploy/deploy.sh --install-operator --trainer v2)",
+    "OptimizationJob": "the OptimizationJob resource (trainer.kubeflow.org/v1alpha1 optimizationjobs) is not "
+                       "installed in the cluster: install Kubeflow Trainer v2 (deploy/deploy.sh --install-operator "
+                       "--trainer v2)",
+}
 
 
 class KubernetesApiError(StockscaleError):
@@ -84,7 +96,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 class KubeApi:
-    """CoreV1Api, BatchV1Api and CustomObjectsApi over one connection pool, with retries and error mapping.
+    """Core, batch, networking and custom-object APIs over one connection pool, with retries and error mapping.
 
     `configuration` is copied and its urllib3 retries switched off, so this class is the one place that
     decides what to retry. Connection refused is the user's problem on the first request (wrong context,
@@ -96,6 +108,7 @@ class KubeApi:
         configuration: Any,
         *,
         attempts: int = 5,
+        retry_for: float = 300.0,
         backoff: float = 0.5,
         max_backoff: float = 16.0,
         timeout: float = 30.0,
@@ -111,7 +124,9 @@ class KubeApi:
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.batch = kubernetes.client.BatchV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.networking = kubernetes.client.NetworkingV1Api(self.client)
         self.attempts = max(1, attempts)
+        self.retry_for = max(0.0, retry_for)
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.timeout = timeout
@@ -145,6 +160,7 @@ class KubeApi:
         else left to stream), retrying transient failures with backoff; None for a status in `ok_statuses`
         (or a missing object with `missing_ok`); one-line errors for the rest."""
         attempt = 0
+        first_failure: float | None = None
         while True:
             attempt += 1
             try:
@@ -155,20 +171,22 @@ class KubeApi:
                 self.answered = True
                 return response
             except self._k.client.ApiException as error:
+                first_failure = first_failure or time.monotonic()
                 self.answered = self.answered or bool(error.status)
                 if error.status in ok_statuses:
                     return None
                 if error.status == 404 and missing_ok and not _namespace_missing(error) \
                         and not _endpoint_missing(error, kind):
                     return None
-                if error.status in TRANSIENT_STATUSES and attempt < self.attempts:
+                if error.status in TRANSIENT_STATUSES and self._again(attempt, first_failure):
                     self._pause(attempt)
                     continue
                 raise self.api_error(error, what, kind, namespace, attempt) from None
             except Exception as error:  # urllib3's connection and timeout errors
+                first_failure = first_failure or time.monotonic()
                 if not self.is_network_error(error):
                     raise
-                if self._transient_network(error) and attempt < self.attempts:
+                if self._transient_network(error) and self._again(attempt, first_failure):
                     self._pause(attempt)
                     continue
                 raise self.network_error(error, what, attempt) from None
@@ -181,6 +199,7 @@ class KubeApi:
         so a watch never needs to resume. Failures to start the stream are retried or mapped as in `call`.
         """
         attempt = 0
+        first_failure: float | None = None
         while True:
             attempt += 1
             watcher = self._k.watch.Watch()
@@ -194,19 +213,21 @@ class KubeApi:
                         yield event
                 return
             except self._k.client.ApiException as error:
+                first_failure = first_failure or time.monotonic()
                 if error.status == 410 or started:
                     return
                 self.answered = self.answered or bool(error.status)
-                if error.status in TRANSIENT_STATUSES and attempt < self.attempts:
+                if error.status in TRANSIENT_STATUSES and self._again(attempt, first_failure):
                     self._pause(attempt)
                     continue
                 raise self.api_error(error, what, kind, namespace, attempt) from None
             except Exception as error:
+                first_failure = first_failure or time.monotonic()
                 if not self.is_network_error(error):
                     raise
                 if started or self._timed_out(error):
                     return  # the window ended without news, or the stream dropped: the caller re-lists
-                if self._transient_network(error) and attempt < self.attempts:
+                if self._transient_network(error) and self._again(attempt, first_failure):
                     self._pause(attempt)
                     continue
                 raise self.network_error(error, what, attempt) from None
@@ -222,6 +243,11 @@ class KubeApi:
         return self._request(self.core.read_namespaced_pod_log, (pod, namespace), kwargs,
                              what=f"read the log of pod {pod}", kind="Pod", namespace=namespace, missing_ok=False,
                              ok_statuses=(400, 404), read_timeout=read_timeout)
+
+    def _again(self, attempt: int, first_failure: float | None) -> bool:
+        """Retry once more: fewer than `attempts` tries so far, or still within `retry_for` of the first failure."""
+        return attempt < self.attempts or (first_failure is not None
+                                           and time.monotonic() - first_failure < self.retry_for)
 
     def _pause(self, attempt: int) -> None:
         self.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
@@ -276,9 +302,7 @@ class KubeApi:
             return InputError(f"namespace {namespace or '?'} does not exist: create it with deploy/deploy.sh "
                               f"or kubectl create namespace {namespace or 'NAME'}")
         if status == 404 and _endpoint_missing(error, kind):
-            return InputError("the PyTorchJob resource (kubeflow.org/v1 pytorchjobs) is not installed in the "
-                              "cluster: install the Kubeflow Training Operator (deploy/deploy.sh "
-                              "--install-operator)")
+            return InputError(CRD_MISSING[kind])
         if status == 404:
             return InputError(f"cannot {what}: not found ({message})")
         if status == 409:
@@ -323,7 +347,7 @@ def _endpoint_missing(error: Any, kind: str) -> bool:
     (and a proxy in front of it may answer with a page that is not a Status at all); a missing object is
     "<kind> \"<name>\" not found".
     """
-    if kind != "PyTorchJob":
+    if kind not in CRD_MISSING:
         return False
     status = _status(error)
     if not status:

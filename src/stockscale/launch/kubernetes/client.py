@@ -1,13 +1,20 @@
 """KubernetesLauncher: the Launcher protocol on a cluster with the Kubeflow Training Operator.
 
-`run(job)` submits one PyTorchJob (Master 1 + Worker job.workers - 1), follows the master's log, waits with a
-watch for Succeeded or Failed and returns a JobResult with the metrics of the final JSON log line and the
-cluster's own timings. `run_many(jobs, parallel)` runs a search: by default one Indexed Job (pod i trains
-config i of a ConfigMap; `parallelism` pods at a time), or with kind="pytorchjob" one single-replica
-PyTorchJob per config, at most `parallel` at once. Finished objects are deleted unless keep=True.
+`run(job)` submits one PyTorchJob (Master 1 + Worker job.workers - 1), or with kind="trainjob" one Trainer v2
+TrainJob (numNodes = job.workers), follows rank 0's log, waits with a watch for the job to end and returns a
+JobResult with the metrics of the final JSON log line and the cluster's own timings. A job the cluster
+disrupted (preemption, eviction) is resubmitted once under a new name, with the same output folder (and
+checkpoints, see manifests.checkpoint_flags). `run_many(jobs, parallel)` runs a search: by default one
+Indexed Job (pod i trains config i of a ConfigMap; `parallelism` pods at a time; a disrupted index runs
+again), with kind="pytorchjob" one single-replica PyTorchJob per config, at most `parallel` at once, or with
+kind="optimizationjob" one Trainer v2 OptimizationJob. Finished objects are deleted unless keep=True.
 
-Ctrl-C: the launcher stops waiting and re-raises KeyboardInterrupt; `submitted` names what it created and
-`delete_run()` removes the run, so the command line can ask whether to delete it.
+Deadlines: a pod that stays Pending longer than `startup_timeout` ends the run, and so does a pod the
+scheduler reports Unschedulable (with its message); image pulls that fail are retried until that deadline.
+
+Ctrl-C: the launcher stops waiting and re-raises KeyboardInterrupt; `submitted` names what it created,
+`left_on_cluster()` what is still there, and `delete_run()` removes the run, so the command line can ask
+whether to delete it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ from stockscale.launch.kubernetes import runs
 from stockscale.launch.kubernetes.api import KubeApi, NameTakenError, load_configuration
 from stockscale.launch.kubernetes.logs import LogFollower, read_log
 from stockscale.launch.kubernetes.outcome import (
+    PULL_PROBLEMS,
+    disruption,
     is_finished,
+    is_pending,
     name_of,
     pod_failure,
     pod_index,
@@ -36,16 +46,22 @@ from stockscale.launch.kubernetes.outcome import (
     state,
     trial_result,
     true_condition,
+    unschedulable,
 )
 from stockscale.launch.kubernetes.spec import ClusterSpec
 
-Kind = Literal["job", "pytorchjob"]
+Kind = Literal["job", "pytorchjob", "trainjob", "optimizationjob"]
+KINDS = ("job", "pytorchjob", "trainjob", "optimizationjob")
+JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
+ENDED = ("Succeeded", "Complete", "Failed")
+DEFAULT_STARTUP_TIMEOUT = 600.0
 OPERATOR_JOB_LABEL = "training.kubeflow.org/job-name"
 SUBMISSION_ANNOTATION = "stockscale/submission"
 
 
 class KubernetesLauncher:
-    """Runs TrainJobs as PyTorchJobs or an Indexed Job. See the module docstring."""
+    """Runs TrainJobs as PyTorchJobs, Trainer v2 TrainJobs, an Indexed Job or an OptimizationJob. See the
+    module docstring."""
 
     name = "kubernetes"
 
@@ -64,10 +80,11 @@ class KubernetesLauncher:
         on_event: Callable[[str], None] | None = None,
         poll: float = 2.0,
         watch_window: float = 30.0,
-        startup_timeout: float = 1800.0,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        algorithm: Literal["grid", "random"] = "grid",
     ) -> None:
-        if kind not in ("job", "pytorchjob"):
-            raise InputError(f"--k8s-kind must be job or pytorchjob, not {kind!r}")
+        if kind not in KINDS:
+            raise InputError(f"--k8s-kind must be one of {', '.join(KINDS)}, not {kind!r}")
         self.spec = spec or ClusterSpec()
         self._api = api
         self.kubeconfig = kubeconfig
@@ -80,9 +97,12 @@ class KubernetesLauncher:
         self.poll = poll
         self.watch_window = watch_window
         self.startup_timeout = startup_timeout
+        self.algorithm = algorithm
         self.submitted: list[str] = []  # "Kind/name" of every object this launcher created
+        self.deleted: set[str] = set()  # ... and of those it deleted again
         self.interrupted = False
         self._told: set[str] = set()
+        self._pending_since: dict[str, float] = {}  # pod name -> when this client first saw it Pending
 
     @property
     def namespace(self) -> str:
@@ -107,16 +127,36 @@ class KubernetesLauncher:
         """Where a run directory lies: on the PVC (a `pvc://claim/...` location), or nowhere (emptyDir)."""
         return f"pvc://{self.spec.pvc_name}{path.removeprefix(m.RESULTS)}" if mounted else None
 
-    def run_manifest(self, job: TrainJob) -> dict[str, Any]:
-        """The PyTorchJob `run(job)` submits."""
-        return m.pytorchjob_manifest(
-            self.spec, name=self.object_name(job), run_id=self.run_id, config=job.config, workers=job.workers,
-            out=self.out_dir(job), memory_limit=job.memory_limit, threads=job.threads, timeout=job.timeout)
+    def run_manifest(self, job: TrainJob, name: str | None = None) -> dict[str, Any]:
+        """The PyTorchJob (or, with kind="trainjob", the TrainJob) `run(job)` submits."""
+        render = m.trainjob_manifest if self.kind == "trainjob" else m.pytorchjob_manifest
+        return render(
+            self.spec, name=name or self.object_name(job), run_id=self.run_id, config=job.config,
+            workers=job.workers, out=self.out_dir(job), memory_limit=job.memory_limit, threads=job.threads,
+            timeout=job.timeout)
+
+    def network_policy(self) -> dict[str, Any]:
+        """The run's rendezvous NetworkPolicy (PyTorchJob port 23456, Trainer v2 port 29500)."""
+        port = m.TRAINER_PORT if self.kind == "trainjob" else m.MASTER_PORT
+        return m.network_policy_manifest(self.spec, self.run_id, port)
+
+    def run_manifests(self, job: TrainJob) -> list[dict[str, Any]]:
+        """Everything `run(job)` submits: the job, and the NetworkPolicy when there are several workers."""
+        needs_policy = self.spec.network_policy and job.workers > 1
+        return [self.run_manifest(job), *([self.network_policy()] if needs_policy else [])]
 
     def search_manifests(self, jobs: list[TrainJob], parallel: int) -> list[dict[str, Any]]:
         """What `run_many(jobs, parallel)` submits: ConfigMap + Indexed Job, or one PyTorchJob per job."""
         if not jobs:
             raise InputError("a search needs at least one trial")
+        if self.kind == "trainjob":
+            raise InputError("--k8s-kind trainjob is for stockscale train; a search runs as job, pytorchjob or "
+                             "optimizationjob")
+        if self.kind == "optimizationjob":
+            return [m.optimizationjob_manifest(self.spec, run_id=self.run_id, configs=[job.config for job in jobs],
+                                               parallelism=parallel, algorithm=self.algorithm,
+                                               threads=jobs[0].threads, memory_limit=jobs[0].memory_limit,
+                                               timeout=jobs[0].timeout)]
         if self.kind == "pytorchjob":
             return [self._trial_pytorchjob(index, job) for index, job in enumerate(jobs)]
         if any(job.workers > 1 for job in jobs):
@@ -140,8 +180,7 @@ class KubernetesLauncher:
 
     def write_run_manifests(self, job: TrainJob, out_dir: Path) -> list[Path]:
         """Dry run of `run(job)`: its manifest (and a kustomization.yaml) in `out_dir`, nothing submitted."""
-        obj = self.run_manifest(job)
-        return m.write_manifests(out_dir, {m.file_name(obj): obj})
+        return m.write_manifests(out_dir, {m.file_name(obj): obj for obj in self.run_manifests(job)})
 
     def write_search_manifests(self, jobs: list[TrainJob], parallel: int, out_dir: Path) -> list[Path]:
         """Dry run of `run_many(jobs, parallel)`: every manifest it would submit, in `out_dir`."""
@@ -150,63 +189,106 @@ class KubernetesLauncher:
     # ------------------------------------------------------------------------------------------- one job
 
     def run(self, job: TrainJob) -> JobResult:
-        """Submit one PyTorchJob, stream the master's log to on_line, wait for it, return its result."""
-        manifest = self.run_manifest(job)
-        name = name_of(manifest)
-        stop = threading.Event()
+        """Submit one training job, stream rank 0's log to on_line, wait for it, return its result; a job the
+        cluster disrupted is resubmitted once (same output folder, so it resumes from its checkpoints)."""
+        manifests = self.run_manifests(job)
         try:
-            self._create(manifest)
-            follower = LogFollower(self.api, self.namespace, f"{name}-master-0", self.on_line, stop, self.poll)
-            follower.start()
-            began = time.time()
-            deadline = None if job.timeout is None else time.monotonic() + job.timeout + self.startup_timeout
-            final, timed_out = self._wait_pytorchjob(name, deadline)
-            stop.set()
-            follower.join(timeout=10 * self.poll)
-            lines = follower.lines if follower.complete else read_log(self.api, self.namespace, f"{name}-master-0")
-            if follower.error is not None:
-                self._event(f"following the log of {name}-master-0 failed: {follower.error}")
-            pods = self._pods_of(name)
-            result = pytorchjob_result(job.name, final, pods, lines,
-                                       self.result_dir(self.out_dir(job), mounted=True),
-                                       waited=(began, time.time()), timed_out=timed_out)
+            result = self._run_one(job, manifests[0], extras=manifests[1:])
+            if result.status == "preempted":
+                self._event(f"{result.detail}: resubmitting once")
+                retry = self.run_manifest(job, name=m.k8s_name(self.object_name(job), "retry"))
+                result = self._run_one(job, retry)
         except KeyboardInterrupt:
             self.interrupted = True
             raise
+        if not self.keep:
+            for extra in manifests[1:]:
+                self._delete(extra["kind"], name_of(extra))
+        return result
+
+    def _run_one(self, job: TrainJob, manifest: dict[str, Any],
+                 extras: list[dict[str, Any]] | None = None) -> JobResult:
+        """Submit one job (and, once it exists, `extras` such as its NetworkPolicy) and wait for its result."""
+        kind, name = manifest["kind"], name_of(manifest)
+        stop = threading.Event()
+        follower: LogFollower | None = None
+        try:
+            self._create(manifest)
+            for extra in extras or []:
+                self._create(extra)
+            began = time.time()
+            deadline = None if job.timeout is None else time.monotonic() + job.timeout + self.startup_timeout
+            final, timed_out = None, False
+            while True:
+                master = self._master_pod(kind, name) if follower is None else None
+                if master is not None:  # a PyTorchJob's at once; a TrainJob's once JobSet has made it
+                    follower = LogFollower(self.api, self.namespace, master, self.on_line, stop, self.poll,
+                                           container=self._container(kind))
+                    follower.start()
+                final, timed_out, done = self._wait_job(kind, name, deadline, final)
+                if done or timed_out:
+                    break
+            stop.set()
+            master = self._master_pod(kind, name)
+            lines: list[str] = []
+            if follower is not None:
+                follower.join(timeout=10 * self.poll)
+                if follower.error is not None:
+                    self._event(f"following the log of {follower.pod} failed: {follower.error}")
+                lines = follower.lines if follower.complete and follower.pod == master else []
+            if not lines and master is not None:
+                lines = read_log(self.api, self.namespace, master, container=self._container(kind))
+            mounted = kind == "PyTorchJob" or self.spec.pvc_access_mode == "ReadWriteMany" or job.workers == 1
+            result = pytorchjob_result(job.name, final, self._pods_of(kind, name), lines,
+                                       self.result_dir(self.out_dir(job), mounted=mounted),
+                                       waited=(began, time.time()), timed_out=timed_out, kind=kind,
+                                       master_pod=master)
         finally:
             stop.set()
         if not self.keep:
-            runs.delete_object(self.api, self.namespace, "PyTorchJob", name)
-            self._event(f"deleted PyTorchJob {name}")
+            self._delete(kind, name)
+            self._event(f"deleted {kind} {name}")
         return result
 
-    def _wait_pytorchjob(self, name: str, deadline: float | None) -> tuple[dict[str, Any] | None, bool]:
-        """Watch one PyTorchJob until it succeeds or fails: (last seen object, gave up at the deadline)."""
-        last: dict[str, Any] | None = None
-        seen_state = ""
-        while True:
-            window = self._window(deadline)
-            if window is None:
-                return last, True
-            for event in self.api.watch(self.api.custom.list_namespaced_custom_object, *m.PYTORCHJOB_API[:2],
-                                        self.namespace, m.PYTORCHJOB_API[2], window=window,
-                                        field_selector=f"metadata.name={name}", what=f"watch PyTorchJob {name}",
-                                        kind="PyTorchJob", namespace=self.namespace):
-                obj = event["object"]
-                if name_of(obj) != name:
-                    continue
-                if event["type"] == "DELETED":
-                    raise InputError(f"PyTorchJob {name} was deleted before it finished")
-                last = obj
-                if state(obj) != seen_state:
-                    seen_state = state(obj)
-                    self._event(f"PyTorchJob {name}: {seen_state}")
-                if true_condition(obj, ("Succeeded", "Failed")) is not None:
-                    return obj, False
-            self._check_start(self._pods_of(name), [name])
+    def _wait_job(self, kind: str, name: str, deadline: float | None,
+                  last: dict[str, Any] | None) -> tuple[dict[str, Any] | None, bool, bool]:
+        """Watch one PyTorchJob or TrainJob for one window: (last seen object, gave up at the deadline, ended)."""
+        window = self._window(deadline)
+        if window is None:
+            return last, True, False
+        group, version, plural = runs.CUSTOM_KINDS[kind]
+        for event in self.api.watch(self.api.custom.list_namespaced_custom_object, group, version,
+                                    self.namespace, plural, window=window, field_selector=f"metadata.name={name}",
+                                    what=f"watch {kind} {name}", kind=kind, namespace=self.namespace):
+            obj = event["object"]
+            if name_of(obj) != name:
+                continue
+            if event["type"] == "DELETED":
+                raise InputError(f"{kind} {name} was deleted before it finished")
+            if last is None or state(obj) != state(last):
+                self._event(f"{kind} {name}: {state(obj)}")
+            last = obj
+            if true_condition(obj, ENDED) is not None:
+                return obj, False, True
+        self._check_start(self._pods_of(kind, name), [name])
+        return last, False, False
 
-    def _pods_of(self, job_name: str) -> list[dict[str, Any]]:
+    @staticmethod
+    def _container(kind: str) -> str:
+        return m.TRAINER_NODE if kind == "TrainJob" else m.CONTAINER
+
+    def _master_pod(self, kind: str, name: str) -> str | None:
+        """Rank 0's pod: `<job>-master-0` of a PyTorchJob; a TrainJob's node with completion index 0."""
+        if kind == "PyTorchJob":
+            return f"{name}-master-0"
+        pods = [pod for pod in self._pods_of(kind, name) if pod_index(pod) == 0]
+        running = [pod for pod in pods if not disruption(pod)]
+        return name_of((running or pods)[-1]) if pods else None
+
+    def _pods_of(self, kind: str, job_name: str) -> list[dict[str, Any]]:
         pods = runs.list_kind(self.api, self.namespace, "Pod", self.run_id)
+        if kind == "TrainJob":
+            return [pod for pod in pods if (pod["metadata"].get("labels") or {}).get(JOBSET_LABEL) == job_name]
         return [pod for pod in pods
                 if (pod["metadata"].get("labels") or {}).get(OPERATOR_JOB_LABEL) == job_name
                 or name_of(pod).startswith(f"{job_name}-master-") or name_of(pod).startswith(f"{job_name}-worker-")]
@@ -220,6 +302,8 @@ class KubernetesLauncher:
         try:
             if self.kind == "pytorchjob":
                 results = self._run_pytorchjobs(jobs, manifests, max(1, parallel), on_result)
+            elif self.kind == "optimizationjob":
+                results = self._run_optimization(jobs, manifests[0], on_result)
             else:
                 results = self._run_indexed(jobs, manifests, on_result)
         except KeyboardInterrupt:
@@ -231,13 +315,15 @@ class KubernetesLauncher:
                      on_result: Callable[[JobResult], None] | None) -> dict[int, JobResult]:
         configmap, job_manifest = manifests
         self._create(configmap)
+        job_name = name_of(job_manifest)
         try:
-            self._create(job_manifest)
+            created = self._create(job_manifest)
+            self._check_kept_backoff_limit_per_index(created, job_name)
         except InputError:
             if not self.keep:
-                runs.delete_object(self.api, self.namespace, "ConfigMap", name_of(configmap))
+                self._delete("Job", job_name)
+                self._delete("ConfigMap", name_of(configmap))
             raise
-        job_name = name_of(job_manifest)
         mounted = self.spec.mount_pvc_in_trials
         results: dict[int, JobResult] = {}
         timeouts = [job.timeout for job in jobs if job.timeout is not None]
@@ -250,6 +336,10 @@ class KubernetesLauncher:
             index = pod_index(pod)
             if index is None or index in results or index >= len(jobs) or not is_finished(pod):
                 return
+            disrupted = disruption(pod) if pod.get("status", {}).get("phase") == "Failed" else None
+            if disrupted and not job_ended:
+                self._event(f"trial {index} ({jobs[index].name}): {disrupted}; the Job runs it again")
+                return
             lines = read_log(self.api, self.namespace, name_of(pod))
             path = f"{m.RESULTS}/{self.run_id}/trials/{index}"
             result = trial_result(jobs[index].name, pod, lines, self.result_dir(path, mounted))
@@ -258,6 +348,7 @@ class KubernetesLauncher:
             if on_result is not None:
                 on_result(result)
 
+        job_ended = False
         while len(results) < len(jobs):
             window = self._window(deadline)
             if window is None:
@@ -281,6 +372,7 @@ class KubernetesLauncher:
                                     missing_ok=True)
             ended = true_condition(job_now, ("Complete", "Failed"))
             if job_now is None or ended is not None:
+                job_ended = True
                 for pod in runs.list_kind(self.api, self.namespace, "Pod", self.run_id):
                     finish(pod)
                 reason = "Job deleted" if job_now is None else \
@@ -289,8 +381,8 @@ class KubernetesLauncher:
                 self._give_up(jobs, results, on_result, status, reason)
                 break
         if not self.keep:
-            runs.delete_object(self.api, self.namespace, "Job", job_name)
-            runs.delete_object(self.api, self.namespace, "ConfigMap", name_of(configmap))
+            self._delete("Job", job_name)
+            self._delete("ConfigMap", name_of(configmap))
             self._event(f"deleted Job {job_name} and ConfigMap {name_of(configmap)}")
         return results
 
@@ -304,7 +396,7 @@ class KubernetesLauncher:
         def collect(index: int, obj: dict[str, Any] | None, began: float, timed_out: bool) -> None:
             name = name_of(manifests[index])
             lines = read_log(self.api, self.namespace, f"{name}-master-0")
-            result = pytorchjob_result(jobs[index].name, obj, self._pods_of(name), lines,
+            result = pytorchjob_result(jobs[index].name, obj, self._pods_of("PyTorchJob", name), lines,
                                        self.result_dir(self.out_dir(jobs[index]), mounted),
                                        waited=(began, time.time()), timed_out=timed_out)
             results[index] = result
@@ -313,7 +405,7 @@ class KubernetesLauncher:
             if on_result is not None:
                 on_result(result)
             if not self.keep:
-                runs.delete_object(self.api, self.namespace, "PyTorchJob", name)
+                self._delete("PyTorchJob", name)
 
         while pending or active:
             while pending and len(active) < parallel:
@@ -343,7 +435,83 @@ class KubernetesLauncher:
                 if deadline is not None and time.monotonic() >= deadline:
                     collect(index, None, began, True)
             if active:
-                self._check_start([pod for name in active for pod in self._pods_of(name)], list(active))
+                self._check_start([pod for name in active for pod in self._pods_of("PyTorchJob", name)],
+                                  list(active))
+        return results
+
+    def _run_optimization(self, jobs: list[TrainJob], manifest: dict[str, Any],
+                          on_result: Callable[[JobResult], None] | None) -> dict[int, JobResult]:
+        """One OptimizationJob: its controller creates a TrainJob per trial (labelled with our run, through
+        the template); each finished trial is matched to its config by the parameters it was handed, and its
+        result read from its rank-0 pod like any TrainJob's."""
+        self._create(manifest)
+        name = name_of(manifest)
+        keys = [param["name"] for param in manifest["spec"]["parameters"]]
+        wanted = [{key: m._param_text(m.plain_config(job.config)[key]) for key in keys} for job in jobs]
+        results: dict[int, JobResult] = {}
+        collected: set[str] = set()
+        timeouts = [job.timeout for job in jobs if job.timeout is not None]
+        deadline = None
+        if len(timeouts) == len(jobs):
+            waves = -(-len(jobs) // manifest["spec"]["parallelTrials"])
+            deadline = time.monotonic() + waves * (max(timeouts) + self.startup_timeout)
+
+        def collect(trial: dict[str, Any]) -> None:
+            trial_name = name_of(trial)
+            collected.add(trial_name)
+            env = {var.get("name"): var.get("value") for var in trial["spec"].get("trainer", {}).get("env") or []}
+            params = {key: env.get(f"{self.spec.optimization_env_prefix}{key}") for key in keys}
+            index = next((i for i, want in enumerate(wanted) if want == params and i not in results), None)
+            if index is None:
+                self._event(f"trial TrainJob {trial_name} ran {params}, a point already run or not in the search")
+                return
+            master = self._master_pod("TrainJob", trial_name)
+            lines = [] if master is None else read_log(self.api, self.namespace, master, container=m.TRAINER_NODE)
+            path = f"{m.RESULTS}/{self.run_id}/trials/{master}"
+            result = pytorchjob_result(jobs[index].name, trial, self._pods_of("TrainJob", trial_name), lines,
+                                       self.result_dir(path, self.spec.pvc_access_mode == "ReadWriteMany"),
+                                       waited=(time.time(), time.time()), kind="TrainJob", master_pod=master)
+            results[index] = result
+            self._event(f"trial {index} ({jobs[index].name}, TrainJob {trial_name}): {result.status}")
+            if on_result is not None:
+                on_result(result)
+
+        while len(results) < len(jobs):
+            window = self._window(deadline)
+            if window is None:
+                self._give_up(jobs, results, on_result, "timeout", "no result before the search's deadline")
+                break
+            group, version, plural = m.TRAINJOB_API
+            for event in self.api.watch(self.api.custom.list_namespaced_custom_object, group, version,
+                                        self.namespace, plural, window=window,
+                                        label_selector=m.run_selector(self.run_id),
+                                        what=f"watch the TrainJobs of OptimizationJob {name}", kind="TrainJob",
+                                        namespace=self.namespace):
+                trial = event["object"]
+                if event["type"] != "DELETED" and name_of(trial) not in collected \
+                        and true_condition(trial, ENDED) is not None:
+                    collect(trial)
+                if len(results) == len(jobs):
+                    break
+            if len(results) == len(jobs):
+                break
+            self._check_start(runs.list_kind(self.api, self.namespace, "Pod", self.run_id), [name])
+            now = runs.list_kind(self.api, self.namespace, "OptimizationJob", self.run_id)
+            ended = true_condition(now[0], ("Complete", "Failed")) if now else None
+            if not now or ended is not None:
+                trials = runs.list_kind(self.api, self.namespace, "TrainJob", self.run_id)
+                for trial in trials:
+                    if name_of(trial) not in collected and true_condition(trial, ENDED) is not None:
+                        collect(trial)
+                if any(true_condition(trial, ENDED) is None for trial in trials):
+                    continue  # trials still running after the controller gave up: let them finish
+                reason = "OptimizationJob deleted" if not now else \
+                    f"OptimizationJob {ended.get('reason') or ended['type']}: {ended.get('message') or ''}".strip()
+                self._give_up(jobs, results, on_result, "error", f"not run ({reason})")
+                break
+        if not self.keep:
+            self._delete("OptimizationJob", name)  # its TrainJobs and their pods go with it (owner references)
+            self._event(f"deleted OptimizationJob {name}")
         return results
 
     def _give_up(self, jobs: list[TrainJob], results: dict[int, JobResult],
@@ -358,43 +526,83 @@ class KubernetesLauncher:
 
     # --------------------------------------------------------------------------------------------- helpers
 
-    def _create(self, obj: Mapping[str, Any]) -> None:
-        """Create one object. A create retried after a lost answer may find its own first attempt there:
-        a one-off annotation tells that apart from a name another run (or an earlier --run-id) holds."""
+    def _create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create one object and return what the API server stored. A create retried after a lost answer may
+        find its own first attempt there: a one-off annotation tells that apart from a name another run (or
+        an earlier --run-id) holds."""
         kind, name = obj["kind"], name_of(obj)
         common: dict[str, Any] = {"what": f"create {kind} {name} in namespace {self.namespace}", "kind": kind,
                                   "namespace": self.namespace}
         body = copy.deepcopy(dict(obj))
         token = secrets.token_hex(8)
         body["metadata"].setdefault("annotations", {})[SUBMISSION_ANNOTATION] = token
+        stored: dict[str, Any] | None = None
         try:
-            if kind == "PyTorchJob":
-                self.api.call(self.api.custom.create_namespaced_custom_object, *m.PYTORCHJOB_API[:2],
-                              self.namespace, m.PYTORCHJOB_API[2], body, **common)
+            if kind in runs.CUSTOM_KINDS:
+                group, version, plural = runs.CUSTOM_KINDS[kind]
+                stored = self.api.call(self.api.custom.create_namespaced_custom_object, group, version,
+                                       self.namespace, plural, body, **common)
             elif kind == "Job":
-                self.api.call(self.api.batch.create_namespaced_job, self.namespace, body, **common)
+                stored = self.api.call(self.api.batch.create_namespaced_job, self.namespace, body, **common)
             elif kind == "ConfigMap":
-                self.api.call(self.api.core.create_namespaced_config_map, self.namespace, body, **common)
+                stored = self.api.call(self.api.core.create_namespaced_config_map, self.namespace, body, **common)
+            elif kind == "NetworkPolicy":
+                stored = self.api.call(self.api.networking.create_namespaced_network_policy, self.namespace, body,
+                                       **common)
             else:  # pragma: no cover - stockscale creates no other kinds
                 raise ValueError(f"cannot create {kind}")
         except NameTakenError:
-            if not self._holds(kind, name, token):
+            stored = self._holds(kind, name, token)
+            if stored is None:
                 raise
         self.submitted.append(f"{kind}/{name}")
         self._event(f"created {kind} {name} in namespace {self.namespace}")
+        return stored or body
 
-    def _holds(self, kind: str, name: str, token: str) -> bool:
-        """Is the object called `name` the one this very create sent (same one-off annotation)?"""
+    def _holds(self, kind: str, name: str, token: str) -> dict[str, Any] | None:
+        """The object called `name` if it is the one this very create sent (same one-off annotation)."""
         for obj in runs.list_kind(self.api, self.namespace, kind, self.run_id):
             annotations = obj["metadata"].get("annotations") or {}
             if name_of(obj) == name and annotations.get(SUBMISSION_ANNOTATION) == token:
-                return True
-        return False
+                return obj
+        return None
+
+    def _check_kept_backoff_limit_per_index(self, stored: Mapping[str, Any], job_name: str) -> None:
+        """Kubernetes older than 1.29 drops `backoffLimitPerIndex`: a failed trial would then be retried up
+        to 6 times and one failure would fail the whole Job. Refuse instead of running something else."""
+        if (stored.get("spec") or {}).get("backoffLimitPerIndex") is None:
+            raise InputError(f"the API server dropped backoffLimitPerIndex from Job {job_name} (Kubernetes older "
+                             "than 1.29, or the JobBackoffLimitPerIndex feature off): use --k8s-kind pytorchjob "
+                             "or a cluster of Kubernetes 1.29 or newer")
+
+    def _delete(self, kind: str, name: str) -> None:
+        runs.delete_object(self.api, self.namespace, kind, name)
+        self.deleted.add(f"{kind}/{name}")
+
+    def left_on_cluster(self) -> list[str]:
+        """What this launcher created and has not deleted ("Kind/name")."""
+        return [item for item in self.submitted if item not in self.deleted]
 
     def _check_start(self, pods: list[dict[str, Any]], names: list[str]) -> None:
-        """Stop early when a pod can never start (image not found, bad config): waiting would be forever."""
+        """Stop when a pod can never start: its config is broken, the scheduler cannot place it, or it stayed
+        Pending (image pulls failing included) past the start-up deadline. Waiting would be forever."""
+        now = time.monotonic()
         for pod in pods:
-            problem = start_problem(pod)
+            if not is_pending(pod):
+                self._pending_since.pop(name_of(pod), None)
+                failure = pod_failure(pod)
+                if failure is not None:
+                    self._event(failure[1])
+                continue
+            since = self._pending_since.setdefault(name_of(pod), now)
+            problem = start_problem(pod) or unschedulable(pod)
+            pulling = start_problem(pod, PULL_PROBLEMS)
+            if problem is None and pulling is not None:
+                self._event(f"{pulling}: retrying until the start-up deadline ({self.startup_timeout:.0f}s)")
+            if problem is None and now - since >= self.startup_timeout:
+                problem = (f"{pulling}, still after {self.startup_timeout:.0f}s" if pulling else
+                           f"pod {name_of(pod)} is still Pending after the start-up deadline of "
+                           f"{self.startup_timeout:.0f}s (--startup-timeout)")
             if problem is None:
                 continue
             hint = (f"; is the image {self.spec.image} loaded into the cluster (deploy/deploy.sh) or pushed "
@@ -402,10 +610,6 @@ class KubernetesLauncher:
             if not self.keep:
                 self.delete_run()
             raise InputError(f"{problem}{hint}")
-        for pod in pods:
-            failure = pod_failure(pod)
-            if failure is not None:
-                self._event(failure[1])
 
     def _window(self, deadline: float | None) -> float | None:
         if deadline is None:
@@ -433,4 +637,7 @@ class KubernetesLauncher:
 
     def delete_run(self, run_id: str | None = None) -> list[str]:
         """Delete everything labelled with the run (default: this launcher's run); returns "Kind/name"s."""
-        return runs.delete_run(self.api, self.namespace, run_id or self.run_id)
+        deleted = runs.delete_run(self.api, self.namespace, run_id or self.run_id)
+        if run_id in (None, self.run_id):
+            self.deleted.update(self.submitted)
+        return deleted

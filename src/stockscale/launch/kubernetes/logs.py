@@ -36,9 +36,10 @@ def iter_lines(response: Any) -> Iterator[str]:
         response.release_conn()
 
 
-def read_log(api: KubeApi, namespace: str, pod: str, tail_lines: int | None = TAIL_LINES) -> list[str]:
+def read_log(api: KubeApi, namespace: str, pod: str, tail_lines: int | None = TAIL_LINES,
+             container: str = CONTAINER) -> list[str]:
     """The log of a pod's training container (its last `tail_lines` lines), [] when there is none yet."""
-    response = api.open_log(pod, namespace, container=CONTAINER, follow=False, read_timeout=api.timeout,
+    response = api.open_log(pod, namespace, container=container, follow=False, read_timeout=api.timeout,
                             tail_lines=tail_lines)
     return [] if response is None else list(iter_lines(response))
 
@@ -47,7 +48,7 @@ class LogFollower(threading.Thread):
     """Follows one pod's log into `lines` and `on_line` until the pod has finished or `stop` is set."""
 
     def __init__(self, api: KubeApi, namespace: str, pod: str, on_line: Callable[[str], None] | None,
-                 stop: threading.Event, poll: float = 2.0) -> None:
+                 stop: threading.Event, poll: float = 2.0, container: str = CONTAINER) -> None:
         super().__init__(name=f"log-{pod}", daemon=True)
         self.api = api
         self.namespace = namespace
@@ -55,6 +56,7 @@ class LogFollower(threading.Thread):
         self.on_line = on_line
         self.stop = stop
         self.poll = poll
+        self.container = container
         self.lines: list[str] = []
         self.error: BaseException | None = None
         self.complete = False  # followed to the end of a finished container
@@ -78,7 +80,7 @@ class LogFollower(threading.Thread):
             if phase not in ("Running", "Succeeded", "Failed"):
                 self.stop.wait(self.poll)
                 continue
-            response = self.api.open_log(self.pod, self.namespace, container=CONTAINER, follow=True,
+            response = self.api.open_log(self.pod, self.namespace, container=self.container, follow=True,
                                          read_timeout=FOLLOW_READ_TIMEOUT)
             if response is None:
                 self.stop.wait(self.poll)

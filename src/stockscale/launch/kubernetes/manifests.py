@@ -46,6 +46,13 @@ LABEL_JOB = "stockscale/job"
 LABEL_TRIAL = "stockscale/trial"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 PYTORCHJOB_API = ("kubeflow.org", "v1", "pytorchjobs")
+TRAINJOB_API = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+OPTIMIZATIONJOB_API = ("trainer.kubeflow.org", "v1alpha1", "optimizationjobs")
+TRAINER_RUNTIME = "torch-distributed"
+TRAINER_NODE = "node"  # the replicated job and the container of the torch-distributed runtime
+TRAINER_PORT = 29500  # the port the Trainer's torch plugin gives PET_MASTER_PORT
+PATCH_MANAGER = "stockscale"
+DISRUPTION_TARGET = "DisruptionTarget"
 DEFAULT_TRAIN_NAME = "stockscale-train"
 NAME_LIMIT = 50  # leaves room for "-worker-NNN" and the operator's service names within 63 characters
 RUN_ID_LIMIT = 40
@@ -294,7 +301,7 @@ def pytorchjob_manifest(
     threads = threads or values.get("threads") or spec.threads
     values["threads"] = threads
     out = out or f"{RESULTS}/{run_id}/{name}"
-    args = ["train", *train_flags(values), "--out", out]
+    args = ["train", *train_flags(values), *checkpoint_flags(out), "--out", out]
     labels = run_labels(run_id, component, job=name, trial=trial)
     every_pod_mounts = spec.pvc_access_mode == "ReadWriteMany"
 
@@ -311,7 +318,8 @@ def pytorchjob_manifest(
     if workers > 1:
         worker_results = _pvc_volume(spec) if mount_pvc and every_pod_mounts else _scratch_volume()
         replicas["Worker"] = replica(workers - 1, worker_results)
-    run_policy: dict[str, Any] = {"cleanPodPolicy": "Running", "backoffLimit": 0}
+    run_policy: dict[str, Any] = {"cleanPodPolicy": "Running", "backoffLimit": 0,
+                                  "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished}
     if timeout is not None:
         run_policy["activeDeadlineSeconds"] = max(1, math.ceil(timeout))
     return {
@@ -319,6 +327,206 @@ def pytorchjob_manifest(
         "kind": "PyTorchJob",
         "metadata": {"name": name, "namespace": spec.namespace, "labels": dict(labels)},
         "spec": {"nprocPerNode": "1", "runPolicy": run_policy, "pytorchReplicaSpecs": replicas},
+    }
+
+
+# ---------------------------------------------------------------------------------- checkpoints (issue 12)
+
+
+def checkpoint_flags(out: str) -> list[str]:
+    """`--checkpoint-dir <out>/checkpoints` once `stockscale train` has it (TrainConfig.checkpoint_dir, issue 12).
+
+    SWITCH: this is the one place the Kubernetes side wires checkpoints. A training job writes its
+    checkpoints next to its run directory on the PVC, so the job resubmitted after a disruption (same `out`)
+    resumes from the last complete epoch. Until the field exists, no flag is passed and a resubmitted job
+    starts again from the beginning.
+    """
+    from stockscale.config import TrainConfig
+
+    if "checkpoint_dir" not in TrainConfig.model_fields:
+        return []
+    return ["--checkpoint-dir", f"{out}/checkpoints"]
+
+
+# ---------------------------------------------------------------------------------- TrainJob (Trainer v2)
+
+
+def trainjob_manifest(
+    spec: ClusterSpec,
+    *,
+    name: str,
+    run_id: str,
+    config: Mapping[str, Any],
+    workers: int = 1,
+    out: str | None = None,
+    memory_limit: int | None = None,
+    threads: int | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """One training run as a Kubeflow Trainer v2 TrainJob on the stock `torch-distributed` runtime.
+
+    numNodes = workers, one process per node (numProcPerNode 1): the torch plugin gives every node
+    PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK (the completion index), PET_MASTER_ADDR and
+    PET_MASTER_PORT, which `stockscale train` reads directly (no torchrun in between). Image, command,
+    args, env and resources are the trainer's own fields; the pod's and container's security settings,
+    volumes and our labels go through a runtime patch, the only place the API lets a TrainJob set them.
+    The patch cannot switch off the service account token (automountServiceAccountToken is not patchable).
+    A ReadWriteOnce PVC is mounted only when there is one node (every node shares one pod template).
+    """
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, not {workers}")
+    values = plain_config(config)
+    one_volume_per_node = spec.pvc_access_mode == "ReadWriteOnce" and workers > 1
+    if one_volume_per_node and _reads_user_files(values):
+        raise InputError("a TrainJob with several nodes cannot share a ReadWriteOnce PVC, but the config reads "
+                         "a file or dataset every node needs: use pvc_access_mode ReadWriteMany")
+    threads = threads or values.get("threads") or spec.threads
+    values["threads"] = threads
+    out = out or f"{RESULTS}/{run_id}/{name}"
+    args = ["train", *train_flags(values), *checkpoint_flags(out), "--out", out]
+    labels = run_labels(run_id, "train", job=name)
+    results = _scratch_volume() if one_volume_per_node else _pvc_volume(spec)
+    template = _pod_template(spec, labels, args, threads=threads, memory_limit=memory_limit, results=results,
+                             port=False, extra_env=[{"name": "PYTHONUNBUFFERED", "value": "1"}])
+    container = template["spec"]["containers"][0]
+    pod_patch: dict[str, Any] = {
+        "securityContext": template["spec"]["securityContext"],
+        "volumes": template["spec"]["volumes"],
+        "containers": [{"name": TRAINER_NODE, "securityContext": container["securityContext"],
+                        "volumeMounts": container["volumeMounts"]}],
+    }
+    if spec.service_account:
+        pod_patch["serviceAccountName"] = spec.service_account
+    trainjob_spec: dict[str, Any] = {
+        "runtimeRef": {"apiGroup": TRAINJOB_API[0], "kind": "ClusterTrainingRuntime", "name": TRAINER_RUNTIME},
+        "trainer": {
+            "image": container["image"],
+            "command": container["command"],
+            "args": container["args"],
+            "env": container["env"],
+            "numNodes": workers,
+            "numProcPerNode": 1,
+            "resourcesPerNode": container["resources"],
+        },
+        "runtimePatches": [{
+            "manager": PATCH_MANAGER,
+            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
+                "name": TRAINER_NODE,
+                "template": {"spec": {"template": {"metadata": {"labels": dict(labels)}, "spec": pod_patch}}},
+            }]}}},
+        }],
+    }
+    if timeout is not None:
+        trainjob_spec["activeDeadlineSeconds"] = max(1, math.ceil(timeout))
+    return {
+        "apiVersion": f"{TRAINJOB_API[0]}/{TRAINJOB_API[1]}",
+        "kind": "TrainJob",
+        "metadata": {"name": name, "namespace": spec.namespace, "labels": dict(labels)},
+        "spec": trainjob_spec,
+    }
+
+
+# ------------------------------------------------------------------------- OptimizationJob (Trainer v2)
+
+OBJECTIVE = "val_loss"
+OPTIMIZATION_TRIALS_MAX = 100  # the CRD's maximum numTrials
+
+
+def optimizationjob_manifest(
+    spec: ClusterSpec,
+    *,
+    run_id: str,
+    configs: Sequence[Mapping[str, Any]],
+    parallelism: int,
+    algorithm: str = "grid",
+    threads: int | None = None,
+    memory_limit: int | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """A search as one Trainer v2 OptimizationJob: the settings that vary between `configs` become categorical
+    parameters, the rest fixed flags of every trial's `stockscale train`.
+
+    The controller hands a trial its parameters as env vars (`<optimization_env_prefix><name>`), which the
+    trial's args take through Kubernetes' own `$(VAR)` expansion. `grid` needs `configs` to be the full
+    product of the values (the API's grid takes categorical parameters only); `random` samples len(configs)
+    points from the same values. Each trial writes to /results/<run>/trials/<its pod name>.
+    """
+    if algorithm not in ("grid", "random"):
+        raise InputError(f"an OptimizationJob searches by grid or random, not {algorithm!r}")
+    values = [plain_config(config) for config in configs]
+    if not values:
+        raise InputError("a search needs at least one trial")
+    if len(values) > OPTIMIZATION_TRIALS_MAX:
+        raise InputError(f"an OptimizationJob runs at most {OPTIMIZATION_TRIALS_MAX} trials, not {len(values)}: "
+                         "use --k8s-kind job")
+    keys = list(dict.fromkeys(key for config in values for key in config))
+    missing = [key for key in keys if any(key not in config for config in values)]
+    if missing:
+        raise InputError(f"an OptimizationJob needs every trial to set the same keys; {', '.join(missing)} vary")
+    choices = {key: list(dict.fromkeys(_param_text(config[key]) for config in values)) for key in keys}
+    varying = [key for key in keys if len(choices[key]) > 1]
+    if not varying:
+        raise InputError("an OptimizationJob needs at least one setting that varies between trials")
+    if algorithm == "grid" and math.prod(len(choices[key]) for key in varying) != len(values):
+        raise InputError("the trials are not a full grid of their values: use --k8s-algorithm random or "
+                         "--k8s-kind job")
+    fixed = {key: values[0][key] for key in keys if key not in varying}
+    fixed.setdefault("threads", threads or spec.threads)
+    out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
+    params = [arg for key in varying for arg in (f"--{key.replace('_', '-')}",
+                                                 f"$({spec.optimization_env_prefix}{key})")]
+    template = trainjob_manifest(spec, name=run_id, run_id=run_id, config=fixed, workers=1, out=out,
+                                 memory_limit=memory_limit, timeout=timeout)
+    trainer = template["spec"]["trainer"]
+    trainer["args"] = [*trainer["args"][:-2], *params, *trainer["args"][-2:]]
+    trainer["env"].append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    labels = run_labels(run_id, "search")
+    search_algorithm: dict[str, Any] = {"grid": {}} if algorithm == "grid" else {"random": {}}
+    return {
+        "apiVersion": f"{OPTIMIZATIONJOB_API[0]}/{OPTIMIZATIONJOB_API[1]}",
+        "kind": "OptimizationJob",
+        "metadata": {"name": run_id, "namespace": spec.namespace, "labels": dict(labels)},
+        "spec": {
+            "numTrials": len(values),
+            "parallelTrials": max(1, min(parallelism, len(values))),
+            "objectives": [{"metric": OBJECTIVE, "direction": "Minimize"}],
+            "searchAlgorithm": search_algorithm,
+            "parameters": [{"name": key, "searchSpace": {"categorical": {"choices": choices[key]}}}
+                           for key in varying],
+            "trainJobTemplate": {"metadata": {"labels": dict(labels)}, "spec": template["spec"]},
+        },
+    }
+
+
+def _param_text(value: Any) -> str:
+    text = value if isinstance(value, str) else _number(value)
+    if len(text) > 64:
+        raise InputError(f"an OptimizationJob choice has at most 64 characters: {text[:40]}...")
+    return text
+
+
+# ------------------------------------------------------------------------------------ rendezvous policy
+
+
+def network_policy_manifest(spec: ClusterSpec, run_id: str, port: int = MASTER_PORT) -> dict[str, Any]:
+    """Only the run's own pods may reach its training pods, the rendezvous port (`port`) included.
+
+    DDP peers also connect to each other on ports the process group picks (gloo, NCCL), so the policy
+    admits every port from the run's own pods and nothing from anywhere else (an annotation names the
+    rendezvous port it protects). Enforced only where the network plugin implements NetworkPolicy.
+    """
+    selector = {"matchLabels": {LABEL_APP: APP, LABEL_RUN: run_id}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": k8s_name(run_id, "rendezvous", limit=63), "namespace": spec.namespace,
+                     "labels": run_labels(run_id, "network"),
+                     "annotations": {"stockscale/rendezvous-port": str(port)}},
+        "spec": {
+            "podSelector": selector,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": selector}]}],
+        },
     }
 
 
@@ -359,7 +567,10 @@ def indexed_job_manifest(
     """Every trial of a search in one Indexed Job: pod i trains entry i of the trials ConfigMap.
 
     `backoffLimitPerIndex: 0` lets one trial fail (out of memory, say) without failing or retrying the others
-    (Kubernetes 1.29 or newer). `timeout` becomes each pod's activeDeadlineSeconds: a per-trial limit.
+    (Kubernetes 1.29 or newer; older API servers drop the field, which the launcher checks). The
+    podFailurePolicy ignores failures of pods the cluster disrupted (preemption, eviction, node drain: a
+    DisruptionTarget condition), so such an index runs again instead of counting as failed; it needs
+    restartPolicy Never. `timeout` becomes each pod's activeDeadlineSeconds: a per-trial limit.
     """
     if completions < 1:
         raise InputError("a search needs at least one trial")
@@ -388,8 +599,70 @@ def indexed_job_manifest(
             "completions": completions,
             "parallelism": max(1, min(parallelism, completions)),
             "backoffLimitPerIndex": 0,
+            "podFailurePolicy": {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": DISRUPTION_TARGET, "status": "True"}]},
+            ]},
+            "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
             "template": template,
         },
+    }
+
+
+# ------------------------------------------------------------------------------------------------- RBAC
+
+SERVICE_ACCOUNT = "stockscale"
+# Exactly the calls the launcher and `stockscale k8s` make (tests/test_k8s_rbac.py checks every request).
+RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("", "configmaps", ("create", "list", "delete")),
+    ("", "pods", ("get", "list", "watch", "delete")),
+    ("", "pods/log", ("get",)),
+    ("batch", "jobs", ("create", "get", "list", "delete")),
+    ("kubeflow.org", "pytorchjobs", ("create", "list", "watch", "delete")),
+    ("trainer.kubeflow.org", "trainjobs", ("create", "list", "watch", "delete")),
+    ("trainer.kubeflow.org", "optimizationjobs", ("create", "list", "delete")),
+    ("networking.k8s.io", "networkpolicies", ("create", "list", "delete")),
+)
+
+
+def rbac_manifests(spec: ClusterSpec) -> dict[str, dict[str, Any]]:
+    """A ServiceAccount, a Role with only the verbs stockscale uses, and the RoleBinding between them.
+
+    Bind the Role to a user (a RoleBinding with `kind: User`) to let them run stockscale in the namespace,
+    or run the search driver in a pod with `serviceAccountName: stockscale`.
+    """
+    meta = {"namespace": spec.namespace, "labels": {LABEL_APP: APP}}
+    rules = [{"apiGroups": [group], "resources": [resource], "verbs": list(verbs)}
+             for group, resource, verbs in RBAC_RULES]
+    return {
+        "serviceaccount.yaml": {"apiVersion": "v1", "kind": "ServiceAccount",
+                                "metadata": {"name": SERVICE_ACCOUNT, **meta}},
+        "role.yaml": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                      "metadata": {"name": SERVICE_ACCOUNT, **meta}, "rules": rules},
+        "rolebinding.yaml": {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": SERVICE_ACCOUNT, **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SERVICE_ACCOUNT},
+            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": spec.namespace}],
+        },
+    }
+
+
+def search_driver_manifest(spec: ClusterSpec) -> dict[str, Any]:
+    """A Job that runs `stockscale search --backend kubernetes` inside the cluster under the stockscale
+    ServiceAccount (its token mounted: the driver talks to the API server; the trial pods still get none)."""
+    args = ["search", "--backend", "kubernetes", "--namespace", spec.namespace, "--image", spec.image,
+            "--out", f"{RESULTS}/hp_search_cloud"]
+    labels = {LABEL_APP: APP, LABEL_COMPONENT: "search-driver"}
+    template = _pod_template(spec, labels, args, threads=1, memory_limit=None, results=_pvc_volume(spec),
+                             port=False, restart_policy="Never")
+    template["spec"]["automountServiceAccountToken"] = True
+    template["spec"]["serviceAccountName"] = SERVICE_ACCOUNT
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "stockscale-search-driver", "namespace": spec.namespace, "labels": labels},
+        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+                 "template": template},
     }
 
 
@@ -397,11 +670,12 @@ def indexed_job_manifest(
 
 
 def default_manifests(spec: ClusterSpec) -> dict[str, dict[str, Any]]:
-    """What `stockscale k8s render` writes: namespace, PVC and the large-dataset training PyTorchJob."""
+    """What `stockscale k8s render` applies: namespace, PVC, RBAC and the large-dataset training PyTorchJob."""
     config = {"multiplier": spec.multiplier, **spec.train}
     return {
         "namespace.yaml": namespace_manifest(spec),
         "pvc.yaml": pvc_manifest(spec),
+        **rbac_manifests(spec),
         "pytorchjob.yaml": pytorchjob_manifest(spec, name=DEFAULT_TRAIN_NAME, run_id=DEFAULT_TRAIN_NAME,
                                                config=config, workers=spec.workers,
                                                out=f"{RESULTS}/{DEFAULT_TRAIN_NAME}"),
@@ -428,13 +702,15 @@ def to_yaml(obj: Mapping[str, Any]) -> str:
     return yaml.dump(dict(obj), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
-def write_manifests(out_dir: Path, files: Mapping[str, Mapping[str, Any]]) -> list[Path]:
-    """Write `{file name: object}` plus a kustomization.yaml listing them; each file replaced atomically."""
+def write_manifests(out_dir: Path, files: Mapping[str, Mapping[str, Any]],
+                    unlisted: Mapping[str, Mapping[str, Any]] | None = None) -> list[Path]:
+    """Write `{file name: object}` plus a kustomization.yaml listing them; each file replaced atomically.
+    `unlisted` files are written too but left out of the kustomization (applied only on purpose)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} exists and is not a directory")
     written = []
     try:
-        for name, obj in files.items():
+        for name, obj in {**files, **(unlisted or {})}.items():
             path = out_dir / name
             write_text_atomic(path, to_yaml(obj))
             written.append(path)

@@ -5,7 +5,8 @@ Pure functions over the JSON the API server returns, so every mapping is testabl
   a library prints at exit may follow it, so the search goes backwards);
 - a container terminated with reason OOMKilled is "oom" (a worker that caught MemoryError and said so in its
   JSON line is "oom" too), a pod past its activeDeadlineSeconds or a PyTorchJob past its deadline is
-  "timeout", anything else that failed is "error";
+  "timeout", a pod the cluster disrupted (a DisruptionTarget condition: preemption, eviction, drain; or
+  reason Evicted) is "preempted", anything else that failed is "error";
 - times are the container's startedAt/finishedAt as the kubelet recorded them (else the job's
   startTime/completionTime), not when this client happened to notice.
 """
@@ -22,8 +23,8 @@ from stockscale.launch.base import JobResult, Status
 from stockscale.launch.kubernetes.manifests import COMPLETION_INDEX, CONTAINER
 
 LIMIT_MECHANISM = "kubernetes"
-START_PROBLEMS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
-                            "CreateContainerError"})
+START_PROBLEMS = frozenset({"InvalidImageName", "CreateContainerConfigError", "CreateContainerError"})
+PULL_PROBLEMS = frozenset({"ErrImagePull", "ImagePullBackOff"})  # often transient: retried until the deadline
 
 Obj = Mapping[str, Any]
 
@@ -117,23 +118,53 @@ def is_finished(pod: Obj) -> bool:
     return pod.get("status", {}).get("phase") in ("Succeeded", "Failed")
 
 
-def start_problem(pod: Obj) -> str | None:
-    """Why a pod cannot start at all (its image cannot be pulled, its config is broken), or None."""
+def start_problem(pod: Obj, reasons: frozenset[str] = START_PROBLEMS) -> str | None:
+    """Why a pod cannot start (its config is broken; with PULL_PROBLEMS: its image is not pulled), or None."""
     for status in pod.get("status", {}).get("containerStatuses") or []:
         waiting = (status.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in START_PROBLEMS:
+        if waiting.get("reason") in reasons:
             message = " ".join(str(waiting.get("message", "")).split())[:200]
             return f"pod {name_of(pod)}: {waiting['reason']}" + (f" ({message})" if message else "")
     return None
 
 
+def unschedulable(pod: Obj) -> str | None:
+    """The scheduler's message when it cannot place the pod (PodScheduled False, reason Unschedulable)."""
+    for condition in pod.get("status", {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False" \
+                and condition.get("reason") == "Unschedulable":
+            message = " ".join(str(condition.get("message") or "no node fits").split())[:300]
+            return f"pod {name_of(pod)} cannot be scheduled: {message}"
+    return None
+
+
+def is_pending(pod: Obj) -> bool:
+    return pod.get("status", {}).get("phase") in (None, "", "Pending")
+
+
+def disruption(pod: Obj) -> str | None:
+    """Why the cluster took the pod away (preemption, eviction, node drain), or None if it did not."""
+    status = pod.get("status", {})
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+            why = " ".join(f"{condition.get('reason') or ''}: {condition.get('message') or ''}".split())
+            return f"pod {name_of(pod)} was disrupted ({why.strip(': ')[:200]})"
+    if status.get("reason") == "Evicted":
+        message = " ".join(str(status.get("message") or "").split())[:200]
+        return f"pod {name_of(pod)} was evicted" + (f" ({message})" if message else "")
+    return None
+
+
 def pod_failure(pod: Obj) -> tuple[Status, str] | None:
-    """How a pod failed, or None if it did not: ("oom" | "timeout" | "error", detail)."""
+    """How a pod failed, or None if it did not: ("oom" | "preempted" | "timeout" | "error", detail)."""
     name = name_of(pod)
     status = pod.get("status", {})
     terminated = _terminated(pod)
     if terminated and terminated.get("reason") == "OOMKilled":
         return "oom", f"OOMKilled (pod {name})"
+    disrupted = disruption(pod)
+    if disrupted and (status.get("phase") == "Failed" or (terminated and terminated.get("exitCode", 0) != 0)):
+        return "preempted", disrupted
     if status.get("reason") == "DeadlineExceeded":
         return "timeout", f"pod {name} ran past its activeDeadlineSeconds"
     if terminated and terminated.get("exitCode", 0) != 0:
@@ -210,11 +241,16 @@ def pytorchjob_result(
     *,
     waited: tuple[float, float],
     timed_out: bool = False,
+    kind: str = "PyTorchJob",
+    master_pod: str | None = None,
 ) -> JobResult:
-    """The result of a finished (or given up on) PyTorchJob from its status, its pods and the master's log."""
+    """The result of a finished (or given up on) PyTorchJob or TrainJob from its status, its pods and the log
+    of rank 0 (`master_pod`, default the PyTorchJob's `<job>-master-0`). A TrainJob ends Complete, a
+    PyTorchJob Succeeded; both end Failed."""
     job_name = name_of(job) if job is not None else name
+    master_name = master_pod or f"{job_name}-master-0"
     metrics = final_json(lines)
-    master = next((pod for pod in pods if name_of(pod) == f"{job_name}-master-0"), None)
+    master = next((pod for pod in pods if name_of(pod) == master_name), None)
     start, end = container_times(master)
     job_status = job.get("status", {}) if job is not None else {}
     start = start if start is not None else parse_time(job_status.get("startTime")) or waited[0]
@@ -224,22 +260,22 @@ def pytorchjob_result(
 
     if timed_out:
         now_state = state(job) if job is not None else "unknown"
-        return _result(name, "timeout", f"gave up after {waited[1] - waited[0]:.0f}s: PyTorchJob {job_name} "
+        return _result(name, "timeout", f"gave up after {waited[1] - waited[0]:.0f}s: {kind} {job_name} "
                        f"still {now_state}", metrics, start, end, run_dir)
-    condition = true_condition(job, ("Succeeded", "Failed"))
-    if condition is not None and condition["type"] == "Succeeded":
-        status, detail = _success_or_missing(metrics, f"pod {job_name}-master-0")
+    condition = true_condition(job, ("Succeeded", "Complete", "Failed"))
+    if condition is not None and condition["type"] in ("Succeeded", "Complete"):
+        status, detail = _success_or_missing(metrics, f"pod {master_name}")
         return _result(name, status, detail, metrics, start, end, run_dir)
     message = " ".join(str((condition or {}).get("message", "")).split())[:200]
-    for kind in ("oom", "timeout"):
-        match = next((failure for failure in failures if failure[0] == kind), None)
+    for failed in ("oom", "preempted", "timeout"):
+        match = next((failure for failure in failures if failure[0] == failed), None)
         if match:
-            return _result(name, kind, match[1], metrics, start, end, run_dir)
+            return _result(name, failed, match[1], metrics, start, end, run_dir)
     if "deadline" in message.lower():
         return _result(name, "timeout", message, metrics, start, end, run_dir)
     said = _worker_said(metrics)
     if said:
-        return _result(name, said[0], f"{said[1]} (pod {job_name}-master-0)", metrics, start, end, run_dir)
+        return _result(name, said[0], f"{said[1]} (pod {master_name})", metrics, start, end, run_dir)
     if failures:
         return _result(name, "error", failures[0][1], metrics, start, end, run_dir)
-    return _result(name, "error", message or f"PyTorchJob {job_name} failed", metrics, start, end, run_dir)
+    return _result(name, "error", message or f"{kind} {job_name} failed", metrics, start, end, run_dir)

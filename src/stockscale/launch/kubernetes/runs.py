@@ -13,10 +13,22 @@ from typing import Any
 
 from stockscale.launch.kubernetes.api import KubeApi
 from stockscale.launch.kubernetes.logs import TAIL_LINES, iter_lines
-from stockscale.launch.kubernetes.manifests import APP, CONTAINER, LABEL_APP, LABEL_RUN, PYTORCHJOB_API, run_selector
+from stockscale.launch.kubernetes.manifests import (
+    APP,
+    CONTAINER,
+    LABEL_APP,
+    LABEL_RUN,
+    OPTIMIZATIONJOB_API,
+    PYTORCHJOB_API,
+    TRAINER_NODE,
+    TRAINJOB_API,
+    run_selector,
+)
 from stockscale.launch.kubernetes.outcome import container_times, name_of, parse_time, pod_index, state
 
-KINDS = ("PyTorchJob", "Job", "ConfigMap", "Pod")
+CUSTOM_KINDS = {"PyTorchJob": PYTORCHJOB_API, "TrainJob": TRAINJOB_API, "OptimizationJob": OPTIMIZATIONJOB_API}
+JOB_KINDS = ("OptimizationJob", "TrainJob", "PyTorchJob", "Job")
+KINDS = (*JOB_KINDS, "ConfigMap", "NetworkPolicy", "Pod")
 
 
 @dataclass
@@ -41,9 +53,12 @@ def list_kind(api: KubeApi, namespace: str, kind: str, run_id: str | None) -> li
     selector = run_selector(run_id) if run_id is not None else f"{LABEL_APP}={APP}"
     what = f"list {kind}s in namespace {namespace}"
     common: dict[str, Any] = {"what": what, "kind": kind, "namespace": namespace, "label_selector": selector}
-    if kind == "PyTorchJob":  # a cluster without the CRD simply has no PyTorchJobs
-        body = api.call(api.custom.list_namespaced_custom_object, *PYTORCHJOB_API[:2], namespace,
-                        PYTORCHJOB_API[2], ok_statuses=(404,), **common)
+    if kind in CUSTOM_KINDS:  # a cluster without the CRD simply has none of them
+        group, version, plural = CUSTOM_KINDS[kind]
+        body = api.call(api.custom.list_namespaced_custom_object, group, version, namespace, plural,
+                        ok_statuses=(404,), **common)
+    elif kind == "NetworkPolicy":
+        body = api.call(api.networking.list_namespaced_network_policy, namespace, **common)
     elif kind == "Job":
         body = api.call(api.batch.list_namespaced_job, namespace, **common)
     elif kind == "ConfigMap":
@@ -59,9 +74,9 @@ def list_kind(api: KubeApi, namespace: str, kind: str, run_id: str | None) -> li
 
 
 def list_runs(api: KubeApi, namespace: str) -> list[str]:
-    """Run ids that still have a PyTorchJob or a Job in the namespace."""
+    """Run ids that still have a job of some kind in the namespace."""
     runs = set()
-    for kind in ("PyTorchJob", "Job"):
+    for kind in JOB_KINDS:
         for obj in list_kind(api, namespace, kind, None):
             runs.add(obj["metadata"]["labels"][LABEL_RUN])
     return sorted(runs)
@@ -80,7 +95,8 @@ def run_status(api: KubeApi, namespace: str, run_id: str) -> list[RunObject]:
             else:
                 started, finished = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
                 detail = _job_counts(status) if kind == "Job" else ""
-            rows.append(RunObject(kind, name_of(obj), state(obj) if kind != "ConfigMap" else "-", detail,
+            rows.append(RunObject(kind, name_of(obj), state(obj) if kind not in ("ConfigMap", "NetworkPolicy")
+                                  else "-", detail,
                                   started, finished))
     return rows
 
@@ -104,9 +120,12 @@ def delete_object(api: KubeApi, namespace: str, kind: str, name: str) -> bool:
     """Delete one object (dependents in the background); False if it was already gone."""
     common: dict[str, Any] = {"what": f"delete {kind} {name}", "kind": kind, "namespace": namespace,
                               "missing_ok": True, "propagation_policy": "Background"}
-    if kind == "PyTorchJob":
-        body = api.call(api.custom.delete_namespaced_custom_object, *PYTORCHJOB_API[:2], namespace,
-                        PYTORCHJOB_API[2], name, **common)
+    if kind in CUSTOM_KINDS:
+        group, version, plural = CUSTOM_KINDS[kind]
+        body = api.call(api.custom.delete_namespaced_custom_object, group, version, namespace, plural, name,
+                        **common)
+    elif kind == "NetworkPolicy":
+        body = api.call(api.networking.delete_namespaced_network_policy, name, namespace, **common)
     elif kind == "Job":
         body = api.call(api.batch.delete_namespaced_job, name, namespace, **common)
     elif kind == "ConfigMap":
@@ -116,6 +135,12 @@ def delete_object(api: KubeApi, namespace: str, kind: str, name: str) -> bool:
     else:
         raise ValueError(f"unknown kind {kind}")
     return body is not None
+
+
+def container_of(pod: dict[str, Any]) -> str:
+    """The training container: `pytorch` in stockscale's own templates, `node` under a Trainer v2 runtime."""
+    names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    return TRAINER_NODE if TRAINER_NODE in names and CONTAINER not in names else CONTAINER
 
 
 def run_logs(api: KubeApi, namespace: str, run_id: str, on_line: Callable[[str, str], None], *,
@@ -134,7 +159,7 @@ def run_logs(api: KubeApi, namespace: str, run_id: str, on_line: Callable[[str, 
     shown = []
     for obj in pods:
         name = name_of(obj)
-        response = api.open_log(name, namespace, container=CONTAINER, follow=follow,
+        response = api.open_log(name, namespace, container=container_of(obj), follow=follow,
                                 read_timeout=3600.0 if follow else api.timeout,
                                 tail_lines=None if follow else TAIL_LINES)
         if response is None:

@@ -31,6 +31,7 @@ _FACTORS = {
     "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60),
 }
 
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 DEFAULT_IMAGE = f"stockscale:{__version__}"
 MASTER_PORT = 23456
 
@@ -76,6 +77,14 @@ class ClusterSpec(BaseModel):
     tmp_size: str = Field("1Gi", description="size limit of the emptyDir at /tmp in every pod")
     run_as_user: int = Field(1000, ge=1, description="non-root UID of every container (the image's USER)")
     service_account: str | None = Field(None, description="service account of the pods (default: namespace's)")
+    ttl_seconds_after_finished: int = Field(
+        86400, ge=0, description="finished Jobs, PyTorchJobs and their pods are removed this long after they end")
+    optimization_env_prefix: str = Field(
+        "", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^$",
+        description="prefix of the env vars through which a Trainer v2 OptimizationJob hands a trial its "
+                    "parameters (the Trainer's constants.EnvVarPrefix; not verified offline, check your release)")
+    network_policy: bool = Field(True, description="training jobs get a NetworkPolicy: only the run's own pods "
+                                                   "reach their rendezvous port")
 
     @field_validator("namespace", "pvc_name")
     @classmethod
@@ -89,6 +98,8 @@ class ClusterSpec(BaseModel):
     def _image(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value):
             raise ValueError(f"{value!r} is not an image reference")
+        if "@" in value and not _DIGEST.search(value):
+            raise ValueError(f"{value!r}: a digest is written name@sha256:<64 lowercase hex digits>")
         return value
 
     @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit", "pvc_size", "tmp_size",
@@ -114,6 +125,18 @@ class ClusterSpec(BaseModel):
         if quantity(self.memory_request) > quantity(self.memory_limit):
             raise ValueError(f"memory_request {self.memory_request} is above memory_limit {self.memory_limit}")
         return self
+
+    @property
+    def image_is_digest(self) -> bool:
+        """`name@sha256:<64 hex>`: every node runs exactly the same bytes, whatever it has cached."""
+        return _DIGEST.search(self.image) is not None
+
+    def image_warning(self) -> str | None:
+        """Why a mutable tag is risky with IfNotPresent (ranks on different nodes may run different code)."""
+        if self.image_is_digest or self.image_pull_policy != "IfNotPresent":
+            return None
+        return (f"image {self.image} is a mutable tag pulled IfNotPresent: nodes that cached an older image "
+                "under that tag run old code; prefer a digest (--image name@sha256:...)")
 
     @property
     def mount_pvc_in_trials(self) -> bool:

@@ -1,0 +1,93 @@
+"""The Role `stockscale k8s render` ships is exactly what stockscale needs: every request the launcher and the
+`k8s` commands make in the emulator (a training run of each kind, each kind of search, status, logs, delete)
+is allowed by one of its rules, and every verb it grants is used by one of those requests.
+
+Requests are told apart from the fake cluster side's by a header the test sets on the launcher's client; each
+is mapped to its RBAC verb and resource the way the API server's authorizer does (GET of a collection is
+list, or watch with ?watch=true; GET of a named object is get; POST create; DELETE of a named object delete).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+from k8s_cluster import Cluster, Emulator, job_controller, succeed, trainjob_succeeds
+from test_k8s_trainer import optimization_controller
+
+from stockscale.launch.base import TrainJob
+from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher
+from stockscale.launch.kubernetes import manifests as m
+
+WHO = "X-Stockscale-Test"
+PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)/namespaces/[^/]+/(?P<resource>[^/]+)"
+                  r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$")
+
+
+def rbac_request(method: str, path: str, query: dict[str, str]) -> tuple[str, str, str]:
+    """(verb, apiGroup, resource[/subresource]) as the API server's authorizer sees a request."""
+    match = PATH.match(path)
+    assert match, f"stockscale called an API path outside its namespace: {method} {path}"
+    group, resource, name, sub = match["group"] or "", match["resource"], match["name"], match["sub"]
+    if sub:
+        resource = f"{resource}/{sub}"
+    verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method)
+    if method == "GET":
+        verb = "get" if name else ("watch" if query.get("watch") in ("true", "1", "True") else "list")
+    if method == "DELETE":
+        verb = "delete" if name else "deletecollection"
+    return verb, group, resource
+
+
+def launcher(k8s: Emulator, kind: str, run_id: str) -> KubernetesLauncher:
+    api = k8s.api()
+    api.client.set_default_header(WHO, "stockscale")
+    return KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=api, run_id=run_id, kind=kind, poll=0.02,
+                              watch_window=0.5)
+
+
+def job_that_fails_early(cluster: Cluster, job: dict) -> None:
+    cluster.set_status("jobs", job["metadata"]["name"], {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
+
+
+def everything_stockscale_does(k8s: Emulator) -> None:
+    train = TrainJob(name="train", config={"max_steps": 2}, run_dir=Path("r"), workers=2, timeout=20)
+    trials = [TrainJob(name=f"trial-{i}", config={"max_steps": 2, "lr": lr, "hidden_size": h}, run_dir=Path("t"),
+                       threads=1, timeout=20) for i, (lr, h) in enumerate(itertools.product((0.1, 0.2), (8, 16)))]
+    with Cluster(k8s, on_pytorchjob=succeed, on_job=job_controller(), on_trainjob=trainjob_succeeds,
+                 on_optimizationjob=optimization_controller()):
+        launcher(k8s, "pytorchjob", "rbac-train-1").run(train)
+        launcher(k8s, "trainjob", "rbac-train-2").run(train)
+        launcher(k8s, "job", "rbac-search-1").run_many(trials, parallel=2)
+    with Cluster(k8s, on_job=job_that_fails_early):  # the launcher reads a Job that ended with trials missing
+        launcher(k8s, "job", "rbac-search-4").run_many(trials[:2], parallel=2)
+    with Cluster(k8s, on_pytorchjob=succeed, on_trainjob=trainjob_succeeds,
+                 on_optimizationjob=optimization_controller()):
+        launcher(k8s, "pytorchjob", "rbac-search-2").run_many(trials[:2], parallel=2)
+        launcher(k8s, "optimizationjob", "rbac-search-3").run_many(trials, parallel=2)
+        kept = launcher(k8s, "pytorchjob", "rbac-keep-1")
+        kept.keep = True
+        kept.run(train)
+    kept.list_runs()
+    kept.status("rbac-keep-1")
+    kept.logs("rbac-keep-1", lambda pod, line: None)
+    kept.delete_run("rbac-keep-1")
+
+
+def test_the_role_allows_every_request_and_grants_nothing_unused():
+    k8s = Emulator()
+    try:
+        everything_stockscale_does(k8s)
+        requests = k8s.do(lambda k: [(str(r.method.value), r.url.path, dict(r.params)) for r in list(k)
+                                     if r.headers.get(WHO) == "stockscale"])
+    finally:
+        k8s.stop()
+    used = {rbac_request(*request) for request in requests}
+    granted = {(verb, group, resource) for group, resource, verbs in m.RBAC_RULES for verb in verbs}
+    assert used - granted == set(), "requests the Role does not allow"
+    assert granted - used == set(), "verbs the Role grants that stockscale never uses"
+    role = m.rbac_manifests(ClusterSpec())["role.yaml"]
+    assert {(verb, rule["apiGroups"][0], rule["resources"][0]) for rule in role["rules"]
+            for verb in rule["verbs"]} == granted
