@@ -69,7 +69,7 @@ cleanup() {
   # debootstrap leaves root-owned files and maybe mounts (/proc) in its target: unmount before removing.
   if [[ -d "$WORK/rootfs" ]]; then
     for mount in proc sys dev/pts dev; do
-      mountpoint -q "$WORK/rootfs/$mount" 2>/dev/null && umount -l "$WORK/rootfs/$mount" || true
+      if mountpoint -q "$WORK/rootfs/$mount" 2>/dev/null; then umount -l "$WORK/rootfs/$mount" || true; fi
     done
   fi
   rm -rf "$WORK"

@@ -280,3 +280,19 @@ def test_the_scale_tests_cluster_side_runs_as_containers_and_the_report_says_so(
     assert report.returncode == 0, report.stderr[-2000:]
     assert "cluster: 2 containers (docker), each limited to 700.0 MiB" in report.stdout
     assert ours(engine) == [] and staging_folders() == []
+
+
+def test_the_build_script_passes_shellcheck_and_refuses_unknown_options() -> None:
+    import shutil
+
+    script = Path(__file__).resolve().parents[1] / "deploy" / "build-image.sh"
+    if shutil.which("shellcheck") is None:
+        if REQUIRED:
+            pytest.fail("shellcheck is not installed (.ci/run installs it)")
+        pytest.skip("shellcheck is not installed")
+    done = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+    usage = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
+    assert usage.returncode == 0 and "--offline" in usage.stdout
+    wrong = subprocess.run(["bash", str(script), "--fast"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "unknown option --fast" in wrong.stderr
