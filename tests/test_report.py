@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stockscale.errors import InputError
-from stockscale.experiments.projection import ProjectionSettings, build_projection
+from stockscale.experiments.projection import ProjectionSettings, build_projection, format_projection
 from stockscale.experiments.report import format_comparison, load_results, write_report
 
 MIB = 1024**2
@@ -363,3 +363,36 @@ def test_an_empty_results_dir_reports_every_side_as_not_run(tmp_path: Path) -> N
     report = write_report(results, tmp_path / "report").read_text()
     assert report.count("_Plot skipped") == 4 and "not projected: no search results" in report
     assert not list((tmp_path / "report").glob("*.png"))
+
+
+def test_a_trial_far_off_its_peers_is_flagged_and_the_medians_do_not_move(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    times = trial_times()
+    slow = {**times, 5: times[5] * 5}  # one sequential trial delayed by something else on the machine
+    write_search(results, "hp_search_local", "sequential", 1, slow)
+    write_search(results, "hp_search_parallel", "parallel", 2, times)
+    loaded = load_results(results)
+    text = flat(format_comparison(loaded))
+
+    assert f"Outlier: sequential trial-05 took {slow[5]:.1f} s, 5.0x the {times[5]:.1f} s" in text
+    assert "parallel trial-05" not in text  # the fast side of the pair is not an outlier
+    seq, par = loaded.search("sequential").data, loaded.search("parallel").data
+    row = next(line.split() for line in format_comparison(loaded).splitlines() if line.startswith("  parallel  "))
+    plain = f"{seq.total_wall_seconds / par.total_wall_seconds:.2f}x"
+    assert plain in row and plain != "2.00x"
+    assert row[row.index(plain) + 1] == "2.00x"  # every config as fast in both, two at once
+
+    projection = build_projection(loaded, ProjectionSettings(nodes=[1, 18], pod_startup_seconds=0))
+    search = projection.search
+    assert search.longest_seconds == pytest.approx(times[5])  # not the delayed 5x
+    assert search.replaced == [("trial-05", pytest.approx(slow[5]), pytest.approx(times[5]))]
+    assert search.measured_sequential_seconds == pytest.approx(seq.total_wall_seconds - (slow[5] - times[5]))
+    assert "trial-05 took" in format_projection(projection)
+
+
+def test_no_outlier_when_trials_are_within_a_factor_of_their_peers(full_results: Path) -> None:
+    write_search(full_results, "hp_search_parallel", "parallel", 2, {i: 2.5 * t for i, t in trial_times().items()})
+    text = flat(format_comparison(load_results(full_results)))
+
+    assert "Outlier" not in text
+    assert "0.80x" in text  # 2 at once, each 2.5x slower than alone

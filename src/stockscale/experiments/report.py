@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from stockscale.config import format_size, one_line
 from stockscale.errors import InputError
 from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
+from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median_speedup
 
 RunStatus = Literal["success", "oom", "timeout", "error"]
 SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_cloud": "cloud"}
@@ -499,19 +500,21 @@ def _format_search(results: LoadedResults) -> list[str]:
         return lines
     base = results.search("sequential")
     lines.append("")
-    head = (f"  {'search':<12} {'configs':>8}  {'ok/failed':>9}  {'total time':>10}  {'sum of trials':>13}  "
-            f"{'speedup':>8}  {'time saved':>14}")
+    head = (f"  {'search':<12} {'configs':>7}  {'ok/failed':>9}  {'total time':>10}  {'sum of trials':>13}  "
+            f"{'speedup':>7}  {'(medians)':>9}  {'time saved':>13}")
     lines += [head, "  " + "-" * (len(head) - 2)]
     notes = []
     for run in runs:
         d = run.data
         grid = _grid_size(run)
         configs = str(len(d.results)) if len(d.results) == grid else f"{len(d.results)}/{grid}"
-        speedup = saved = "-"
+        speedup = saved = medians = "-"
         if base is None:
-            speedup = "n/a"
+            speedup = medians = "n/a"
         elif run is not base:
             speedup = f"{base.data.total_wall_seconds / d.total_wall_seconds:.2f}x" if d.total_wall_seconds else "-"
+            robust = median_speedup(base, run)
+            medians = f"{robust:.2f}x" if robust is not None else "-"
             delta = base.data.total_wall_seconds - d.total_wall_seconds
             share = delta / base.data.total_wall_seconds * 100 if base.data.total_wall_seconds else 0.0
             saved = f"{_secs(delta)} ({share:.0f}%)"
@@ -519,11 +522,20 @@ def _format_search(results: LoadedResults) -> list[str]:
                 notes += _wrap("  ", f"Note: {run.role} did not run the same complete work as sequential "
                                "(configs, training settings or completeness differ): its speedup is not "
                                "like-for-like.", indent=4)
-        lines.append(f"  {run.role:<12} {configs:>8}  {f'{d.successes}/{d.failures}':>9}  "
-                     f"{_secs(d.total_wall_seconds):>10}  {_secs(d.sum_trial_seconds):>13}  {speedup:>8}  "
-                     f"{saved:>14}")
+        lines.append(f"  {run.role:<12} {configs:>7}  {f'{d.successes}/{d.failures}':>9}  "
+                     f"{_secs(d.total_wall_seconds):>10}  {_secs(d.sum_trial_seconds):>13}  {speedup:>7}  "
+                     f"{medians:>9}  {saved:>13}")
     if base is None:
         notes.append("  Speedups need the sequential search: run `stockscale search --backend sequential`.")
+    else:
+        notes += _wrap("  ", "speedup: the sequential total time over this search's; (medians): the median over "
+                       "configs of sequential / this search's trial time, times the trials it ran at once — "
+                       "what a full lane of typical trials gives, which one slow trial does not move.", indent=2)
+    for outlier in find_outliers(runs):
+        notes += _wrap("  ", f"Outlier: {outlier.role} {outlier.name} took {_secs(outlier.seconds)}, "
+                       f"{outlier.ratio:.1f}x the {_secs(outlier.peer_seconds)} the same config took in the "
+                       f"other search(es) (flagged above {OUTLIER_FACTOR:g}x): noise on the machine? Totals "
+                       "and the plain speedup carry its delay; the medians do not.", indent=4)
     lines += notes
     lines += ["", "  Best config (lowest validation loss); its test RMSE beside the persistence baseline's",
               "  (persistence: tomorrow's close = today's, the model to beat):"]
