@@ -397,10 +397,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.backend == "kubernetes":
         launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind)
         if args.dry_run:
+            from stockscale.experiments.dry_run import write_dry_run_marker
             from stockscale.experiments.search import trial_jobs
 
-            for path in launcher.write_search_manifests(trial_jobs(settings, out), workers, out):
+            written = launcher.write_search_manifests(trial_jobs(settings, out), workers, out)
+            for path in written:
                 log(f"wrote {path}")
+            try:
+                marker = write_dry_run_marker(out, "search", args.backend, written)
+            except OSError as error:
+                raise InputError(f"cannot write {out / 'dry_run.json'} ({error.strerror})") from None
+            log(f"wrote {marker} (`stockscale compare` reports this folder as a dry run: nothing ran)")
             return 0
     else:
         refuse_kubernetes_only_flags(args)

@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stockscale.config import format_size, one_line
 from stockscale.errors import InputError
+from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
+from stockscale.experiments.dry_run import DryRun
 from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
 from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median_speedup
 
@@ -182,6 +184,7 @@ class LoadedResults:
     results_dir: Path
     scale_tests: list[ScaleRun] = field(default_factory=list)
     searches: list[SearchRun] = field(default_factory=list)
+    dry_runs: dict[str, DryRun] = field(default_factory=dict)  # by role: folders where only manifests were written
     warnings: list[str] = field(default_factory=list)
 
     def search(self, role: str) -> SearchRun | None:
@@ -209,7 +212,7 @@ def _read_json(path: Path, kind: str) -> dict[str, Any]:
     return data
 
 
-def _load(path: Path, model: type[_Shape], kind: str, warnings: list[str]) -> Any:
+def _load(path: Path, model: type[BaseModel], kind: str, warnings: list[str]) -> Any:
     try:
         return model.model_validate(_read_json(path, kind))
     except ValueError as error:
@@ -239,7 +242,11 @@ def load_results(results_dir: Path) -> LoadedResults:
                 loaded.scale_tests.append(ScaleRun(path, scale))
         elif folder.name.startswith("hp_search_"):
             path = folder / "summary.json"
-            if not path.is_file():
+            marker = folder / DRY_RUN_MARKER
+            if not path.is_file() and marker.is_file():
+                if (dry_run := _load(marker, DryRun, "dry_run", loaded.warnings)) is not None:
+                    loaded.dry_runs[SEARCH_DIRS.get(folder.name, folder.name)] = dry_run
+            elif not path.is_file():
                 loaded.warnings.append(f"skipped {folder}: no summary.json (an interrupted run?)")
             elif (summary := _load(path, SearchSummary, "hp_search", loaded.warnings)) is not None:
                 loaded.searches.append(SearchRun(SEARCH_DIRS.get(folder.name, folder.name), path, summary))
@@ -491,10 +498,18 @@ def _format_search(results: LoadedResults) -> list[str]:
     roles = [run.role for run in runs]
     hints = {"sequential": "--backend sequential", "parallel": "--backend parallel --workers 2",
              "cloud": "--backend kubernetes"}
-    for role in list(hints) + [role for role in roles if role not in hints]:
+    extra = [role for role in [*roles, *results.dry_runs] if role not in hints]
+    for role in list(hints) + list(dict.fromkeys(extra)):
         for run in (run for run in runs if run.role == role):
             lines += _wrap(f"  {role + ':':<12}", _search_settings(run))
-        if role not in roles:
+        if role in roles:
+            continue
+        if (dry_run := results.dry_runs.get(role)) is not None:
+            when = f", written {dry_run.written_at[:16].replace('T', ' ')} UTC" if dry_run.written_at else ""
+            lines += _wrap(f"  {role + ':':<12}", f"dry run: manifests in {dry_run.manifest_dir}, nothing ran "
+                           f"({len(dry_run.files)} files from `stockscale {dry_run.command} --backend "
+                           f"{dry_run.backend} --dry-run`{when})")
+        else:
             lines.append(f"  {role + ':':<12}not run — run `stockscale search {hints[role]}`")
     if not runs:
         return lines
