@@ -396,3 +396,73 @@ def test_no_outlier_when_trials_are_within_a_factor_of_their_peers(full_results:
 
     assert "Outlier" not in text
     assert "0.80x" in text  # 2 at once, each 2.5x slower than alone
+
+
+def figure_texts(fig) -> str:
+    """Every title, label, legend entry and free text of a figure, flattened."""
+    texts = [fig._suptitle.get_text() if fig._suptitle else ""] + [t.get_text() for t in fig.texts]
+    for legend in fig.legends:
+        texts += [t.get_text() for t in legend.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        if ax.get_legend() is not None:
+            texts += [t.get_text() for t in ax.get_legend().get_texts()]
+    return flat(" ".join(texts))
+
+
+def test_the_figures_state_their_headlines(full_results: Path, tmp_path: Path) -> None:
+    from stockscale.experiments import plots
+    from stockscale.experiments.report import (
+        load_predictions,
+        scale_headlines,
+        search_headline,
+    )
+
+    write_predictions(full_results, "hp_search_local")
+    results = load_results(full_results)
+    headlines = scale_headlines(results)
+    assert headlines == ["memory loader: the cluster handled 4.0x larger datasets (both boundaries measured)"]
+    memory = figure_texts(plots.plot_memory(results.scale_tests, tmp_path / "m.png", headlines))
+    assert headlines[0] in memory
+    assert "memory limit: 1.0 GiB" in memory
+    assert "out-of-memory mark" not in memory  # both OOM peaks sit at the limit: nothing to explain
+    write_scale(full_results, "scale_test_local", "local", [
+        scale_row(1, "success", [420 * MIB]), scale_row(200, "oom", [GIB + 60 * MIB], detail="watchdog")])
+    above = load_results(full_results).scale_tests
+    assert "An out-of-memory mark above the limit is the last peak RSS seen before the kill" in \
+        figure_texts(plots.plot_memory(above, tmp_path / "m.png"))
+    assert "No line joins multipliers more than 4x apart" in figure_texts(plots.plot_memory(above, tmp_path / "n.png"))
+
+    headline = search_headline(results)
+    seq, par = results.search("sequential").data, results.search("parallel").data
+    plain = seq.total_wall_seconds / par.total_wall_seconds
+    assert headline == f"parallel {plain:.2f}x faster than sequential (2.00x from per-config medians)"
+    timeline = figure_texts(plots.plot_timeline(results.searches, tmp_path / "t.png", headline))
+    assert headline in timeline
+    assert "hidden size 64" in timeline and "hidden size 256" in timeline  # a key, not a lone "success"
+
+    predictions, title, _ = load_predictions(results)
+    shown = figure_texts(plots.plot_predictions(predictions, title, "", tmp_path / "p.png"))
+    # every prediction is $1 above the close; persistence is off by the day's move, $0.50 (exact on day one)
+    base = (29 * 0.5**2 / 30) ** 0.5
+    assert f"RMSE LSTM \\$1.00 vs persistence \\${base:.2f}" in shown
+    assert f"the LSTM is {(1 - base) / base * 100:.1f}% worse than persistence" in shown
+    assert "persistence (tomorrow = today)" in shown and "LSTM closer than persistence" in shown
+
+
+def test_the_grid_states_the_span_of_its_colours(tmp_path: Path) -> None:
+    from stockscale.experiments import plots
+    from stockscale.experiments.report import grid_search
+
+    results = tmp_path / "results"
+    write_search(results, "hp_search_local", "sequential", 1, trial_times())
+    loaded = load_results(results)
+    text = figure_texts(plots.plot_grid(grid_search(loaded), tmp_path / "g.png"))
+    assert "The colours span 0.584 to 0.936: the best and worst cell differ by 60.3%" in text
+
+
+def test_far_apart_multipliers_are_not_joined_by_a_line() -> None:
+    from stockscale.experiments.plots import _segments
+
+    points = [(1, 360.0), (136, 420.0), (193, 450.0), (272, 490.0), (2000, 900.0)]
+    assert _segments(points) == [[(1, 360.0)], [(136, 420.0), (193, 450.0), (272, 490.0)], [(2000, 900.0)]]

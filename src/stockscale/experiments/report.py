@@ -688,9 +688,10 @@ def write_report(results: LoadedResults, out_dir: Path,
     settings = projection_settings or ProjectionSettings()
     predictions, title, predictions_note = load_predictions(results)
     grid_run = grid_search(results)
+    outliers = [(outlier.role, outlier.trial) for outlier in find_outliers(results.searches)]
     drawers = {
-        "memory.png": lambda tmp: plots.plot_memory(results.scale_tests, tmp),
-        "timeline.png": lambda tmp: plots.plot_timeline(results.searches, tmp),
+        "memory.png": lambda tmp: plots.plot_memory(results.scale_tests, tmp, scale_headlines(results)),
+        "timeline.png": lambda tmp: plots.plot_timeline(results.searches, tmp, search_headline(results), outliers),
         "grid.png": lambda tmp: plots.plot_grid(grid_run, tmp),
         "predictions.png": lambda tmp: plots.plot_predictions(predictions, title, predictions_note, tmp),
     }
@@ -707,6 +708,33 @@ def write_report(results: LoadedResults, out_dir: Path,
     return report
 
 
+def scale_headlines(results: LoadedResults) -> list[str]:
+    """Comparison 1's verdict per loader, as the memory plot states it."""
+    lines = []
+    for group in scale_groups(results.scale_tests):
+        if group.local is not None and group.cluster is not None:
+            verdict = _boundary(group.local.data.results, group.cluster.data.results)[-1]
+            verdict = verdict.removeprefix("=> ").split(" (try")[0].rstrip(".")
+            lines.append(f"{group.loader} loader: {verdict}")
+    return lines
+
+
+def search_headline(results: LoadedResults) -> str:
+    """Comparison 2's speed-ups, as the timeline states them."""
+    base = results.search("sequential")
+    if base is None or not base.data.total_wall_seconds:
+        return ""
+    parts = []
+    for run in results.searches:
+        if run is base or not run.data.total_wall_seconds:
+            continue
+        plain = base.data.total_wall_seconds / run.data.total_wall_seconds
+        robust = median_speedup(base, run)
+        medians = f" ({robust:.2f}x from per-config medians)" if robust is not None else ""
+        parts.append(f"{run.role} {plain:.2f}x faster than sequential{medians}")
+    return "; ".join(parts)
+
+
 def _figure(name: str, alt: str, notes: dict[str, str]) -> str:
     return f"_Plot skipped: {notes[name]}._" if name in notes else f"![{alt}]({name})"
 
@@ -721,13 +749,15 @@ def _report_markdown(results: LoadedResults, projection: Projection, notes: dict
         "(formats: docs/results.md); a comparison side that was not run is said to be missing.", "",
         "## The comparison", "", "```text", format_comparison(results).rstrip("\n"), "```", "",
         "## Dataset scale: peak memory per worker", "",
-        "The largest worker's peak RSS at each multiplier; the memory limit as a dashed line; runs that "
+        "The largest worker's peak RSS at each multiplier (one process dashed with hollow markers, the workers "
+        "solid and filled; a colour per loader); the memory limit as a thick grey line; runs that "
         "ran out of memory or time are marked. RSS includes shared library pages (torch) that a cgroup charges "
         "to the process that loaded them first, so a worker can show an RSS above its limit and still run.",
         "", _figure("memory.png", "peak memory per worker", notes), "",
         "## Hyperparameter search: timeline", "",
         "Each trial as a bar from its start to its end, time counted from the start of its search; one row "
-        "per lane (trials that ran one after another share a lane).", "",
+        "per lane (trials that ran one after another share a lane). The shade says the model size, a hatch "
+        "a failed trial, a thick outline an outlier (over 3x its config's time in the other searches).", "",
         _figure("timeline.png", "search timeline", notes), "",
         f"## Validation loss over the grid{grid_from}", "",
         "Grey cells: configs that were not run or did not finish.", "", _figure("grid.png", "grid", notes), "",
