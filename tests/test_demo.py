@@ -21,6 +21,7 @@ def demo(tmp_path_factory):
     return out, done.stdout
 
 
+@pytest.mark.slow
 def test_demo_runs_both_comparisons_and_writes_the_report(demo):
     out, stdout = demo
     for folder in ("scale_test_local", "scale_test_cluster", "scale_test_local_lazy", "scale_test_cluster_lazy"):
@@ -37,6 +38,7 @@ def test_demo_runs_both_comparisons_and_writes_the_report(demo):
     assert "projection" in report.lower()
 
 
+@pytest.mark.slow
 def test_demo_shows_the_memory_boundary_of_one_process(demo):
     out, _ = demo
     local = json.loads((out / "scale_test_local" / "results.json").read_text())
@@ -49,6 +51,7 @@ def test_demo_shows_the_memory_boundary_of_one_process(demo):
     assert local["settings"]["memory_limit_bytes"] == cluster["settings"]["memory_limit_bytes"]
 
 
+@pytest.mark.slow
 def test_compare_prints_the_same_comparison_from_the_files(demo, cli, tmp_path):
     out, stdout = demo
     ran = cli("compare", "--results", out, "--out", tmp_path / "report")
@@ -62,6 +65,7 @@ def test_compare_on_a_missing_results_folder(cli, tmp_path):
     assert_clean_error(cli("compare", "--results", tmp_path / "nope"), "nope")
 
 
+@pytest.mark.slow
 def test_compare_names_a_corrupt_file_and_still_reports_the_rest(demo, cli, tmp_path):
     import shutil
 

@@ -69,6 +69,7 @@ def test_bad_environment(environ, words):
         DistEnv.from_environ(environ)
 
 
+@pytest.mark.slow
 def test_one_ddp_step_with_two_workers_equals_one_step_on_the_union(tmp_path):
     port = free_port()
     procs = []
@@ -100,6 +101,7 @@ def test_one_ddp_step_with_two_workers_equals_one_step_on_the_union(tmp_path):
         np.testing.assert_allclose(ddp, value.numpy(), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_train_with_two_local_workers_reports_each_worker(cli_process, tmp_path):
     ran = cli_process("train", "--workers", "2", "--epochs", "1", "--max-steps", "3", "--hidden-size", "8",
                       "--num-layers", "1", "--out", tmp_path / "run")
@@ -111,6 +113,7 @@ def test_train_with_two_local_workers_reports_each_worker(cli_process, tmp_path)
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_worker_out_of_memory_ends_the_run_with_its_name(cli_process, tmp_path):
     start = time.monotonic()
     ran = cli_process("train", "--workers", "2", "--memory-limit", "500MiB", "--multiplier", "1000",
@@ -121,6 +124,7 @@ def test_a_worker_out_of_memory_ends_the_run_with_its_name(cli_process, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_rank_whose_peer_disappears_does_not_hang(tmp_path):
     port = free_port()
     procs = []

@@ -19,6 +19,7 @@ def read(path):
     return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_scale_test_local_writes_the_documented_results(cli, tmp_path):
     ran = cli("scale-test", "--multipliers", "1,3", "--max-steps", "2", *TINY_TRAIN, "--out", tmp_path / "st")
     assert ran.code == 0, ran.err
@@ -63,6 +64,7 @@ def space(tmp_path, text):
     return path
 
 
+@pytest.mark.slow
 def test_search_records_every_trial_and_the_best(cli, tmp_path):
     grid = space(tmp_path, "hidden_size: [4, 8]\nlearning_rate: [0.01]\n")
     ran = cli("search", "--space", grid, "--max-steps", "2", "--num-layers", "1", "--out", tmp_path / "s")
@@ -83,6 +85,7 @@ def test_search_records_every_trial_and_the_best(cli, tmp_path):
     assert summary["sum_trial_seconds"] == pytest.approx(sum(t["wall_seconds"] for t in trials))
 
 
+@pytest.mark.slow
 def test_parallel_search_runs_longest_first_and_a_failing_trial_does_not_stop_the_rest(cli, tmp_path):
     grid = space(tmp_path, "hidden_size: [4, 32]\nsource: ['bundled:AAPL', 'csv:/nonexistent.csv']\n")
     ran = cli("search", "--backend", "parallel", "--workers", "2", "--space", grid, "--max-steps", "2",
@@ -101,6 +104,7 @@ def test_parallel_search_runs_longest_first_and_a_failing_trial_does_not_stop_th
     assert starts[32] <= starts[4]
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_trials(cli, tmp_path):
     grid = space(tmp_path, "hidden_size: [4, 8]\n")
     args = ["search", "--space", grid, "--max-steps", "2", "--num-layers", "1", "--out", tmp_path / "s"]
@@ -145,6 +149,7 @@ def test_bad_experiment_flags(cli, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_trial_and_leaves_a_valid_partial_summary(tmp_path):
     grid = space(tmp_path, "hidden_size: [4, 8, 16, 32]\n")
     out = tmp_path / "s"

@@ -18,6 +18,7 @@ def manifests(folder):
             if path.name != "kustomization.yaml"}
 
 
+@pytest.mark.slow
 def test_render_writes_the_namespace_pvc_rbac_and_a_valid_pytorchjob(cli, tmp_path):
     ran = cli("k8s", "render", "--out", tmp_path / "k8s", "--image", "registry.example/stockscale:1",
               "--storage-class", "standard")
@@ -87,6 +88,7 @@ def cluster_api(tmp_path):
     emulator.stop()
 
 
+@pytest.mark.slow
 def test_search_on_kubernetes_writes_the_cloud_summary_that_compare_reads(cli, tmp_path, cluster_api):
     emulator, kubeconfig = cluster_api
     space = tmp_path / "space.yaml"

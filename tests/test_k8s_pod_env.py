@@ -104,6 +104,7 @@ def last_json(process: subprocess.Popen, timeout: float = 240) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_single_replica_pytorchjob_trains_and_prints_its_result(tmp_path):
     launcher = KubernetesLauncher(SPEC, run_id="train-pod-0001")
     job = launcher.run_manifest(TrainJob(name="one", config=TINY, run_dir=Path("r"), workers=1))
@@ -117,6 +118,7 @@ def test_a_single_replica_pytorchjob_trains_and_prints_its_result(tmp_path):
     assert (run_dir / "metrics.json").is_file()  # rank 0 wrote its run directory on the PVC's path
 
 
+@pytest.mark.slow
 def test_master_and_worker_train_together_over_the_operators_environment(tmp_path):
     launcher = KubernetesLauncher(SPEC, run_id="train-pod-0002")
     job = launcher.run_manifest(TrainJob(name="two", config=TINY, run_dir=Path("r"), workers=2))
@@ -137,6 +139,7 @@ def test_master_and_worker_train_together_over_the_operators_environment(tmp_pat
     assert not (tmp_path / "worker" / "results" / "train-pod-0002").exists()  # only rank 0 writes
 
 
+@pytest.mark.slow
 def test_an_indexed_job_pod_trains_the_config_of_its_completion_index(tmp_path):
     if "--trials" not in _train_help():
         pytest.skip("stockscale train --trials is not there yet")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stockscale.errors import InputError
-from stockscale.experiments.projection import ProjectionSettings, build_projection
+from stockscale.experiments.projection import ProjectionSettings, build_projection, format_projection
 from stockscale.experiments.report import format_comparison, load_results, write_report
 
 MIB = 1024**2
@@ -363,3 +363,106 @@ def test_an_empty_results_dir_reports_every_side_as_not_run(tmp_path: Path) -> N
     report = write_report(results, tmp_path / "report").read_text()
     assert report.count("_Plot skipped") == 4 and "not projected: no search results" in report
     assert not list((tmp_path / "report").glob("*.png"))
+
+
+def test_a_trial_far_off_its_peers_is_flagged_and_the_medians_do_not_move(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    times = trial_times()
+    slow = {**times, 5: times[5] * 5}  # one sequential trial delayed by something else on the machine
+    write_search(results, "hp_search_local", "sequential", 1, slow)
+    write_search(results, "hp_search_parallel", "parallel", 2, times)
+    loaded = load_results(results)
+    text = flat(format_comparison(loaded))
+
+    assert f"Outlier: sequential trial-05 took {slow[5]:.1f} s, 5.0x the {times[5]:.1f} s" in text
+    assert "parallel trial-05" not in text  # the fast side of the pair is not an outlier
+    seq, par = loaded.search("sequential").data, loaded.search("parallel").data
+    row = next(line.split() for line in format_comparison(loaded).splitlines() if line.startswith("  parallel  "))
+    plain = f"{seq.total_wall_seconds / par.total_wall_seconds:.2f}x"
+    assert plain in row and plain != "2.00x"
+    assert row[row.index(plain) + 1] == "2.00x"  # every config as fast in both, two at once
+
+    projection = build_projection(loaded, ProjectionSettings(nodes=[1, 18], pod_startup_seconds=0))
+    search = projection.search
+    assert search.longest_seconds == pytest.approx(times[5])  # not the delayed 5x
+    assert search.replaced == [("trial-05", pytest.approx(slow[5]), pytest.approx(times[5]))]
+    assert search.measured_sequential_seconds == pytest.approx(seq.total_wall_seconds - (slow[5] - times[5]))
+    assert "trial-05 took" in format_projection(projection)
+
+
+def test_no_outlier_when_trials_are_within_a_factor_of_their_peers(full_results: Path) -> None:
+    write_search(full_results, "hp_search_parallel", "parallel", 2, {i: 2.5 * t for i, t in trial_times().items()})
+    text = flat(format_comparison(load_results(full_results)))
+
+    assert "Outlier" not in text
+    assert "0.80x" in text  # 2 at once, each 2.5x slower than alone
+
+
+def figure_texts(fig) -> str:
+    """Every title, label, legend entry and free text of a figure, flattened."""
+    texts = [fig._suptitle.get_text() if fig._suptitle else ""] + [t.get_text() for t in fig.texts]
+    for legend in fig.legends:
+        texts += [t.get_text() for t in legend.get_texts()]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        if ax.get_legend() is not None:
+            texts += [t.get_text() for t in ax.get_legend().get_texts()]
+    return flat(" ".join(texts))
+
+
+def test_the_figures_state_their_headlines(full_results: Path, tmp_path: Path) -> None:
+    from stockscale.experiments import plots
+    from stockscale.experiments.report import (
+        load_predictions,
+        scale_headlines,
+        search_headline,
+    )
+
+    write_predictions(full_results, "hp_search_local")
+    results = load_results(full_results)
+    headlines = scale_headlines(results)
+    assert headlines == ["memory loader: the cluster handled 4.0x larger datasets (both boundaries measured)"]
+    memory = figure_texts(plots.plot_memory(results.scale_tests, tmp_path / "m.png", headlines))
+    assert headlines[0] in memory
+    assert "memory limit: 1.0 GiB" in memory
+    assert "out-of-memory mark" not in memory  # both OOM peaks sit at the limit: nothing to explain
+    write_scale(full_results, "scale_test_local", "local", [
+        scale_row(1, "success", [420 * MIB]), scale_row(200, "oom", [GIB + 60 * MIB], detail="watchdog")])
+    above = load_results(full_results).scale_tests
+    assert "An out-of-memory mark above the limit is the last peak RSS seen before the kill" in \
+        figure_texts(plots.plot_memory(above, tmp_path / "m.png"))
+    assert "No line joins multipliers more than 4x apart" in figure_texts(plots.plot_memory(above, tmp_path / "n.png"))
+
+    headline = search_headline(results)
+    seq, par = results.search("sequential").data, results.search("parallel").data
+    plain = seq.total_wall_seconds / par.total_wall_seconds
+    assert headline == f"parallel {plain:.2f}x faster than sequential (2.00x from per-config medians)"
+    timeline = figure_texts(plots.plot_timeline(results.searches, tmp_path / "t.png", headline))
+    assert headline in timeline
+    assert "hidden size 64" in timeline and "hidden size 256" in timeline  # a key, not a lone "success"
+
+    predictions, title, _ = load_predictions(results)
+    shown = figure_texts(plots.plot_predictions(predictions, title, "", tmp_path / "p.png"))
+    # every prediction is $1 above the close; persistence is off by the day's move, $0.50 (exact on day one)
+    base = (29 * 0.5**2 / 30) ** 0.5
+    assert f"RMSE LSTM \\$1.00 vs persistence \\${base:.2f}" in shown
+    assert f"the LSTM is {(1 - base) / base * 100:.1f}% worse than persistence" in shown
+    assert "persistence (tomorrow = today)" in shown and "LSTM closer than persistence" in shown
+
+
+def test_the_grid_states_the_span_of_its_colours(tmp_path: Path) -> None:
+    from stockscale.experiments import plots
+    from stockscale.experiments.report import grid_search
+
+    results = tmp_path / "results"
+    write_search(results, "hp_search_local", "sequential", 1, trial_times())
+    loaded = load_results(results)
+    text = figure_texts(plots.plot_grid(grid_search(loaded), tmp_path / "g.png"))
+    assert "The colours span 0.584 to 0.936: the best and worst cell differ by 60.3%" in text
+
+
+def test_far_apart_multipliers_are_not_joined_by_a_line() -> None:
+    from stockscale.experiments.plots import _segments
+
+    points = [(1, 360.0), (136, 420.0), (193, 450.0), (272, 490.0), (2000, 900.0)]
+    assert _segments(points) == [[(1, 360.0)], [(136, 420.0), (193, 450.0), (272, 490.0)], [(2000, 900.0)]]

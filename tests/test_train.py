@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -73,6 +74,7 @@ def test_config_file_with_flags_on_top(cli, tmp_path):
     assert ran.last_json["config"]["lr"] == 0.005 and ran.last_json["steps"] == 2
 
 
+@pytest.mark.slow
 def test_plain_log_lines_when_stdout_is_not_a_terminal(cli_process, tmp_path):
     ran = cli_process("train", *TINY, "--out", tmp_path / "run")
     assert ran.code == 0, ran.err
@@ -90,6 +92,7 @@ def test_csv_source_trains(cli, tmp_path):
     assert ran.last_json["data"]["source"] == f"csv:{path}"
 
 
+@pytest.mark.slow
 def test_an_indexed_job_pod_trains_the_entry_of_its_completion_index(cli_process, tmp_path):
     trials = tmp_path / "trials.yaml"
     trials.write_text("- {hidden_size: 8, num_layers: 1, max_steps: 2, epochs: 1}\n"

@@ -27,8 +27,26 @@ class UsageError(InputError):
     """A flag argparse refused."""
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows each flag's default, unless the text already says it or there is none to show
+    (argparse's ArgumentDefaultsHelpFormatter also prints "(default: None)" and "(default: False)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or not action.option_strings or default in (None, False, argparse.SUPPRESS)
+                or isinstance(action, argparse._VersionAction)):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
+        return f"{text} (default {shown.replace('%', '%%')})"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing usage and exiting, so every bad flag is one line, exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
@@ -41,12 +59,13 @@ class Parser(argparse.ArgumentParser):
 TRAIN_FLAGS: dict[str, str] = {
     "source": "bundled:TICKER (default bundled:AAPL), csv:PATH or yahoo:TICKER (optional extra)",
     "start": "first date, YYYY-MM-DD (default: five years before the bundled series ends)",
-    "end": "last date, YYYY-MM-DD",
+    "end": "last date, YYYY-MM-DD (default: the series' last day)",
     "train_frac": "training share of the days (default 0.70)",
     "val_frac": "validation share of the days (default 0.15)",
     "multiplier": "grow the training data to N noisy replicas (default 1)",
     "noise": "replica noise sigma in normalized units (default 0.01)",
-    "data": "train on a dataset directory written by `stockscale data scale`",
+    "data": "train on a dataset directory written by `stockscale data scale` (default: none, the bundled "
+            "series and --multiplier)",
     "loader": "memory | lazy | stream: how training data is held (default lazy)",
     "hidden_size": "LSTM hidden size (default 64)",
     "num_layers": "LSTM layers (default 2)",
@@ -54,10 +73,10 @@ TRAIN_FLAGS: dict[str, str] = {
     "lr": "Adam learning rate (default 0.001)",
     "batch_size": "batch size per worker (default 64)",
     "epochs": "epochs (default 10)",
-    "max_steps": "stop after this many optimizer steps",
+    "max_steps": "stop after this many optimizer steps (default: no limit, run every epoch)",
     "seed": "random seed (default 42)",
     "device": "auto | cpu | cuda (default auto: CUDA when present)",
-    "threads": "torch threads per process",
+    "threads": "torch threads per process (default: torch's choice; experiments split the cores)",
 }
 
 
@@ -84,6 +103,12 @@ def load_config(args: argparse.Namespace, extra: dict[str, Any] | None = None): 
     return load_train_config(args.config, overrides, flags={key: flag(key) for key in overrides})
 
 
+def _named(what: str) -> str:
+    """The value's name for a parser's message: empty for a flag, which argparse already names
+    ("argument --workers: must be at least 1, not 0"), so no message says the flag twice."""
+    return "" if not what or what.startswith("-") else f"{what} "
+
+
 def int_at_least(what: str, minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= minimum, with a message that says which rule the text broke."""
 
@@ -92,10 +117,10 @@ def int_at_least(what: str, minimum: int) -> Callable[[str], int]:
             value = int(text)
         except ValueError:
             kind = "not an integer" if _is_float(text) else "not a number"
-            raise argparse.ArgumentTypeError(f"{what} {text!r} is {kind}") from None
+            raise argparse.ArgumentTypeError(f"{_named(what)}{text!r} is {kind}") from None
         if value < minimum:
-            rule = f"at least {minimum}" if minimum else "not negative"
-            raise argparse.ArgumentTypeError(f"{what} must be {rule}, not {value}")
+            rule = f"must be at least {minimum}" if minimum else "must not be negative"
+            raise argparse.ArgumentTypeError(f"{_named(what)}{rule}, not {value}")
         return value
 
     return parse
@@ -118,9 +143,9 @@ def non_negative_float(what: str) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} {text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{_named(what)}{text!r} is not a number") from None
         if value < 0 or value != value:
-            raise argparse.ArgumentTypeError(f"{what} must not be negative, not {text}")
+            raise argparse.ArgumentTypeError(f"{_named(what)}must not be negative, not {text}")
         return value
 
     return parse
@@ -295,10 +320,10 @@ def print_dataset_info(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def multipliers(text: str) -> list[int]:
-    parse = positive_int("--multipliers value")
+    parse = positive_int("value")
     values = [parse(part.strip()) for part in text.split(",") if part.strip()]
     if not values:
-        raise argparse.ArgumentTypeError("--multipliers needs at least one value, e.g. 1,10,50")
+        raise argparse.ArgumentTypeError("needs at least one value, e.g. 1,10,50")
     return sorted(set(values))
 
 
@@ -373,10 +398,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.backend == "kubernetes":
         launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind, algorithm=args.k8s_algorithm)
         if args.dry_run:
+            from stockscale.experiments.dry_run import write_dry_run_marker
             from stockscale.experiments.search import trial_jobs
 
-            for path in launcher.write_search_manifests(trial_jobs(settings, out), workers, out):
+            written = launcher.write_search_manifests(trial_jobs(settings, out), workers, out)
+            for path in written:
                 log(f"wrote {path}")
+            try:
+                marker = write_dry_run_marker(out, "search", args.backend, written)
+            except OSError as error:
+                raise InputError(f"cannot write {out / 'dry_run.json'} ({error.strerror})") from None
+            log(f"wrote {marker} (`stockscale compare` reports this folder as a dry run: nothing ran)")
             return 0
     else:
         refuse_kubernetes_only_flags(args)
@@ -432,16 +464,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- kubernetes
 
 
-def add_image_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    group = parser.add_argument_group("containers and kubernetes (--backend docker|kubernetes)")
+def add_image_flags(parser: argparse.ArgumentParser,
+                    title: str = "containers and kubernetes (--backend docker|kubernetes)") -> argparse._ArgumentGroup:
+    group = parser.add_argument_group(title)
     group.add_argument("--k8s-config", type=Path, help="cluster spec YAML: image, namespace, sizes, PVC")
     group.add_argument("--image", help="container image (default stockscale:<version>, see deploy/build-image.sh)")
     return group
 
 
-def add_k8s_flags(parser: argparse.ArgumentParser, run_flags: bool = True) -> None:
-    group = add_image_flags(parser)
+def add_k8s_flags(parser: argparse.ArgumentParser, run_flags: bool = True, connect: bool = True) -> None:
+    """The cluster flags: with `run_flags`, a command that runs in containers or on Kubernetes with --backend;
+    without `connect`, an offline command (k8s render) that takes the cluster spec but contacts nothing."""
+    if run_flags:
+        title = "containers and kubernetes (--backend docker|kubernetes)"
+    else:
+        title = "kubernetes cluster" if connect else "cluster spec (offline: nothing is contacted)"
+    group = add_image_flags(parser, title)
     group.add_argument("--namespace", help="namespace (default stock-training)")
+    if not connect:
+        return
     group.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, "
                        "or the in-cluster service account)")
     group.add_argument("--context", help="kubeconfig context")
@@ -604,7 +645,8 @@ def build_parser() -> Parser:
     parser = Parser(prog="stockscale", description="What a cluster gives over one machine when training an "
                     "LSTM stock model: dataset scale and hyperparameter search, measured.")
     parser.add_argument("--version", action="version", version=_version())
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser,
+                                     help="`stockscale COMMAND --help` lists its flags")
 
     train = commands.add_parser("train", help="train the LSTM (one process, N local workers, or Kubernetes)")
     add_train_flags(train)
@@ -614,29 +656,33 @@ def build_parser() -> Parser:
     run = train.add_argument_group("where it runs")
     run.add_argument("--workers", type=positive_int("--workers"), default=1,
                      help="DDP workers: local processes with a PyTorchJob's environment (default 1)")
-    run.add_argument("--memory-limit", type=size, help="memory limit per worker: 512MiB, 2GiB, 4Gi")
-    run.add_argument("--timeout", type=non_negative_float("--timeout"), help="seconds before the run is stopped")
+    run.add_argument("--memory-limit", type=size,
+                     help="memory limit per worker: 512MiB, 2GiB, 4Gi (default: no limit)")
+    run.add_argument("--timeout", type=non_negative_float("--timeout"),
+                     help="seconds before the run is stopped (default: no limit)")
     run.add_argument("--backend", choices=("local", "docker", "kubernetes"), default="local",
                      help="local processes (default), containers of the image on this machine (docker or "
-                          "podman), or a PyTorchJob on Kubernetes")
+                          "podman), or a PyTorchJob/TrainJob on Kubernetes")
     run.add_argument("--k8s-kind", choices=("pytorchjob", "trainjob"), default="pytorchjob",
                      help="kubernetes: a Training Operator v1 PyTorchJob (default) or a Trainer v2 TrainJob")
     add_k8s_flags(train)
     train.set_defaults(handler=cmd_train)
 
     data = commands.add_parser("data", help="scaled datasets: write one, describe one")
-    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser, required=True)
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser, required=True,
+                                        help="`stockscale data ACTION --help` lists its flags")
     scale = data_commands.add_parser("scale", help="write N noisy replicas of the training series as shards")
-    scale.add_argument("--multiplier", type=positive_int("--multiplier"), required=True)
-    scale.add_argument("--seed", type=int_at_least("--seed", 0))
-    scale.add_argument("--noise", type=non_negative_float("--noise"))
+    scale.add_argument("--multiplier", type=positive_int("--multiplier"), required=True,
+                       help="number of replicas of the training series (replica 0 is the original)")
+    scale.add_argument("--seed", type=int_at_least("--seed", 0), help=TRAIN_FLAGS["seed"])
+    scale.add_argument("--noise", type=non_negative_float("--noise"), help=TRAIN_FLAGS["noise"])
     scale.add_argument("--source", help=TRAIN_FLAGS["source"])
     scale.add_argument("--start", help=TRAIN_FLAGS["start"])
     scale.add_argument("--end", help=TRAIN_FLAGS["end"])
     scale.add_argument("--out", type=Path, help="dataset directory (default datasets/<ticker>-x<N>)")
     scale.set_defaults(handler=cmd_data_scale)
     info = data_commands.add_parser("info", help="summarize a dataset directory")
-    info.add_argument("directory", type=Path)
+    info.add_argument("directory", type=Path, help="a dataset directory written by `stockscale data scale`")
     info.set_defaults(handler=cmd_data_info)
 
     scale_test = commands.add_parser("scale-test", help="comparison 1: dataset scale, one process vs N workers")
@@ -655,23 +701,28 @@ def build_parser() -> Parser:
                             help="how workers hold the data (default memory, as the original demonstration)")
     scale_test.add_argument("--max-steps", type=positive_int("--max-steps"), default=50,
                             help="optimizer steps per run (default 50: the data is loaded whole either way)")
-    scale_test.add_argument("--epochs", type=positive_int("--epochs"), default=1)
+    scale_test.add_argument("--epochs", type=positive_int("--epochs"), default=1,
+                            help="epochs per run; --max-steps usually ends the run first")
     scale_test.add_argument("--keep-going", action="store_true", help="run every multiplier past an oom/timeout")
-    scale_test.add_argument("--out", type=Path, help="default results/scale_test_<mode>")
+    scale_test.add_argument("--out", type=Path, help="results folder (default results/scale_test_<mode>)")
     add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data"))
     add_image_flags(scale_test)
     scale_test.set_defaults(handler=cmd_scale_test)
 
     search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
     search.add_argument("--backend", choices=("sequential", "parallel", "docker", "kubernetes"), default="sequential",
-                        help="sequential: one trial at a time here; parallel: several processes here; docker: "
-                             "containers of the image here (the Indexed Job's pods); kubernetes: a cluster "
-                             "(default sequential)")
-    search.add_argument("--workers", type=positive_int("--workers"), help="trials at once (parallel: default cores)")
+                        help="sequential: one trial at a time with every core; parallel: --workers trials at "
+                        "once on this machine; docker: --workers trials at once as containers of the image on this "
+                        "machine (the Indexed Job's pods); kubernetes: Jobs on a cluster")
+    search.add_argument("--workers", type=positive_int("--workers"),
+                        help="trials at once (default: parallel and docker, the number of cores; kubernetes, every "
+                        "trial)")
     search.add_argument("--space", type=Path, help="YAML grid: one list per parameter (default: the 18 configs)")
-    search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"), help="seconds per trial")
+    search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"),
+                        help="seconds per trial (default: no limit)")
     search.add_argument("--resume", action="store_true", help="skip trials already finished in --out")
-    search.add_argument("--out", type=Path, help="default results/hp_search_local|parallel|cloud")
+    search.add_argument("--out", type=Path,
+                        help="results folder (default results/hp_search_<local|parallel|docker|cloud>)")
     search.add_argument("--k8s-kind", choices=("job", "pytorchjob", "optimizationjob"), default="job",
                         help="kubernetes: one Indexed Job (default), one PyTorchJob per config, or a Trainer v2 "
                              "OptimizationJob")
@@ -694,7 +745,8 @@ def build_parser() -> Parser:
     compare.set_defaults(handler=cmd_compare)
 
     demo = commands.add_parser("demo", help="everything: both comparisons on this machine, then the report")
-    demo.add_argument("--quick", action="store_true", help="a smaller grid and fewer steps (about a minute)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a smaller grid, fewer workers and fewer steps: minutes rather than a quarter of an hour")
     demo.add_argument("--out", type=Path, help="results folder (default results/)")
     demo.add_argument("--backend", choices=("local", "docker"), default="local",
                       help="the cluster side (its scale test and the parallel search): local processes "
@@ -703,28 +755,29 @@ def build_parser() -> Parser:
     demo.set_defaults(handler=cmd_demo)
 
     k8s = commands.add_parser("k8s", help="Kubernetes: render manifests; status, logs, delete of a run")
-    k8s_commands = k8s.add_subparsers(dest="k8s_command", metavar="ACTION", parser_class=Parser, required=True)
+    k8s_commands = k8s.add_subparsers(dest="k8s_command", metavar="ACTION", parser_class=Parser, required=True,
+                                      help="`stockscale k8s ACTION --help` lists its flags")
     render = k8s_commands.add_parser("render", help="namespace, PVC and the training PyTorchJob as YAML")
     render.add_argument("--out", type=Path, required=True, help="folder for the YAML (kubectl apply -k DIR)")
     render.add_argument("--storage-class", help="storage class of the PVC")
     render.add_argument("--pvc-size", help="size of the PVC (default 5Gi)")
     render.add_argument("--workers", type=positive_int("--workers"), help="DDP world size (default 4)")
     render.add_argument("--multiplier", type=positive_int("--multiplier"), help="dataset multiplier (default 100)")
-    add_k8s_flags(render, run_flags=False)
+    add_k8s_flags(render, run_flags=False, connect=False)
     render.set_defaults(handler=cmd_k8s_render)
     status = k8s_commands.add_parser("status", help="the objects of a run (without RUN: the runs)")
-    status.add_argument("run", nargs="?", metavar="RUN")
+    status.add_argument("run", nargs="?", metavar="RUN", help="a run id (as `k8s status` lists them)")
     add_k8s_flags(status, run_flags=False)
     status.set_defaults(handler=cmd_k8s_status)
     logs = k8s_commands.add_parser("logs", help="the pod logs of a run")
-    logs.add_argument("run", metavar="RUN")
-    logs.add_argument("--follow", action="store_true")
+    logs.add_argument("run", metavar="RUN", help="a run id (as `k8s status` lists them)")
+    logs.add_argument("--follow", action="store_true", help="keep printing new lines until the pods end")
     logs.add_argument("--pod", help="one pod only")
     logs.add_argument("--trial", type=int_at_least("--trial", 0), help="one search trial only")
     add_k8s_flags(logs, run_flags=False)
     logs.set_defaults(handler=cmd_k8s_logs)
     delete = k8s_commands.add_parser("delete", help="delete every object of a run")
-    delete.add_argument("run", metavar="RUN")
+    delete.add_argument("run", metavar="RUN", help="a run id (as `k8s status` lists them)")
     delete.add_argument("--yes", action="store_true", help="do not ask")
     add_k8s_flags(delete, run_flags=False)
     delete.set_defaults(handler=cmd_k8s_delete)

@@ -67,8 +67,10 @@ def load_source(spec: str, start: date | None = None, end: date | None = None) -
         raise InputError(f"source {spec!r} is not bundled:TICKER, csv:PATH or yahoo:TICKER")
     narrowed = series.between(start, end)
     if len(narrowed) < SEQ_LEN + 1:
+        held = (f"; the {'bundled series' if kind == 'bundled' else 'data'} runs from {series.dates[0]} to "
+                f"{series.dates[-1]}" if len(series) else "")
         raise InputError(
-            f"source {spec}: {len(narrowed)} trading days between {start or 'start'} and {end or 'end'}; "
+            f"source {spec}: {len(narrowed)} trading days between {start or 'start'} and {end or 'end'}{held}; "
             f"need at least {SEQ_LEN + 1} (one {SEQ_LEN}-day window and its next day)"
         )
     return narrowed

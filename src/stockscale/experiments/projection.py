@@ -15,13 +15,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stockscale.config import format_size, one_line, parse_size
 from stockscale.errors import InputError
+from stockscale.experiments.timings import OUTLIER_FACTOR, robust_durations
 
 if TYPE_CHECKING:
     from stockscale.experiments.report import LoadedResults
@@ -103,6 +104,8 @@ class SearchProjection:
     longest_seconds: float
     measured_sequential_seconds: float | None
     rows: list[SearchProjectionRow]
+    replaced: list[tuple[str, float, float]] = field(default_factory=list)  # (trial, measured s, used s)
+    sequential_note: str = ""   # how the sequential time the speedups divide was taken
 
 
 def project_search(durations: Sequence[float], settings: ProjectionSettings, source: str,
@@ -219,14 +222,23 @@ def build_projection(results: LoadedResults, settings: ProjectionSettings) -> Pr
     source = next((results.search(role) for role in ("sequential", "parallel", "cloud") if results.search(role)),
                   None)
     if source is not None:
-        durations = [t.wall_seconds for t in source.data.results if t.wall_seconds is not None]
+        durations, replaced = robust_durations(source, results.searches)
         caveat = {"sequential": "", "parallel": " (trials shared the cores: slower than on a node of their own)",
                   "cloud": " (pod times: start-up counted inside them, then added again)"}.get(source.role, "")
         base = results.search("sequential")
         measured = base.data.total_wall_seconds if base is not None and base.data.complete else None
+        sequential_note = ""
+        if measured is not None and source is base and replaced:
+            excess = sum(outlier.seconds - used for outlier, used in replaced)
+            sequential_note = (f"the measured sequential {_seconds(measured)} less the outliers' excess "
+                               f"{_seconds(excess)}")
+            measured -= excess
         search = project_search(durations, settings, f"the {source.role} search{caveat}", measured)
         if search is None:
             search_note = f"the {source.role} search recorded no trial times"
+        else:
+            search.replaced = [(outlier.name, outlier.seconds, used) for outlier, used in replaced]
+            search.sequential_note = sequential_note
     scale = []
     loaders = sorted({run.data.settings.loader for run in results.scale_tests},
                      key=lambda loader: (loader != "memory", loader))
@@ -262,6 +274,12 @@ def format_projection(projection: Projection) -> str:
         lines.append("  one trial per node at a time at the measured speed, placed longest first on the "
                      "least-loaded node;")
         lines.append("  nodes billed for the whole makespan.")
+        for name, measured_seconds, used in search.replaced:
+            lines.append(f"  {name} took {_seconds(measured_seconds)}, over {OUTLIER_FACTOR:g}x its config's time "
+                         f"in the other search(es): an outlier,")
+            lines.append(f"  counted here at its typical {_seconds(used)} (the median-based estimate).")
+        if search.sequential_note:
+            lines.append(f"  Speedups against {search.sequential_note}.")
         speedup_head = "speedup vs measured sequential" if search.measured_sequential_seconds else "speedup"
         lines.append(f"  {'nodes':>5}  {'makespan':>9}  {speedup_head:>30}  {'node-hours':>10}  {'cost':>9}")
         for row in search.rows:

@@ -24,7 +24,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stockscale.config import format_size, one_line
 from stockscale.errors import InputError
+from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
+from stockscale.experiments.dry_run import DryRun
 from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
+from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median_speedup
 
 RunStatus = Literal["success", "oom", "timeout", "error", "preempted"]
 SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_docker": "docker",
@@ -184,6 +187,7 @@ class LoadedResults:
     results_dir: Path
     scale_tests: list[ScaleRun] = field(default_factory=list)
     searches: list[SearchRun] = field(default_factory=list)
+    dry_runs: dict[str, DryRun] = field(default_factory=dict)  # by role: folders where only manifests were written
     warnings: list[str] = field(default_factory=list)
 
     def search(self, role: str) -> SearchRun | None:
@@ -211,7 +215,7 @@ def _read_json(path: Path, kind: str) -> dict[str, Any]:
     return data
 
 
-def _load(path: Path, model: type[_Shape], kind: str, warnings: list[str]) -> Any:
+def _load(path: Path, model: type[BaseModel], kind: str, warnings: list[str]) -> Any:
     try:
         return model.model_validate(_read_json(path, kind))
     except ValueError as error:
@@ -241,7 +245,11 @@ def load_results(results_dir: Path) -> LoadedResults:
                 loaded.scale_tests.append(ScaleRun(path, scale))
         elif folder.name.startswith("hp_search_"):
             path = folder / "summary.json"
-            if not path.is_file():
+            marker = folder / DRY_RUN_MARKER
+            if not path.is_file() and marker.is_file():
+                if (dry_run := _load(marker, DryRun, "dry_run", loaded.warnings)) is not None:
+                    loaded.dry_runs[SEARCH_DIRS.get(folder.name, folder.name)] = dry_run
+            elif not path.is_file():
                 loaded.warnings.append(f"skipped {folder}: no summary.json (an interrupted run?)")
             elif (summary := _load(path, SearchSummary, "hp_search", loaded.warnings)) is not None:
                 loaded.searches.append(SearchRun(SEARCH_DIRS.get(folder.name, folder.name), path, summary))
@@ -503,28 +511,38 @@ def _format_search(results: LoadedResults) -> list[str]:
     roles = [run.role for run in runs]
     hints = {"sequential": "--backend sequential", "parallel": "--backend parallel --workers 2",
              "cloud": "--backend kubernetes"}
-    for role in list(hints) + [role for role in roles if role not in hints]:
+    extra = [role for role in [*roles, *results.dry_runs] if role not in hints]
+    for role in list(hints) + list(dict.fromkeys(extra)):
         for run in (run for run in runs if run.role == role):
             lines += _wrap(f"  {role + ':':<12}", _search_settings(run))
-        if role not in roles:
+        if role in roles:
+            continue
+        if (dry_run := results.dry_runs.get(role)) is not None:
+            when = f", written {dry_run.written_at[:16].replace('T', ' ')} UTC" if dry_run.written_at else ""
+            lines += _wrap(f"  {role + ':':<12}", f"dry run: manifests in {dry_run.manifest_dir}, nothing ran "
+                           f"({len(dry_run.files)} files from `stockscale {dry_run.command} --backend "
+                           f"{dry_run.backend} --dry-run`{when})")
+        else:
             lines.append(f"  {role + ':':<12}not run — run `stockscale search {hints[role]}`")
     if not runs:
         return lines
     base = results.search("sequential")
     lines.append("")
-    head = (f"  {'search':<12} {'configs':>8}  {'ok/failed':>9}  {'total time':>10}  {'sum of trials':>13}  "
-            f"{'speedup':>8}  {'time saved':>14}")
+    head = (f"  {'search':<12} {'configs':>7}  {'ok/failed':>9}  {'total time':>10}  {'sum of trials':>13}  "
+            f"{'speedup':>7}  {'(medians)':>9}  {'time saved':>13}")
     lines += [head, "  " + "-" * (len(head) - 2)]
     notes = []
     for run in runs:
         d = run.data
         grid = _grid_size(run)
         configs = str(len(d.results)) if len(d.results) == grid else f"{len(d.results)}/{grid}"
-        speedup = saved = "-"
+        speedup = saved = medians = "-"
         if base is None:
-            speedup = "n/a"
+            speedup = medians = "n/a"
         elif run is not base:
             speedup = f"{base.data.total_wall_seconds / d.total_wall_seconds:.2f}x" if d.total_wall_seconds else "-"
+            robust = median_speedup(base, run)
+            medians = f"{robust:.2f}x" if robust is not None else "-"
             delta = base.data.total_wall_seconds - d.total_wall_seconds
             share = delta / base.data.total_wall_seconds * 100 if base.data.total_wall_seconds else 0.0
             saved = f"{_secs(delta)} ({share:.0f}%)"
@@ -532,11 +550,20 @@ def _format_search(results: LoadedResults) -> list[str]:
                 notes += _wrap("  ", f"Note: {run.role} did not run the same complete work as sequential "
                                "(configs, training settings or completeness differ): its speedup is not "
                                "like-for-like.", indent=4)
-        lines.append(f"  {run.role:<12} {configs:>8}  {f'{d.successes}/{d.failures}':>9}  "
-                     f"{_secs(d.total_wall_seconds):>10}  {_secs(d.sum_trial_seconds):>13}  {speedup:>8}  "
-                     f"{saved:>14}")
+        lines.append(f"  {run.role:<12} {configs:>7}  {f'{d.successes}/{d.failures}':>9}  "
+                     f"{_secs(d.total_wall_seconds):>10}  {_secs(d.sum_trial_seconds):>13}  {speedup:>7}  "
+                     f"{medians:>9}  {saved:>13}")
     if base is None:
         notes.append("  Speedups need the sequential search: run `stockscale search --backend sequential`.")
+    else:
+        notes += _wrap("  ", "speedup: the sequential total time over this search's; (medians): the median over "
+                       "configs of sequential / this search's trial time, times the trials it ran at once — "
+                       "what a full lane of typical trials gives, which one slow trial does not move.", indent=2)
+    for outlier in find_outliers(runs):
+        notes += _wrap("  ", f"Outlier: {outlier.role} {outlier.name} took {_secs(outlier.seconds)}, "
+                       f"{outlier.ratio:.1f}x the {_secs(outlier.peer_seconds)} the same config took in the "
+                       f"other search(es) (flagged above {OUTLIER_FACTOR:g}x): noise on the machine? Totals "
+                       "and the plain speedup carry its delay; the medians do not.", indent=4)
     lines += notes
     lines += ["", "  Best config (lowest validation loss); its test RMSE beside the persistence baseline's",
               "  (persistence: tomorrow's close = today's, the model to beat):"]
@@ -674,9 +701,10 @@ def write_report(results: LoadedResults, out_dir: Path,
     settings = projection_settings or ProjectionSettings()
     predictions, title, predictions_note = load_predictions(results)
     grid_run = grid_search(results)
+    outliers = [(outlier.role, outlier.trial) for outlier in find_outliers(results.searches)]
     drawers = {
-        "memory.png": lambda tmp: plots.plot_memory(results.scale_tests, tmp),
-        "timeline.png": lambda tmp: plots.plot_timeline(results.searches, tmp),
+        "memory.png": lambda tmp: plots.plot_memory(results.scale_tests, tmp, scale_headlines(results)),
+        "timeline.png": lambda tmp: plots.plot_timeline(results.searches, tmp, search_headline(results), outliers),
         "grid.png": lambda tmp: plots.plot_grid(grid_run, tmp),
         "predictions.png": lambda tmp: plots.plot_predictions(predictions, title, predictions_note, tmp),
     }
@@ -693,6 +721,33 @@ def write_report(results: LoadedResults, out_dir: Path,
     return report
 
 
+def scale_headlines(results: LoadedResults) -> list[str]:
+    """Comparison 1's verdict per loader, as the memory plot states it."""
+    lines = []
+    for group in scale_groups(results.scale_tests):
+        if group.local is not None and group.cluster is not None:
+            verdict = _boundary(group.local.data.results, group.cluster.data.results)[-1]
+            verdict = verdict.removeprefix("=> ").split(" (try")[0].rstrip(".")
+            lines.append(f"{group.loader} loader: {verdict}")
+    return lines
+
+
+def search_headline(results: LoadedResults) -> str:
+    """Comparison 2's speed-ups, as the timeline states them."""
+    base = results.search("sequential")
+    if base is None or not base.data.total_wall_seconds:
+        return ""
+    parts = []
+    for run in results.searches:
+        if run is base or not run.data.total_wall_seconds:
+            continue
+        plain = base.data.total_wall_seconds / run.data.total_wall_seconds
+        robust = median_speedup(base, run)
+        medians = f" ({robust:.2f}x from per-config medians)" if robust is not None else ""
+        parts.append(f"{run.role} {plain:.2f}x faster than sequential{medians}")
+    return "; ".join(parts)
+
+
 def _figure(name: str, alt: str, notes: dict[str, str]) -> str:
     return f"_Plot skipped: {notes[name]}._" if name in notes else f"![{alt}]({name})"
 
@@ -707,13 +762,15 @@ def _report_markdown(results: LoadedResults, projection: Projection, notes: dict
         "(formats: docs/results.md); a comparison side that was not run is said to be missing.", "",
         "## The comparison", "", "```text", format_comparison(results).rstrip("\n"), "```", "",
         "## Dataset scale: peak memory per worker", "",
-        "The largest worker's peak RSS at each multiplier; the memory limit as a dashed line; runs that "
+        "The largest worker's peak RSS at each multiplier (one process dashed with hollow markers, the workers "
+        "solid and filled; a colour per loader); the memory limit as a thick grey line; runs that "
         "ran out of memory or time are marked. RSS includes shared library pages (torch) that a cgroup charges "
         "to the process that loaded them first, so a worker can show an RSS above its limit and still run.",
         "", _figure("memory.png", "peak memory per worker", notes), "",
         "## Hyperparameter search: timeline", "",
         "Each trial as a bar from its start to its end, time counted from the start of its search; one row "
-        "per lane (trials that ran one after another share a lane).", "",
+        "per lane (trials that ran one after another share a lane). The shade says the model size, a hatch "
+        "a failed trial, a thick outline an outlier (over 3x its config's time in the other searches).", "",
         _figure("timeline.png", "search timeline", notes), "",
         f"## Validation loss over the grid{grid_from}", "",
         "Grey cells: configs that were not run or did not finish.", "", _figure("grid.png", "grid", notes), "",
