@@ -706,7 +706,7 @@ def build_parser() -> Parser:
     scale_test.add_argument("--keep-going", action="store_true", help="run every multiplier past an oom/timeout")
     scale_test.add_argument("--out", type=Path, help="results folder (default results/scale_test_<mode>)")
     add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data"))
-    add_image_flags(scale_test)
+    add_image_flags(scale_test, "containers (--backend docker)")
     scale_test.set_defaults(handler=cmd_scale_test)
 
     search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
@@ -751,7 +751,7 @@ def build_parser() -> Parser:
     demo.add_argument("--backend", choices=("local", "docker"), default="local",
                       help="the cluster side (its scale test and the parallel search): local processes "
                            "(default) or containers of the image")
-    add_image_flags(demo)
+    add_image_flags(demo, "containers (--backend docker)")
     demo.set_defaults(handler=cmd_demo)
 
     k8s = commands.add_parser("k8s", help="Kubernetes: render manifests; status, logs, delete of a run")
