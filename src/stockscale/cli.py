@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -315,6 +316,14 @@ def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[st
     return values
 
 
+def _threads(train: dict[str, Any]) -> int | None:
+    """--threads (or the config's threads), taken out of the per-run overrides as the validated integer."""
+    from stockscale.config import build_train_config
+
+    value = train.pop("threads", None)
+    return None if value is None else build_train_config({"threads": value}, "--threads").threads
+
+
 def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.scale_test import ScaleTestSettings, format_table, run_scale_test
@@ -329,7 +338,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     settings = ScaleTestSettings(
         mode=args.mode, workers=workers, multipliers=args.multipliers, memory_limit=args.memory_limit,
         timeout=args.timeout, loader=args.loader, max_steps=args.max_steps, epochs=args.epochs,
-        threads=train.pop("threads", None), train=train, keep_going=args.keep_going,
+        threads=_threads(train), train=train, keep_going=args.keep_going,
     )
     out = args.out or Path("results") / f"scale_test_{args.mode}"
     log(f"scale test, {args.mode}: multipliers {','.join(map(str, settings.multipliers))}, {workers} worker(s), "
@@ -361,10 +370,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     trials = math.prod(len(values) for values in space.values())
     if args.backend == "kubernetes":
         workers = args.workers or trials  # every trial at once, unless asked otherwise
-        threads = train.pop("threads", None)  # pods default to their CPU limit
+        threads = _threads(train)  # pods default to their CPU limit
     else:
         workers = 1 if args.backend == "sequential" else (args.workers or cpus)
-        threads = train.pop("threads", None) or max(1, cpus // workers)
+        threads = _threads(train) or max(1, cpus // workers)
     settings = SearchSettings(backend=args.backend, workers=workers, space=space, train=train,
                               threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
     folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "kubernetes": "hp_search_cloud"}
@@ -467,14 +476,15 @@ def kubernetes_launcher(args: argparse.Namespace, prefix: str, **options: Any) -
 def on_cluster(launcher: Any, work: Callable[[], int]) -> int:
     """Run `work`; on Ctrl-C, offer to delete what was submitted (a terminal is asked, a pipe is not)."""
     from stockscale.console import log
+    from stockscale.supervision import Terminated
 
     try:
         return work()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if launcher.submitted:
             log(f"interrupted; submitted: {', '.join(launcher.submitted)}")
             answer = ""
-            if sys.stdin.isatty():
+            if sys.stdin.isatty() and not isinstance(stop, Terminated):  # nobody to answer a kill
                 answer = input(f"delete what run {launcher.run_id} submitted? [y/N] ").strip().lower()
             if answer in ("y", "yes"):
                 deleted = launcher.delete_run()
@@ -688,16 +698,23 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from stockscale.supervision import Terminated, follow_parent, terminate_as_interrupt
+
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        if getattr(args, "handler", None) is None:
-            parser.print_help()
-            return EXIT_INPUT
-        return args.handler(args)
+        with terminate_as_interrupt():
+            follow_parent()
+            args = parser.parse_args(argv)
+            if getattr(args, "handler", None) is None:
+                parser.print_help()
+                return EXIT_INPUT
+            return args.handler(args)
     except StockscaleError as error:
         print(f"stockscale: error: {error}", file=sys.stderr, flush=True)
         return error.exit_code
+    except Terminated as stop:
+        print(f"stockscale: terminated by {signal.Signals(stop.signum).name}", file=sys.stderr, flush=True)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("stockscale: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED

@@ -31,12 +31,15 @@ import yaml
 
 from stockscale.config import format_size
 from stockscale.errors import InputError
+from stockscale.files import owner_tag, sweep_stale, write_text_atomic
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_with_threads
-from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism
+from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups
+from stockscale.supervision import PARENT_ENV
 
 # The exit status the train command uses for a MemoryError (out of memory inside Python).
 EXIT_MEMORY_ERROR = 3
 STDERR_TAIL_LINES = 50
+SCRATCH_PREFIX = "stockscale-job-"
 WAIT_TICK = 0.05
 
 # Variables of other launchers (torchrun / torchelastic) that must not leak from our own environment into a
@@ -94,6 +97,7 @@ def worker_environment(rank: int, world_size: int, master_port: int, threads: in
         "PET_NNODES": str(world_size),
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": str(threads),
+        PARENT_ENV: str(os.getpid()),  # the worker ends with us (stockscale.supervision.follow_parent)
     })
     return env
 
@@ -198,10 +202,12 @@ class LocalLauncher:
         mechanism = None if limit is None else (self.limit_mechanism or detect_mechanism())
         threads = job.threads or default_threads(job.workers)
 
+        sweep_stale_cgroups()  # what a killed launcher left behind
+        sweep_stale(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
         workers: list[_Worker] = []
         callback_errors: list[BaseException] = []
         port = reserve_port()
-        scratch = Path(tempfile.mkdtemp(prefix="stockscale-job-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{owner_tag()}-"))
         start = time.time()
         try:
             config_path = self._write_config(scratch, job.config)
@@ -268,9 +274,7 @@ class LocalLauncher:
         except yaml.YAMLError as error:
             raise InputError(f"job config cannot be written as YAML: {error}") from None
         target = directory / "job.yaml"
-        partial = directory / "job.yaml.partial"
-        partial.write_text(text, encoding="utf-8")
-        partial.rename(target)
+        write_text_atomic(target, text)
         return target
 
     def _start(self, job: TrainJob, rank: int, argv: list[str], env: dict[str, str], limit: int | None,
