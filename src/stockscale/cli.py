@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from stockscale.bounds import MAX_COUNT, MAX_MULTIPLIER, MAX_SECONDS, MAX_SEED, MAX_SIZE, MAX_WORKERS
 from stockscale.errors import InputError, StockscaleError, WorkerFailure
 
 EXIT_INPUT = 2
@@ -85,8 +86,8 @@ def load_config(args: argparse.Namespace, extra: dict[str, Any] | None = None): 
     return load_train_config(args.config, overrides, flags={key: flag(key) for key in overrides})
 
 
-def int_at_least(what: str, minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum, with a message that says which rule the text broke."""
+def int_at_least(what: str, minimum: int, maximum: int = MAX_COUNT) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum], with a message that says which rule the text broke."""
 
     def parse(text: str) -> int:
         try:
@@ -97,13 +98,15 @@ def int_at_least(what: str, minimum: int) -> Callable[[str], int]:
         if value < minimum:
             rule = f"at least {minimum}" if minimum else "not negative"
             raise argparse.ArgumentTypeError(f"{what} must be {rule}, not {value}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{what} must be at most {maximum}, not {text}")
         return value
 
     return parse
 
 
-def positive_int(what: str) -> Callable[[str], int]:
-    return int_at_least(what, 1)
+def positive_int(what: str, maximum: int = MAX_COUNT) -> Callable[[str], int]:
+    return int_at_least(what, 1, maximum)
 
 
 def _is_float(text: str) -> bool:
@@ -114,14 +117,20 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def non_negative_float(what: str) -> Callable[[str], float]:
+def non_negative_float(what: str, maximum: float = MAX_SECONDS) -> Callable[[str], float]:
+    """An argparse type: a finite number in [0, maximum] (inf and nan are refused)."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} {text!r} is not a number") from None
-        if value < 0 or value != value:
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number, not {text}")
+        if value < 0:
             raise argparse.ArgumentTypeError(f"{what} must not be negative, not {text}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{what} must be at most {maximum:g}, not {text}")
         return value
 
     return parse
@@ -131,9 +140,12 @@ def size(text: str) -> int:
     from stockscale.config import parse_size
 
     try:
-        return parse_size(text)
-    except ValueError as error:
+        value = parse_size(text)
+    except (ValueError, OverflowError) as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"size {text!r} is more than the maximum of 1 PiB")
+    return value
 
 
 def default_run_dir(prefix: str = "train") -> Path:
@@ -174,6 +186,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def train_here(cfg: Any, out: Path, env: Any) -> int:
     """Train in this process (one process, or one rank when the environment says so)."""
     from stockscale.console import RichTrainProgress, train_progress
+    from stockscale.errors import TrainingDiverged
     from stockscale.train import train
 
     progress = train_progress() if env.is_main else None
@@ -182,12 +195,15 @@ def train_here(cfg: Any, out: Path, env: Any) -> int:
     except MemoryError:
         print(json.dumps({"status": "oom", "detail": "MemoryError", "rank": env.rank}), flush=True)
         return EXIT_MEMORY
+    except TrainingDiverged as error:
+        print(json.dumps({"status": "error", "detail": str(error), "rank": env.rank}), flush=True)
+        raise
     finally:
         if isinstance(progress, RichTrainProgress):
             progress.close()
     if env.is_main:
         print_run_summary(result)
-    print(json.dumps(result_line(result)), flush=True)
+    print(json.dumps(result_line(result), allow_nan=False), flush=True)
     if env.is_distributed:
         # Gloo's worker threads can still hold work objects when the interpreter finalizes, which aborts the
         # process now and then (pytorch/pytorch#190489) and would turn a finished rank into a failed one.
@@ -297,7 +313,7 @@ def print_dataset_info(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def multipliers(text: str) -> list[int]:
-    parse = positive_int("--multipliers value")
+    parse = positive_int("--multipliers value", MAX_MULTIPLIER)
     values = [parse(part.strip()) for part in text.split(",") if part.strip()]
     if not values:
         raise argparse.ArgumentTypeError("--multipliers needs at least one value, e.g. 1,10,50")
@@ -327,6 +343,7 @@ def _threads(train: dict[str, Any]) -> int | None:
 def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.scale_test import ScaleTestSettings, format_table, run_scale_test
+    from stockscale.files import prepare_results_dir
     from stockscale.launch.local import LocalLauncher, describe_limit
     from stockscale.limits import check_limit
 
@@ -341,6 +358,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
         threads=_threads(train), train=train, keep_going=args.keep_going,
     )
     out = args.out or Path("results") / f"scale_test_{args.mode}"
+    prepare_results_dir(out, "results.json", "scale_test", (), clear=False)  # a file or unwritable: refused now
     log(f"scale test, {args.mode}: multipliers {','.join(map(str, settings.multipliers))}, {workers} worker(s), "
         f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
 
@@ -358,6 +376,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, format_summary, load_space, run_search
+    from stockscale.files import prepare_results_dir
     from stockscale.launch.local import LocalLauncher
 
     space = load_space(args.space) if args.space else DEFAULT_SPACE
@@ -378,6 +397,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                               threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
     folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "kubernetes": "hp_search_cloud"}
     out = args.out or Path("results") / folder[args.backend]
+    if not (args.backend == "kubernetes" and args.dry_run):
+        prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
     if args.backend == "kubernetes":
         launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind)
         if args.dry_run:
@@ -588,7 +609,7 @@ def build_parser() -> Parser:
     train.add_argument("--trials", type=Path, help="YAML list of config overrides; trains entry "
                        "$JOB_COMPLETION_INDEX (one pod of a Kubernetes Indexed Job)")
     run = train.add_argument_group("where it runs")
-    run.add_argument("--workers", type=positive_int("--workers"), default=1,
+    run.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS), default=1,
                      help="DDP workers: local processes with a PyTorchJob's environment (default 1)")
     run.add_argument("--memory-limit", type=size, help="memory limit per worker: 512MiB, 2GiB, 4Gi")
     run.add_argument("--timeout", type=non_negative_float("--timeout"), help="seconds before the run is stopped")
@@ -600,9 +621,9 @@ def build_parser() -> Parser:
     data = commands.add_parser("data", help="scaled datasets: write one, describe one")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser, required=True)
     scale = data_commands.add_parser("scale", help="write N noisy replicas of the training series as shards")
-    scale.add_argument("--multiplier", type=positive_int("--multiplier"), required=True)
-    scale.add_argument("--seed", type=int_at_least("--seed", 0))
-    scale.add_argument("--noise", type=non_negative_float("--noise"))
+    scale.add_argument("--multiplier", type=positive_int("--multiplier", MAX_MULTIPLIER), required=True)
+    scale.add_argument("--seed", type=int_at_least("--seed", 0, MAX_SEED - 1))
+    scale.add_argument("--noise", type=non_negative_float("--noise", 100.0))
     scale.add_argument("--source", help=TRAIN_FLAGS["source"])
     scale.add_argument("--start", help=TRAIN_FLAGS["start"])
     scale.add_argument("--end", help=TRAIN_FLAGS["end"])
@@ -615,7 +636,8 @@ def build_parser() -> Parser:
     scale_test = commands.add_parser("scale-test", help="comparison 1: dataset scale, one process vs N workers")
     scale_test.add_argument("--mode", choices=("local", "cluster"), default="local",
                             help="local: one process; cluster: N workers (the emulated cluster)")
-    scale_test.add_argument("--workers", type=positive_int("--workers"), help="workers in cluster mode (default 4)")
+    scale_test.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
+                            help="workers in cluster mode (default 4)")
     scale_test.add_argument("--multipliers", type=multipliers, default=[1, 10, 50, 100, 200],
                             help="comma-separated dataset multipliers (default 1,10,50,100,200)")
     scale_test.add_argument("--memory-limit", type=size, default=2**30,
@@ -626,7 +648,7 @@ def build_parser() -> Parser:
                             help="how workers hold the data (default memory, as the original demonstration)")
     scale_test.add_argument("--max-steps", type=positive_int("--max-steps"), default=50,
                             help="optimizer steps per run (default 50: the data is loaded whole either way)")
-    scale_test.add_argument("--epochs", type=positive_int("--epochs"), default=1)
+    scale_test.add_argument("--epochs", type=positive_int("--epochs", 1_000_000), default=1)
     scale_test.add_argument("--keep-going", action="store_true", help="run every multiplier past an oom/timeout")
     scale_test.add_argument("--out", type=Path, help="default results/scale_test_<mode>")
     add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data"))
@@ -634,7 +656,8 @@ def build_parser() -> Parser:
 
     search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
     search.add_argument("--backend", choices=("sequential", "parallel", "kubernetes"), default="sequential")
-    search.add_argument("--workers", type=positive_int("--workers"), help="trials at once (parallel: default cores)")
+    search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
+                        help="trials at once (parallel: default cores)")
     search.add_argument("--space", type=Path, help="YAML grid: one list per parameter (default: the 18 configs)")
     search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"), help="seconds per trial")
     search.add_argument("--resume", action="store_true", help="skip trials already finished in --out")
@@ -668,8 +691,9 @@ def build_parser() -> Parser:
     render.add_argument("--out", type=Path, required=True, help="folder for the YAML (kubectl apply -k DIR)")
     render.add_argument("--storage-class", help="storage class of the PVC")
     render.add_argument("--pvc-size", help="size of the PVC (default 5Gi)")
-    render.add_argument("--workers", type=positive_int("--workers"), help="DDP world size (default 4)")
-    render.add_argument("--multiplier", type=positive_int("--multiplier"), help="dataset multiplier (default 100)")
+    render.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS), help="DDP world size (default 4)")
+    render.add_argument("--multiplier", type=positive_int("--multiplier", MAX_MULTIPLIER),
+                        help="dataset multiplier (default 100)")
     add_k8s_flags(render, run_flags=False)
     render.set_defaults(handler=cmd_k8s_render)
     status = k8s_commands.add_parser("status", help="the objects of a run (without RUN: the runs)")

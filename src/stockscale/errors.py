@@ -23,3 +23,7 @@ class DataIntegrityError(InputError):
 
 class WorkerFailure(StockscaleError):
     """A training worker died (out of memory, killed, exception); the whole run stops."""
+
+
+class TrainingDiverged(StockscaleError):
+    """The loss became NaN or infinite: the run failed (status error), its metrics would mean nothing."""

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 import time
@@ -25,8 +24,8 @@ from stockscale.config import TrainConfig
 from stockscale.data.dataset import open_training_data
 from stockscale.data.windows import EvalSet, NormStats, make_features
 from stockscale.distributed import DistEnv, barrier, init_process_group, placement, teardown
-from stockscale.errors import InputError
-from stockscale.files import staged_dir, temp_dir_beside
+from stockscale.errors import InputError, TrainingDiverged
+from stockscale.files import staged_dir, temp_dir_beside, to_json
 from stockscale.limits import vm_hwm
 from stockscale.model import LSTMRegressor
 from stockscale.progress import TrainProgress
@@ -116,11 +115,16 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
             optimizer.step()
             steps += 1
             samples += len(y)
-            loss_sum += loss.item() * len(y)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss became {value} at step {steps}")
+            loss_sum += value * len(y)
             loss_count += len(y)
-            progress.step(epoch, step, loss.item())
+            progress.step(epoch, step, value)
         train_seconds += time.perf_counter() - epoch_start
         val_loss = evaluate_loss(core, val_set, stats, device)
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(f"validation loss became {val_loss} after step {steps}")
         finished_epoch = steps_this_epoch == loader.steps_per_epoch
         epochs_completed += finished_epoch
         history.append({"epoch": epoch, "train_loss": loss_sum / max(loss_count, 1), "val_loss": val_loss,
@@ -226,8 +230,8 @@ def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: n
     """Everything in a temporary directory beside `out`, renamed to `out` only when complete."""
     with staged_dir(out) as tmp:
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (tmp / "history.json").write_text(json.dumps(metrics["history"], indent=2) + "\n")
+        (tmp / "metrics.json").write_text(to_json(metrics) + "\n")
+        (tmp / "history.json").write_text(to_json(metrics["history"]) + "\n")
         torch.save(model.state_dict(), tmp / "model.pt")
         predictions = {
             "split": "test",
@@ -236,7 +240,7 @@ def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: n
             "predicted": test_pred.tolist(),
             "baseline": test_set.last_price.tolist(),
         }
-        (tmp / "predictions.json").write_text(json.dumps(predictions) + "\n")
+        (tmp / "predictions.json").write_text(to_json(predictions, indent=None) + "\n")
 
 
 def load_model(run_dir: Path) -> LSTMRegressor:
