@@ -60,6 +60,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "seed": "random seed (default 42)",
     "device": "auto | cpu | cuda (default auto: CUDA when present)",
     "threads": "torch threads per process",
+    "checkpoint_dir": "save model, optimizer, RNG and loader position here after every epoch; running the same "
+                      "command again resumes from the last complete epoch",
 }
 
 
@@ -326,7 +328,7 @@ def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[st
 
     values = read_yaml_mapping(args.config, "config file") if args.config is not None else {}
     values.update(train_overrides(args))
-    for key in controlled:
+    for key in (*controlled, "checkpoint_dir"):  # experiments' runs are short and never resume
         values.pop(key, None)
     load_config(args)  # validates the file and the flags together, naming the culprit
     return values
@@ -651,7 +653,7 @@ def build_parser() -> Parser:
     scale_test.add_argument("--epochs", type=positive_int("--epochs", 1_000_000), default=1)
     scale_test.add_argument("--keep-going", action="store_true", help="run every multiplier past an oom/timeout")
     scale_test.add_argument("--out", type=Path, help="default results/scale_test_<mode>")
-    add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data"))
+    add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data", "checkpoint_dir"))
     scale_test.set_defaults(handler=cmd_scale_test)
 
     search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
@@ -664,7 +666,7 @@ def build_parser() -> Parser:
     search.add_argument("--out", type=Path, help="default results/hp_search_local|parallel|cloud")
     search.add_argument("--k8s-kind", choices=("job", "pytorchjob"), default="job",
                         help="kubernetes: one Indexed Job (default) or one PyTorchJob per config")
-    add_train_flags(search, skip=("data",))
+    add_train_flags(search, skip=("data", "checkpoint_dir"))
     add_k8s_flags(search)
     search.set_defaults(handler=cmd_search)
 

@@ -57,6 +57,7 @@ class TrainConfig(BaseModel):
     # execution
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, gt=0, le=4096, description="torch intra-op threads (default: torch's choice)")
+    checkpoint_dir: Path | None = Field(None, description="save a checkpoint here after every epoch; resume from it")
 
     @model_validator(mode="after")
     def _check_split(self) -> TrainConfig:

@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch import nn
 
+from stockscale import checkpoint
 from stockscale.config import TrainConfig
 from stockscale.data.dataset import open_training_data
 from stockscale.data.windows import EvalSet, NormStats, make_features
@@ -57,6 +58,8 @@ def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,
         if out.exists():
             raise InputError(f"run directory {out} already exists")
         temp_dir_beside(out).rmdir()  # fail now, not after training, if `out` cannot be written
+        if cfg.checkpoint_dir is not None:
+            checkpoint.check_writable(cfg.checkpoint_dir)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -89,15 +92,22 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
     )
 
     core = LSTMRegressor(5, cfg.hidden_size, cfg.num_layers, cfg.dropout).to(device)
+    optimizer = torch.optim.Adam(core.parameters(), lr=cfg.lr)
+    identity = checkpoint.run_identity(cfg, env.world_size)
+    saved = checkpoint.load(cfg.checkpoint_dir, identity) if cfg.checkpoint_dir is not None else None
+    done = checkpoint.restore(saved, core, optimizer) if saved is not None else checkpoint.Progress()
+    if saved is not None:
+        progress.message(f"resuming from {cfg.checkpoint_dir}: {done.epoch} epoch(s), {done.steps} steps done")
     # DDP averages gradients across ranks during backward; evaluation uses the bare module.
     model = nn.parallel.DistributedDataParallel(core) if env.is_distributed else core
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = nn.MSELoss()
 
-    history: list[dict[str, float]] = []
-    steps, samples, epochs_completed = 0, 0, 0
-    train_seconds = 0.0
-    for epoch in range(1, cfg.epochs + 1):
+    history = done.history
+    steps, samples, epochs_completed = done.steps, done.samples, done.epochs_completed
+    train_seconds = done.train_seconds
+    for epoch in range(done.epoch + 1, cfg.epochs + 1):
+        if cfg.max_steps is not None and steps >= cfg.max_steps:
+            break
         epoch_start = time.perf_counter()
         steps_this_epoch = loader.steps_per_epoch
         if cfg.max_steps is not None:
@@ -130,6 +140,9 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         history.append({"epoch": epoch, "train_loss": loss_sum / max(loss_count, 1), "val_loss": val_loss,
                         "steps": steps, "seconds": time.perf_counter() - epoch_start})
         progress.epoch_end(epoch, history[-1]["train_loss"], val_loss, history[-1]["seconds"])
+        if cfg.checkpoint_dir is not None and env.is_main:
+            checkpoint.save(cfg.checkpoint_dir, identity, checkpoint.Progress(
+                epoch, steps, samples, epochs_completed, train_seconds, history), core, optimizer)
         if cfg.max_steps is not None and steps >= cfg.max_steps:
             break
 

@@ -33,7 +33,7 @@ DEFAULT_SPACE: dict[str, list[Any]] = {
     "num_layers": [2, 3],
 }
 # Parameters the search itself controls: a grid over them would not be a hyperparameter search.
-NOT_SEARCHABLE = {"data", "threads", "device"}
+NOT_SEARCHABLE = {"data", "threads", "device", "checkpoint_dir"}
 
 
 def load_space(path: Path) -> dict[str, list[Any]]:
