@@ -27,3 +27,9 @@ class WorkerFailure(StockscaleError):
 
 class TrainingDiverged(StockscaleError):
     """The loss became NaN or infinite: the run failed (status error), its metrics would mean nothing."""
+
+
+class PortInUse(StockscaleError):
+    """Rank 0 could not listen on MASTER_PORT (taken since it was chosen): the launcher retries with another."""
+
+    exit_code = 4

@@ -40,6 +40,8 @@ from stockscale.supervision import PARENT_ENV
 EXIT_MEMORY_ERROR = 3
 STDERR_TAIL_LINES = 50
 SCRATCH_PREFIX = "stockscale-job-"
+EXIT_PORT_IN_USE = 4  # errors.PortInUse: rank 0 found MASTER_PORT taken
+PORT_ATTEMPTS = 3
 WAIT_TICK = 0.05
 
 # Variables of other launchers (torchrun / torchelastic) that must not leak from our own environment into a
@@ -213,15 +215,23 @@ class LocalLauncher:
             config_path = self._write_config(scratch, job.config)
             argv = [*self.worker_command, "--config", str(config_path), "--out", str(job.run_dir),
                     "--threads", str(threads)]
-            for rank in range(job.workers):
-                env = worker_environment(rank, job.workers, port, threads)
-                try:
-                    workers.append(self._start(job, rank, argv, env, limit, mechanism, callback_errors))
-                except OSError as error:
-                    self._end_all(workers)
-                    return self._result(job, "error", f"cannot start worker {rank}: {error}", start,
-                                        workers, mechanism)
-            status, detail = self._wait(job, workers, start)
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                for rank in range(job.workers):
+                    env = worker_environment(rank, job.workers, port, threads)
+                    try:
+                        workers.append(self._start(job, rank, argv, env, limit, mechanism, callback_errors))
+                    except OSError as error:
+                        self._end_all(workers)
+                        return self._result(job, "error", f"cannot start worker {rank}: {error}", start,
+                                            workers, mechanism)
+                status, detail = self._wait(job, workers, start)
+                if not (status == "error" and _port_was_taken(workers)) or attempt == PORT_ATTEMPTS:
+                    break
+                # Another program took the port between its choice and rank 0's bind: again, on a fresh one.
+                self._end_all(workers)
+                workers.clear()
+                release_port(port)
+                port = reserve_port()
         finally:
             # Also on KeyboardInterrupt: no worker, cgroup or port survives the call.
             self._end_all(workers)
@@ -424,6 +434,11 @@ class LocalLauncher:
             run_dir=str(run_dir) if run_dir is not None else None,
             limit_mechanism=held if job.memory_limit is not None else None,
         )
+
+
+def _port_was_taken(workers: list[_Worker]) -> bool:
+    """Whether rank 0 failed because its rendezvous port was in use (distributed.PortInUse)."""
+    return bool(workers) and workers[0].rank == 0 and workers[0].returncode == EXIT_PORT_IN_USE
 
 
 def _json_object(line: str) -> dict[str, Any] | None:
