@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stockscale.config import format_size, one_line
 from stockscale.errors import InputError
-from stockscale.files import fsync_path
 from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
+from stockscale.files import fsync_path
 
 RunStatus = Literal["success", "oom", "timeout", "error"]
 SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_cloud": "cloud"}
