@@ -181,3 +181,13 @@ def test_the_umask_still_decides(tmp_path):
     finally:
         os.umask(old)
     assert _mode(tmp_path / "r.json") == 0o600
+
+
+def test_resume_in_a_folder_of_something_else_is_refused(cli, tmp_path, monkeypatch):
+    (tmp_path / "trials" / "trial-00").mkdir(parents=True)
+    (tmp_path / "trials" / "trial-00" / "mine.txt").write_text("keep me\n")
+    grid = tmp_path / "space.yaml"
+    grid.write_text("hidden_size: [4]\n")
+    monkeypatch.chdir(tmp_path)
+    assert_clean_error(cli("search", "--space", grid, *TINY, "--out", ".", "--resume"), "trials", "hp_search")
+    assert (tmp_path / "trials" / "trial-00" / "mine.txt").is_file()

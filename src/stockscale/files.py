@@ -176,8 +176,9 @@ def utc_timestamp() -> str:
 def prepare_results_dir(out: Path, marker: str, kind: str, owned: tuple[str, ...], clear: bool) -> None:
     """Make `out` a writable results folder; with `clear`, remove the `owned` entries of an earlier run.
 
-    Only a folder whose `marker` (a JSON file with a "kind" field) says it holds `kind` results is ever
-    cleared: `--out .` beside someone's own `trials/` is refused, never emptied.
+    A folder that holds any of `owned` must have a `marker` (a JSON file with a "kind" field) saying it holds
+    `kind` results, cleared or not (a resumed search also deletes unfinished trials): `--out .` beside
+    someone's own `trials/` is refused, never emptied.
     """
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file, not a folder")
@@ -189,7 +190,7 @@ def prepare_results_dir(out: Path, marker: str, kind: str, owned: tuple[str, ...
     except OSError as error:
         raise InputError(f"--out {out} cannot be written ({error.strerror or error})") from None
     present = [name for name in owned if (out / name).exists() or (out / name).is_symlink()]
-    if not clear or not present:
+    if not present:
         return
     try:
         found = json.loads((out / marker).read_text(encoding="utf-8")).get("kind")
@@ -198,6 +199,8 @@ def prepare_results_dir(out: Path, marker: str, kind: str, owned: tuple[str, ...
     if found != kind:
         raise InputError(f"--out {out} holds {', '.join(present)} but no stockscale {kind} {marker}; "
                          "choose an empty or new folder")
+    if not clear:
+        return
     for name in present:
         entry = out / name
         if entry.is_dir() and not entry.is_symlink():
