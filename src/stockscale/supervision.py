@@ -10,6 +10,12 @@ for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG, set by the worker itse
 preexec_fn), leaves at once if the launcher is already gone, and a watcher thread checks the parent too: when
 the launcher was SIGKILLed and cleaned nothing up, the worker moves out of its own memory cgroup, removes it,
 and exits, by SIGKILL after a short grace if its cleanup hangs.
+
+A worker can also die abruptly when its launcher dies (a DDP peer that vanished can abort it), with no
+chance to remove its cgroup. So a launcher that puts workers in cgroups also starts one small reaper
+(`python -m stockscale.supervision <launcher pid>`, in its own session): it waits for the launcher to exit,
+gives the workers a short grace, then kills what is left in the launcher's stockscale-<pid>-* cgroups and
+removes them. The next start of any launcher sweeps the same way (limits.sweep_stale_cgroups).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import ctypes
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -126,3 +134,46 @@ def _rmdir_when_empty(path: Path, timeout: float = 1.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+_reaper: subprocess.Popen[bytes] | None = None
+_reaper_lock = threading.Lock()
+
+
+def ensure_cgroup_reaper() -> None:
+    """Start (once per process) the reaper that removes this launcher's cgroups after it dies."""
+    global _reaper
+    with _reaper_lock:
+        if _reaper is not None and _reaper.poll() is None:
+            return
+        with contextlib.suppress(OSError):
+            _reaper = subprocess.Popen([sys.executable, "-m", "stockscale.supervision", str(os.getpid())],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def reap_after(launcher: int) -> None:
+    """Wait for `launcher` to exit, give its workers a grace to leave, then remove its leftover cgroups."""
+    from stockscale.limits import CGROUP_PREFIX, own_cgroup_dir, sweep_stale_cgroups
+
+    while os.getppid() == launcher:
+        time.sleep(PARENT_POLL_SECONDS / 5)
+
+    def occupied() -> bool:
+        for version in (2, 1):
+            directory = own_cgroup_dir(version)
+            for path in directory.glob(f"{CGROUP_PREFIX}{launcher}-*") if directory is not None else ():
+                with contextlib.suppress(OSError):
+                    if (path / "cgroup.procs").read_text().strip():
+                        return True
+        return False
+
+    deadline = time.monotonic() + ORPHAN_GRACE_SECONDS
+    while occupied() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sweep_stale_cgroups()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 2 and sys.argv[1].isdigit():
+        reap_after(int(sys.argv[1]))

@@ -34,7 +34,7 @@ from stockscale.errors import InputError
 from stockscale.files import owner_tag, sweep_stale, write_text_atomic
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_with_threads
 from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups
-from stockscale.supervision import PARENT_ENV
+from stockscale.supervision import PARENT_ENV, ensure_cgroup_reaper
 
 # The exit status the train command uses for a MemoryError (out of memory inside Python).
 EXIT_MEMORY_ERROR = 3
@@ -205,6 +205,8 @@ class LocalLauncher:
         threads = job.threads or default_threads(job.workers)
 
         sweep_stale_cgroups()  # what a killed launcher left behind
+        if mechanism is not None and mechanism.startswith("cgroup"):
+            ensure_cgroup_reaper()  # and what we would leave behind if killed
         sweep_stale(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
         workers: list[_Worker] = []
         callback_errors: list[BaseException] = []
