@@ -154,7 +154,8 @@ def test_flags_are_the_train_commands_own_and_carry_every_config_field():
                  "val_frac": 0.2, "multiplier": 3, "noise": 0.02, "loader": "stream",
                  "hidden_size": 16, "num_layers": 3, "dropout": 0.1, "lr": 0.0005, "batch_size": 32, "epochs": 2,
                  "max_steps": 7, "seed": 9, "device": "cpu", "threads": 3}
-    on_disk = {"data": "/results/data/x3", "loader": "lazy", "threads": 1}  # a dataset fixes source, dates, size
+    on_disk = {"data": "/results/data/x3", "loader": "lazy", "threads": 1,  # a dataset fixes source, dates, size
+               "checkpoint_dir": "/results/checkpoints/x"}
     assert set(generated) | set(on_disk) == set(TrainConfig.model_fields)
     for config in (generated, on_disk):
         job = m.pytorchjob_manifest(SPEC, name="x", run_id="run-1", config=config)

@@ -10,12 +10,14 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from stockscale.bounds import MAX_COUNT, MAX_MULTIPLIER, MAX_SECONDS, MAX_SEED, MAX_SIZE, MAX_WORKERS
 from stockscale.errors import InputError, StockscaleError, WorkerFailure
 
 EXIT_INPUT = 2
@@ -77,6 +79,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "seed": "random seed (default 42)",
     "device": "auto | cpu | cuda (default auto: CUDA when present)",
     "threads": "torch threads per process (default: torch's choice; experiments split the cores)",
+    "checkpoint_dir": "save model, optimizer, RNG and loader position here after every epoch; running the same "
+                      "command again resumes from the last complete epoch",
 }
 
 
@@ -109,8 +113,8 @@ def _named(what: str) -> str:
     return "" if not what or what.startswith("-") else f"{what} "
 
 
-def int_at_least(what: str, minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum, with a message that says which rule the text broke."""
+def int_at_least(what: str, minimum: int, maximum: int = MAX_COUNT) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum], with a message that says which rule the text broke."""
 
     def parse(text: str) -> int:
         try:
@@ -121,13 +125,15 @@ def int_at_least(what: str, minimum: int) -> Callable[[str], int]:
         if value < minimum:
             rule = f"must be at least {minimum}" if minimum else "must not be negative"
             raise argparse.ArgumentTypeError(f"{_named(what)}{rule}, not {value}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{_named(what)}must be at most {maximum}, not {text}")
         return value
 
     return parse
 
 
-def positive_int(what: str) -> Callable[[str], int]:
-    return int_at_least(what, 1)
+def positive_int(what: str, maximum: int = MAX_COUNT) -> Callable[[str], int]:
+    return int_at_least(what, 1, maximum)
 
 
 def _is_float(text: str) -> bool:
@@ -138,14 +144,20 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def non_negative_float(what: str) -> Callable[[str], float]:
+def non_negative_float(what: str, maximum: float = MAX_SECONDS) -> Callable[[str], float]:
+    """An argparse type: a finite number in [0, maximum] (inf and nan are refused)."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{_named(what)}{text!r} is not a number") from None
-        if value < 0 or value != value:
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{_named(what)}must be a finite number, not {text}")
+        if value < 0:
             raise argparse.ArgumentTypeError(f"{_named(what)}must not be negative, not {text}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{_named(what)}must be at most {maximum:g}, not {text}")
         return value
 
     return parse
@@ -155,9 +167,12 @@ def size(text: str) -> int:
     from stockscale.config import parse_size
 
     try:
-        return parse_size(text)
-    except ValueError as error:
+        value = parse_size(text)
+    except (ValueError, OverflowError) as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"size {text!r} is more than the maximum of 1 PiB")
+    return value
 
 
 def default_run_dir(prefix: str = "train") -> Path:
@@ -198,6 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def train_here(cfg: Any, out: Path, env: Any) -> int:
     """Train in this process (one process, or one rank when the environment says so)."""
     from stockscale.console import RichTrainProgress, train_progress
+    from stockscale.errors import TrainingDiverged
     from stockscale.train import train
 
     progress = train_progress() if env.is_main else None
@@ -206,12 +222,15 @@ def train_here(cfg: Any, out: Path, env: Any) -> int:
     except MemoryError:
         print(json.dumps({"status": "oom", "detail": "MemoryError", "rank": env.rank}), flush=True)
         return EXIT_MEMORY
+    except TrainingDiverged as error:
+        print(json.dumps({"status": "error", "detail": str(error), "rank": env.rank}), flush=True)
+        raise
     finally:
         if isinstance(progress, RichTrainProgress):
             progress.close()
     if env.is_main:
         print_run_summary(result)
-    print(json.dumps(result_line(result)), flush=True)
+    print(json.dumps(result_line(result), allow_nan=False), flush=True)
     if env.is_distributed:
         # Gloo's worker threads can still hold work objects when the interpreter finalizes, which aborts the
         # process now and then (pytorch/pytorch#190489) and would turn a finished rank into a failed one.
@@ -320,7 +339,7 @@ def print_dataset_info(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def multipliers(text: str) -> list[int]:
-    parse = positive_int("value")
+    parse = positive_int("value", MAX_MULTIPLIER)
     values = [parse(part.strip()) for part in text.split(",") if part.strip()]
     if not values:
         raise argparse.ArgumentTypeError("needs at least one value, e.g. 1,10,50")
@@ -333,15 +352,24 @@ def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[st
 
     values = read_yaml_mapping(args.config, "config file") if args.config is not None else {}
     values.update(train_overrides(args))
-    for key in controlled:
+    for key in (*controlled, "checkpoint_dir"):  # experiments' runs are short and never resume
         values.pop(key, None)
     load_config(args)  # validates the file and the flags together, naming the culprit
     return values
 
 
+def _threads(train: dict[str, Any]) -> int | None:
+    """--threads (or the config's threads), taken out of the per-run overrides as the validated integer."""
+    from stockscale.config import build_train_config
+
+    value = train.pop("threads", None)
+    return None if value is None else build_train_config({"threads": value}, "--threads").threads
+
+
 def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.scale_test import ScaleTestSettings, format_table, run_scale_test
+    from stockscale.files import prepare_results_dir
     from stockscale.launch.local import describe_limit
     from stockscale.limits import check_limit
 
@@ -355,9 +383,10 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     settings = ScaleTestSettings(
         mode=args.mode, workers=workers, multipliers=args.multipliers, memory_limit=args.memory_limit,
         timeout=args.timeout, loader=args.loader, max_steps=args.max_steps, epochs=args.epochs,
-        threads=train.pop("threads", None), train=train, keep_going=args.keep_going,
+        threads=_threads(train), train=train, keep_going=args.keep_going,
     )
     out = args.out or Path("results") / f"scale_test_{args.mode}"
+    prepare_results_dir(out, "results.json", "scale_test", (), clear=False)  # a file or unwritable: refused now
     log(f"scale test, {args.mode}: multipliers {','.join(map(str, settings.multipliers))}, {workers} worker(s), "
         f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
 
@@ -375,6 +404,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, format_summary, load_space, run_search
+    from stockscale.files import prepare_results_dir
 
     space = load_space(args.space) if args.space else DEFAULT_SPACE
     cpus = os.cpu_count() or 1
@@ -386,15 +416,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     trials = math.prod(len(values) for values in space.values())
     if args.backend == "kubernetes":
         workers = args.workers or trials  # every trial at once, unless asked otherwise
-        threads = train.pop("threads", None)  # pods default to their CPU limit
+        threads = _threads(train)  # pods default to their CPU limit
     else:
         workers = 1 if args.backend == "sequential" else (args.workers or cpus)
-        threads = train.pop("threads", None) or max(1, cpus // workers)
+        threads = _threads(train) or max(1, cpus // workers)
     settings = SearchSettings(backend=args.backend, workers=workers, space=space, train=train,
                               threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
     folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker",
               "kubernetes": "hp_search_cloud"}
     out = args.out or Path("results") / folder[args.backend]
+    if not (args.backend == "kubernetes" and args.dry_run):
+        prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
     if args.backend == "kubernetes":
         launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind, algorithm=args.k8s_algorithm)
         if args.dry_run:
@@ -536,6 +568,7 @@ def on_cluster(launcher: Any, work: Callable[[], int]) -> int:
     """Run `work`; on Ctrl-C, offer to delete what was submitted (a terminal is asked, a pipe is not); on an
     error, say how to delete what is still on the cluster."""
     from stockscale.console import log
+    from stockscale.supervision import Terminated
 
     try:
         return work()
@@ -544,11 +577,11 @@ def on_cluster(launcher: Any, work: Callable[[], int]) -> int:
             log(f"left on the cluster: {', '.join(launcher.left_on_cluster())}; remove with: "
                 f"stockscale k8s delete {launcher.run_id}")
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if launcher.left_on_cluster():
             log(f"interrupted; submitted: {', '.join(launcher.left_on_cluster())}")
             answer = ""
-            if sys.stdin.isatty():
+            if sys.stdin.isatty() and not isinstance(stop, Terminated):  # nobody to answer a kill
                 answer = input(f"delete what run {launcher.run_id} submitted? [y/N] ").strip().lower()
             if answer in ("y", "yes"):
                 deleted = launcher.delete_run()
@@ -654,7 +687,7 @@ def build_parser() -> Parser:
     train.add_argument("--trials", type=Path, help="YAML list of config overrides; trains entry "
                        "$JOB_COMPLETION_INDEX (one pod of a Kubernetes Indexed Job)")
     run = train.add_argument_group("where it runs")
-    run.add_argument("--workers", type=positive_int("--workers"), default=1,
+    run.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS), default=1,
                      help="DDP workers: local processes with a PyTorchJob's environment (default 1)")
     run.add_argument("--memory-limit", type=size,
                      help="memory limit per worker: 512MiB, 2GiB, 4Gi (default: no limit)")
@@ -672,10 +705,10 @@ def build_parser() -> Parser:
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=Parser, required=True,
                                         help="`stockscale data ACTION --help` lists its flags")
     scale = data_commands.add_parser("scale", help="write N noisy replicas of the training series as shards")
-    scale.add_argument("--multiplier", type=positive_int("--multiplier"), required=True,
+    scale.add_argument("--multiplier", type=positive_int("--multiplier", MAX_MULTIPLIER), required=True,
                        help="number of replicas of the training series (replica 0 is the original)")
-    scale.add_argument("--seed", type=int_at_least("--seed", 0), help=TRAIN_FLAGS["seed"])
-    scale.add_argument("--noise", type=non_negative_float("--noise"), help=TRAIN_FLAGS["noise"])
+    scale.add_argument("--seed", type=int_at_least("--seed", 0, MAX_SEED - 1), help=TRAIN_FLAGS["seed"])
+    scale.add_argument("--noise", type=non_negative_float("--noise", 100.0), help=TRAIN_FLAGS["noise"])
     scale.add_argument("--source", help=TRAIN_FLAGS["source"])
     scale.add_argument("--start", help=TRAIN_FLAGS["start"])
     scale.add_argument("--end", help=TRAIN_FLAGS["end"])
@@ -688,7 +721,8 @@ def build_parser() -> Parser:
     scale_test = commands.add_parser("scale-test", help="comparison 1: dataset scale, one process vs N workers")
     scale_test.add_argument("--mode", choices=("local", "cluster"), default="local",
                             help="local: one process; cluster: N workers (the emulated cluster)")
-    scale_test.add_argument("--workers", type=positive_int("--workers"), help="workers in cluster mode (default 4)")
+    scale_test.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
+                            help="workers in cluster mode (default 4)")
     scale_test.add_argument("--backend", choices=("local", "docker"), default="local",
                             help="cluster mode's workers: local processes (default) or containers of the image")
     scale_test.add_argument("--multipliers", type=multipliers, default=[1, 10, 50, 100, 200],
@@ -701,11 +735,11 @@ def build_parser() -> Parser:
                             help="how workers hold the data (default memory, as the original demonstration)")
     scale_test.add_argument("--max-steps", type=positive_int("--max-steps"), default=50,
                             help="optimizer steps per run (default 50: the data is loaded whole either way)")
-    scale_test.add_argument("--epochs", type=positive_int("--epochs"), default=1,
+    scale_test.add_argument("--epochs", type=positive_int("--epochs", 1_000_000), default=1,
                             help="epochs per run; --max-steps usually ends the run first")
     scale_test.add_argument("--keep-going", action="store_true", help="run every multiplier past an oom/timeout")
     scale_test.add_argument("--out", type=Path, help="results folder (default results/scale_test_<mode>)")
-    add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data"))
+    add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data", "checkpoint_dir"))
     add_image_flags(scale_test, "containers (--backend docker)")
     scale_test.set_defaults(handler=cmd_scale_test)
 
@@ -714,7 +748,7 @@ def build_parser() -> Parser:
                         help="sequential: one trial at a time with every core; parallel: --workers trials at "
                         "once on this machine; docker: --workers trials at once as containers of the image on this "
                         "machine (the Indexed Job's pods); kubernetes: Jobs on a cluster")
-    search.add_argument("--workers", type=positive_int("--workers"),
+    search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
                         help="trials at once (default: parallel and docker, the number of cores; kubernetes, every "
                         "trial)")
     search.add_argument("--space", type=Path, help="YAML grid: one list per parameter (default: the 18 configs)")
@@ -728,7 +762,7 @@ def build_parser() -> Parser:
                              "OptimizationJob")
     search.add_argument("--k8s-algorithm", choices=("grid", "random"), default="grid",
                         help="optimizationjob: the whole grid (default) or as many random points of it")
-    add_train_flags(search, skip=("data",))
+    add_train_flags(search, skip=("data", "checkpoint_dir"))
     add_k8s_flags(search)
     search.set_defaults(handler=cmd_search)
 
@@ -761,8 +795,9 @@ def build_parser() -> Parser:
     render.add_argument("--out", type=Path, required=True, help="folder for the YAML (kubectl apply -k DIR)")
     render.add_argument("--storage-class", help="storage class of the PVC")
     render.add_argument("--pvc-size", help="size of the PVC (default 5Gi)")
-    render.add_argument("--workers", type=positive_int("--workers"), help="DDP world size (default 4)")
-    render.add_argument("--multiplier", type=positive_int("--multiplier"), help="dataset multiplier (default 100)")
+    render.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS), help="DDP world size (default 4)")
+    render.add_argument("--multiplier", type=positive_int("--multiplier", MAX_MULTIPLIER),
+                        help="dataset multiplier (default 100)")
     add_k8s_flags(render, run_flags=False, connect=False)
     render.set_defaults(handler=cmd_k8s_render)
     status = k8s_commands.add_parser("status", help="the objects of a run (without RUN: the runs)")
@@ -790,33 +825,24 @@ def _version() -> str:
     return f"stockscale {__version__}"
 
 
-def _interrupt_on_termination() -> None:
-    """SIGTERM and SIGHUP end a command the way Ctrl-C does, so the same cleanup runs (workers, containers)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, interrupt)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from stockscale.supervision import Terminated, follow_parent, terminate_as_interrupt
+
     parser = build_parser()
-    _interrupt_on_termination()
     try:
-        args = parser.parse_args(argv)
-        if getattr(args, "handler", None) is None:
-            parser.print_help()
-            return EXIT_INPUT
-        return args.handler(args)
+        with terminate_as_interrupt():
+            follow_parent()
+            args = parser.parse_args(argv)
+            if getattr(args, "handler", None) is None:
+                parser.print_help()
+                return EXIT_INPUT
+            return args.handler(args)
     except StockscaleError as error:
         print(f"stockscale: error: {error}", file=sys.stderr, flush=True)
         return error.exit_code
+    except Terminated as stop:
+        print(f"stockscale: terminated by {signal.Signals(stop.signum).name}", file=sys.stderr, flush=True)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("stockscale: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stockscale.bounds import MAX_COUNT, MAX_MULTIPLIER, MAX_SEED
 from stockscale.errors import InputError
 
 SEQ_LEN = 60
@@ -27,7 +28,10 @@ FEATURES = ("open", "high", "low", "close", "volume")
 class TrainConfig(BaseModel):
     """Everything one training run needs. Field names double as YAML keys and search parameters."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+    # Every float finite, every number bounded by what the code can honour (numpy/torch seeds < 2**32, an
+    # LSTM that fits in memory): anything else is one line naming the field, never a traceback or NaN.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True,
+                              allow_inf_nan=False)
 
     # data
     source: str = Field("bundled:AAPL", description="bundled:TICKER | csv:PATH | yahoo:TICKER")
@@ -35,24 +39,25 @@ class TrainConfig(BaseModel):
     end: date | None = Field(None, description="last date (default: the series' end)")
     train_frac: float = Field(0.70, gt=0, lt=1)
     val_frac: float = Field(0.15, gt=0, lt=1)
-    multiplier: int = Field(1, ge=1, description="training data = this many noisy replicas")
-    noise: float = Field(0.01, ge=0, description="replica noise sigma, normalized units")
+    multiplier: int = Field(1, ge=1, le=MAX_MULTIPLIER, description="training data = this many noisy replicas")
+    noise: float = Field(0.01, ge=0, le=100, description="replica noise sigma, normalized units")
     data: Path | None = Field(None, description="a scaled dataset directory (stockscale data scale)")
     loader: Literal["memory", "lazy", "stream"] = "lazy"
 
     # model and optimizer
-    hidden_size: int = Field(64, gt=0)
-    num_layers: int = Field(2, gt=0)
+    hidden_size: int = Field(64, gt=0, le=4096)
+    num_layers: int = Field(2, gt=0, le=64)
     dropout: float = Field(0.2, ge=0, lt=1)
-    lr: float = Field(1e-3, gt=0, alias="learning_rate")
-    batch_size: int = Field(64, gt=0)
-    epochs: int = Field(10, gt=0)
-    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
-    seed: int = Field(42, ge=0)
+    lr: float = Field(1e-3, gt=0, le=10, alias="learning_rate")
+    batch_size: int = Field(64, gt=0, le=1_000_000)
+    epochs: int = Field(10, gt=0, le=1_000_000)
+    max_steps: int | None = Field(None, gt=0, le=MAX_COUNT, description="stop after this many optimizer steps")
+    seed: int = Field(42, ge=0, lt=MAX_SEED)
 
     # execution
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, gt=0, description="torch intra-op threads (default: torch's choice)")
+    threads: int | None = Field(None, gt=0, le=4096, description="torch intra-op threads (default: torch's choice)")
+    checkpoint_dir: Path | None = Field(None, description="save a checkpoint here after every epoch; resume from it")
 
     @model_validator(mode="after")
     def _check_split(self) -> TrainConfig:

@@ -8,12 +8,14 @@ PET_* ones, which is enough with one process per node. A process that finds WORL
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from stockscale.errors import InputError
+from stockscale.errors import InputError, PortInUse
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -93,16 +95,50 @@ def placement(env: DistEnv, device_type: str, gpus: int) -> tuple[str, str]:
 
 
 def init_process_group(env: DistEnv, backend: str) -> None:
-    """The process group over TCP to the master (rank 0), with a timeout so a lost peer ends the run."""
+    """The process group over TCP to the master (rank 0), with a timeout so a lost peer ends the run.
+
+    With the master on loopback (the local emulated cluster) rank 0 binds the rendezvous store itself, to
+    127.0.0.1 only: nothing off this machine can reach it. A port taken since the launcher chose it is
+    PortInUse (exit status 4), which the launcher answers by starting the job again on a fresh port.
+    """
     import torch.distributed as dist
 
-    dist.init_process_group(
-        backend,
-        init_method=f"tcp://{env.master_addr}:{env.master_port}",
-        rank=env.rank,
-        world_size=env.world_size,
-        timeout=timeout_from_env(),
-    )
+    if env.master_addr not in LOOPBACK:
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://{env.master_addr}:{env.master_port}",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=timeout_from_env(),
+        )
+        return
+    assert env.master_addr is not None and env.master_port is not None
+    listener = loopback_listener(env.master_addr, env.master_port) if env.is_main else None
+    store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=env.is_main,
+                          timeout=timeout_from_env(),
+                          master_listen_fd=listener.fileno() if listener is not None else None)
+    dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size,
+                            timeout=timeout_from_env())
+    _keep_open.append(listener)
+
+
+_keep_open: list[socket.socket | None] = []  # the store's listening socket lives as long as the process group
+
+
+def loopback_listener(addr: str, port: int) -> socket.socket:
+    """A TCP socket bound to the loopback address `addr`:`port` and listening; PortInUse when it is taken."""
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    host = "127.0.0.1" if addr == "localhost" else addr
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise PortInUse(f"rendezvous port {port} on {host} is already in use") from None
+        raise
+    return sock
 
 
 def barrier() -> None:

@@ -23,3 +23,13 @@ class DataIntegrityError(InputError):
 
 class WorkerFailure(StockscaleError):
     """A training worker died (out of memory, killed, exception); the whole run stops."""
+
+
+class TrainingDiverged(StockscaleError):
+    """The loss became NaN or infinite: the run failed (status error), its metrics would mean nothing."""
+
+
+class PortInUse(StockscaleError):
+    """Rank 0 could not listen on MASTER_PORT (taken since it was chosen): the launcher retries with another."""
+
+    exit_code = 4

@@ -1,27 +1,122 @@
-"""Write files so that a reader never sees half of one: temporary path first, rename at the end."""
+"""Write files so that a reader never sees half of one, and nothing half-written outlives its writer.
+
+Every atomic write goes through here: a temporary path beside the target, its data and folder fsynced, one
+rename at the end, the folder fsynced again so the rename itself survives a crash. Results are created
+readable by group and others (0644 files, 0755 folders) unless the user's umask says otherwise: a shared
+volume's other users can read them. Temporary names carry their owner (`<pid>@<host>`), so the next start
+removes what a killed process left behind (`sweep_stale`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import psutil
 
 from stockscale.errors import InputError
 
+_HOST = re.sub(r"[^A-Za-z0-9.]", "", socket.gethostname())[:40]
+
+
+def owner_tag() -> str:
+    """`<pid>@<host>`: who owns a temporary file or folder, so a later start can tell whether it is stale."""
+    return f"{os.getpid()}@{_HOST}"
+
+
+def owner_alive(name: str, prefix: str) -> bool:
+    """Whether the process named in `name` (prefix + owner tag + '-...') still runs here.
+
+    True when the name carries no tag, names another host (a shared volume: that host's own starts sweep
+    it) or names a live process: only what certainly belongs to a dead process of this host counts as stale.
+    """
+    match = re.match(re.escape(prefix) + r"(\d+)@([A-Za-z0-9.]*)-", name)
+    if match is None or match.group(2) != _HOST:
+        return True
+    pid = int(match.group(1))
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
+
+
+def sweep_stale(folder: Path, prefix: str) -> list[Path]:
+    """Remove the entries of `folder` named `<prefix><pid>@<host>-...` whose owner is dead; return them."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.name.startswith(prefix) and not owner_alive(entry.name, prefix):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+def umask() -> int:
+    """The process umask, read without changing it where Linux reports it (else set and restored)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's data and metadata to the disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder under `root` (deepest first) and `root` itself."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_path(Path(folder) / name)
+        fsync_path(Path(folder))
+
 
 def temp_dir_beside(out: Path) -> Path:
-    """A temporary directory next to `out` (same filesystem, so the final rename is atomic)."""
+    """A temporary directory next to `out` (same filesystem, so the final rename is atomic).
+
+    Stale ones of earlier, killed writers of `out` are removed first."""
+    prefix = f".{out.name}.tmp-"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        sweep_stale(out.parent, prefix)
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=out.parent))
     except OSError as error:
         raise InputError(f"output directory {out.parent} is not writable ({error.strerror})") from None
+
+
+def _open_modes(tree: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600; give folders 0777 and files 0666, less the umask."""
+    mask = umask()
+    for folder, dirs, files in os.walk(tree):
+        for name in dirs:
+            os.chmod(Path(folder) / name, 0o777 & ~mask)
+        for name in files:
+            with contextlib.suppress(OSError):
+                os.chmod(Path(folder) / name, 0o666 & ~mask)
+    os.chmod(tree, (0o777 if tree.is_dir() else 0o666) & ~mask)
 
 
 @contextmanager
@@ -30,30 +125,85 @@ def staged_dir(out: Path) -> Iterator[Path]:
     tmp = temp_dir_beside(out)
     try:
         yield tmp
+        _open_modes(tmp)
+        fsync_tree(tmp)
         os.rename(tmp, out)
+        fsync_path(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step (a temporary file in the same folder, then os.replace)."""
+def replace_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Replace `path` in one step with what `write(handle)` writes to a binary handle (torch.save, bytes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    prefix = f".{path.name}.tmp-"
+    sweep_stale(path.parent, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{owner_tag()}-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o666 & ~umask())
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step (a temporary file in the same folder, then os.replace)."""
+    replace_with(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def to_json(data: Any, indent: int | None = 2) -> str:
+    """Strict JSON: NaN and infinities are refused (ValueError), as strict parsers would refuse them."""
+    return json.dumps(data, indent=indent, allow_nan=False)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """A results file, indented, replaced in one step: a reader sees the old version or the new, never half."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_text_atomic(path, to_json(data) + "\n")
 
 
 def utc_timestamp() -> str:
     """When a results file was started or finished: ISO 8601, UTC, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def prepare_results_dir(out: Path, marker: str, kind: str, owned: tuple[str, ...], clear: bool) -> None:
+    """Make `out` a writable results folder; with `clear`, remove the `owned` entries of an earlier run.
+
+    A folder that holds any of `owned` must have a `marker` (a JSON file with a "kind" field) saying it holds
+    `kind` results, cleared or not (a resumed search also deletes unfinished trials): `--out .` beside
+    someone's own `trials/` is refused, never emptied.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".probe.tmp-{owner_tag()}-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"--out {out} cannot be written ({error.strerror or error})") from None
+    present = [name for name in owned if (out / name).exists() or (out / name).is_symlink()]
+    if not present:
+        return
+    try:
+        found = json.loads((out / marker).read_text(encoding="utf-8")).get("kind")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        found = None
+    if found != kind:
+        raise InputError(f"--out {out} holds {', '.join(present)} but no stockscale {kind} {marker}; "
+                         "choose an empty or new folder")
+    if not clear:
+        return
+    for name in present:
+        entry = out / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)

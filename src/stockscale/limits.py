@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import signal
 import threading
 import time
@@ -330,6 +331,35 @@ class _Cgroup:
         except OSError as error:
             return error.strerror or str(error)
         return None
+
+
+def sweep_stale_cgroups() -> list[Path]:
+    """Remove the stockscale-<pid>-* cgroups under our own whose creator <pid> is dead (a killed launcher's).
+
+    Whatever still runs inside such a cgroup is an orphaned worker of that launcher and is killed first.
+    """
+    removed = []
+    for version in (2, 1):
+        directory = own_cgroup_dir(version)
+        if directory is None:
+            continue
+        with contextlib.suppress(OSError):
+            for path in directory.glob(f"{CGROUP_PREFIX}*"):
+                match = re.fullmatch(rf"{re.escape(CGROUP_PREFIX)}(\d+)-[0-9a-f]+", path.name)
+                if match is None or not path.is_dir() or _alive(int(match.group(1))):
+                    continue
+                if _Cgroup(version, path).remove(timeout=2.0) is None:
+                    removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
 
 
 # --- the limiter ----------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 import time
@@ -21,12 +20,13 @@ import torch
 import yaml
 from torch import nn
 
+from stockscale import checkpoint
 from stockscale.config import TrainConfig
 from stockscale.data.dataset import open_training_data
 from stockscale.data.windows import EvalSet, NormStats, make_features
 from stockscale.distributed import DistEnv, barrier, init_process_group, placement, teardown
-from stockscale.errors import InputError
-from stockscale.files import staged_dir, temp_dir_beside
+from stockscale.errors import InputError, TrainingDiverged
+from stockscale.files import staged_dir, temp_dir_beside, to_json
 from stockscale.limits import vm_hwm
 from stockscale.model import LSTMRegressor
 from stockscale.progress import TrainProgress
@@ -58,6 +58,8 @@ def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,
         if out.exists():
             raise InputError(f"run directory {out} already exists")
         temp_dir_beside(out).rmdir()  # fail now, not after training, if `out` cannot be written
+        if cfg.checkpoint_dir is not None:
+            checkpoint.check_writable(cfg.checkpoint_dir)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -90,15 +92,22 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
     )
 
     core = LSTMRegressor(5, cfg.hidden_size, cfg.num_layers, cfg.dropout).to(device)
+    optimizer = torch.optim.Adam(core.parameters(), lr=cfg.lr)
+    identity = checkpoint.run_identity(cfg, env.world_size)
+    saved = checkpoint.load(cfg.checkpoint_dir, identity) if cfg.checkpoint_dir is not None else None
+    done = checkpoint.restore(saved, core, optimizer) if saved is not None else checkpoint.Progress()
+    if saved is not None:
+        progress.message(f"resuming from {cfg.checkpoint_dir}: {done.epoch} epoch(s), {done.steps} steps done")
     # DDP averages gradients across ranks during backward; evaluation uses the bare module.
     model = nn.parallel.DistributedDataParallel(core) if env.is_distributed else core
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = nn.MSELoss()
 
-    history: list[dict[str, float]] = []
-    steps, samples, epochs_completed = 0, 0, 0
-    train_seconds = 0.0
-    for epoch in range(1, cfg.epochs + 1):
+    history = done.history
+    steps, samples, epochs_completed = done.steps, done.samples, done.epochs_completed
+    train_seconds = done.train_seconds
+    for epoch in range(done.epoch + 1, cfg.epochs + 1):
+        if cfg.max_steps is not None and steps >= cfg.max_steps:
+            break
         epoch_start = time.perf_counter()
         steps_this_epoch = loader.steps_per_epoch
         if cfg.max_steps is not None:
@@ -116,16 +125,24 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
             optimizer.step()
             steps += 1
             samples += len(y)
-            loss_sum += loss.item() * len(y)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss became {value} at step {steps}")
+            loss_sum += value * len(y)
             loss_count += len(y)
-            progress.step(epoch, step, loss.item())
+            progress.step(epoch, step, value)
         train_seconds += time.perf_counter() - epoch_start
         val_loss = evaluate_loss(core, val_set, stats, device)
+        if not math.isfinite(val_loss):
+            raise TrainingDiverged(f"validation loss became {val_loss} after step {steps}")
         finished_epoch = steps_this_epoch == loader.steps_per_epoch
         epochs_completed += finished_epoch
         history.append({"epoch": epoch, "train_loss": loss_sum / max(loss_count, 1), "val_loss": val_loss,
                         "steps": steps, "seconds": time.perf_counter() - epoch_start})
         progress.epoch_end(epoch, history[-1]["train_loss"], val_loss, history[-1]["seconds"])
+        if cfg.checkpoint_dir is not None and env.is_main:
+            checkpoint.save(cfg.checkpoint_dir, identity, checkpoint.Progress(
+                epoch, steps, samples, epochs_completed, train_seconds, history), core, optimizer)
         if cfg.max_steps is not None and steps >= cfg.max_steps:
             break
 
@@ -226,8 +243,8 @@ def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: n
     """Everything in a temporary directory beside `out`, renamed to `out` only when complete."""
     with staged_dir(out) as tmp:
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (tmp / "history.json").write_text(json.dumps(metrics["history"], indent=2) + "\n")
+        (tmp / "metrics.json").write_text(to_json(metrics) + "\n")
+        (tmp / "history.json").write_text(to_json(metrics["history"]) + "\n")
         torch.save(model.state_dict(), tmp / "model.pt")
         predictions = {
             "split": "test",
@@ -236,7 +253,7 @@ def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: n
             "predicted": test_pred.tolist(),
             "baseline": test_set.last_price.tolist(),
         }
-        (tmp / "predictions.json").write_text(json.dumps(predictions) + "\n")
+        (tmp / "predictions.json").write_text(to_json(predictions, indent=None) + "\n")
 
 
 def load_model(run_dir: Path) -> LSTMRegressor:

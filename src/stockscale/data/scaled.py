@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stockscale.config import FEATURES, SEQ_LEN
+from stockscale.bounds import MAX_MULTIPLIER, MAX_SEED
+from stockscale.config import FEATURES, SEQ_LEN, one_line
 from stockscale.data.windows import PreparedData, window_count
 from stockscale.errors import DataIntegrityError, InputError
 from stockscale.files import staged_dir, utc_timestamp, write_text_atomic
@@ -217,8 +219,77 @@ def _same_dataset(existing: dict[str, Any] | None, wanted: dict[str, Any]) -> bo
 # ---------------------------------------------------------------------------------------------- reading
 
 
+class ShardEntry(BaseModel):
+    """One shard as the manifest lists it; its file name is the only form a shard's name can take."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    file: str = Field(pattern=r"^shard-[0-9]{5}\.npy$")
+    first_replica: int = Field(ge=0)
+    replicas: int = Field(ge=1, le=REPLICAS_PER_SHARD)
+    windows: int = Field(ge=1)
+    bytes: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class SourceRecord(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    spec: str
+    # Needed to rebuild the base series (prepare_from_manifest says so when one is missing); `data info` and
+    # the shard checks do without them.
+    start: str | None = None
+    end: str | None = None
+    train_frac: float | None = Field(None, gt=0, lt=1)
+    val_frac: float | None = Field(None, gt=0, lt=1)
+
+
+class DatasetManifest(BaseModel):
+    """A dataset's manifest.json, checked whole before anything of the dataset is trusted: types, ranges,
+    shard names, contiguous replica ranges and the counts that follow from them."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    format: Literal["stockscale-scaled-dataset"]
+    format_version: Literal[1]
+    source: SourceRecord
+    multiplier: int = Field(ge=1, le=MAX_MULTIPLIER)
+    noise: float = Field(ge=0)
+    seed: int = Field(ge=0, lt=MAX_SEED)
+    seq_len: Literal[60] = SEQ_LEN
+    features: list[str] = Field(default_factory=lambda: list(FEATURES))
+    train_days: int = Field(ge=1)
+    windows_per_replica: int = Field(ge=1)
+    train_windows: int = Field(ge=1)
+    materialized_bytes: int = Field(0, ge=0)
+    replicas_per_shard: int = Field(REPLICAS_PER_SHARD, ge=1)
+    stats: dict[str, float]
+    shards: list[ShardEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetManifest:
+        if self.windows_per_replica != window_count(self.train_days):
+            raise ValueError(f"windows_per_replica {self.windows_per_replica} does not follow from "
+                             f"{self.train_days} training days")
+        if self.train_windows != self.multiplier * self.windows_per_replica:
+            raise ValueError("train_windows does not match multiplier x windows_per_replica")
+        expected_first = 0
+        for index, shard in enumerate(self.shards):
+            if shard.file != f"shard-{index:05d}.npy":
+                raise ValueError(f"shard {index} is named {shard.file!r}, not shard-{index:05d}.npy")
+            if shard.first_replica != expected_first:
+                raise ValueError(f"{shard.file} starts at replica {shard.first_replica}, not {expected_first}: "
+                                 "replica ranges must be contiguous")
+            if shard.windows != shard.replicas * self.windows_per_replica:
+                raise ValueError(f"{shard.file}: windows does not match replicas x windows_per_replica")
+            expected_first += shard.replicas
+        if expected_first != self.multiplier:
+            raise ValueError(f"shards hold {expected_first} replicas but the multiplier is {self.multiplier}")
+        return self
+
+
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """The manifest of a dataset directory, checked for the keys the loaders rely on."""
+    """The manifest of a dataset directory, validated whole (DatasetManifest); DataIntegrityError otherwise."""
     path = directory / MANIFEST
     if not directory.is_dir():
         raise InputError(f"dataset directory {directory} does not exist")
@@ -226,26 +297,16 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise InputError(f"{directory} is not a stockscale dataset: {MANIFEST} is missing")
     try:
         manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise DataIntegrityError(f"{path} is not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataIntegrityError(f"{path} is not a stockscale dataset manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DataIntegrityError(f"{path}: format version {manifest.get('format_version')} is not supported")
-    needed = ("source", "multiplier", "seed", "noise", "train_days", "windows_per_replica", "train_windows",
-              "stats", "shards")
-    missing = [key for key in needed if key not in manifest]
-    if missing:
-        raise DataIntegrityError(f"{path}: missing key(s) {', '.join(missing)}")
-    shards = manifest["shards"]
-    replicas = sum(int(shard.get("replicas", 0)) for shard in shards)
-    if replicas != manifest["multiplier"] or not shards:
-        raise DataIntegrityError(
-            f"{path}: shards hold {replicas} replicas but the multiplier is {manifest['multiplier']}"
-        )
-    if manifest["train_windows"] != manifest["multiplier"] * manifest["windows_per_replica"]:
-        raise DataIntegrityError(f"{path}: train_windows does not match multiplier x windows_per_replica")
-    return manifest
+    try:
+        return DatasetManifest.model_validate(manifest).model_dump()
+    except ValidationError as error:
+        raise DataIntegrityError(one_line(error, str(path))) from None
 
 
 _verified: set[tuple[str, int, int, str]] = set()
@@ -263,6 +324,8 @@ def verify_shard(directory: Path, shard: dict[str, Any]) -> Path:
     """Check one shard's size and sha256 against the manifest, once: results are cached in memory and in a
     `.verified.json` beside the shards (keyed by size and modification time), so later runs skip the hash."""
     path = directory / shard["file"]
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise DataIntegrityError(f"shard {path} resolves outside the dataset folder {directory}")
     if not path.is_file():
         raise DataIntegrityError(f"shard {path} is missing")
     stat = path.stat()

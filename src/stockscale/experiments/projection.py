@@ -35,24 +35,24 @@ class ProjectionSettings(BaseModel):
     (limits: cpu 2, memory 4Gi) and typical on-demand cloud prices (about $0.04 per vCPU-hour and $0.005
     per GiB-hour, the order of a general-purpose VM's price split into its CPU and memory shares)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     nodes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 18], min_length=1,
                              description="cluster sizes K to project for (nodes for the search, workers "
                                          "for the dataset scale)")
-    pod_startup_seconds: float = Field(20.0, ge=0, description="added to every trial: scheduling, image, "
+    pod_startup_seconds: float = Field(20.0, ge=0, le=86_400, description="added to every trial: scheduling, image, "
                                                                "imports, data")
-    node_cpus: float = Field(2.0, gt=0, description="vCPUs per node (billed)")
-    node_memory_bytes: int = Field(4 * GIB, gt=0, description="memory per node or worker (billed, and the "
+    node_cpus: float = Field(2.0, gt=0, le=100_000, description="vCPUs per node (billed)")
+    node_memory_bytes: int = Field(4 * GIB, gt=0, le=2**50, description="memory per node or worker (billed, and the "
                                                               "per-worker limit for the dataset scale)")
-    price_vcpu_hour: float = Field(0.04, ge=0, description="dollars per vCPU-hour")
-    price_gib_hour: float = Field(0.005, ge=0, description="dollars per GiB-hour")
+    price_vcpu_hour: float = Field(0.04, ge=0, le=1e6, description="dollars per vCPU-hour")
+    price_gib_hour: float = Field(0.005, ge=0, le=1e6, description="dollars per GiB-hour")
 
     @field_validator("nodes")
     @classmethod
     def _sorted_positive(cls, value: list[int]) -> list[int]:
-        if any(k < 1 for k in value):
-            raise ValueError("every node count must be at least 1")
+        if any(k < 1 or k > 100_000 for k in value):
+            raise ValueError("every node count must be between 1 and 100000")
         return sorted(set(value))
 
     @field_validator("node_memory_bytes", mode="before")

@@ -28,6 +28,7 @@ from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
 from stockscale.experiments.dry_run import DryRun
 from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
 from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median_speedup
+from stockscale.files import fsync_path
 
 RunStatus = Literal["success", "oom", "timeout", "error", "preempted"]
 SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_docker": "docker",
@@ -84,6 +85,7 @@ class ScaleTest(_Shape):
     format_version: Literal[1]
     started_at: str | None = None
     finished_at: str | None = None
+    complete: bool = True
     settings: ScaleSettings
     results: list[ScaleRow]
 
@@ -340,15 +342,29 @@ def _scale_settings(run: ScaleRun) -> str:
     else:
         who = f"{s.backend} cluster: {s.workers} workers"
     when = f", run {s_at[:16].replace('T', ' ')} UTC" if (s_at := run.data.started_at) else ""
-    return (f"{who}; {s.loader} loader; {limit}; {steps}{timeout}{threads}; {_machine(s.machine)}{when}; "
-            f"file {run.path}")
+    partial = "; PARTIAL (stopped before the end)" if not run.data.complete else ""
+    return (f"{who}; {s.loader} loader; {limit}; {steps}{timeout}{threads}; {_machine(s.machine)}{when}"
+            f"{partial}; file {run.path}")
+
+
+# What marks a boundary: memory (oom) or time (timeout). An error (a crash, a bad input) says nothing about
+# how much data fits, so it is shown but never taken for a boundary.
+BOUNDARY_STATUSES = ("oom", "timeout")
 
 
 def _reach(rows: list[ScaleRow]) -> tuple[int | None, ScaleRow | None]:
-    """Largest multiplier that succeeded, and the first failure above it (None: no failure up there)."""
+    """Largest multiplier that succeeded, and the first oom/timeout above it (None: no boundary up there)."""
     reached = max((row.multiplier for row in rows if row.status == "success"), default=None)
-    above = [row for row in rows if row.status != "success" and (reached is None or row.multiplier > reached)]
+    above = [row for row in rows
+             if row.status in BOUNDARY_STATUSES and (reached is None or row.multiplier > reached)]
     return reached, min(above, key=lambda row: row.multiplier, default=None)
+
+
+def _errors_above(rows: list[ScaleRow], reached: int | None) -> str:
+    errors = [row.multiplier for row in rows if row.status == "error" and (reached is None or row.multiplier > reached)]
+    if not errors:
+        return ""
+    return f" (error at {', '.join(f'{m}x' for m in sorted(errors))}: not counted as a boundary)"
 
 
 def _boundary(local: list[ScaleRow], cluster: list[ScaleRow]) -> list[str]:
@@ -358,9 +374,13 @@ def _boundary(local: list[ScaleRow], cluster: list[ScaleRow]) -> list[str]:
 
     def side(name: str, reached: int | None, fail: ScaleRow | None, rows: list[ScaleRow]) -> str:
         got = f"{reached}x" if reached is not None else "no multiplier"
+        errors = _errors_above(rows, reached)
         if fail is not None:
-            return f"{name} reached {got}, failed at {fail.multiplier}x ({STATUS_WORDS[fail.status]})"
-        return f"{name} reached {got} and never failed (tried up to {max(r.multiplier for r in rows)}x)"
+            return f"{name} reached {got}, failed at {fail.multiplier}x ({STATUS_WORDS[fail.status]}){errors}"
+        if not rows:
+            return f"{name} ran nothing"
+        return (f"{name} reached {got} and never hit a memory or time limit (tried up to "
+                f"{max(r.multiplier for r in rows)}x){errors}")
 
     lines = [f"Largest multiplier: {side('local', l_max, l_fail, local)}; "
              f"{side('cluster', c_max, c_fail, cluster)}."]
@@ -444,6 +464,10 @@ def _format_scale_group(group: ScaleGroup, name_folders: bool) -> list[str]:
         for line in _boundary(group.local.data.results, group.cluster.data.results) + \
                 _like_for_like(group.local, group.cluster):
             lines += _wrap("  ", line, indent=5)
+        for name, run in present:
+            if not run.data.complete:
+                lines += _wrap("  ", f"Note: {name} is PARTIAL (stopped before the end): multipliers it did not "
+                               "run may hold its boundary.", indent=5)
         if group.cluster.data.settings.backend == "docker":
             lines.append("  The cluster is EMULATED with containers of the image on this machine, each under its")
             lines.append("  pod's limits. It shows memory per worker, not a real cluster's speed (the containers")
@@ -676,7 +700,9 @@ def _replace_atomically(path: Path, write: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

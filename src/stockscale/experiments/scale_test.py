@@ -9,7 +9,6 @@ interrupted test still leaves a valid (incomplete) file. Format: docs/results.md
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,12 @@ from typing import Any
 from stockscale.config import TrainConfig, build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.scaled import materialized_bytes
-from stockscale.files import utc_timestamp, write_json_atomic
+from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
 
 FORMAT_VERSION = 1
+KIND = "scale_test"  # results.json's "kind": the marker that lets a rerun clear this folder
 DEFAULT_MULTIPLIERS = (1, 10, 50, 100, 200)
 STOPPING = ("oom", "timeout")
 
@@ -59,10 +59,10 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
     base_cfg = run_config(settings, 1)
     windows_per_replica = prepare_from_config(base_cfg).train_windows  # also checks the source up front
     runs_dir = out / "runs"
-    if runs_dir.exists():
-        shutil.rmtree(runs_dir)  # an earlier test's run directories: this one replaces its results
+    # An earlier test's results and run directories are replaced, but only where results.json says so.
+    prepare_results_dir(out, "results.json", KIND, ("runs", "results.json"), clear=True)
     doc: dict[str, Any] = {
-        "kind": "scale_test",
+        "kind": KIND,
         "format_version": FORMAT_VERSION,
         "started_at": utc_timestamp(),
         "finished_at": None,

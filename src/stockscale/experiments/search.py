@@ -8,8 +8,10 @@ summary and `resume` skips what already finished. Format: docs/results.md.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import math
 import shutil
 import threading
 from collections.abc import Callable
@@ -19,18 +21,19 @@ from typing import Any
 
 from stockscale.config import TRAIN_FIELDS, build_train_config, read_yaml_mapping
 from stockscale.errors import InputError
-from stockscale.files import utc_timestamp, write_json_atomic
+from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
 
 FORMAT_VERSION = 1
+KIND = "hp_search"  # summary.json's "kind": the marker that lets a rerun clear this folder
 DEFAULT_SPACE: dict[str, list[Any]] = {
     "lr": [1e-4, 5e-4, 1e-3],
     "hidden_size": [64, 128, 256],
     "num_layers": [2, 3],
 }
 # Parameters the search itself controls: a grid over them would not be a hyperparameter search.
-NOT_SEARCHABLE = {"data", "threads", "device"}
+NOT_SEARCHABLE = {"data", "threads", "device", "checkpoint_dir"}
 
 
 def load_space(path: Path) -> dict[str, list[Any]]:
@@ -105,12 +108,13 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
     configs = grid(settings.space)
     for index, config in enumerate(configs):
         build_train_config({**settings.train, **config}, f"trial {index} {config}")
-    previous = _finished_trials(out, configs) if settings.resume else {}
+    prepare_results_dir(out, "summary.json", KIND, ("trials", "summary.json"), clear=False)
+    hashes = [trial_settings_hash(settings, config) for config in configs]
+    previous = _finished_trials(out, configs, hashes) if settings.resume else {}
     if not settings.resume:
-        shutil.rmtree(out / "trials", ignore_errors=True)
-        (out / "summary.json").unlink(missing_ok=True)
+        prepare_results_dir(out, "summary.json", KIND, ("trials", "summary.json"), clear=True)
     summary: dict[str, Any] = {
-        "kind": "hp_search",
+        "kind": KIND,
         "format_version": FORMAT_VERSION,
         "started_at": utc_timestamp(),
         "finished_at": None,
@@ -133,6 +137,7 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
     def record(result: JobResult) -> None:
         index = int(result.name.rsplit("-", 1)[1])
         entry = trial_entry(index, configs[index], result)
+        entry["settings_hash"] = hashes[index]
         with lock:
             summary["results"].append(entry)
             _write(out, summary)
@@ -173,8 +178,30 @@ def trial_entry(index: int, config: dict[str, Any], result: JobResult) -> dict[s
     }
 
 
-def _finished_trials(out: Path, configs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Successful trials of an earlier run in `out` whose config is still in the grid at the same index."""
+def trial_settings_hash(settings: SearchSettings, config: dict[str, Any]) -> str:
+    """A digest of everything that decides what a trial trains: its full TrainConfig (grid point and common
+    settings, defaults included), the threads it gets and the content of its data (a CSV file, a dataset's
+    manifest). `--resume` reuses a trial only when this matches, so a summary never mixes settings."""
+    cfg = build_train_config({**settings.train, **config}, "trial")
+    record = {"config": cfg.to_dict(), "threads": settings.threads_per_trial, "data": _data_digest(cfg)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _data_digest(cfg: Any) -> str | None:
+    """The bytes behind a csv: source or a dataset directory (None for bundled data, fixed by the package)."""
+    kind, _, rest = cfg.source.partition(":")
+    path = Path(cfg.data) / "manifest.json" if cfg.data is not None else Path(rest) if kind == "csv" else None
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def _finished_trials(out: Path, configs: list[dict[str, Any]], hashes: list[str]) -> dict[int, dict[str, Any]]:
+    """Successful trials of an earlier run in `out` whose config is still in the grid at the same index and
+    that trained with the same full settings (see trial_settings_hash)."""
     path = out / "summary.json"
     if not path.is_file():
         return {}
@@ -187,7 +214,7 @@ def _finished_trials(out: Path, configs: list[dict[str, Any]]) -> dict[int, dict
     for entry in results:
         index = entry.get("trial")
         if (entry.get("status") == "success" and isinstance(index, int) and index < len(configs)
-                and entry.get("config") == configs[index]):
+                and entry.get("config") == configs[index] and entry.get("settings_hash") == hashes[index]):
             finished[index] = entry
     return finished
 
@@ -201,7 +228,10 @@ def _write(out: Path, summary: dict[str, Any]) -> None:
     summary["total_wall_seconds"] = (max(ends) - min(starts)) if results else 0.0
     summary["sum_trial_seconds"] = sum(entry["wall_seconds"] for entry in results)
     summary["successes"], summary["failures"] = len(done), len(results) - len(done)
-    best = min(done, key=lambda entry: entry["val_loss"], default=None) if done else None
+    # Only a finite validation loss can be the best (a NaN compares false with everything).
+    scored = [entry for entry in done
+              if isinstance(entry["val_loss"], int | float) and math.isfinite(entry["val_loss"])]
+    best = min(scored, key=lambda entry: entry["val_loss"], default=None)
     summary["best"] = None if best is None else {
         key: best[key] for key in ("trial", "name", "config", "val_loss", "test", "baseline_test", "run_dir")
     }

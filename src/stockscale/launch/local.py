@@ -32,12 +32,17 @@ import yaml
 
 from stockscale.config import format_size
 from stockscale.errors import InputError
+from stockscale.files import owner_tag, sweep_stale, write_text_atomic
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
-from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism
+from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups
+from stockscale.supervision import PARENT_ENV, ensure_cgroup_reaper
 
 # The exit status the train command uses for a MemoryError (out of memory inside Python).
 EXIT_MEMORY_ERROR = 3
 STDERR_TAIL_LINES = 50
+SCRATCH_PREFIX = "stockscale-job-"
+EXIT_PORT_IN_USE = 4  # errors.PortInUse: rank 0 found MASTER_PORT taken
+PORT_ATTEMPTS = 3
 WAIT_TICK = 0.05
 
 # Variables of other launchers (torchrun / torchelastic) that must not leak from our own environment into a
@@ -95,6 +100,7 @@ def worker_environment(rank: int, world_size: int, master_port: int, threads: in
         "PET_NNODES": str(world_size),
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": str(threads),
+        PARENT_ENV: str(os.getpid()),  # the worker ends with us (stockscale.supervision.follow_parent)
     })
     return env
 
@@ -199,24 +205,36 @@ class LocalLauncher:
         mechanism = None if limit is None else (self.limit_mechanism or detect_mechanism())
         threads = job.threads or default_threads(job.workers)
 
+        sweep_stale_cgroups()  # what a killed launcher left behind
+        if mechanism is not None and mechanism.startswith("cgroup"):
+            ensure_cgroup_reaper()  # and what we would leave behind if killed
+        sweep_stale(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
         workers: list[_Worker] = []
         callback_errors: list[BaseException] = []
         port = reserve_port()
-        scratch = Path(tempfile.mkdtemp(prefix="stockscale-job-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{owner_tag()}-"))
         start = time.time()
         try:
             config_path = self._write_config(scratch, job.config)
             argv = [*self.worker_command, "--config", str(config_path), "--out", str(job.run_dir),
                     "--threads", str(threads)]
-            for rank in range(job.workers):
-                env = worker_environment(rank, job.workers, port, threads)
-                try:
-                    workers.append(self._start(job, rank, argv, env, limit, mechanism, callback_errors))
-                except OSError as error:
-                    self._end_all(workers)
-                    return self._result(job, "error", f"cannot start worker {rank}: {error}", start,
-                                        workers, mechanism)
-            status, detail = self._wait(job, workers, start)
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                for rank in range(job.workers):
+                    env = worker_environment(rank, job.workers, port, threads)
+                    try:
+                        workers.append(self._start(job, rank, argv, env, limit, mechanism, callback_errors))
+                    except OSError as error:
+                        self._end_all(workers)
+                        return self._result(job, "error", f"cannot start worker {rank}: {error}", start,
+                                            workers, mechanism)
+                status, detail = self._wait(job, workers, start)
+                if not (status == "error" and _port_was_taken(workers)) or attempt == PORT_ATTEMPTS:
+                    break
+                # Another program took the port between its choice and rank 0's bind: again, on a fresh one.
+                self._end_all(workers)
+                workers.clear()
+                release_port(port)
+                port = reserve_port()
         finally:
             # Also on KeyboardInterrupt: no worker, cgroup or port survives the call.
             self._end_all(workers)
@@ -270,9 +288,7 @@ class LocalLauncher:
         except yaml.YAMLError as error:
             raise InputError(f"job config cannot be written as YAML: {error}") from None
         target = directory / "job.yaml"
-        partial = directory / "job.yaml.partial"
-        partial.write_text(text, encoding="utf-8")
-        partial.rename(target)
+        write_text_atomic(target, text)
         return target
 
     def _start(self, job: TrainJob, rank: int, argv: list[str], env: dict[str, str], limit: int | None,
@@ -422,6 +438,11 @@ class LocalLauncher:
             run_dir=str(run_dir) if run_dir is not None else None,
             limit_mechanism=held if job.memory_limit is not None else None,
         )
+
+
+def _port_was_taken(workers: list[_Worker]) -> bool:
+    """Whether rank 0 failed because its rendezvous port was in use (distributed.PortInUse)."""
+    return bool(workers) and workers[0].rank == 0 and workers[0].returncode == EXIT_PORT_IN_USE
 
 
 def _json_object(line: str) -> dict[str, Any] | None:
