@@ -139,7 +139,9 @@ def test_a_preempted_pytorchjob_is_resubmitted_once_with_the_same_output(k8s):
     assert result.status == "success"
     first, second = (obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
                      for obj in submitted)
-    assert first == second  # same --out (and --checkpoint-dir once train has it): the retry resumes there
+    assert first == second  # same --out and --checkpoint-dir: the retry resumes there
+    out, checkpoints = first[first.index("--out") + 1], first[first.index("--checkpoint-dir") + 1]
+    assert checkpoints == f"{out}.checkpoints"  # beside the run directory, which appears only at the end
     assert [obj["metadata"]["name"] for obj in submitted] == ["dis-test-0001-train", "dis-test-0001-train-retry"]
     assert objects(k8s, "pytorchjobs") == {}
 

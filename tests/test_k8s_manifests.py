@@ -161,7 +161,9 @@ def test_flags_are_the_train_commands_own_and_carry_every_config_field():
         job = m.pytorchjob_manifest(SPEC, name="x", run_id="run-1", config=config)
         args = containers(job)[0]["args"]
         parsed = build_parser().parse_args(args)
-        assert load_config(parsed) == TrainConfig.model_validate(config)
+        # Checkpoints go beside the run directory unless the config names a place for them.
+        expected = {"checkpoint_dir": "/results/run-1/x.checkpoints", **config}
+        assert load_config(parsed) == TrainConfig.model_validate(expected)
         assert str(parsed.out) == "/results/run-1/x"
 
 

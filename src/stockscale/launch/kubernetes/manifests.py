@@ -301,7 +301,7 @@ def pytorchjob_manifest(
     threads = threads or values.get("threads") or spec.threads
     values["threads"] = threads
     out = out or f"{RESULTS}/{run_id}/{name}"
-    args = ["train", *train_flags(values), *checkpoint_flags(out), "--out", out]
+    args = ["train", *train_flags(values), *checkpoint_flags(values, out), "--out", out]
     labels = run_labels(run_id, component, job=name, trial=trial)
     every_pod_mounts = spec.pvc_access_mode == "ReadWriteMany"
 
@@ -333,19 +333,15 @@ def pytorchjob_manifest(
 # ---------------------------------------------------------------------------------- checkpoints (issue 12)
 
 
-def checkpoint_flags(out: str) -> list[str]:
-    """`--checkpoint-dir <out>/checkpoints` once `stockscale train` has it (TrainConfig.checkpoint_dir, issue 12).
+def checkpoint_flags(values: Mapping[str, Any], out: str) -> list[str]:
+    """`--checkpoint-dir <out>.checkpoints` unless the config names its own: the one place the Kubernetes side
+    wires checkpoints.
 
-    SWITCH: this is the one place the Kubernetes side wires checkpoints. A training job writes its
-    checkpoints next to its run directory on the PVC, so the job resubmitted after a disruption (same `out`)
-    resumes from the last complete epoch. Until the field exists, no flag is passed and a resubmitted job
-    starts again from the beginning.
+    A training job writes its checkpoints beside its run directory on the PVC (not inside it: the run
+    directory appears only when training has finished), so the job resubmitted after a disruption, with the
+    same `out`, resumes from the last complete epoch.
     """
-    from stockscale.config import TrainConfig
-
-    if "checkpoint_dir" not in TrainConfig.model_fields:
-        return []
-    return ["--checkpoint-dir", f"{out}/checkpoints"]
+    return [] if values.get("checkpoint_dir") else ["--checkpoint-dir", f"{out}.checkpoints"]
 
 
 # ---------------------------------------------------------------------------------- TrainJob (Trainer v2)
@@ -383,7 +379,7 @@ def trainjob_manifest(
     threads = threads or values.get("threads") or spec.threads
     values["threads"] = threads
     out = out or f"{RESULTS}/{run_id}/{name}"
-    args = ["train", *train_flags(values), *checkpoint_flags(out), "--out", out]
+    args = ["train", *train_flags(values), *checkpoint_flags(values, out), "--out", out]
     labels = run_labels(run_id, "train", job=name)
     results = _scratch_volume() if one_volume_per_node else _pvc_volume(spec)
     template = _pod_template(spec, labels, args, threads=threads, memory_limit=memory_limit, results=results,
