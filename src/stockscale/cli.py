@@ -280,7 +280,7 @@ def train_with_launcher(cfg: Any, out: Path, args: argparse.Namespace) -> int:
 
     job = TrainJob(name=out.name, config=cfg.to_dict(), run_dir=out, workers=args.workers,
                    memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
-    result = machine_launcher(args, "train", on_line=relay, on_event=log).run(job)
+    result = choose_launcher(args, "train", on_line=relay, on_event=log).run(job)
     if result.status != "success" or result.metrics is None:
         raise WorkerFailure(f"training failed: {result.status}: {result.detail}")
     print(json.dumps(result.metrics), flush=True)
@@ -395,7 +395,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
         log(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f}s, peak {peak:.0f} MiB/worker"
             + (f" ({run['detail']})" if run["detail"] else ""))
 
-    doc = run_scale_test(settings, machine_launcher(args, "scale", log_dir=out / "logs"), out, on_result)
+    doc = run_scale_test(settings, choose_launcher(args, "scale", log_dir=out / "logs"), out, on_result)
     log(format_table(doc))
     log(f"results: {out / 'results.json'}")
     return 0
@@ -425,26 +425,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker",
               "kubernetes": "hp_search_cloud"}
     out = args.out or Path("results") / folder[args.backend]
-    if not (args.backend == "kubernetes" and args.dry_run):
-        prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
-    if args.backend == "kubernetes":
-        launcher = kubernetes_launcher(args, "search", kind=args.k8s_kind, algorithm=args.k8s_algorithm)
-        if args.dry_run:
-            from stockscale.experiments.dry_run import write_dry_run_marker
-            from stockscale.experiments.search import trial_jobs
-
-            written = launcher.write_search_manifests(trial_jobs(settings, out), workers, out)
-            for path in written:
-                log(f"wrote {path}")
-            try:
-                marker = write_dry_run_marker(out, "search", args.backend, written)
-            except OSError as error:
-                raise InputError(f"cannot write {out / 'dry_run.json'} ({error.strerror})") from None
-            log(f"wrote {marker} (`stockscale compare` reports this folder as a dry run: nothing ran)")
-            return 0
-    else:
+    if args.backend != "kubernetes":
         refuse_kubernetes_only_flags(args)
-        launcher = machine_launcher(args, "search", log_dir=out / "logs")
+    if not args.dry_run:
+        prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
+    launcher = choose_launcher(args, "search", log_dir=out / "logs")
+    if args.dry_run:
+        from stockscale.experiments.dry_run import write_dry_run_marker
+        from stockscale.experiments.search import trial_jobs
+
+        written = launcher.write_search_manifests(trial_jobs(settings, out), workers, out)
+        for path in written:
+            log(f"wrote {path}")
+        try:
+            marker = write_dry_run_marker(out, "search", args.backend, written)
+        except OSError as error:
+            raise InputError(f"cannot write {out / 'dry_run.json'} ({error.strerror})") from None
+        log(f"wrote {marker} (`stockscale compare` reports this folder as a dry run: nothing ran)")
+        return 0
     log(f"search, {args.backend}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) each -> "
         f"{out}/summary.json")
     done = [0]
@@ -455,10 +453,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         log(f"  [{done[0]}/{trials}] {entry['name']} {entry['config']}: {entry['status']} in "
             f"{entry['wall_seconds']:.1f}s{loss}" + (f" ({entry['detail']})" if entry["detail"] else ""))
 
-    if args.backend == "kubernetes":
-        summary = on_cluster(launcher, lambda: run_search(settings, launcher, out, on_result))
-    else:
-        summary = run_search(settings, launcher, out, on_result)
+    summary = on_cluster(launcher, lambda: run_search(settings, launcher, out, on_result))
     log(format_summary(summary))
     log(f"summary: {out / 'summary.json'}")
     return 0
@@ -486,7 +481,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = args.out or Path("results")
     log(f"stockscale demo{' --quick' if args.quick else ''}: both comparisons on this machine -> {out}/")
-    cluster = machine_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
+    cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
     text, report = run_demo(out, args.quick, log, cluster)
     print(text, flush=True)
     log(f"report: {report}")
@@ -532,9 +527,16 @@ def refuse_kubernetes_only_flags(args: argparse.Namespace) -> None:
         raise InputError("--dry-run and --keep are for --backend kubernetes")
 
 
-def machine_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> Any:
-    """The launcher for work on this machine: local processes, or containers of the image (--backend docker)."""
-    if getattr(args, "backend", None) == "docker":
+def choose_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> Any:
+    """The one place a backend's name becomes a Launcher; everything after this goes through its interface
+    (launch/base.py). local, sequential and parallel are processes here; docker, containers of the image here;
+    kubernetes, a cluster."""
+    backend = getattr(args, "backend", "local")
+    if backend == "kubernetes":
+        options.pop("log_dir", None)  # pod logs stay on the cluster (stockscale k8s logs RUN)
+        more = {"kind": args.k8s_kind, "algorithm": getattr(args, "k8s_algorithm", None)}
+        return kubernetes_launcher(args, prefix, **options, **{k: v for k, v in more.items() if v is not None})
+    if backend == "docker":
         from stockscale.launch.docker import DockerLauncher
 
         return DockerLauncher(cluster_spec(args), run_prefix=prefix, **options)
@@ -564,12 +566,15 @@ def kubernetes_launcher(args: argparse.Namespace, prefix: str, **options: Any) -
                               run_prefix=prefix, keep=getattr(args, "keep", False), on_event=log, **options)
 
 
-def on_cluster(launcher: Any, work: Callable[[], int]) -> int:
-    """Run `work`; on Ctrl-C, offer to delete what was submitted (a terminal is asked, a pipe is not); on an
-    error, say how to delete what is still on the cluster."""
+def on_cluster(launcher: Any, work: Callable[[], Any]) -> Any:
+    """Run `work`; on Ctrl-C, offer to delete what was submitted to a cluster (a terminal is asked, a pipe is
+    not); on an error, say how to delete what is still there. Launchers that clean up after themselves (local
+    processes, containers) leave nothing to name."""
     from stockscale.console import log
     from stockscale.supervision import Terminated
 
+    if not hasattr(launcher, "left_on_cluster"):
+        return work()
     try:
         return work()
     except StockscaleError:
@@ -602,7 +607,7 @@ def train_on_kubernetes(cfg: Any, args: argparse.Namespace) -> int:
     config = cfg.model_dump(mode="json", exclude_unset=True)
     job = TrainJob(name="train", config=config, run_dir=Path("train"), workers=args.workers,
                    memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
-    launcher = kubernetes_launcher(args, "train", on_line=log, kind=args.k8s_kind)
+    launcher = choose_launcher(args, "train", on_line=log)
     if args.dry_run:
         out = args.out or Path("manifests") / launcher.run_id
         for path in launcher.write_run_manifests(job, out):
