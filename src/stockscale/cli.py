@@ -7,6 +7,7 @@ so `stockscale --help` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -687,6 +688,20 @@ def _version() -> str:
     return f"stockscale {__version__}"
 
 
+def leave_now(code: int) -> NoReturn:
+    """End a finished `stockscale train` process without interpreter finalization.
+
+    Tearing down an interpreter that has imported torch takes about half a second, and every scale-test probe
+    and search trial is such a process. By now the run directory is written and closed, and the result line
+    printed: flush the streams and leave. Only for a process started as `stockscale train` (main() without
+    argv); a caller that passes argv, such as the tests, gets the exit code back.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can reach the reader
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -694,7 +709,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "handler", None) is None:
             parser.print_help()
             return EXIT_INPUT
-        return args.handler(args)
+        code = args.handler(args)
+        if argv is None and args.command == "train":
+            leave_now(code)
+        return code
     except StockscaleError as error:
         print(f"stockscale: error: {error}", file=sys.stderr, flush=True)
         return error.exit_code
