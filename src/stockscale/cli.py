@@ -304,6 +304,28 @@ def multipliers(text: str) -> list[int]:
     return sorted(set(values))
 
 
+def boundary_range(text: str) -> tuple[int, int]:
+    """--search START:CEILING, two positive integers, START <= CEILING."""
+    start_text, sep, ceiling_text = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--search {text!r} is not START:CEILING, e.g. 100:5000")
+    parse = positive_int("--search value")
+    start, ceiling = parse(start_text.strip()), parse(ceiling_text.strip())
+    if start > ceiling:
+        raise argparse.ArgumentTypeError(f"--search start {start} is above the ceiling {ceiling}")
+    return start, ceiling
+
+
+def resolution(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resolution {text!r} is not a number") from None
+    if not 1 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"--resolution must be a finite number above 1, not {text}")
+    return value
+
+
 def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> dict[str, Any]:
     """Training flags (and --config) that apply to every run of an experiment, validated once up front."""
     from stockscale.config import read_yaml_mapping
@@ -318,22 +340,34 @@ def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[st
 
 def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.console import log
-    from stockscale.experiments.scale_test import ScaleTestSettings, format_table, run_scale_test
+    from stockscale.experiments.scale_test import (
+        DEFAULT_MULTIPLIERS,
+        BoundarySearch,
+        ScaleTestSettings,
+        format_table,
+        run_scale_test,
+    )
     from stockscale.launch.local import LocalLauncher, describe_limit
     from stockscale.limits import check_limit
 
     if args.mode == "local" and args.workers not in (None, 1):
         raise InputError(f"--mode local runs one process; --workers {args.workers} needs --mode cluster")
     workers = args.workers or (4 if args.mode == "cluster" else 1)
+    if args.search is not None and (args.multipliers is not None or args.keep_going):
+        raise InputError("--search finds the boundary itself; it does not take --multipliers or --keep-going")
+    search = BoundarySearch(*args.search, resolution=args.resolution) if args.search is not None else None
     check_limit(args.memory_limit)
     train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
     settings = ScaleTestSettings(
-        mode=args.mode, workers=workers, multipliers=args.multipliers, memory_limit=args.memory_limit,
-        timeout=args.timeout, loader=args.loader, max_steps=args.max_steps, epochs=args.epochs,
-        threads=train.pop("threads", None), train=train, keep_going=args.keep_going,
+        mode=args.mode, workers=workers, multipliers=[] if search else (args.multipliers or list(DEFAULT_MULTIPLIERS)),
+        memory_limit=args.memory_limit, timeout=args.timeout, loader=args.loader, max_steps=args.max_steps,
+        epochs=args.epochs, threads=train.pop("threads", None), train=train, keep_going=args.keep_going,
+        search=search,
     )
     out = args.out or Path("results") / f"scale_test_{args.mode}"
-    log(f"scale test, {args.mode}: multipliers {','.join(map(str, settings.multipliers))}, {workers} worker(s), "
+    sizes = (f"boundary search from {search.start}x up to {search.ceiling}x" if search else
+             f"multipliers {','.join(map(str, settings.multipliers))}")
+    log(f"scale test, {args.mode}: {sizes}, {workers} worker(s), "
         f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
 
     def on_result(run: dict[str, Any]) -> None:
@@ -607,8 +641,14 @@ def build_parser() -> Parser:
     scale_test.add_argument("--mode", choices=("local", "cluster"), default="local",
                             help="local: one process; cluster: N workers (the emulated cluster)")
     scale_test.add_argument("--workers", type=positive_int("--workers"), help="workers in cluster mode (default 4)")
-    scale_test.add_argument("--multipliers", type=multipliers, default=[1, 10, 50, 100, 200],
-                            help="comma-separated dataset multipliers (default 1,10,50,100,200)")
+    scale_test.add_argument("--multipliers", type=multipliers,
+                            help="comma-separated dataset multipliers, run as a grid (default 1,10,50,100,200)")
+    scale_test.add_argument("--search", type=boundary_range, metavar="START:CEILING",
+                            help="find the boundary instead: double from START (halve after a failure), never "
+                            "above CEILING, then bisect between the last success and the first failure")
+    scale_test.add_argument("--resolution", type=resolution, default=math.sqrt(2),
+                            help="--search stops when failure / success is at most this (default 1.414, the "
+                            "step of a sqrt-2 grid)")
     scale_test.add_argument("--memory-limit", type=size, default=2**30,
                             help="memory limit per process or worker (default 1GiB)")
     scale_test.add_argument("--timeout", type=non_negative_float("--timeout"), default=600.0,
@@ -618,7 +658,8 @@ def build_parser() -> Parser:
     scale_test.add_argument("--max-steps", type=positive_int("--max-steps"), default=50,
                             help="optimizer steps per run (default 50: the data is loaded whole either way)")
     scale_test.add_argument("--epochs", type=positive_int("--epochs"), default=1)
-    scale_test.add_argument("--keep-going", action="store_true", help="run every multiplier past an oom/timeout")
+    scale_test.add_argument("--keep-going", action="store_true",
+                            help="grid: run every multiplier past an oom/timeout")
     scale_test.add_argument("--out", type=Path, help="default results/scale_test_<mode>")
     add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data"))
     scale_test.set_defaults(handler=cmd_scale_test)
