@@ -12,7 +12,7 @@ TINY_TRAIN = ["--hidden-size", "8", "--num-layers", "1"]
 SQRT2 = math.sqrt(2)
 
 
-def probes_for(boundary, start, ceiling, resolution=SQRT2):
+def probes_for(boundary, base, ceiling, start_step=0, resolution=SQRT2):
     """The multipliers the search tries when every size up to `boundary` fits and every larger one fails."""
     tried = []
 
@@ -20,44 +20,53 @@ def probes_for(boundary, start, ceiling, resolution=SQRT2):
         tried.append(multiplier)
         return "success" if multiplier <= boundary else "oom"
 
-    find_boundary(BoundarySearch(start, ceiling, resolution), probe)
+    find_boundary(BoundarySearch(base, ceiling, start_step, resolution), probe)
     return tried
 
 
-@pytest.mark.parametrize("boundary", [1, 7, 100, 545, 771, 1000, 2180, 3083, 4000])
-def test_the_bracket_ends_as_fine_as_a_sqrt2_grid_and_holds_the_boundary(boundary):
-    tried = probes_for(boundary, start=385, ceiling=4360)
-    successes = [m for m in tried if m <= boundary]
-    failures = [m for m in tried if m > boundary]
+# The sqrt-2 grid the demo walked before (1x, then 545 * sqrt(2)**k from 0.5x to 8x) and the search that
+# replaced it: the same lattice, first probe one step under the expected boundary.
+GRID = [1] + [max(2, round(545 * SQRT2**k)) for k in range(-2, 7)]
+
+
+@pytest.mark.parametrize("boundary", [1, 7, 100, 300, 545, 771, 1000, 2180, 3083, 4000, 10**6])
+@pytest.mark.parametrize("start_step", [-1, 3])
+def test_the_bracket_is_as_fine_as_the_grid_and_never_costs_more_probes(boundary, start_step):
+    tried = probes_for(boundary, 545, 4360, start_step)
     assert len(set(tried)) == len(tried)  # no size is run twice
-    low, high = max(successes, default=None), min(failures)
-    if low is not None:
-        assert high <= math.ceil(low * math.sqrt(2))
-    # the sqrt-2 grid from 0.5x to 8x of 545 that the demo ran before: 9 sizes plus 1x
-    grid_runs = 1 + sum(1 for k in range(9) if round(545 * 0.5 * math.sqrt(2) ** k) <= boundary) + 1
-    if 272 <= boundary <= 4360:
-        assert len(tried) <= grid_runs
+    assert all(max(1, round(545 * SQRT2 ** round(math.log(m / 545, SQRT2)))) == m for m in tried if m > 1)
+    low = max((m for m in tried if m <= boundary), default=None)
+    high = min((m for m in tried if m > boundary), default=None)
+    if low is not None and high is not None:
+        assert high <= math.ceil(low * SQRT2) + 1  # neighbours on the lattice
+    if high is None:
+        assert low == 4360  # no failure up to the ceiling
+    if boundary >= 272:  # a boundary inside the grid's span: the grid ran every size up to its first failure
+        grid_runs = sum(1 for m in GRID if m <= boundary) + (1 if boundary < GRID[-1] else 0)
+        guessed_high = tried[0] > boundary  # a first guess above the boundary costs halvings the grid did not
+        assert len(tried) <= grid_runs + (2 if guessed_high else 0)
 
 
 def test_a_good_first_guess_needs_three_probes():
-    assert probes_for(545, start=385, ceiling=4360) == [385, 770, 544]
-    assert probes_for(2180, start=1542, ceiling=4360) == [1542, 3084, 2181]
+    assert probes_for(600, 545, 4360, start_step=-1) == [385, 771, 545]
+    assert probes_for(2500, 545, 4360, start_step=3) == [1541, 3083, 2180]
 
 
 def test_no_failure_up_to_the_ceiling_ends_there():
-    assert probes_for(10**9, start=385, ceiling=4360) == [385, 770, 1540, 3080, 4360]
+    assert probes_for(10**9, 545, 4360, start_step=-1) == [385, 771, 1541, 3083, 4360]
+    assert probes_for(10**9, 100, 5000) == [100, 200, 400, 800, 1600, 3200, 4525]  # the last lattice point below
 
 
 def test_a_failure_at_the_first_guess_halves_down_to_one():
-    assert probes_for(0, start=20, ceiling=100) == [20, 10, 5, 2, 1]
+    assert probes_for(0, 20, 100) == [20, 10, 5, 2, 1]
 
 
 def test_a_finer_resolution_costs_more_probes():
-    coarse = probes_for(600, start=385, ceiling=4360)
-    fine = probes_for(600, start=385, ceiling=4360, resolution=1.1)
+    coarse = probes_for(600, 385, 4360)
+    fine = probes_for(600, 385, 4360, resolution=1.1)
     assert len(fine) > len(coarse)
     low, high = max(m for m in fine if m <= 600), min(m for m in fine if m > 600)
-    assert high <= math.ceil(low * 1.1)
+    assert high <= math.ceil(low * 1.1) + 1
 
 
 def test_an_error_ends_the_search():
@@ -71,12 +80,17 @@ def test_an_error_ends_the_search():
     assert tried == [385, 770]
 
 
+def test_a_start_outside_the_ceiling_is_refused():
+    with pytest.raises(ValueError, match="start"):
+        BoundarySearch(500, 100)
+
+
 def test_scale_test_search_writes_the_documented_additions(cli, tmp_path):
     ran = cli("scale-test", "--search", "2:4", "--max-steps", "1", *TINY_TRAIN, "--out", tmp_path / "st")
     assert ran.code == 0, ran.err
     doc = json.loads((tmp_path / "st" / "results.json").read_text())
     assert doc["complete"] and doc["kind"] == "scale_test" and doc["format_version"] == 1
-    assert doc["settings"]["search"] == {"method": "bracket-bisect", "start": 2, "ceiling": 4,
+    assert doc["settings"]["search"] == {"method": "bracket-bisect", "base": 2, "start": 2, "ceiling": 4,
                                          "resolution": math.sqrt(2)}
     assert [run["multiplier"] for run in doc["results"]] == [2, 4] == doc["settings"]["multipliers"]
     assert [run["probe"] for run in doc["results"]] == [1, 2]

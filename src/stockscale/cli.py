@@ -355,7 +355,9 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     workers = args.workers or (4 if args.mode == "cluster" else 1)
     if args.search is not None and (args.multipliers is not None or args.keep_going):
         raise InputError("--search finds the boundary itself; it does not take --multipliers or --keep-going")
-    search = BoundarySearch(*args.search, resolution=args.resolution) if args.search is not None else None
+    search = None
+    if args.search is not None:
+        search = BoundarySearch(base=args.search[0], ceiling=args.search[1], resolution=args.resolution)
     check_limit(args.memory_limit)
     train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
     settings = ScaleTestSettings(

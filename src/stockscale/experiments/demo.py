@@ -42,12 +42,14 @@ class DemoPlan:
     timeout: float = 300.0
 
     def search(self, windows_per_replica: int, workers: int) -> BoundarySearch:
-        """Where `workers` workers' boundary search starts (1/sqrt 2 of the multiplier they should just hold
-        with the memory loader) and the ceiling (twice what the plan's N workers should hold): the span of the
-        sqrt-2 grid this search replaces, at the same resolution."""
-        fits = self.headroom / materialized_bytes(windows_per_replica)
-        ceiling = max(2, round(fits * 2 * self.workers))
-        return BoundarySearch(start=min(ceiling, max(1, round(fits * workers / math.sqrt(2)))), ceiling=ceiling)
+        """The boundary search for `workers` workers on the sqrt-2 lattice around what one process should hold
+        with the memory loader (`fits`, the lattice's base): the first probe one step under what `workers`
+        should hold, the ceiling twice what the plan's N workers should hold. These are the sizes of the
+        sqrt-2 grid the demo walked before, from fits/2 to 2N fits; the search probes only a few of them."""
+        fits = max(1.0, self.headroom / materialized_bytes(windows_per_replica))
+        half_steps = round(2 * math.log2(workers))  # sqrt-2 steps from one process's share to N workers'
+        top = BoundarySearch(base=fits, ceiling=2**62).multiplier(round(2 * math.log2(2 * self.workers)))
+        return BoundarySearch(base=fits, ceiling=top, start_step=half_steps - 1)
 
 
 FULL = DemoPlan(workers=4, headroom=512 * MiB, scale_steps=20, space=DEFAULT_SPACE,

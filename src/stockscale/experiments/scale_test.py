@@ -39,14 +39,42 @@ STOPPING = ("oom", "timeout")
 
 @dataclass(frozen=True)
 class BoundarySearch:
-    """Find the boundary instead of walking a grid: start at `start`, never go above `ceiling`."""
+    """Find the boundary instead of walking a grid.
 
-    start: int
+    Every probe lies on the geometric lattice `base * resolution**k` (whole multipliers, at least 1), so
+    searches with different starting points (one process, N workers, another loader) try the same sizes and
+    their tables line up. The first probe is step `start_step`; no probe goes above `ceiling`. The search ends
+    when the last success and the first failure are neighbours on the lattice: a bracket as fine as a grid
+    with this step.
+    """
+
+    base: float
     ceiling: int
-    resolution: float = math.sqrt(2)  # stop when the smallest failure / the largest success <= this
+    start_step: int = 0
+    resolution: float = math.sqrt(2)
+
+    def __post_init__(self) -> None:
+        if not (self.base >= 1 and self.resolution > 1 and math.isfinite(self.base * self.resolution)):
+            raise ValueError(f"boundary search: base {self.base} must be >= 1 and resolution "
+                             f"{self.resolution} above 1")
+        if not 1 <= self.multiplier(self.start_step) <= self.ceiling:
+            raise ValueError(f"boundary search: start {self.multiplier(self.start_step)} is not within "
+                             f"1..{self.ceiling}")
+
+    @property
+    def start(self) -> int:
+        return self.multiplier(self.start_step)
+
+    @property
+    def doubling(self) -> int:
+        """Lattice steps that make (about) a factor of two: 2 for sqrt 2."""
+        return max(1, round(math.log(2) / math.log(self.resolution)))
+
+    def multiplier(self, step: int) -> int:
+        return max(1, round(self.base * self.resolution**step))
 
     def record(self) -> dict[str, Any]:
-        return {"method": "bracket-bisect", "start": self.start, "ceiling": self.ceiling,
+        return {"method": "bracket-bisect", "base": self.base, "start": self.start, "ceiling": self.ceiling,
                 "resolution": self.resolution}
 
 
@@ -129,41 +157,40 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
 
 
 def find_boundary(search: BoundarySearch, probe: Callable[[int], str]) -> None:
-    """Bracket the boundary by doubling (halving after a failure), then bisect it geometrically.
+    """Bracket the boundary by doubling (halving after a failure), then bisect the bracket on the lattice.
 
     `probe(m)` runs multiplier m and returns its status. oom and timeout are failures; success moves the
     lower end up. Any other status (error) ends the search: it says nothing about memory, and going on
     would only repeat it.
     """
-    if not 1 <= search.start <= search.ceiling:
-        raise ValueError(f"boundary search: start {search.start} is not within 1..{search.ceiling}")
-    if search.resolution <= 1:
-        raise ValueError(f"boundary search: resolution {search.resolution} must be above 1")
-    success: int | None = None  # the largest multiplier that succeeded
-    failure: int | None = None  # the smallest multiplier that failed
-    multiplier: int | None = search.start
-    while multiplier is not None:
-        status = probe(multiplier)
+    success: int | None = None  # lattice step of the largest multiplier that succeeded
+    failure: int | None = None  # lattice step of the smallest multiplier that failed
+    step: int | None = search.start_step
+    while step is not None:
+        status = probe(search.multiplier(step))
         if status == "success":
-            success = multiplier
+            success = step
         elif status in STOPPING:
-            failure = multiplier
+            failure = step
         else:
             return
-        multiplier = next_probe(success, failure, search)
+        step = next_step(success, failure, search)
 
 
-def next_probe(success: int | None, failure: int | None, search: BoundarySearch) -> int | None:
-    """The next multiplier to try, or None when the boundary is found as finely as asked (or cannot be)."""
-    if failure is None:  # still going up: double, up to the ceiling
+def next_step(success: int | None, failure: int | None, search: BoundarySearch) -> int | None:
+    """The lattice step to probe next, or None when the bracket is as fine as the lattice (or cannot be)."""
+    if failure is None:  # going up: double, never above the ceiling
         assert success is not None
-        return min(2 * success, search.ceiling) if success < search.ceiling else None
-    if success is None:  # still going down: halve, down to 1x
-        return max(1, failure // 2) if failure > 1 else None
-    if failure <= math.ceil(success * search.resolution):  # as fine as asked, to the nearest whole multiplier
-        return None
-    middle = round(math.sqrt(success * failure))
-    return min(max(middle, success + 1), failure - 1)
+        step = success + search.doubling
+        while step > success and search.multiplier(step) > search.ceiling:
+            step -= 1
+        return step if step > success else None
+    if success is None:  # going down: halve, down to 1x
+        return failure - search.doubling if search.multiplier(failure) > 1 else None
+    middle = (success + failure) // 2
+    if middle == success or search.multiplier(middle) in (search.multiplier(success), search.multiplier(failure)):
+        return None  # neighbours on the lattice (or the same whole multiplier)
+    return middle
 
 
 def boundary_record(results: list[dict[str, Any]]) -> dict[str, Any]:
