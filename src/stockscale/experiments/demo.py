@@ -5,7 +5,9 @@ torch, the model), and the limit is that plus a fixed headroom for training data
 searches for its boundary (scale_test.find_boundary: bracket by doubling, bisect to sqrt 2): the memory
 loader's known footprint (1,200 bytes a window) gives the first guess, just under where one process (or N
 workers, holding 1/N of the data each) should run out, and a ceiling (twice what N workers should hold) that
-no probe passes. The boundaries themselves are measured: the runs decide, the plan only says where to start.
+no probe passes. The lazy loader's search starts where the memory loader's failed: the question it answers
+is whether the same processes get past that size. The boundaries themselves are measured: the runs decide,
+the plan only says where to start.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +98,13 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None]) -> tuple[s
              f"{limit / MiB:.0f} MiB; boundary search from {local_search.start}x (one process) and "
              f"{cluster_search.start}x ({plan.workers} workers), up to {local_search.ceiling}x")
 
-    def scale(mode: str, loader: str) -> None:
+    def scale(mode: str, loader: str, search: BoundarySearch) -> dict[str, Any]:
         workers = 1 if mode == "local" else plan.workers
         who = "one process" if mode == "local" else f"emulated cluster, {workers} workers"
         announce(f"scale test, {who}, {loader} loader")
         settings = ScaleTestSettings(mode=mode, workers=workers, multipliers=[], memory_limit=limit,
                                      timeout=plan.timeout, loader=loader, max_steps=plan.scale_steps, epochs=1,
-                                     threads=max(1, cpus // workers),
-                                     search=local_search if mode == "local" else cluster_search)
+                                     threads=max(1, cpus // workers), search=search)
         suffix = "" if loader == "memory" else f"_{loader}"
 
         def report(run: dict[str, Any]) -> None:
@@ -112,12 +113,17 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None]) -> tuple[s
             on_event(f"      x{run['multiplier']}: {run['status']}, {run['wall_seconds']:.1f}s, "
                      f"peak {peak:.0f} MiB/worker{detail}")
 
-        run_scale_test(settings, launcher, out / f"scale_test_{mode}{suffix}", report)
+        return run_scale_test(settings, launcher, out / f"scale_test_{mode}{suffix}", report)
 
-    scale("local", "memory")
-    scale("cluster", "memory")
-    scale("local", "lazy")
-    scale("cluster", "lazy")
+    def from_failure(search: BoundarySearch, memory: dict[str, Any]) -> BoundarySearch:
+        """The lazy loader's search: first probe where the memory loader failed (its own start if it never did)."""
+        failed = memory["boundary"]["smallest_failure"]
+        return replace(search, start_step=search.step_of(failed)) if failed else search
+
+    local_memory = scale("local", "memory", local_search)
+    cluster_memory = scale("cluster", "memory", cluster_search)
+    scale("local", "lazy", from_failure(local_search, local_memory))
+    scale("cluster", "lazy", from_failure(cluster_search, cluster_memory))
 
     def search(backend: str, workers: int) -> None:
         trials = math.prod(len(values) for values in plan.space.values())

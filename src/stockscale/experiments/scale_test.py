@@ -73,6 +73,10 @@ class BoundarySearch:
     def multiplier(self, step: int) -> int:
         return max(1, round(self.base * self.resolution**step))
 
+    def step_of(self, multiplier: int) -> int:
+        """The lattice step nearest to `multiplier`."""
+        return round(math.log(multiplier / self.base) / math.log(self.resolution))
+
     def record(self) -> dict[str, Any]:
         return {"method": "bracket-bisect", "base": self.base, "start": self.start, "ceiling": self.ceiling,
                 "resolution": self.resolution}
