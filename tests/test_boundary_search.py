@@ -114,6 +114,7 @@ def test_bad_search_flags(cli):
     assert_clean_error(cli("scale-test", "--search", "1:100", "--multipliers", "1,2"), "--multipliers")
     assert_clean_error(cli("scale-test", "--search", "1:100", "--resolution", "1"), "--resolution")
     assert_clean_error(cli("scale-test", "--search", "1:100", "--resolution", "nan"), "--resolution")
+    assert_clean_error(cli("scale-test", "--resolution", "1.2"), "--search")
 
 
 @pytest.mark.slow

@@ -355,9 +355,12 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     workers = args.workers or (4 if args.mode == "cluster" else 1)
     if args.search is not None and (args.multipliers is not None or args.keep_going):
         raise InputError("--search finds the boundary itself; it does not take --multipliers or --keep-going")
+    if args.resolution is not None and args.search is None:
+        raise InputError("--resolution is for --search")
     search = None
     if args.search is not None:
-        search = BoundarySearch(base=args.search[0], ceiling=args.search[1], resolution=args.resolution)
+        search = BoundarySearch(base=args.search[0], ceiling=args.search[1],
+                                resolution=args.resolution or math.sqrt(2))
     check_limit(args.memory_limit)
     train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
     settings = ScaleTestSettings(
@@ -648,9 +651,9 @@ def build_parser() -> Parser:
     scale_test.add_argument("--search", type=boundary_range, metavar="START:CEILING",
                             help="find the boundary instead: double from START (halve after a failure), never "
                             "above CEILING, then bisect between the last success and the first failure")
-    scale_test.add_argument("--resolution", type=resolution, default=math.sqrt(2),
-                            help="--search stops when failure / success is at most this (default 1.414, the "
-                            "step of a sqrt-2 grid)")
+    scale_test.add_argument("--resolution", type=resolution,
+                            help="--search tries only START x RESOLUTION^k and stops when the last success and the "
+                            "first failure are neighbours (default 1.414: as fine as a sqrt-2 grid)")
     scale_test.add_argument("--memory-limit", type=size, default=2**30,
                             help="memory limit per process or worker (default 1GiB)")
     scale_test.add_argument("--timeout", type=non_negative_float("--timeout"), default=600.0,
