@@ -76,7 +76,10 @@ def main() -> None:
 
     wall, _, stdout = sorted(train_runs, key=lambda run: run[0])[len(train_runs) // 2]  # the median run
     metrics = json.loads(stdout.strip().splitlines()[-1])
-    phases = metrics["phase_seconds"]
+    phases = metrics.get("phase_seconds")
+    if phases is None:
+        print("phases: not recorded by this version of stockscale (no phase_seconds in its metrics)")
+        return
     print(f"phases of the median run ({wall:.2f} s wall):")
     accounted = 0.0
     for key, text in PHASES.items():
