@@ -7,6 +7,7 @@ so `stockscale --help` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -346,6 +347,28 @@ def multipliers(text: str) -> list[int]:
     return sorted(set(values))
 
 
+def boundary_range(text: str) -> tuple[int, int]:
+    """--search START:CEILING, two positive integers, START <= CEILING."""
+    start_text, sep, ceiling_text = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--search {text!r} is not START:CEILING, e.g. 100:5000")
+    parse = positive_int("--search value")
+    start, ceiling = parse(start_text.strip()), parse(ceiling_text.strip())
+    if start > ceiling:
+        raise argparse.ArgumentTypeError(f"--search start {start} is above the ceiling {ceiling}")
+    return start, ceiling
+
+
+def resolution(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resolution {text!r} is not a number") from None
+    if not 1 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"--resolution must be a finite number above 1, not {text}")
+    return value
+
+
 def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> dict[str, Any]:
     """Training flags (and --config) that apply to every run of an experiment, validated once up front."""
     from stockscale.config import read_yaml_mapping
@@ -368,7 +391,13 @@ def _threads(train: dict[str, Any]) -> int | None:
 
 def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.console import log
-    from stockscale.experiments.scale_test import ScaleTestSettings, format_table, run_scale_test
+    from stockscale.experiments.scale_test import (
+        DEFAULT_MULTIPLIERS,
+        BoundarySearch,
+        ScaleTestSettings,
+        format_table,
+        run_scale_test,
+    )
     from stockscale.files import prepare_results_dir
     from stockscale.launch.local import describe_limit
     from stockscale.limits import check_limit
@@ -378,16 +407,27 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     if args.backend == "docker" and args.mode != "cluster":
         raise InputError("--backend docker runs the cluster side: use it with --mode cluster")
     workers = args.workers or (4 if args.mode == "cluster" else 1)
+    if args.search is not None and (args.multipliers is not None or args.keep_going):
+        raise InputError("--search finds the boundary itself; it does not take --multipliers or --keep-going")
+    if args.resolution is not None and args.search is None:
+        raise InputError("--resolution is for --search")
+    search = None
+    if args.search is not None:
+        search = BoundarySearch(base=args.search[0], ceiling=args.search[1],
+                                resolution=args.resolution or math.sqrt(2))
     check_limit(args.memory_limit)
     train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
     settings = ScaleTestSettings(
-        mode=args.mode, workers=workers, multipliers=args.multipliers, memory_limit=args.memory_limit,
-        timeout=args.timeout, loader=args.loader, max_steps=args.max_steps, epochs=args.epochs,
-        threads=_threads(train), train=train, keep_going=args.keep_going,
+        mode=args.mode, workers=workers, multipliers=[] if search else (args.multipliers or list(DEFAULT_MULTIPLIERS)),
+        memory_limit=args.memory_limit, timeout=args.timeout, loader=args.loader, max_steps=args.max_steps,
+        epochs=args.epochs, threads=_threads(train), train=train, keep_going=args.keep_going,
+        search=search,
     )
     out = args.out or Path("results") / f"scale_test_{args.mode}"
     prepare_results_dir(out, "results.json", "scale_test", (), clear=False)  # a file or unwritable: refused now
-    log(f"scale test, {args.mode}: multipliers {','.join(map(str, settings.multipliers))}, {workers} worker(s), "
+    sizes = (f"boundary search from {search.start}x up to {search.ceiling}x" if search else
+             f"multipliers {','.join(map(str, settings.multipliers))}")
+    log(f"scale test, {args.mode}: {sizes}, {workers} worker(s), "
         f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
 
     def on_result(run: dict[str, Any]) -> None:
@@ -730,8 +770,14 @@ def build_parser() -> Parser:
                             help="workers in cluster mode (default 4)")
     scale_test.add_argument("--backend", choices=("local", "docker"), default="local",
                             help="cluster mode's workers: local processes (default) or containers of the image")
-    scale_test.add_argument("--multipliers", type=multipliers, default=[1, 10, 50, 100, 200],
-                            help="comma-separated dataset multipliers (default 1,10,50,100,200)")
+    scale_test.add_argument("--multipliers", type=multipliers,
+                            help="comma-separated dataset multipliers, run as a grid (default 1,10,50,100,200)")
+    scale_test.add_argument("--search", type=boundary_range, metavar="START:CEILING",
+                            help="find the boundary instead: double from START (halve after a failure), never "
+                            "above CEILING, then bisect between the last success and the first failure")
+    scale_test.add_argument("--resolution", type=resolution,
+                            help="--search tries only START x RESOLUTION^k and stops when the last success and the "
+                            "first failure are neighbours (default 1.414: as fine as a sqrt-2 grid)")
     scale_test.add_argument("--memory-limit", type=size, default=2**30,
                             help="memory limit per process or worker (default 1GiB)")
     scale_test.add_argument("--timeout", type=non_negative_float("--timeout"), default=600.0,
@@ -742,7 +788,8 @@ def build_parser() -> Parser:
                             help="optimizer steps per run (default 50: the data is loaded whole either way)")
     scale_test.add_argument("--epochs", type=positive_int("--epochs", 1_000_000), default=1,
                             help="epochs per run; --max-steps usually ends the run first")
-    scale_test.add_argument("--keep-going", action="store_true", help="run every multiplier past an oom/timeout")
+    scale_test.add_argument("--keep-going", action="store_true",
+                            help="grid: run every multiplier past an oom/timeout")
     scale_test.add_argument("--out", type=Path, help="results folder (default results/scale_test_<mode>)")
     add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data", "checkpoint_dir"))
     add_image_flags(scale_test, "containers (--backend docker)")
@@ -830,6 +877,20 @@ def _version() -> str:
     return f"stockscale {__version__}"
 
 
+def leave_now(code: int) -> NoReturn:
+    """End a finished `stockscale train` process without interpreter finalization.
+
+    Tearing down an interpreter that has imported torch takes about half a second, and every scale-test probe
+    and search trial is such a process. By now the run directory is written and closed, and the result line
+    printed: flush the streams and leave. Only for a process started as `stockscale train` (main() without
+    argv); a caller that passes argv, such as the tests, gets the exit code back.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more can reach the reader
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from stockscale.supervision import Terminated, follow_parent, terminate_as_interrupt
 
@@ -841,7 +902,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, "handler", None) is None:
                 parser.print_help()
                 return EXIT_INPUT
-            return args.handler(args)
+            code = args.handler(args)
+        if argv is None and args.command == "train":
+            leave_now(code)
+        return code
     except StockscaleError as error:
         print(f"stockscale: error: {error}", file=sys.stderr, flush=True)
         return error.exit_code

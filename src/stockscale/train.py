@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import os
 import resource
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from stockscale.errors import InputError, TrainingDiverged
 from stockscale.files import staged_dir, temp_dir_beside, to_json
 from stockscale.limits import vm_hwm
 from stockscale.model import LSTMRegressor
+from stockscale.optim import Adam
 from stockscale.progress import TrainProgress
 
 FORMAT_VERSION = 1
@@ -42,6 +44,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def process_age_seconds() -> float | None:
+    """Seconds since this process was created (Linux: /proc/self/stat against the boot clock), else None.
+
+    At the start of train() in a fresh `stockscale train` process this is its start-up: interpreter, imports,
+    config. It is recorded so that a short run's wall time can be split into phases (benchmarks/startup.py).
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start time in clock ticks
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size: VmHWM on Linux (see limits.vm_hwm), else getrusage."""
     peak = vm_hwm()
@@ -52,6 +68,7 @@ def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,
           env: DistEnv | None = None) -> dict[str, Any]:
     """Train per `cfg`; rank 0 writes the run directory `out` and every rank returns its result line."""
     started = time.perf_counter()
+    phases: dict[str, float | None] = {"startup": process_age_seconds()}
     env = env or DistEnv.from_environ()
     progress = progress if (progress is not None and env.is_main) else TrainProgress()
     if env.is_main:
@@ -72,7 +89,8 @@ def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,
             torch.cuda.set_device(device)
         init_process_group(env, backend)
     try:
-        result = _train(cfg, out, progress, env, device, started)
+        phases["setup"] = time.perf_counter() - started
+        result = _train(cfg, out, progress, env, device, started, phases)
         barrier()  # rank 0 has written the run directory; everyone leaves together
         return result
     finally:
@@ -80,7 +98,8 @@ def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,
 
 
 def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, device: torch.device,
-           started: float) -> dict[str, Any]:
+           started: float, phases: dict[str, float | None]) -> dict[str, Any]:
+    mark = time.perf_counter()
     data = open_training_data(cfg, env.rank, env.world_size)
     loader, stats = data.loader, data.prepared.stats
     val_set, test_set = data.prepared.eval_set("val"), data.prepared.eval_set("test")
@@ -91,8 +110,10 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         f"loader {cfg.loader}" + (f", {env.world_size} workers" if env.is_distributed else "")
     )
 
+    phases["data"], mark = time.perf_counter() - mark, time.perf_counter()
+
     core = LSTMRegressor(5, cfg.hidden_size, cfg.num_layers, cfg.dropout).to(device)
-    optimizer = torch.optim.Adam(core.parameters(), lr=cfg.lr)
+    optimizer = Adam(core.parameters(), lr=cfg.lr)  # torch.optim.Adam's update without importing dynamo
     identity = checkpoint.run_identity(cfg, env.world_size)
     saved = checkpoint.load(cfg.checkpoint_dir, identity) if cfg.checkpoint_dir is not None else None
     done = checkpoint.restore(saved, core, optimizer) if saved is not None else checkpoint.Progress()
@@ -101,10 +122,12 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
     # DDP averages gradients across ranks during backward; evaluation uses the bare module.
     model = nn.parallel.DistributedDataParallel(core) if env.is_distributed else core
     loss_fn = nn.MSELoss()
+    phases["model"], mark = time.perf_counter() - mark, time.perf_counter()
 
     history = done.history
     steps, samples, epochs_completed = done.steps, done.samples, done.epochs_completed
     train_seconds = done.train_seconds
+    val_outputs = None  # the last epoch's validation pass; none when a resumed run had no epoch left
     for epoch in range(done.epoch + 1, cfg.epochs + 1):
         if cfg.max_steps is not None and steps >= cfg.max_steps:
             break
@@ -132,7 +155,8 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
             loss_count += len(y)
             progress.step(epoch, step, value)
         train_seconds += time.perf_counter() - epoch_start
-        val_loss = evaluate_loss(core, val_set, stats, device)
+        val_outputs = model_outputs(core, val_set, stats, device)
+        val_loss = evaluate_loss(val_outputs, val_set, stats)
         if not math.isfinite(val_loss):
             raise TrainingDiverged(f"validation loss became {val_loss} after step {steps}")
         finished_epoch = steps_this_epoch == loader.steps_per_epoch
@@ -146,12 +170,17 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         if cfg.max_steps is not None and steps >= cfg.max_steps:
             break
 
+    phases["train"], mark = time.perf_counter() - mark, time.perf_counter()
     my_rate = samples / train_seconds if train_seconds > 0 else 0.0
     workers = gather_worker_stats(env, peak_rss_bytes(), my_rate)
     if not env.is_main:
         return {"rank": env.rank, "peak_rss_bytes": peak_rss_bytes(), "samples_per_second": my_rate}
 
-    val_pred, test_pred = predict(core, val_set, stats, device), predict(core, test_set, stats, device)
+    # One forward pass per split serves both its loss and its predictions (val's from the last epoch).
+    if val_outputs is None:
+        val_outputs = model_outputs(core, val_set, stats, device)
+    test_outputs = model_outputs(core, test_set, stats, device)
+    val_pred, test_pred = predict(val_outputs, val_set, stats), predict(test_outputs, test_set, stats)
     metrics: dict[str, Any] = {
         "kind": "train_run",
         "format_version": FORMAT_VERSION,
@@ -172,10 +201,12 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         "threads": torch.get_num_threads(),
         "history": history,
         "val": {"loss": history[-1]["val_loss"], **score(val_pred, val_set)},
-        "test": {"loss": evaluate_loss(core, test_set, stats, device), **score(test_pred, test_set)},
+        "test": {"loss": evaluate_loss(test_outputs, test_set, stats), **score(test_pred, test_set)},
         "baseline": {"name": "persistence", "val": score(val_set.last_price, val_set),
                      "test": score(test_set.last_price, test_set)},
     }
+    phases["evaluate"] = time.perf_counter() - mark
+    metrics["phase_seconds"] = phases
     metrics["wall_seconds"] = time.perf_counter() - started
     metrics["run_dir"] = str(out)
     write_run_dir(out, cfg, metrics, core, test_set, test_pred)
@@ -204,17 +235,16 @@ def model_outputs(model: nn.Module, evalset: EvalSet, stats: NormStats, device: 
     return np.concatenate(outputs)
 
 
-def evaluate_loss(model: nn.Module, evalset: EvalSet, stats: NormStats, device: torch.device) -> float:
-    """MSE in the training target's units, comparable to the train loss."""
-    outputs = model_outputs(model, evalset, stats, device)
+def evaluate_loss(outputs: np.ndarray, evalset: EvalSet, stats: NormStats) -> float:
+    """MSE of the model's outputs in the training target's units, comparable to the train loss."""
     _, targets = make_features(evalset.windows, evalset.next_close, stats)
     return float(np.mean((outputs - targets) ** 2))
 
 
-def predict(model: nn.Module, evalset: EvalSet, stats: NormStats, device: torch.device) -> np.ndarray:
-    """Predicted next-day closes in dollars: today's close moved by the predicted log return."""
-    outputs = model_outputs(model, evalset, stats, device).astype(np.float64)
-    return evalset.last_price * np.exp(outputs * stats.return_std * stats.price_std)
+def predict(outputs: np.ndarray, evalset: EvalSet, stats: NormStats) -> np.ndarray:
+    """Predicted next-day closes in dollars from the model's outputs: today's close moved by the predicted log
+    return."""
+    return evalset.last_price * np.exp(outputs.astype(np.float64) * stats.return_std * stats.price_std)
 
 
 def score(predicted: np.ndarray, evalset: EvalSet) -> dict[str, Any]:

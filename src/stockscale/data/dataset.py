@@ -24,7 +24,7 @@ import numpy as np
 from stockscale.config import TrainConfig
 from stockscale.data.loaders import ReplicaSource, TrainLoader
 from stockscale.data.scaled import ReplicaSpec, read_manifest, verify_dataset, write_dataset
-from stockscale.data.sources import load_source
+from stockscale.data.series_cache import load_series
 from stockscale.data.windows import NormStats, PreparedData, prepare
 from stockscale.errors import DataIntegrityError, InputError
 
@@ -55,14 +55,15 @@ def source_record(cfg: TrainConfig, prepared: PreparedData) -> dict[str, Any]:
 
 
 def prepare_from_config(cfg: TrainConfig) -> PreparedData:
-    series = load_source(cfg.source, cfg.start, cfg.end)
+    series = load_series(cfg.source, cfg.start, cfg.end, series_cache_dir())
     return prepare(series, cfg.train_frac, cfg.val_frac)
 
 
 def prepare_from_manifest(manifest: dict[str, Any], where: Path) -> PreparedData:
     source = manifest["source"]
     try:
-        series = load_source(source["spec"], date.fromisoformat(source["start"]), date.fromisoformat(source["end"]))
+        series = load_series(source["spec"], date.fromisoformat(source["start"]), date.fromisoformat(source["end"]),
+                             series_cache_dir())
         prepared = prepare(series, float(source["train_frac"]), float(source["val_frac"]))
     except (KeyError, TypeError, ValueError):
         raise DataIntegrityError(f"{where}/manifest.json: its source record is incomplete") from None
@@ -86,6 +87,11 @@ def cache_root() -> Path:
     if os.access(home, os.W_OK):
         return home / ".cache" / "stockscale"
     return Path(tempfile.gettempdir()) / "stockscale-cache"
+
+
+def series_cache_dir() -> Path:
+    """Where loaded base series are cached (see data.series_cache), beside the cached datasets."""
+    return cache_root() / "series"
 
 
 def cache_dir_for(cfg: TrainConfig, prepared: PreparedData) -> Path:

@@ -1,10 +1,13 @@
 """`stockscale demo`: both comparisons on this machine, then the report — the whole demonstration, one command.
 
 The memory limit is not a guess: a first run measures what one worker needs with the base data (Python,
-torch, the model), and the limit is that plus a fixed headroom for training data. The multipliers are then
-chosen from the memory loader's known footprint (1,200 bytes a window) so that one process under the limit
-fails inside the grid and N workers, holding 1/N of the data each, fail only further up. The boundaries
-themselves are measured: the runs decide, the plan only makes sure the grid spans them on any machine.
+torch, the model), and the limit is that plus a fixed headroom for training data. Each scale test then
+searches for its boundary (scale_test.find_boundary: bracket by doubling, bisect to sqrt 2): the memory
+loader's known footprint (1,200 bytes a window) gives the first guess, just under where one process (or N
+workers, holding 1/N of the data each) should run out, and a ceiling (twice what N workers should hold) that
+no probe passes. The lazy loader's search starts where the memory loader's failed: the question it answers
+is whether the same processes get past that size. The boundaries themselves are measured: the runs decide,
+the plan only says where to start.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from stockscale.config import build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.scaled import materialized_bytes
 from stockscale.experiments.report import format_report_text, load_results, write_report
-from stockscale.experiments.scale_test import ScaleTestSettings, run_scale_test
+from stockscale.experiments.scale_test import BoundarySearch, ScaleTestSettings, run_scale_test
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.base import Launcher, TrainJob
 from stockscale.launch.local import LocalLauncher
@@ -40,15 +43,15 @@ class DemoPlan:
     search_train: dict[str, Any] = field(default_factory=dict)
     timeout: float = 300.0
 
-    def multipliers(self, windows_per_replica: int) -> list[int]:
-        """1x, then a geometric grid (steps of sqrt 2) from half of what one process should hold to twice
-        what N workers should hold, so both boundaries fall inside it with a resolution of sqrt 2."""
-        fits = self.headroom / materialized_bytes(windows_per_replica)
-        factors, factor = [], 0.5
-        while factor <= 2 * self.workers + 1e-9:
-            factors.append(factor)
-            factor *= math.sqrt(2)
-        return sorted({1, *(max(2, round(fits * factor)) for factor in factors)})
+    def search(self, windows_per_replica: int, workers: int) -> BoundarySearch:
+        """The boundary search for `workers` workers on the sqrt-2 lattice around what one process should hold
+        with the memory loader (`fits`, the lattice's base): the first probe one step under what `workers`
+        should hold, the ceiling twice what the plan's N workers should hold. These are the sizes of the
+        sqrt-2 grid the demo walked before, from fits/2 to 2N fits; the search probes only a few of them."""
+        fits = max(1.0, self.headroom / materialized_bytes(windows_per_replica))
+        half_steps = round(2 * math.log2(workers))  # sqrt-2 steps from one process's share to N workers'
+        top = BoundarySearch(base=fits, ceiling=2**62).multiplier(round(2 * math.log2(2 * self.workers)))
+        return BoundarySearch(base=fits, ceiling=top, start_step=half_steps - 1)
 
 
 FULL = DemoPlan(workers=4, headroom=512 * MiB, scale_steps=20, space=DEFAULT_SPACE,
@@ -96,11 +99,12 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
     windows = prepare_from_config(build_train_config({})).train_windows
     baseline = measure_baseline(launcher, out)
     limit = memory_limit_for(baseline, plan)
-    multipliers = plan.multipliers(windows)
+    local_search, cluster_search = plan.search(windows, 1), plan.search(windows, plan.workers)
     on_event(f"      one worker needs {baseline / MiB:.0f} MiB with the base data; limit per process/worker: "
-             f"{limit / MiB:.0f} MiB; multipliers {', '.join(map(str, multipliers))}")
+             f"{limit / MiB:.0f} MiB; boundary search from {local_search.start}x (one process) and "
+             f"{cluster_search.start}x ({plan.workers} workers), up to {local_search.ceiling}x")
 
-    def scale(mode: str, loader: str) -> None:
+    def scale(mode: str, loader: str, search: BoundarySearch) -> dict[str, Any]:
         workers = 1 if mode == "local" else plan.workers
         runner = launcher if mode == "local" else cluster
         if mode == "local":
@@ -109,9 +113,9 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
             who = f"{workers} containers ({runner.name})" if runner.name != "local" else \
                 f"emulated cluster, {workers} workers"
         announce(f"scale test, {who}, {loader} loader")
-        settings = ScaleTestSettings(mode=mode, workers=workers, multipliers=multipliers, memory_limit=limit,
+        settings = ScaleTestSettings(mode=mode, workers=workers, multipliers=[], memory_limit=limit,
                                      timeout=plan.timeout, loader=loader, max_steps=plan.scale_steps, epochs=1,
-                                     threads=max(1, cpus // workers))
+                                     threads=max(1, cpus // workers), search=search)
         suffix = "" if loader == "memory" else f"_{loader}"
 
         def report(run: dict[str, Any]) -> None:
@@ -120,12 +124,17 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
             on_event(f"      x{run['multiplier']}: {run['status']}, {run['wall_seconds']:.1f}s, "
                      f"peak {peak:.0f} MiB/worker{detail}")
 
-        run_scale_test(settings, runner, out / f"scale_test_{mode}{suffix}", report)
+        return run_scale_test(settings, runner, out / f"scale_test_{mode}{suffix}", report)
 
-    scale("local", "memory")
-    scale("cluster", "memory")
-    scale("local", "lazy")
-    scale("cluster", "lazy")
+    def from_failure(search: BoundarySearch, memory: dict[str, Any]) -> BoundarySearch:
+        """The lazy loader's search: first probe where the memory loader failed (its own start if it never did)."""
+        failed = memory["boundary"]["smallest_failure"]
+        return replace(search, start_step=search.step_of(failed)) if failed else search
+
+    local_memory = scale("local", "memory", local_search)
+    cluster_memory = scale("cluster", "memory", cluster_search)
+    scale("local", "lazy", from_failure(local_search, local_memory))
+    scale("cluster", "lazy", from_failure(cluster_search, cluster_memory))
 
     def search(backend: str, workers: int) -> None:
         trials = math.prod(len(values) for values in plan.space.values())

@@ -2,13 +2,23 @@
 per-worker limit.
 
 Each multiplier runs in fresh process(es) through a Launcher, so the local and cluster sides differ only in
-`workers`. Runs go from small to large and stop at the first oom or timeout (unless keep_going): past the
-boundary every larger size fails the same way. The results file is rewritten after every run, so an
-interrupted test still leaves a valid (incomplete) file. Format: docs/results.md.
+`workers`. Two ways to choose the multipliers:
+
+- a grid: runs go from small to large and stop at the first oom or timeout (unless keep_going): past the
+  boundary every larger size fails the same way;
+- a boundary search: from a first guess, double (or halve) until one size succeeds and the next fails (or
+  the ceiling succeeds), then bisect that bracket geometrically until failure / success <= the resolution
+  (sqrt 2 by default, as fine as a sqrt-2 grid). A boundary that a grid of k points spans costs about
+  log2 of the bracket's width plus one or two probes, instead of every grid point below it.
+
+Every probe is a fresh process (or N), one after another under its own limit: probes never overlap, so
+no probe's memory or time is measured while another one runs. The results file is rewritten after every
+run, so an interrupted test still leaves a valid (incomplete) file. Format: docs/results.md.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +37,51 @@ DEFAULT_MULTIPLIERS = (1, 10, 50, 100, 200)
 STOPPING = ("oom", "timeout")
 
 
+@dataclass(frozen=True)
+class BoundarySearch:
+    """Find the boundary instead of walking a grid.
+
+    Every probe lies on the geometric lattice `base * resolution**k` (whole multipliers, at least 1), so
+    searches with different starting points (one process, N workers, another loader) try the same sizes and
+    their tables line up. The first probe is step `start_step`; no probe goes above `ceiling`. The search ends
+    when the last success and the first failure are neighbours on the lattice: a bracket as fine as a grid
+    with this step.
+    """
+
+    base: float
+    ceiling: int
+    start_step: int = 0
+    resolution: float = math.sqrt(2)
+
+    def __post_init__(self) -> None:
+        if not (self.base >= 1 and self.resolution > 1 and math.isfinite(self.base * self.resolution)):
+            raise ValueError(f"boundary search: base {self.base} must be >= 1 and resolution "
+                             f"{self.resolution} above 1")
+        if not 1 <= self.multiplier(self.start_step) <= self.ceiling:
+            raise ValueError(f"boundary search: start {self.multiplier(self.start_step)} is not within "
+                             f"1..{self.ceiling}")
+
+    @property
+    def start(self) -> int:
+        return self.multiplier(self.start_step)
+
+    @property
+    def doubling(self) -> int:
+        """Lattice steps that make (about) a factor of two: 2 for sqrt 2."""
+        return max(1, round(math.log(2) / math.log(self.resolution)))
+
+    def multiplier(self, step: int) -> int:
+        return max(1, round(self.base * self.resolution**step))
+
+    def step_of(self, multiplier: int) -> int:
+        """The lattice step nearest to `multiplier`."""
+        return round(math.log(multiplier / self.base) / math.log(self.resolution))
+
+    def record(self) -> dict[str, Any]:
+        return {"method": "bracket-bisect", "base": self.base, "start": self.start, "ceiling": self.ceiling,
+                "resolution": self.resolution}
+
+
 @dataclass
 class ScaleTestSettings:
     mode: str  # "local" (one process) or "cluster" (workers)
@@ -42,6 +97,7 @@ class ScaleTestSettings:
     keep_going: bool = False
     backend: str = "local"
     emulated: bool = True
+    search: BoundarySearch | None = None  # None: run `multipliers` as a grid
 
 
 def run_config(settings: ScaleTestSettings, multiplier: int) -> TrainConfig:
@@ -55,7 +111,7 @@ def run_config(settings: ScaleTestSettings, multiplier: int) -> TrainConfig:
 
 def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
                    on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run every multiplier (smallest first) and write `<out>/results.json`; return its content."""
+    """Run the grid (smallest first) or the boundary search and write `<out>/results.json`; return its content."""
     base_cfg = run_config(settings, 1)
     windows_per_replica = prepare_from_config(base_cfg).train_windows  # also checks the source up front
     runs_dir = out / "runs"
@@ -68,27 +124,87 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
         "finished_at": None,
         "complete": False,
         "settings": settings_record(settings, launcher),
+        "boundary": boundary_record([]),
         "results": [],
     }
     write_json_atomic(out / "results.json", doc)
-    for multiplier in sorted(settings.multipliers):
+
+    def probe(multiplier: int) -> str:
+        """Run one multiplier, record it (results stay sorted by multiplier) and return its status."""
         cfg = run_config(settings, multiplier)
         job = TrainJob(name=f"m{multiplier}", config=cfg.to_dict(), run_dir=runs_dir / f"m{multiplier}",
                        workers=settings.workers, memory_limit=settings.memory_limit, threads=settings.threads,
                        timeout=settings.timeout)
         result = launcher.run(job)
         entry = result_entry(multiplier, multiplier * windows_per_replica, result)
-        doc["results"].append(entry)
+        entry["probe"] = len(doc["results"]) + 1
+        doc["results"] = sorted([*doc["results"], entry], key=lambda run: run["multiplier"])
         if result.limit_mechanism:
             doc["settings"]["limit_mechanism"] = result.limit_mechanism
+        if settings.search is not None:
+            doc["settings"]["multipliers"] = [run["multiplier"] for run in doc["results"]]
+        doc["boundary"] = boundary_record(doc["results"])
         write_json_atomic(out / "results.json", doc)
         if on_result is not None:
             on_result(entry)
-        if entry["status"] in STOPPING and not settings.keep_going:
-            break
+        return entry["status"]
+
+    if settings.search is None:
+        for multiplier in sorted(settings.multipliers):
+            if probe(multiplier) in STOPPING and not settings.keep_going:
+                break
+    else:
+        find_boundary(settings.search, probe)
     doc["finished_at"], doc["complete"] = utc_timestamp(), True
     write_json_atomic(out / "results.json", doc)
     return doc
+
+
+def find_boundary(search: BoundarySearch, probe: Callable[[int], str]) -> None:
+    """Bracket the boundary by doubling (halving after a failure), then bisect the bracket on the lattice.
+
+    `probe(m)` runs multiplier m and returns its status. oom and timeout are failures; success moves the
+    lower end up. Any other status (error) ends the search: it says nothing about memory, and going on
+    would only repeat it.
+    """
+    success: int | None = None  # lattice step of the largest multiplier that succeeded
+    failure: int | None = None  # lattice step of the smallest multiplier that failed
+    step: int | None = search.start_step
+    while step is not None:
+        status = probe(search.multiplier(step))
+        if status == "success":
+            success = step
+        elif status in STOPPING:
+            failure = step
+        else:
+            return
+        step = next_step(success, failure, search)
+
+
+def next_step(success: int | None, failure: int | None, search: BoundarySearch) -> int | None:
+    """The lattice step to probe next, or None when the bracket is as fine as the lattice (or cannot be)."""
+    if failure is None:  # going up: double, never above the ceiling
+        assert success is not None
+        step = success + search.doubling
+        while step > success and search.multiplier(step) > search.ceiling:
+            step -= 1
+        return step if step > success else None
+    if success is None:  # going down: halve, down to 1x
+        return failure - search.doubling if search.multiplier(failure) > 1 else None
+    middle = (success + failure) // 2
+    if middle == success or search.multiplier(middle) in (search.multiplier(success), search.multiplier(failure)):
+        return None  # neighbours on the lattice (or the same whole multiplier)
+    return middle
+
+
+def boundary_record(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bracket the probes found: largest success, smallest failure above it (oom/timeout), their ratio."""
+    reached = max((run["multiplier"] for run in results if run["status"] == "success"), default=None)
+    above = [run["multiplier"] for run in results if run["status"] in STOPPING
+             and (reached is None or run["multiplier"] > reached)]
+    failed = min(above, default=None)
+    return {"largest_success": reached, "smallest_failure": failed,
+            "ratio": failed / reached if reached and failed else None}
 
 
 def settings_record(settings: ScaleTestSettings, launcher: Launcher) -> dict[str, Any]:
@@ -105,7 +221,8 @@ def settings_record(settings: ScaleTestSettings, launcher: Launcher) -> dict[str
         "max_steps": settings.max_steps,
         "epochs": settings.epochs,
         "threads_per_worker": settings.threads,
-        "multipliers": sorted(settings.multipliers),
+        "multipliers": sorted(settings.multipliers) if settings.search is None else [],
+        "search": settings.search.record() if settings.search is not None else {"method": "grid"},
         "train": settings.train,
         "launcher": launcher.name,
         "machine": machine_info(),
