@@ -589,7 +589,7 @@ def choose_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> An
 def cluster_spec(args: argparse.Namespace, **more: Any) -> Any:
     from stockscale.launch.kubernetes import load_cluster_spec
 
-    overrides = {"image": args.image, "namespace": args.namespace, **more}
+    overrides = {"image": args.image, "namespace": getattr(args, "namespace", None), **more}
     return load_cluster_spec(args.k8s_config, {k: v for k, v in overrides.items() if v is not None})
 
 
