@@ -296,3 +296,19 @@ def test_the_build_script_passes_shellcheck_and_refuses_unknown_options() -> Non
     assert usage.returncode == 0 and "--offline" in usage.stdout
     wrong = subprocess.run(["bash", str(script), "--fast"], capture_output=True, text=True)
     assert wrong.returncode == 2 and "unknown option --fast" in wrong.stderr
+
+
+@pytest.mark.slow
+def test_a_kept_run_can_be_read_and_deleted_through_the_launcher_interface(engine, tmp_path: Path) -> None:
+    from stockscale.launch.docker import DockerLauncher
+
+    launcher = DockerLauncher(run_prefix="kept", keep=True)
+    result = launcher.run(TrainJob(name="kept", config=TINY, run_dir=tmp_path / "run"))
+    assert result.status == "success", result.detail
+    (name,) = [c.name for c in engine.containers.list(all=True, filters={"label": f"{m.LABEL_APP}={m.APP}"})]
+    run_id = name.removesuffix("-master-0")
+    lines: list[tuple[str, str]] = []
+    assert launcher.logs(run_id, lambda source, line: lines.append((source, line))) == [name]
+    assert json.loads(lines[-1][1])["status"] == "success" and {source for source, _ in lines} == {name}
+    assert launcher.delete(run_id) == [f"container/{name}"]
+    assert ours(engine) == []

@@ -262,3 +262,16 @@ def test_bad_jobs_are_refused_before_anything_starts(launcher: LocalLauncher, tm
         launcher.run(job(tmp_path, {"behave": "success"}, workers=0))
     with pytest.raises(InputError, match="timeout must be positive"):
         launcher.run(job(tmp_path, {"behave": "success"}, timeout=0))
+
+
+def test_a_jobs_kept_logs_can_be_read_and_deleted_through_the_launcher_interface(tmp_path: Path) -> None:
+    launcher = LocalLauncher(FAKE_WORKER, log_dir=tmp_path / "logs", grace_seconds=1.0)
+    result = launcher.run(job(tmp_path, {"behave": "exit", "code": 5}, workers=2))
+    assert result.status == "error"
+    lines: list[tuple[str, str]] = []
+    sources = launcher.logs("job", lambda source, line: lines.append((source, line)))
+    assert sources == ["rank-0.stderr.log", "rank-1.stderr.log"]
+    assert any(line.startswith("boom from rank") for _, line in lines)
+    assert len(launcher.delete("job")) == 2 and launcher.logs("job", lambda *_: None) == []
+    with pytest.raises(InputError):
+        launcher.delete("../elsewhere")

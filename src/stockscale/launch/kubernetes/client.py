@@ -641,3 +641,7 @@ class KubernetesLauncher:
         if run_id in (None, self.run_id):
             self.deleted.update(self.submitted)
         return deleted
+
+    def delete(self, run_id: str) -> list[str]:
+        """The Launcher interface's delete: every object of the run, as `stockscale k8s delete RUN`."""
+        return self.delete_run(run_id)
