@@ -64,6 +64,12 @@ def ours(engine) -> list[str]:
     return [f"container {c.name}" for c in containers] + [f"network {n.name}" for n in networks]
 
 
+def _host() -> str:
+    from stockscale.files import owner_tag
+
+    return owner_tag().split("@", 1)[1]
+
+
 def staging_folders() -> list[Path]:
     return list(Path(tempfile.gettempdir()).glob("stockscale-docker-*"))
 
@@ -230,7 +236,7 @@ def test_what_a_killed_launcher_left_is_swept_by_the_next_run(engine, tmp_path: 
     network = engine.networks.create("stockscale-orphan", internal=True, labels=labels)
     engine.containers.create(IMAGE, entrypoint=["sleep", "600"], name="stockscale-orphan", labels=labels,
                              network="stockscale-orphan")
-    folder = Path(tempfile.gettempdir()) / f"{STAGING_PREFIX}{dead.stdout.strip()}-orphan-x"
+    folder = Path(tempfile.gettempdir()) / f"{STAGING_PREFIX}{dead.stdout.strip()}@{_host()}-orphan-x"
     folder.mkdir()
     try:
         swept = DockerLauncher().sweep()

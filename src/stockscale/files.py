@@ -43,7 +43,11 @@ def owner_alive(name: str, prefix: str) -> bool:
     match = re.match(re.escape(prefix) + r"(\d+)@([A-Za-z0-9.]*)-", name)
     if match is None or match.group(2) != _HOST:
         return True
-    pid = int(match.group(1))
+    return process_alive(int(match.group(1)))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (a zombie does not; one we may not inspect does)."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

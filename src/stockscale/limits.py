@@ -29,6 +29,7 @@ import psutil
 
 from stockscale.config import format_size, parse_size
 from stockscale.errors import InputError
+from stockscale.files import process_alive
 
 MiB = 1024**2
 
@@ -346,20 +347,11 @@ def sweep_stale_cgroups() -> list[Path]:
         with contextlib.suppress(OSError):
             for path in directory.glob(f"{CGROUP_PREFIX}*"):
                 match = re.fullmatch(rf"{re.escape(CGROUP_PREFIX)}(\d+)-[0-9a-f]+", path.name)
-                if match is None or not path.is_dir() or _alive(int(match.group(1))):
+                if match is None or not path.is_dir() or process_alive(int(match.group(1))):
                     continue
                 if _Cgroup(version, path).remove(timeout=2.0) is None:
                     removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True
 
 
 # --- the limiter ----------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from stockscale.errors import InputError
+from stockscale.files import owner_tag, sweep_stale
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.launch.containers import Pod, container_options, replica_pods
 from stockscale.launch.kubernetes import manifests as m
@@ -174,11 +175,7 @@ class DockerLauncher:
                 with contextlib.suppress(Exception):
                     network.remove()
                     removed.append(f"network {network.name}")
-        for folder in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
-            pid = folder.name.removeprefix(STAGING_PREFIX).split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(f"folder {folder}")
+        removed += [f"folder {folder}" for folder in sweep_stale(Path(tempfile.gettempdir()), STAGING_PREFIX)]
         for text in removed:
             self._event(f"swept {text} left by a launcher that is gone")
         return removed
@@ -393,7 +390,7 @@ class DockerLauncher:
     @contextlib.contextmanager
     def _staging(self, run_id: str) -> Iterator[Path]:
         """A host folder standing for the PVC, writable by the pod's user; removed afterwards."""
-        folder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-{run_id}-"))
+        folder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{owner_tag()}-{run_id}-"))
         try:
             self._hand_over(folder)
             yield folder
@@ -468,9 +465,3 @@ def _watch_memory(worker: _Running) -> None:
             worker.peak_bytes = max(worker.peak_bytes, used)
             if not memory and worker.exit_code is not None:
                 return
-
-
-def _pid_alive(pid: int) -> bool:
-    import psutil
-
-    return psutil.pid_exists(pid)
