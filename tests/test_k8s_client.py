@@ -172,7 +172,7 @@ def test_an_image_that_cannot_be_pulled_stops_the_run_with_a_hint(k8s):
             cluster.create_pod(pod(pod_name, labels, "Pending", container("waiting", reason="ErrImagePull")))
 
     with Cluster(k8s, on_pytorchjob=operator), pytest.raises(InputError, match="ErrImagePull.*stockscale:test"):
-        make_launcher(k8s).run(train_job(workers=2))
+        make_launcher(k8s, startup_timeout=2.0).run(train_job(workers=2))
     assert objects(k8s, "pytorchjobs") == {} and objects(k8s, "pods") == {}  # nothing left behind
 
 

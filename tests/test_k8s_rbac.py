@@ -13,6 +13,7 @@ import itertools
 import re
 from pathlib import Path
 
+import pytest
 from k8s_cluster import Cluster, Emulator, job_controller, succeed, trainjob_succeeds
 from test_k8s_trainer import optimization_controller
 
@@ -76,6 +77,7 @@ def everything_stockscale_does(k8s: Emulator) -> None:
     kept.delete_run("rbac-keep-1")
 
 
+@pytest.mark.slow
 def test_the_role_allows_every_request_and_grants_nothing_unused():
     k8s = Emulator()
     try:

@@ -113,6 +113,7 @@ def test_an_optimizationjob_search_reads_every_trial_back_by_its_parameters(k8s)
     assert objects(k8s, "optimizationjobs") == {}
 
 
+@pytest.mark.slow
 def test_search_as_an_optimizationjob_writes_the_same_summary(cli, tmp_path, k8s):
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
