@@ -16,6 +16,7 @@ import pytest
 import stockscale.launch.local as local
 from stockscale.launch.base import TrainJob
 from stockscale.launch.local import LocalLauncher, reserve_port
+from stockscale.worker import EXIT_PORT_IN_USE
 from tests.conftest import TINY
 
 
@@ -54,7 +55,7 @@ def test_rank0_reports_a_taken_port_with_its_own_exit_status(tmp_path: Path) -> 
         taken.listen()
         process = rank0(tmp_path, taken.getsockname()[1])
         _, err = process.communicate(timeout=120)
-    assert process.returncode == local.EXIT_PORT_IN_USE, err
+    assert process.returncode == EXIT_PORT_IN_USE, err
     assert "already in use" in err and "Traceback" not in err
 
 

@@ -20,10 +20,7 @@ from typing import Any, NoReturn
 
 from stockscale.bounds import MAX_COUNT, MAX_MULTIPLIER, MAX_SECONDS, MAX_SEED, MAX_SIZE, MAX_WORKERS
 from stockscale.errors import InputError, StockscaleError, WorkerFailure
-
-EXIT_INPUT = 2
-EXIT_MEMORY = 3  # a worker that raised MemoryError: the launcher reports it as oom
-EXIT_INTERRUPTED = 130
+from stockscale.worker import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MEMORY, result_line
 
 
 class UsageError(InputError):
@@ -231,7 +228,7 @@ def train_here(cfg: Any, out: Path, env: Any) -> int:
             progress.close()
     if env.is_main:
         print_run_summary(result)
-    print(json.dumps(result_line(result), allow_nan=False), flush=True)
+    print(result_line(result), flush=True)
     if env.is_distributed:
         # Gloo's worker threads can still hold work objects when the interpreter finalizes, which aborts the
         # process now and then (pytorch/pytorch#190489) and would turn a finished rank into a failed one.
@@ -239,11 +236,6 @@ def train_here(cfg: Any, out: Path, env: Any) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
-
-
-def result_line(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The final stdout line: the metrics without the per-epoch history (that is in history.json)."""
-    return {key: value for key, value in metrics.items() if key != "history"}
 
 
 def print_run_summary(metrics: dict[str, Any]) -> None:

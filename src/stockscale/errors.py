@@ -4,17 +4,19 @@
 Anything else that escapes is a bug or an environment failure and keeps its traceback.
 """
 
+from stockscale.worker import EXIT_FAILURE, EXIT_INPUT, EXIT_PORT_IN_USE
+
 
 class StockscaleError(Exception):
     """Base class for errors stockscale reports to the user as a message."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILURE
 
 
 class InputError(StockscaleError):
     """Bad input from the user: a file, a flag or a config. Exit status 2."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class DataIntegrityError(InputError):
@@ -32,4 +34,4 @@ class TrainingDiverged(StockscaleError):
 class PortInUse(StockscaleError):
     """Rank 0 could not listen on MASTER_PORT (taken since it was chosen): the launcher retries with another."""
 
-    exit_code = 4
+    exit_code = EXIT_PORT_IN_USE

@@ -36,16 +36,15 @@ from stockscale.files import owner_tag, sweep_stale
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.launch.containers import Pod, container_options, replica_pods
 from stockscale.launch.kubernetes import manifests as m
-from stockscale.launch.kubernetes.outcome import final_json
 from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.limits import check_limit
+from stockscale.worker import EXIT_MEMORY, parse_result_line
 
 LABEL_OWNER = "stockscale/owner"  # "<host>:<pid>:<start time>" of the launcher that made it
 LABEL_BACKEND = "stockscale/backend"
 STAGING_PREFIX = "stockscale-docker-"
 WAIT_TICK = 0.2
 LOG_TAIL = 50
-EXIT_MEMORY_ERROR = 3  # the worker contract: a MemoryError inside Python
 
 # Engines tried in order when DOCKER_HOST is not set: Docker's socket, then podman's (rootful, rootless).
 ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock",
@@ -333,7 +332,7 @@ class DockerLauncher:
             if all(worker.exit_code == 0 for worker in running):
                 for thread in running[0].threads[:1]:
                     thread.join(timeout=10)
-                metrics = final_json(running[0].lines)
+                metrics = parse_result_line(running[0].lines)
                 if metrics is None or metrics.get("status", "success") != "success":
                     return "error", f"container {running[0].pod.name} exited 0 without a success result line"
                 return "success", ""
@@ -345,10 +344,10 @@ class DockerLauncher:
         for thread in worker.threads[:1]:
             thread.join(timeout=5)
         who = f"(container {worker.pod.name})"
-        reported = final_json(worker.lines) or {}
+        reported = parse_result_line(worker.lines) or {}
         if _memory_failure(worker, job):
             how = "OOMKilled" if worker.oom_killed else (
-                "MemoryError" if worker.exit_code == EXIT_MEMORY_ERROR or reported.get("status") == "oom"
+                "MemoryError" if worker.exit_code == EXIT_MEMORY or reported.get("status") == "oom"
                 else "exit code 137 at its memory limit")
             return "oom", f"{how} {who}"
         last = next((line.strip()[:300] for line in reversed(worker.lines) if line.strip()), "")
@@ -370,11 +369,11 @@ class DockerLauncher:
 
     def _result(self, job: TrainJob, status: Status, detail: str, start: float,
                 running: list[_Running]) -> JobResult:
-        metrics = final_json(running[0].lines) if status == "success" and running else None
+        metrics = parse_result_line(running[0].lines) if status == "success" and running else None
         workers = {entry.get("rank"): entry.get("peak_rss_bytes") for entry in (metrics or {}).get("workers", [])}
         peaks = []
         for worker in running:
-            own = (final_json(worker.lines) or {}).get("peak_rss_bytes")
+            own = (parse_result_line(worker.lines) or {}).get("peak_rss_bytes")
             # The worker's own VmHWM when it lived to report it; else the engine's memory samples (a lower bound).
             peaks.append(int(workers.get(worker.rank) or own or worker.peak_bytes))
         return JobResult(name=job.name, status=status, detail=detail, metrics=metrics, start_time=start,
@@ -433,9 +432,9 @@ def _check_job(job: TrainJob) -> None:
 
 
 def _memory_failure(worker: _Running, job: TrainJob) -> bool:
-    if worker.oom_killed or worker.exit_code == EXIT_MEMORY_ERROR:
+    if worker.oom_killed or worker.exit_code == EXIT_MEMORY:
         return True
-    if (final_json(worker.lines) or {}).get("status") == "oom":
+    if (parse_result_line(worker.lines) or {}).get("status") == "oom":
         return True
     # 137 = SIGKILL; with a limit and samples near it, it was the kernel's OOM killer under another name.
     return (worker.exit_code == 137 and job.memory_limit is not None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
-import json
 import os
 import shutil
 import signal
@@ -36,12 +35,11 @@ from stockscale.files import owner_tag, sweep_stale, write_text_atomic
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups
 from stockscale.supervision import PARENT_ENV, ensure_cgroup_reaper
+from stockscale.worker import EXIT_MEMORY, EXIT_PORT_IN_USE, json_object
 
 # The exit status the train command uses for a MemoryError (out of memory inside Python).
-EXIT_MEMORY_ERROR = 3
 STDERR_TAIL_LINES = 50
 SCRATCH_PREFIX = "stockscale-job-"
-EXIT_PORT_IN_USE = 4  # errors.PortInUse: rank 0 found MASTER_PORT taken
 PORT_ATTEMPTS = 3
 WAIT_TICK = 0.05
 
@@ -324,7 +322,7 @@ class LocalLauncher:
             for raw in stream:
                 line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
                 if line.strip():
-                    parsed = _json_object(line)
+                    parsed = json_object(line)
                     worker.final_json = parsed
                     if parsed is not None:
                         worker.last_json = parsed
@@ -363,7 +361,7 @@ class LocalLauncher:
 
     @staticmethod
     def _memory_failure(worker: _Worker) -> bool:
-        return worker.limiter.limit_hit(worker.returncode) or worker.returncode == EXIT_MEMORY_ERROR
+        return worker.limiter.limit_hit(worker.returncode) or worker.returncode == EXIT_MEMORY
 
     @staticmethod
     def _failure(worker: _Worker) -> tuple[Status, str]:
@@ -375,9 +373,9 @@ class LocalLauncher:
         if worker.limiter.limit_hit(code):
             return "oom", f"{worker.finish_limit().describe()} {who}"
         if reported is not None and reported.get("detail"):
-            status: Status = "oom" if reported["status"] == "oom" or code == EXIT_MEMORY_ERROR else "error"
+            status: Status = "oom" if reported["status"] == "oom" or code == EXIT_MEMORY else "error"
             return status, f"{reported['detail']} {who}"
-        if code == EXIT_MEMORY_ERROR:
+        if code == EXIT_MEMORY:
             return "oom", f"MemoryError {who}"
         if code < 0:
             try:
@@ -443,16 +441,6 @@ class LocalLauncher:
 def _port_was_taken(workers: list[_Worker]) -> bool:
     """Whether rank 0 failed because its rendezvous port was in use (distributed.PortInUse)."""
     return bool(workers) and workers[0].rank == 0 and workers[0].returncode == EXIT_PORT_IN_USE
-
-
-def _json_object(line: str) -> dict[str, Any] | None:
-    if not line.lstrip().startswith("{"):
-        return None
-    try:
-        parsed = json.loads(line)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
 
 
 def _plain(value: Any) -> Any:

@@ -13,7 +13,6 @@ Pure functions over the JSON the API server returns, so every mapping is testabl
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -21,27 +20,13 @@ from typing import Any
 
 from stockscale.launch.base import JobResult, Status
 from stockscale.launch.kubernetes.manifests import COMPLETION_INDEX, CONTAINER
+from stockscale.worker import parse_result_line
 
 LIMIT_MECHANISM = "kubernetes"
 START_PROBLEMS = frozenset({"InvalidImageName", "CreateContainerConfigError", "CreateContainerError"})
 PULL_PROBLEMS = frozenset({"ErrImagePull", "ImagePullBackOff"})  # often transient: retried until the deadline
 
 Obj = Mapping[str, Any]
-
-
-def final_json(lines: Iterable[str]) -> dict[str, Any] | None:
-    """The last line that is a JSON object, or None."""
-    for line in reversed(list(lines)):
-        text = line.strip()
-        if not text.startswith("{"):
-            continue
-        try:
-            value = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
 
 
 def parse_time(text: Any) -> float | None:
@@ -219,7 +204,7 @@ def _success_or_missing(metrics: dict[str, Any] | None, where: str) -> tuple[Sta
 
 def trial_result(name: str, pod: Obj, lines: list[str], run_dir: str | None) -> JobResult:
     """The result of one finished search pod (an Indexed Job's index, or a PyTorchJob's only replica)."""
-    metrics = final_json(lines)
+    metrics = parse_result_line(lines)
     start, end = container_times(pod)
     where = f"pod {name_of(pod)}"
     if pod.get("status", {}).get("phase") == "Succeeded":
@@ -249,7 +234,7 @@ def pytorchjob_result(
     PyTorchJob Succeeded; both end Failed."""
     job_name = name_of(job) if job is not None else name
     master_name = master_pod or f"{job_name}-master-0"
-    metrics = final_json(lines)
+    metrics = parse_result_line(lines)
     master = next((pod for pod in pods if name_of(pod) == master_name), None)
     start, end = container_times(master)
     job_status = job.get("status", {}) if job is not None else {}

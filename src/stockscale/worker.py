@@ -1,0 +1,57 @@
+"""The worker contract: what a training process says when it ends, whatever launched it.
+
+Every worker, a local process, a container or a pod, runs `stockscale train` and ends the same way:
+
+- its **last stdout line that is a JSON object** is its result: rank 0's holds the run's metrics
+  (metrics.json without the per-epoch history), another rank's holds its own `rank`, `peak_rss_bytes` and
+  `samples_per_second`, and a failure it could name holds `status` ("oom" or "error") and `detail`. Lines a
+  library prints after it are not JSON objects, so the search goes backwards;
+- its **exit status** says how it ended (the constants below);
+- a DDP rank leaves with `os._exit` once everything is flushed: gloo's threads can abort an interpreter's
+  finalization (pytorch/pytorch#190489), which would turn a finished rank into a failed one.
+
+The launchers (local, docker, kubernetes) read results only through `parse_result_line`, and the CLI writes
+them only through `result_line`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+EXIT_SUCCESS = 0
+EXIT_FAILURE = 1  # StockscaleError: the run failed (a NaN loss, a worker that died)
+EXIT_INPUT = 2  # InputError: bad flags, config or data, one line on stderr
+EXIT_MEMORY = 3  # MemoryError inside Python: the launcher reports it as oom
+EXIT_PORT_IN_USE = 4  # rank 0 found MASTER_PORT taken: the local launcher retries on another port
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+def result_line(metrics: dict[str, Any]) -> str:
+    """The final stdout line of a rank: its result without the per-epoch history (history.json has it).
+
+    Strict JSON: a NaN or infinity is refused here rather than written for a reader to choke on.
+    """
+    return json.dumps({key: value for key, value in metrics.items() if key != "history"}, allow_nan=False)
+
+
+def json_object(line: str) -> dict[str, Any] | None:
+    """`line` as a JSON object, or None when it is anything else (a log line, a list, broken JSON)."""
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def parse_result_line(lines: Iterable[str]) -> dict[str, Any] | None:
+    """A worker's result: the last of its output lines that is a JSON object, or None."""
+    for line in reversed(list(lines)):
+        value = json_object(line)
+        if value is not None:
+            return value
+    return None
