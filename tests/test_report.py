@@ -14,7 +14,8 @@ import pytest
 
 from stockscale.errors import InputError
 from stockscale.experiments.projection import ProjectionSettings, build_projection, format_projection
-from stockscale.experiments.report import format_comparison, load_results, write_report
+from stockscale.experiments.report import format_comparison, write_report
+from stockscale.experiments.results import load_results
 
 MIB = 1024**2
 GIB = 1024**3

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stockscale.experiments.report import format_comparison, load_results
+from stockscale.experiments.report import format_comparison
+from stockscale.experiments.results import load_results
 from tests.test_report import GIB, MIB, flat, scale_row, write_scale
 
 

@@ -493,7 +493,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from stockscale.experiments.projection import build_projection_settings
-    from stockscale.experiments.report import format_report_text, load_results, write_report
+    from stockscale.experiments.report import format_report_text, write_report
+    from stockscale.experiments.results import load_results
 
     settings = build_projection_settings({
         "nodes": args.nodes, "node_memory_bytes": args.node_memory, "node_cpus": args.node_cpus,

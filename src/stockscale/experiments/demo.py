@@ -23,7 +23,8 @@ from typing import Any
 from stockscale.config import build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.scaled import materialized_bytes
-from stockscale.experiments.report import format_report_text, load_results, write_report
+from stockscale.experiments.report import format_report_text, write_report
+from stockscale.experiments.results import load_results
 from stockscale.experiments.scale_test import BoundarySearch, ScaleTestSettings, run_scale_test
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.base import Launcher, TrainJob

@@ -17,7 +17,7 @@ from stockscale.config import format_size
 from stockscale.experiments.timings import OUTLIER_FACTOR
 
 if TYPE_CHECKING:
-    from stockscale.experiments.report import Predictions, ScaleRun, SearchRun
+    from stockscale.experiments.results import Predictions, ScaleRun, SearchRun
 
 MIB = 1024**2
 # Okabe & Ito's palette, distinguishable with every common colour-vision deficiency; line styles and

@@ -25,7 +25,7 @@ from stockscale.errors import InputError
 from stockscale.experiments.timings import OUTLIER_FACTOR, robust_durations
 
 if TYPE_CHECKING:
-    from stockscale.experiments.report import LoadedResults
+    from stockscale.experiments.results import LoadedResults
 
 GIB = 1024**3
 

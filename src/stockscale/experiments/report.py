@@ -1,12 +1,9 @@
 """`stockscale compare`: read whatever results exist, print the two comparisons, write report.md.
 
-Every number in the report comes from a results file (docs/results.md). A side that was not run is said to
-be missing, with the command that would run it; nothing is filled in. A results file that cannot be read
-or does not have the documented shape becomes a warning naming the file, and the rest still reports: one
-corrupt file must not hide the other measurements.
-
-The shapes are checked with pydantic models that allow extra keys (newer writers may add some) and refuse
-missing or mistyped ones: the keys the report prints are required, nullable where the format allows null.
+Every number in the report comes from a results file (docs/results.md), read through the typed models of
+experiments/results.py. A side that was not run is said to be missing, with the command that would run it;
+nothing is filled in. A results file that cannot be read or does not have the documented shape becomes a
+warning naming the file, and the rest still reports: one corrupt file must not hide the other measurements.
 """
 
 from __future__ import annotations
@@ -15,250 +12,26 @@ import json
 import os
 import re
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from stockscale.config import format_size, one_line
 from stockscale.errors import InputError
-from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
-from stockscale.experiments.dry_run import DryRun
 from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
+from stockscale.experiments.results import (
+    LoadedResults,
+    Machine,
+    Predictions,
+    ScaleRow,
+    ScaleRun,
+    SearchRun,
+)
 from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median_speedup
 from stockscale.files import fsync_path
-
-RunStatus = Literal["success", "oom", "timeout", "error", "preempted"]
-SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_docker": "docker",
-               "hp_search_cloud": "cloud"}
-
-
-class _Shape(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-
-class Machine(_Shape):
-    cpus: int | None
-    memory_bytes: int | None = None
-    platform: str | None = None
-    python: str | None = None
-    torch: str | None = None
-
-
-class ScaleSettings(_Shape):
-    mode: Literal["local", "cluster"]
-    backend: str
-    emulated: bool
-    workers: int
-    memory_limit_bytes: int | None
-    limit_mechanism: str | None
-    timeout_seconds: float | None = None
-    loader: str
-    max_steps: int | None = None
-    epochs: int | None = None
-    threads_per_worker: int | None = None
-    machine: Machine | None = None
-
-
-class ScaleRow(_Shape):
-    multiplier: int
-    status: RunStatus
-    detail: str = ""
-    train_windows: int | None = None
-    dataset_bytes: int | None = None
-    wall_seconds: float | None
-    peak_rss_bytes: list[int | None] | None
-    samples_per_second: float | None = None
-    steps: int | None = None
-    run_dir: str | None = None
-
-    def peak_per_worker(self) -> int | None:
-        """The largest worker's peak: what has to fit under the per-worker limit."""
-        measured = [value for value in self.peak_rss_bytes or [] if value is not None]
-        return max(measured) if measured else None
-
-
-class ScaleTest(_Shape):
-    kind: Literal["scale_test"]
-    format_version: Literal[1]
-    started_at: str | None = None
-    finished_at: str | None = None
-    complete: bool = True
-    settings: ScaleSettings
-    results: list[ScaleRow]
-
-
-class SplitMetrics(_Shape):
-    rmse: float | None
-    mae: float | None = None
-    mape: float | None = None
-    directional_accuracy: float | None = None
-
-
-class SearchSettings(_Shape):
-    backend: str
-    workers: int | None
-    threads_per_trial: int | None = None
-    space: dict[str, list[Any]]
-    train: dict[str, Any] = {}
-    trial_timeout_seconds: float | None = None
-    emulated: bool = False
-    machine: Machine | None = None
-
-
-class Trial(_Shape):
-    trial: int
-    name: str
-    config: dict[str, Any]
-    status: RunStatus
-    detail: str = ""
-    start_time: float | None
-    end_time: float | None
-    wall_seconds: float | None
-    val_loss: float | None
-    test_rmse: float | None = None
-    test: SplitMetrics | None = None
-    baseline_test: SplitMetrics | None = None
-    peak_rss_bytes: int | None = None
-    run_dir: str | None = None
-
-
-class Best(_Shape):
-    trial: int
-    name: str
-    config: dict[str, Any]
-    val_loss: float
-    test: SplitMetrics
-    baseline_test: SplitMetrics | None
-    run_dir: str | None = None
-
-
-class SearchSummary(_Shape):
-    kind: Literal["hp_search"]
-    format_version: Literal[1]
-    started_at: str | None = None
-    finished_at: str | None = None
-    complete: bool
-    settings: SearchSettings
-    total_wall_seconds: float
-    sum_trial_seconds: float | None = None
-    successes: int
-    failures: int
-    results: list[Trial]
-    best: Best | None
-
-
-class Predictions(_Shape):
-    split: str
-    dates: list[str]
-    actual: list[float]
-    predicted: list[float]
-    baseline: list[float]
-
-
-@dataclass
-class ScaleRun:
-    """One scale_test_*/results.json."""
-
-    path: Path
-    data: ScaleTest
-
-    @property
-    def label(self) -> str:
-        s = self.data.settings
-        if s.mode == "local":
-            return "local"
-        if s.backend == "docker":
-            return f"cluster ({s.workers} containers)"
-        return "cluster (emulated)" if s.emulated else f"cluster ({s.backend})"
-
-
-@dataclass
-class SearchRun:
-    """One hp_search_*/summary.json; `role` is sequential | parallel | cloud (or the folder's name)."""
-
-    role: str
-    path: Path
-    data: SearchSummary
-
-
-@dataclass
-class LoadedResults:
-    results_dir: Path
-    scale_tests: list[ScaleRun] = field(default_factory=list)
-    searches: list[SearchRun] = field(default_factory=list)
-    dry_runs: dict[str, DryRun] = field(default_factory=dict)  # by role: folders where only manifests were written
-    warnings: list[str] = field(default_factory=list)
-
-    def search(self, role: str) -> SearchRun | None:
-        return next((run for run in self.searches if run.role == role), None)
-
-
-def _read_json(path: Path, kind: str) -> dict[str, Any]:
-    """A results file's JSON object, or ValueError with a reason that fits on one line."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise ValueError(f"cannot be read ({error.strerror or error.__class__.__name__})") from None
-    except UnicodeDecodeError:
-        raise ValueError("is not UTF-8 text") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"is not valid JSON (line {error.lineno}: {error.msg})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"holds a JSON {type(data).__name__}, not a {kind} results object")
-    if data.get("kind") != kind:
-        raise ValueError(f"has kind {data.get('kind')!r}, expected {kind!r}")
-    if data.get("format_version") != 1:
-        raise ValueError(f"has format_version {data.get('format_version')!r}; this stockscale reads 1")
-    return data
-
-
-def _load(path: Path, model: type[BaseModel], kind: str, warnings: list[str]) -> Any:
-    try:
-        return model.model_validate(_read_json(path, kind))
-    except ValueError as error:
-        if isinstance(error, ValidationError):
-            warnings.append(f"skipped {one_line(error, str(path))}")
-        else:
-            warnings.append(f"skipped {path}: {error}")
-        return None
-
-
-def load_results(results_dir: Path) -> LoadedResults:
-    """Every scale test and search under `results_dir`; unreadable files become warnings naming them.
-
-    Raises InputError only when `results_dir` itself is missing or not a directory."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        what = "is not a directory" if results_dir.exists() else "does not exist"
-        raise InputError(f"results directory {results_dir} {what} (run `stockscale scale-test` or "
-                         "`stockscale search` first, or pass --results DIR)")
-    loaded = LoadedResults(results_dir)
-    for folder in sorted(p for p in results_dir.iterdir() if p.is_dir()):
-        if folder.name.startswith("scale_test_"):
-            path = folder / "results.json"
-            if not path.is_file():
-                loaded.warnings.append(f"skipped {folder}: no results.json (an interrupted run?)")
-            elif (scale := _load(path, ScaleTest, "scale_test", loaded.warnings)) is not None:
-                loaded.scale_tests.append(ScaleRun(path, scale))
-        elif folder.name.startswith("hp_search_"):
-            path = folder / "summary.json"
-            marker = folder / DRY_RUN_MARKER
-            if not path.is_file() and marker.is_file():
-                if (dry_run := _load(marker, DryRun, "dry_run", loaded.warnings)) is not None:
-                    loaded.dry_runs[SEARCH_DIRS.get(folder.name, folder.name)] = dry_run
-            elif not path.is_file():
-                loaded.warnings.append(f"skipped {folder}: no summary.json (an interrupted run?)")
-            elif (summary := _load(path, SearchSummary, "hp_search", loaded.warnings)) is not None:
-                loaded.searches.append(SearchRun(SEARCH_DIRS.get(folder.name, folder.name), path, summary))
-    order = list(SEARCH_DIRS.values())
-    loaded.searches.sort(key=lambda run: (order.index(run.role) if run.role in order else len(order), run.role))
-    return loaded
-
 
 # ---------------------------------------------------------------- the printed comparison
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stockscale.experiments.report import SearchRun
+    from stockscale.experiments.results import SearchRun
 
 OUTLIER_FACTOR = 3.0
 

@@ -1,0 +1,52 @@
+"""The package's shape: no module imports, directly or through others, a module that imports it back."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """stockscale modules `path` imports anywhere: at the top, inside functions, for type checking only."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return {name for name in found if name in modules}
+
+
+def test_no_import_circle() -> None:
+    files = {_module_name(path): path for path in SRC.rglob("*.py")}
+    modules = set(files)
+    graph = {name: _imports(path, modules) - {name} for name, path in files.items()}
+    # A package's __init__ re-exporting its own modules is not a circle of the code's layers.
+    for name in graph:
+        graph[name] = {dep for dep in graph[name] if not (files[name].name == "__init__.py"
+                                                          and dep.startswith(name + "."))}
+    circles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, trail = stack.pop()
+            for dep in graph[node]:
+                if dep == start:
+                    circles.append(" -> ".join([*trail, dep]))
+                elif dep not in seen:
+                    seen.add(dep)
+                    stack.append((dep, [*trail, dep]))
+    assert circles == []
