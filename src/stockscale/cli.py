@@ -383,6 +383,7 @@ def _threads(train: dict[str, Any]) -> int | None:
 
 def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.console import log
+    from stockscale.experiments.results import scale_test_folder
     from stockscale.experiments.scale_test import (
         DEFAULT_MULTIPLIERS,
         BoundarySearch,
@@ -415,7 +416,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
         epochs=args.epochs, threads=_threads(train), train=train, keep_going=args.keep_going,
         search=search,
     )
-    out = args.out or Path("results") / f"scale_test_{args.mode}"
+    out = args.out or Path("results") / scale_test_folder(args.mode)
     prepare_results_dir(out, "results.json", "scale_test", (), clear=False)  # a file or unwritable: refused now
     sizes = (f"boundary search from {search.start}x up to {search.ceiling}x" if search else
              f"multipliers {','.join(map(str, settings.multipliers))}")
@@ -435,6 +436,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.console import log
+    from stockscale.experiments.results import SEARCH_FOLDERS
     from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, format_summary, load_space, run_search
     from stockscale.files import prepare_results_dir
 
@@ -454,9 +456,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         threads = _threads(train) or max(1, cpus // workers)
     settings = SearchSettings(backend=args.backend, workers=workers, space=space, train=train,
                               threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
-    folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker",
-              "kubernetes": "hp_search_cloud"}
-    out = args.out or Path("results") / folder[args.backend]
+    out = args.out or Path("results") / SEARCH_FOLDERS[args.backend]
     if args.backend != "kubernetes":
         refuse_kubernetes_only_flags(args)
     if not args.dry_run:

@@ -24,7 +24,7 @@ from stockscale.config import build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.scaled import materialized_bytes
 from stockscale.experiments.report import format_report_text, write_report
-from stockscale.experiments.results import load_results
+from stockscale.experiments.results import SEARCH_FOLDERS, load_results, scale_test_folder
 from stockscale.experiments.scale_test import BoundarySearch, ScaleTestSettings, run_scale_test
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.base import Launcher, TrainJob
@@ -117,7 +117,6 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
         settings = ScaleTestSettings(mode=mode, workers=workers, multipliers=[], memory_limit=limit,
                                      timeout=plan.timeout, loader=loader, max_steps=plan.scale_steps, epochs=1,
                                      threads=max(1, cpus // workers), search=search)
-        suffix = "" if loader == "memory" else f"_{loader}"
 
         def report(run: dict[str, Any]) -> None:
             peak = max(run["peak_rss_bytes"]) / MiB if run["peak_rss_bytes"] else 0.0
@@ -125,7 +124,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
             on_event(f"      x{run['multiplier']}: {run['status']}, {run['wall_seconds']:.1f}s, "
                      f"peak {peak:.0f} MiB/worker{detail}")
 
-        return run_scale_test(settings, runner, out / f"scale_test_{mode}{suffix}", report)
+        return run_scale_test(settings, runner, out / scale_test_folder(mode, loader), report)
 
     def from_failure(search: BoundarySearch, memory: dict[str, Any]) -> BoundarySearch:
         """The lazy loader's search: first probe where the memory loader failed (its own start if it never did)."""
@@ -148,8 +147,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
             done[0] += 1
             on_event(f"      [{done[0]}/{trials}] {entry['name']} {entry['status']} {entry['wall_seconds']:.1f}s")
 
-        folder = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker"}
-        run_search(settings, launcher if backend == "sequential" else cluster, out / folder[backend], report)
+        run_search(settings, launcher if backend == "sequential" else cluster, out / SEARCH_FOLDERS[backend], report)
 
     search("sequential", 1)
     search("parallel" if cluster.name == "local" else cluster.name, cpus)

@@ -29,6 +29,7 @@ from stockscale.experiments.results import (
     ScaleRow,
     ScaleRun,
     SearchRun,
+    scale_test_folder,
 )
 from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median_speedup
 from stockscale.files import fsync_path
@@ -68,7 +69,7 @@ class ScaleGroup:
 def scale_groups(runs: list[ScaleRun]) -> list[ScaleGroup]:
     """Pair runs by loader, the default folders (scale_test_local, scale_test_cluster) first; a second run of
     the same loader and mode gets a table of its own rather than silently replacing the first."""
-    canonical = {"scale_test_local": 0, "scale_test_cluster": 1}
+    canonical = {scale_test_folder("local"): 0, scale_test_folder("cluster"): 1}
     ordered = sorted(runs, key=lambda run: (canonical.get(run.path.parent.name, 2), run.path.parent.name))
     groups: list[ScaleGroup] = []
     for run in ordered:
@@ -197,7 +198,7 @@ def _scale_cells(row: ScaleRow | None, workers: int) -> str:
 
 def _missing_scale(mode: str, loader: str) -> str:
     workers = " --workers 2" if mode == "cluster" else ""
-    extra = f" --loader {loader} --out results/scale_test_{mode}_{loader}" if loader != "memory" else ""
+    extra = f" --loader {loader} --out results/{scale_test_folder(mode, loader)}" if loader != "memory" else ""
     return f"{mode + ':':<9}not run — run `stockscale scale-test --mode {mode}{workers}{extra}`"
 
 

@@ -21,8 +21,15 @@ from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
 from stockscale.experiments.dry_run import DryRun
 
 RunStatus = Literal["success", "oom", "timeout", "error", "preempted"]
-SEARCH_DIRS = {"hp_search_local": "sequential", "hp_search_parallel": "parallel", "hp_search_docker": "docker",
-               "hp_search_cloud": "cloud"}
+# The results folders, named once: a search's folder by its backend, and its role in the report by folder.
+SEARCH_FOLDERS = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker",
+                  "kubernetes": "hp_search_cloud"}
+SEARCH_DIRS = {folder: "cloud" if backend == "kubernetes" else backend for backend, folder in SEARCH_FOLDERS.items()}
+
+
+def scale_test_folder(mode: str, loader: str = "memory") -> str:
+    """`scale_test_<mode>` for the memory loader (the original demonstration's), else with the loader."""
+    return f"scale_test_{mode}" if loader == "memory" else f"scale_test_{mode}_{loader}"
 
 
 class _Shape(BaseModel):
@@ -87,7 +94,7 @@ class SplitMetrics(_Shape):
     directional_accuracy: float | None = None
 
 
-class SearchSettings(_Shape):
+class SearchSettingsRecord(_Shape):
     backend: str
     workers: int | None
     threads_per_trial: int | None = None
@@ -131,7 +138,7 @@ class SearchSummary(_Shape):
     started_at: str | None = None
     finished_at: str | None = None
     complete: bool
-    settings: SearchSettings
+    settings: SearchSettingsRecord
     total_wall_seconds: float
     sum_trial_seconds: float | None = None
     successes: int
