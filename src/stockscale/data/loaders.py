@@ -28,7 +28,6 @@ from stockscale.data.windows import NormStats, make_features
 from stockscale.errors import DataIntegrityError
 
 LoaderKind = Literal["memory", "lazy", "stream"]
-LOADERS: tuple[LoaderKind, ...] = ("memory", "lazy", "stream")
 
 
 @dataclass
@@ -184,12 +183,6 @@ class TrainLoader:
                     for block in self._blocks:
                         block.release_pages()
             yield make_features(windows, next_close, self.stats)
-
-    def close(self) -> None:
-        """Drop the data; mappings close when the last array that refers to them is gone."""
-        self._views, self._blocks = [], []
-        if self.kind == "memory":
-            self._x, self._next = np.empty((0, SEQ_LEN, len(FEATURES)), np.float32), np.empty(0, np.float32)
 
 
 def _window_view(series: np.ndarray) -> np.ndarray:

@@ -95,8 +95,6 @@ class ScaleTestSettings:
     threads: int | None
     train: dict[str, Any] = field(default_factory=dict)  # other TrainConfig overrides, the same for every run
     keep_going: bool = False
-    backend: str = "local"
-    emulated: bool = True
     search: BoundarySearch | None = None  # None: run `multipliers` as a grid
 
 
@@ -210,9 +208,9 @@ def boundary_record(results: list[dict[str, Any]]) -> dict[str, Any]:
 def settings_record(settings: ScaleTestSettings, launcher: Launcher) -> dict[str, Any]:
     return {
         "mode": settings.mode,
-        # Containers of the image on this machine are still an emulated cluster: they share its cores.
-        "backend": "docker" if launcher.name == "docker" else settings.backend,
-        "emulated": settings.emulated and settings.workers > 1,
+        # Processes or containers of the image on this machine are an emulated cluster: they share its cores.
+        "backend": launcher.name,
+        "emulated": settings.workers > 1 and launcher.name in ("local", "docker"),
         "workers": settings.workers,
         "memory_limit_bytes": settings.memory_limit,
         "limit_mechanism": None,

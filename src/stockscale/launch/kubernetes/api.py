@@ -134,9 +134,6 @@ class KubeApi:
         self.sleep = sleep
         self.answered = False  # has the API server answered at least once?
 
-    def close(self) -> None:
-        self.client.close()
-
     # ---------------------------------------------------------------------------------------------- calls
 
     def call(self, fn: Callable[..., Any], *args: Any, what: str, kind: str = "", namespace: str = "",
