@@ -21,8 +21,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import tempfile
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from stockscale.data.sources import PriceSeries, load_source
+from stockscale.files import replace_with
 
 FORMAT_VERSION = 1
 
@@ -84,14 +83,7 @@ def _write(folder: Path, key: str, record: dict[str, Any], series: PriceSeries) 
     meta = {"record": record, "name": series.name, "npz_sha256": hashlib.sha256(blob).hexdigest()}
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in ((f"{key}.npz", blob), (f"{key}.json", json.dumps(meta, indent=1).encode())):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_with(folder / name, lambda handle, data=data: handle.write(data))
 
 
 def load_series(spec: str, start: date | None, end: date | None, cache: Path | None) -> PriceSeries:

@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from stockscale.config import format_size
 from stockscale.experiments.timings import OUTLIER_FACTOR
@@ -50,7 +50,7 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _save(fig: Any, path: Path) -> Any:
+def _save(fig: Any, path: Path | BinaryIO) -> Any:
     """Write the PNG; return the figure, whose texts tests can read."""
     fig.savefig(path, format="png")
     return fig
@@ -68,7 +68,7 @@ def _segments(points: list[tuple[int, float]]) -> list[list[tuple[int, float]]]:
     return runs
 
 
-def plot_memory(runs: list[ScaleRun], path: Path, headlines: Sequence[str] = ()) -> Any:
+def plot_memory(runs: list[ScaleRun], path: Path | BinaryIO, headlines: Sequence[str] = ()) -> Any:
     """Peak memory per worker against the multiplier, one line style per scale test, the limits as thick grey
     lines; `headlines` (the measured ratios) go on top, so the figure says what the text says."""
     from matplotlib.lines import Line2D
@@ -174,7 +174,7 @@ def _colour_key(trials: list[Any]) -> tuple[str | None, list[Any]]:
     return None, []
 
 
-def plot_timeline(searches: list[SearchRun], path: Path, headline: str = "",
+def plot_timeline(searches: list[SearchRun], path: Path | BinaryIO, headline: str = "",
                   outliers: Sequence[tuple[str, int]] = ()) -> Any:
     """A Gantt chart per search on one shared time axis: sequential against parallel (and cloud). Bars are
     coloured by the parameter that sets a trial's cost, hatched when the trial failed, and outlined when it
@@ -242,7 +242,7 @@ def _config_value(config: dict[str, Any], key: str) -> Any:
     return config.get(key)
 
 
-def plot_grid(run: SearchRun | None, path: Path) -> Any:
+def plot_grid(run: SearchRun | None, path: Path | BinaryIO) -> Any:
     """Validation loss as a learning rate x hidden size heatmap, one panel per number of layers. Cells with
     no successful trial are grey; when the space has other parameters, a cell shows its lowest loss."""
     import numpy as np
@@ -317,7 +317,7 @@ def _rolling_mean(values: list[float], window: int) -> list[float]:
     return out
 
 
-def plot_predictions(predictions: Predictions | None, title: str, note: str, path: Path) -> Any:
+def plot_predictions(predictions: Predictions | None, title: str, note: str, path: Path | BinaryIO) -> Any:
     """The best model's next-day close predictions against the actual closes and the persistence baseline,
     with both models' errors in a panel below and their RMSE in the title: the LSTM line alone can look
     good although persistence (tomorrow = today) does as well or better."""

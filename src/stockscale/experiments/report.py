@@ -9,7 +9,6 @@ warning naming the file, and the rest still reports: one corrupt file must not h
 from __future__ import annotations
 
 import json
-import os
 import re
 import textwrap
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from stockscale.experiments.results import (
     scale_test_folder,
 )
 from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median_speedup
-from stockscale.files import fsync_path
+from stockscale.files import replace_with, write_text_atomic
 
 # ---------------------------------------------------------------- the printed comparison
 
@@ -469,18 +468,6 @@ def load_predictions(results: LoadedResults) -> tuple[Predictions | None, str, s
     return predictions, title, ""
 
 
-def _replace_atomically(path: Path, write: Any) -> None:
-    """Write through `write(tmp_path)` then rename over `path`, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 PLOTS = ("memory.png", "timeline.png", "grid.png", "predictions.png")
 
 
@@ -502,22 +489,23 @@ def write_report(results: LoadedResults, out_dir: Path,
     predictions, title, predictions_note = load_predictions(results)
     grid_run = grid_search(results)
     outliers = [(outlier.role, outlier.trial) for outlier in find_outliers(results.searches)]
+    # Each figure is drawn into the temporary file that then replaces the PNG, so no reader sees half of one.
     drawers = {
-        "memory.png": lambda tmp: plots.plot_memory(results.scale_tests, tmp, scale_headlines(results)),
-        "timeline.png": lambda tmp: plots.plot_timeline(results.searches, tmp, search_headline(results), outliers),
-        "grid.png": lambda tmp: plots.plot_grid(grid_run, tmp),
-        "predictions.png": lambda tmp: plots.plot_predictions(predictions, title, predictions_note, tmp),
+        "memory.png": lambda out: plots.plot_memory(results.scale_tests, out, scale_headlines(results)),
+        "timeline.png": lambda out: plots.plot_timeline(results.searches, out, search_headline(results), outliers),
+        "grid.png": lambda out: plots.plot_grid(grid_run, out),
+        "predictions.png": lambda out: plots.plot_predictions(predictions, title, predictions_note, out),
     }
     notes: dict[str, str] = {}
     for name, draw in drawers.items():
         try:
-            _replace_atomically(out_dir / name, draw)
+            replace_with(out_dir / name, draw)
         except plots.PlotSkipped as skipped:
             notes[name] = str(skipped)
             (out_dir / name).unlink(missing_ok=True)
     text = _report_markdown(results, build_projection(results, settings), notes, grid_run)
     report = out_dir / "report.md"
-    _replace_atomically(report, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text_atomic(report, text)
     return report
 
 
