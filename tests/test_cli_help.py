@@ -76,3 +76,18 @@ def test_a_date_outside_the_data_names_the_data_range(cli, tmp_path):
     ran = cli("train", "--start", "2020-01-01", "--out", tmp_path / "run")
     assert_clean_error(ran, "0 trading days", "bundled series runs from 2000-03-01 to 2013-03-01")
     assert not (tmp_path / "run").exists()
+
+
+def test_training_flags_are_generated_from_the_config_fields() -> None:
+    """One flag per TrainConfig field, its help and default the field's own: they cannot drift apart."""
+    from stockscale.cli import build_parser
+    from stockscale.config import TrainConfig
+
+    train = next(action for action in build_parser()._actions if getattr(action, "choices", None)
+                 and "train" in action.choices).choices["train"]
+    flags = {action.dest: action for action in train._actions}
+    for name, info in TrainConfig.model_fields.items():
+        assert name in flags, name
+        assert info.description and info.description in flags[name].help
+        if info.default is not None:
+            assert f"(default {info.default})" in flags[name].help

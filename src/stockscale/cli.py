@@ -56,46 +56,33 @@ class Parser(argparse.ArgumentParser):
 
 # TrainConfig fields and their flags: every field has one, named after it (a YAML key = a flag = a search
 # parameter). Values stay strings here; the config model validates them and names the flag on error.
-TRAIN_FLAGS: dict[str, str] = {
-    "source": "bundled:TICKER (default bundled:AAPL), csv:PATH or yahoo:TICKER (optional extra)",
-    "start": "first date, YYYY-MM-DD (default: five years before the bundled series ends)",
-    "end": "last date, YYYY-MM-DD (default: the series' last day)",
-    "train_frac": "training share of the days (default 0.70)",
-    "val_frac": "validation share of the days (default 0.15)",
-    "multiplier": "grow the training data to N noisy replicas (default 1)",
-    "noise": "replica noise sigma in normalized units (default 0.01)",
-    "data": "train on a dataset directory written by `stockscale data scale` (default: none, the bundled "
-            "series and --multiplier)",
-    "loader": "memory | lazy | stream: how training data is held (default lazy)",
-    "hidden_size": "LSTM hidden size (default 64)",
-    "num_layers": "LSTM layers (default 2)",
-    "dropout": "dropout between LSTM layers (default 0.2)",
-    "lr": "Adam learning rate (default 0.001)",
-    "batch_size": "batch size per worker (default 64)",
-    "epochs": "epochs (default 10)",
-    "max_steps": "stop after this many optimizer steps (default: no limit, run every epoch)",
-    "seed": "random seed (default 42)",
-    "device": "auto | cpu | cuda (default auto: CUDA when present)",
-    "threads": "torch threads per process (default: torch's choice; experiments split the cores)",
-    "checkpoint_dir": "save model, optimizer, RNG and loader position here after every epoch; running the same "
-                      "command again resumes from the last complete epoch",
-}
 
 
 def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+def train_fields() -> list[str]:
+    """TrainConfig's fields, in order: each has a flag named after it (a YAML key = a flag = a search parameter)."""
+    from stockscale.config import TrainConfig
+
+    return list(TrainConfig.model_fields)
+
+
 def add_train_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One flag per TrainConfig field, its help and default taken from the field, so flags cannot drift from the
+    config. Values stay strings here; the config model validates them (bounds included) and names the flag."""
+    from stockscale.config import field_help
+
     group = parser.add_argument_group("training")
     group.add_argument("--config", type=Path, help="YAML file of training settings (flags override it)")
-    for field, text in TRAIN_FLAGS.items():
+    for field in train_fields():
         if field not in skip:
-            group.add_argument(flag(field), dest=field, metavar=field.upper(), help=text)
+            group.add_argument(flag(field), dest=field, metavar=field.upper(), help=field_help(field))
 
 
 def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {field: getattr(args, field) for field in TRAIN_FLAGS if getattr(args, field, None) is not None}
+    return {field: getattr(args, field) for field in train_fields() if getattr(args, field, None) is not None}
 
 
 def load_config(args: argparse.Namespace, extra: dict[str, Any] | None = None):  # -> TrainConfig
@@ -713,6 +700,8 @@ def cmd_k8s_delete(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> Parser:
+    from stockscale.config import field_help
+
     parser = Parser(prog="stockscale", description="What a cluster gives over one machine when training an "
                     "LSTM stock model: dataset scale and hyperparameter search, measured.")
     parser.add_argument("--version", action="version", version=_version())
@@ -745,11 +734,11 @@ def build_parser() -> Parser:
     scale = data_commands.add_parser("scale", help="write N noisy replicas of the training series as shards")
     scale.add_argument("--multiplier", type=positive_int("--multiplier", MAX_MULTIPLIER), required=True,
                        help="number of replicas of the training series (replica 0 is the original)")
-    scale.add_argument("--seed", type=int_at_least("--seed", 0, MAX_SEED - 1), help=TRAIN_FLAGS["seed"])
-    scale.add_argument("--noise", type=non_negative_float("--noise", 100.0), help=TRAIN_FLAGS["noise"])
-    scale.add_argument("--source", help=TRAIN_FLAGS["source"])
-    scale.add_argument("--start", help=TRAIN_FLAGS["start"])
-    scale.add_argument("--end", help=TRAIN_FLAGS["end"])
+    scale.add_argument("--seed", type=int_at_least("--seed", 0, MAX_SEED - 1), help=field_help("seed"))
+    scale.add_argument("--noise", type=non_negative_float("--noise", 100.0), help=field_help("noise"))
+    scale.add_argument("--source", help=field_help("source"))
+    scale.add_argument("--start", help=field_help("start"))
+    scale.add_argument("--end", help=field_help("end"))
     scale.add_argument("--out", type=Path, help="dataset directory (default datasets/<ticker>-x<N>)")
     scale.set_defaults(handler=cmd_data_scale)
     info = data_commands.add_parser("info", help="summarize a dataset directory")

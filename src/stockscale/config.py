@@ -34,30 +34,38 @@ class TrainConfig(BaseModel):
                               allow_inf_nan=False)
 
     # data
-    source: str = Field("bundled:AAPL", description="bundled:TICKER | csv:PATH | yahoo:TICKER")
-    start: date | None = Field(None, description="first date (default: five years before the series ends)")
-    end: date | None = Field(None, description="last date (default: the series' end)")
-    train_frac: float = Field(0.70, gt=0, lt=1)
-    val_frac: float = Field(0.15, gt=0, lt=1)
-    multiplier: int = Field(1, ge=1, le=MAX_MULTIPLIER, description="training data = this many noisy replicas")
-    noise: float = Field(0.01, ge=0, le=100, description="replica noise sigma, normalized units")
-    data: Path | None = Field(None, description="a scaled dataset directory (stockscale data scale)")
-    loader: Literal["memory", "lazy", "stream"] = "lazy"
+    source: str = Field("bundled:AAPL", description="bundled:TICKER, csv:PATH or yahoo:TICKER (optional extra)")
+    start: date | None = Field(None, description="first date, YYYY-MM-DD (default: five years before the bundled "
+                                                 "series ends)")
+    end: date | None = Field(None, description="last date, YYYY-MM-DD (default: the series' last day)")
+    train_frac: float = Field(0.70, gt=0, lt=1, description="training share of the days")
+    val_frac: float = Field(0.15, gt=0, lt=1, description="validation share of the days")
+    multiplier: int = Field(1, ge=1, le=MAX_MULTIPLIER, description="grow the training data to N noisy replicas")
+    noise: float = Field(0.01, ge=0, le=100, description="replica noise sigma in normalized units")
+    data: Path | None = Field(None, description="train on a dataset directory written by `stockscale data scale` "
+                                                "(default: none, the bundled series and --multiplier)")
+    loader: Literal["memory", "lazy", "stream"] = Field("lazy", description="memory | lazy | stream: how "
+                                                                          "training data is held")
 
     # model and optimizer
-    hidden_size: int = Field(64, gt=0, le=4096)
-    num_layers: int = Field(2, gt=0, le=64)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    lr: float = Field(1e-3, gt=0, le=10, alias="learning_rate")
-    batch_size: int = Field(64, gt=0, le=1_000_000)
-    epochs: int = Field(10, gt=0, le=1_000_000)
-    max_steps: int | None = Field(None, gt=0, le=MAX_COUNT, description="stop after this many optimizer steps")
-    seed: int = Field(42, ge=0, lt=MAX_SEED)
+    hidden_size: int = Field(64, gt=0, le=4096, description="LSTM hidden size")
+    num_layers: int = Field(2, gt=0, le=64, description="LSTM layers")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout between LSTM layers")
+    lr: float = Field(1e-3, gt=0, le=10, alias="learning_rate", description="Adam learning rate")
+    batch_size: int = Field(64, gt=0, le=1_000_000, description="batch size per worker")
+    epochs: int = Field(10, gt=0, le=1_000_000, description="epochs")
+    max_steps: int | None = Field(None, gt=0, le=MAX_COUNT, description="stop after this many optimizer steps "
+                                                                       "(default: no limit, run every epoch)")
+    seed: int = Field(42, ge=0, lt=MAX_SEED, description="random seed")
 
     # execution
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, gt=0, le=4096, description="torch intra-op threads (default: torch's choice)")
-    checkpoint_dir: Path | None = Field(None, description="save a checkpoint here after every epoch; resume from it")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda (auto: CUDA when "
+                                                                      "present)")
+    threads: int | None = Field(None, gt=0, le=4096, description="torch threads per process (default: torch's "
+                                                                 "choice; experiments split the cores)")
+    checkpoint_dir: Path | None = Field(None, description="save model, optimizer, RNG and loader position here "
+                                        "after every epoch; running the same command again resumes from the "
+                                        "last complete epoch")
 
     @model_validator(mode="after")
     def _check_split(self) -> TrainConfig:
@@ -87,6 +95,15 @@ class TrainConfig(BaseModel):
 
 
 TRAIN_FIELDS = frozenset(TrainConfig.model_fields) | {"learning_rate"}
+
+
+def field_help(name: str) -> str:
+    """A field's help for its flag: the description, and the default when it is a value (a field whose
+    default is None says in its description what that means)."""
+    info = TrainConfig.model_fields[name]
+    if info.default is None:
+        return str(info.description)
+    return f"{info.description} (default {info.default})"
 
 
 def one_line(error: ValidationError, what: str) -> str:
