@@ -50,3 +50,14 @@ def test_no_import_circle() -> None:
                     seen.add(dep)
                     stack.append((dep, [*trail, dep]))
     assert circles == []
+
+
+def test_training_measures_its_peak_memory_without_the_limit_code() -> None:
+    """A worker imports stockscale.memory for its VmHWM; the cgroup and watchdog code stays in the launcher."""
+    import subprocess
+    import sys
+
+    code = ("import sys, stockscale.train; "
+            "print(sorted(m for m in sys.modules if m.startswith('stockscale.limits')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

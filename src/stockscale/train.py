@@ -28,7 +28,7 @@ from stockscale.data.windows import EvalSet, NormStats, make_features
 from stockscale.distributed import DistEnv, barrier, init_process_group, placement, teardown
 from stockscale.errors import InputError, TrainingDiverged
 from stockscale.files import staged_dir, temp_dir_beside, to_json
-from stockscale.limits import vm_hwm
+from stockscale.memory import vm_hwm
 from stockscale.model import LSTMRegressor
 from stockscale.optim import Adam
 from stockscale.progress import TrainProgress
