@@ -19,8 +19,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stockscale.config import TrainConfig
 from stockscale.data.loaders import ReplicaSource, TrainLoader
 from stockscale.data.scaled import ReplicaSpec, read_manifest, verify_dataset, write_dataset
@@ -68,7 +66,7 @@ def prepare_from_manifest(manifest: dict[str, Any], where: Path) -> PreparedData
     except (KeyError, TypeError, ValueError):
         raise DataIntegrityError(f"{where}/manifest.json: its source record is incomplete") from None
     stored = NormStats.from_dict(manifest["stats"])
-    if not np.allclose(list(stored.to_dict().values()), list(prepared.stats.to_dict().values()), rtol=1e-6):
+    if not stored.matches(prepared.stats):
         raise DataIntegrityError(
             f"{where}/manifest.json does not match its source {source['spec']}: normalization statistics differ"
         )

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from stockscale.bounds import MAX_MULTIPLIER, MAX_SEED
 from stockscale.config import FEATURES, SEQ_LEN, one_line
-from stockscale.data.windows import PreparedData, window_count
+from stockscale.data.windows import NormStats, PreparedData, window_count
 from stockscale.errors import DataIntegrityError, InputError
 from stockscale.files import staged_dir, utc_timestamp, write_text_atomic
 
@@ -212,8 +212,11 @@ def _same_dataset(existing: dict[str, Any] | None, wanted: dict[str, Any]) -> bo
         return False
     if any(existing.get(key) != wanted[key] for key in _IDENTITY_KEYS):
         return False
-    stats = existing.get("stats", {})
-    return all(np.isclose(stats.get(k, np.nan), v, rtol=1e-9) for k, v in wanted["stats"].items())
+    try:
+        stored = NormStats.from_dict(existing.get("stats", {}))
+    except (KeyError, TypeError, ValueError):
+        return False
+    return stored.matches(NormStats.from_dict(wanted["stats"]))
 
 
 # ---------------------------------------------------------------------------------------------- reading

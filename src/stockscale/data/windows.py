@@ -17,6 +17,7 @@ and no window crosses a split boundary.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -24,6 +25,10 @@ import numpy as np
 from stockscale.config import SEQ_LEN
 from stockscale.data.sources import PriceSeries
 from stockscale.errors import InputError
+
+# Statistics stored in a dataset manifest (JSON) against the same ones fitted again from its source, perhaps on
+# another machine: equal up to this relative tolerance, or the dataset is not the one its manifest describes.
+STATS_RTOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,11 @@ class NormStats:
         daily = np.diff((log_prices[:, 3] - price_mean) / price_std)
         return_std = float(daily.std()) if len(daily) > 1 and daily.std() > 0 else 1.0
         return cls(price_mean, price_std, volume_mean, volume_std, return_std)
+
+    def matches(self, other: NormStats) -> bool:
+        """The same statistics up to STATS_RTOL (a JSON round trip, another machine's floating point)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return all(math.isclose(mine[key], theirs[key], rel_tol=STATS_RTOL, abs_tol=1e-12) for key in mine)
 
     def normalize(self, values: np.ndarray) -> np.ndarray:
         """Raw OHLCV [T, 5] -> the normalized series, float32 [T, 5]."""
