@@ -30,7 +30,7 @@ Obj = Mapping[str, Any]
 
 
 def final_json(lines: Iterable[str]) -> dict[str, Any] | None:
-    """The last line that is a JSON object, or None."""
+    """The last line that is a JSON object and not a progress line (`"event"`, console.epoch_line), or None."""
     for line in reversed(list(lines)):
         text = line.strip()
         if not text.startswith("{"):
@@ -39,7 +39,7 @@ def final_json(lines: Iterable[str]) -> dict[str, Any] | None:
             value = json.loads(text)
         except ValueError:
             continue
-        if isinstance(value, dict):
+        if isinstance(value, dict) and "event" not in value:
             return value
     return None
 
