@@ -23,6 +23,7 @@ from stockscale.errors import InputError
 from stockscale.launch.base import TrainJob
 from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher, katib
 from stockscale.launch.kubernetes import manifests as m
+from stockscale.launch.kubernetes.outcome import final_json
 
 KATIB_ALGORITHMS = {"random", "grid", "hyperband", "bayesianoptimization", "tpe", "multivariate-tpe", "cmaes",
                     "sobol", "enas", "darts", "pbt"}  # the suggestion services Katib ships
@@ -179,11 +180,12 @@ def test_tpe_is_for_katib_only():
 # ------------------------------------------------------------------------------ round trip, fake controller
 
 
-def katib_controller(fail_index: int | None = None):
+def katib_controller(fail_index: int | None = None, pod_gone_index: int | None = None):
     """Plays Katib's controller (grid): one Trial per point, labelled like the Experiment plus
     katib.kubeflow.org/experiment, with its parameter assignments; the trial Job's pod (our template's labels
     and job-name) with a log of epoch lines and the final JSON result line; the Trial's observation and
-    conditions; then the Experiment Succeeded."""
+    conditions; then the Experiment Succeeded. `pod_gone_index`'s pod is already gone (Katib only observed
+    its metrics)."""
 
     def handle(cluster: Cluster, experiment: dict) -> None:
         spec = experiment["spec"]
@@ -217,7 +219,8 @@ def katib_controller(fail_index: int | None = None):
             log = (json.dumps({"event": "epoch", "epoch": 1, "val_loss": loss + 0.5, "train_loss": 2.0}) + "\n"
                    + json.dumps({"event": "epoch", "epoch": 2, "val_loss": loss, "train_loss": 1.5}) + "\n"
                    + metrics_line(config=config, val={"loss": loss}) + "\n")
-            cluster.create_pod(pod(pod_name, pod_labels, "Succeeded", container()), log=log)
+            if number != pod_gone_index:
+                cluster.create_pod(pod(pod_name, pod_labels, "Succeeded", container()), log=log)
             cluster.set_status("trials", trial_name, {
                 "observation": {"metrics": [{"name": "val_loss", "latest": str(loss), "min": str(loss),
                                              "max": str(loss + 0.5)}]},
@@ -243,6 +246,23 @@ def test_a_katib_search_reads_every_trial_back_by_its_parameter_assignments(k8s)
     (post,) = k8s.requests("post", f"/apis/kubeflow.org/v1beta1/namespaces/{launcher.namespace}/experiments")
     check_with_katib_sdk(post.data)
     check_as_katib_webhook(post.data)
+
+
+def test_a_trial_whose_pod_is_gone_is_read_from_what_katib_observed(k8s):
+    jobs = trial_jobs(loaders=("lazy",))
+    launcher = KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=k8s.api(), run_id="katib-test-0003",
+                                  kind="katib", poll=0.02, watch_window=0.5)
+    with Cluster(k8s, on_experiment=katib_controller(pod_gone_index=1)):
+        first, second = launcher.run_many(jobs, parallel=1)
+    assert first.metrics["config"] == {"lr": "0.001"}  # from its pod's log (only lr varies)
+    assert second.status == "success" and second.metrics == {"val": {"loss": pytest.approx(1.1)}}
+
+
+def test_the_result_of_a_log_is_its_last_json_line_that_is_not_a_progress_line():
+    result = metrics_line(val={"loss": 0.5})
+    epoch = json.dumps({"event": "epoch", "epoch": 3, "val_loss": 0.4, "train_loss": 0.6})
+    assert final_json(["epoch 1/3", result, epoch])["val"] == {"loss": 0.5}  # a line printed after the result
+    assert final_json(["epoch 1/3", epoch]) is None  # killed after an epoch: no result, not the epoch line
 
 
 def kubeconfig(tmp_path: Path, k8s: Emulator) -> Path:
