@@ -25,6 +25,7 @@ NS = "stock-training"
 PYTORCHJOBS = f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs"
 TRAINJOBS = f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/{NS}/trainjobs"
 TRAINER = ("trainer.kubeflow.org", "v1alpha1")
+KATIB = ("kubeflow.org", "v1beta1")
 T0 = "2026-11-28T17:45:00Z"
 T1 = "2026-11-28T17:45:07Z"
 UNIX_T0 = 1795887900.0
@@ -53,7 +54,8 @@ class Emulator:
         async with kmock.KubernetesEmulator() as handler, kmock.Server(handler) as server:
             for resource in ("v1/pods", "v1/configmaps", "batch/v1/jobs", "kubeflow.org/v1/pytorchjobs",
                              "networking.k8s.io/v1/networkpolicies", "trainer.kubeflow.org/v1alpha1/trainjobs",
-                             "trainer.kubeflow.org/v1alpha1/optimizationjobs"):
+                             "trainer.kubeflow.org/v1alpha1/optimizationjobs", "kubeflow.org/v1beta1/experiments",
+                             "kubeflow.org/v1beta1/trials"):
                 handler.resources[resource] = {}
             self.kmock = handler
             self.url = str(server.url).rstrip("/")
@@ -145,7 +147,7 @@ class Cluster(threading.Thread):
 
     def __init__(self, emulator: Emulator, on_pytorchjob: Callable | None = None,
                  on_job: Callable | None = None, on_trainjob: Callable | None = None,
-                 on_optimizationjob: Callable | None = None) -> None:
+                 on_optimizationjob: Callable | None = None, on_experiment: Callable | None = None) -> None:
         super().__init__(daemon=True)
         self.emulator = emulator
         api = k8s_client.ApiClient(emulator.configuration())
@@ -153,7 +155,7 @@ class Cluster(threading.Thread):
         self.batch = k8s_client.BatchV1Api(api)
         self.custom = k8s_client.CustomObjectsApi(api)
         self.handlers = {"pytorchjobs": on_pytorchjob, "jobs": on_job, "trainjobs": on_trainjob,
-                         "optimizationjobs": on_optimizationjob}
+                         "optimizationjobs": on_optimizationjob, "experiments": on_experiment}
         self.seen: set[str] = set()
         self.halt = threading.Event()
         self.errors: list[BaseException] = []
@@ -175,6 +177,8 @@ class Cluster(threading.Thread):
                                                              _preload_content=False)
         elif plural in ("trainjobs", "optimizationjobs"):
             body = self.custom.list_namespaced_custom_object(*TRAINER, NS, plural, _preload_content=False)
+        elif plural in ("experiments", "trials"):
+            body = self.custom.list_namespaced_custom_object(*KATIB, NS, plural, _preload_content=False)
         elif plural == "jobs":
             body = self.batch.list_namespaced_job(NS, _preload_content=False)
         elif plural == "configmaps":
@@ -225,6 +229,8 @@ class Cluster(threading.Thread):
                                                               {"status": status})
         elif plural in ("trainjobs", "optimizationjobs"):
             self.custom.patch_namespaced_custom_object_status(*TRAINER, NS, plural, name, {"status": status})
+        elif plural in ("experiments", "trials"):
+            self.custom.patch_namespaced_custom_object_status(*KATIB, NS, plural, name, {"status": status})
         else:
             self.batch.patch_namespaced_job_status(name, NS, {"status": status})
 
@@ -241,6 +247,9 @@ class Cluster(threading.Thread):
 
     def create_trainjob(self, body: dict) -> None:
         self.custom.create_namespaced_custom_object(*TRAINER, NS, "trainjobs", body)
+
+    def create_trial(self, body: dict) -> None:
+        self.custom.create_namespaced_custom_object(*KATIB, NS, "trials", body)
 
 
 def conditions(*types: str, message: str = "", reason: str = "") -> list[dict]:

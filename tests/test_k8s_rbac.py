@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from k8s_cluster import Cluster, Emulator, job_controller, succeed, trainjob_succeeds
+from test_k8s_katib import katib_controller
 from test_k8s_trainer import optimization_controller
 
 from stockscale.launch.base import TrainJob
@@ -53,6 +54,11 @@ def job_that_fails_early(cluster: Cluster, job: dict) -> None:
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]})
 
 
+def experiment_that_fails_early(cluster: Cluster, experiment: dict) -> None:
+    cluster.set_status("experiments", experiment["metadata"]["name"], {"conditions": [
+        {"type": "Failed", "status": "True", "reason": "ExperimentFailed"}]})
+
+
 def everything_stockscale_does(k8s: Emulator) -> None:
     train = TrainJob(name="train", config={"max_steps": 2}, run_dir=Path("r"), workers=2, timeout=20)
     trials = [TrainJob(name=f"trial-{i}", config={"max_steps": 2, "lr": lr, "hidden_size": h}, run_dir=Path("t"),
@@ -71,6 +77,10 @@ def everything_stockscale_does(k8s: Emulator) -> None:
         kept = launcher(k8s, "pytorchjob", "rbac-keep-1")
         kept.keep = True
         kept.run(train)
+    with Cluster(k8s, on_experiment=katib_controller()):
+        launcher(k8s, "katib", "rbac-search-5").run_many(trials, parallel=2)
+    with Cluster(k8s, on_experiment=experiment_that_fails_early):  # the launcher lists what Trials there are
+        launcher(k8s, "katib", "rbac-search-6").run_many(trials, parallel=2)
     kept.list_runs()
     kept.status("rbac-keep-1")
     kept.logs("rbac-keep-1", lambda pod, line: None)

@@ -29,3 +29,9 @@ def test_the_errors_exit_with_the_contracts_codes() -> None:
     assert InputError.exit_code == EXIT_INPUT == 2
     assert PortInUse.exit_code == EXIT_PORT_IN_USE == 4
     assert StockscaleError.exit_code == 1
+
+
+def test_a_progress_line_is_never_a_result() -> None:
+    epoch = '{"event": "epoch", "epoch": 1, "val_loss": 0.7}'
+    assert parse_result_line(["epoch 1/3", epoch]) is None  # killed after an epoch: no result
+    assert parse_result_line([epoch, '{"status": "success"}', epoch]) == {"status": "success"}

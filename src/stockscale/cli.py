@@ -427,6 +427,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, format_summary, load_space, run_search
     from stockscale.files import prepare_results_dir
 
+    if args.k8s_algorithm == "tpe" and args.k8s_kind != "katib":
+        raise InputError(f"--k8s-algorithm tpe needs --k8s-kind katib; {args.k8s_kind} searches by grid or random")
     space = load_space(args.space) if args.space else DEFAULT_SPACE
     cpus = os.cpu_count() or 1
     if args.backend == "sequential" and args.workers not in (None, 1):
@@ -791,11 +793,12 @@ def build_parser() -> Parser:
     search.add_argument("--resume", action="store_true", help="skip trials already finished in --out")
     search.add_argument("--out", type=Path,
                         help="results folder (default results/hp_search_<local|parallel|docker|cloud>)")
-    search.add_argument("--k8s-kind", choices=("job", "pytorchjob", "optimizationjob"), default="job",
-                        help="kubernetes: one Indexed Job (default), one PyTorchJob per config, or a Trainer v2 "
-                             "OptimizationJob")
-    search.add_argument("--k8s-algorithm", choices=("grid", "random"), default="grid",
-                        help="optimizationjob: the whole grid (default) or as many random points of it")
+    search.add_argument("--k8s-kind", choices=("job", "pytorchjob", "optimizationjob", "katib"), default="job",
+                        help="kubernetes: one Indexed Job (default), one PyTorchJob per config, a Trainer v2 "
+                             "OptimizationJob, or a Katib Experiment")
+    search.add_argument("--k8s-algorithm", choices=("grid", "random", "tpe"), default="grid",
+                        help="optimizationjob and katib: the whole grid (default) or as many random points of it; "
+                             "tpe (katib only) as many points chosen by Katib's TPE")
     add_train_flags(search, skip=("data", "checkpoint_dir"))
     add_k8s_flags(search)
     search.set_defaults(handler=cmd_search)

@@ -5,6 +5,7 @@ Only the CLI uses this module; the library reports through `stockscale.progress`
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any, TextIO
@@ -22,8 +23,18 @@ def log(text: str, stream: TextIO | None = None) -> None:
     print(text, file=stream or sys.stdout, flush=True)
 
 
+def epoch_line(epoch: int, train_loss: float, val_loss: float, seconds: float) -> str:
+    """The JSON progress line rank 0 prints after every epoch, for whatever reads a trial's stdout as it runs
+    (Katib's StdOut metrics collector, launch/kubernetes/katib.METRICS_FORMAT). It has an "event" key, which
+    a final result line never has, and the result line is always printed after it: the last JSON line of a
+    worker's stdout is still its result."""
+    return json.dumps({"event": "epoch", "epoch": epoch, "val_loss": val_loss, "train_loss": train_loss,
+                       "seconds": round(seconds, 3)}, allow_nan=False)
+
+
 class PlainTrainProgress(TrainProgress):
-    """Log lines: one per epoch, and a step line every `every` seconds for long epochs."""
+    """Log lines: two per epoch (one for people, one JSON progress line), and a step line every `every`
+    seconds for long epochs."""
 
     def __init__(self, stream: TextIO | None = None, every: float = 10.0) -> None:
         self.stream = stream
@@ -44,6 +55,7 @@ class PlainTrainProgress(TrainProgress):
     def epoch_end(self, epoch: int, train_loss: float, val_loss: float, seconds: float) -> None:
         log(f"epoch {epoch}/{self._epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} ({seconds:.1f}s)",
             self.stream)
+        log(epoch_line(epoch, train_loss, val_loss, seconds), self.stream)
 
     def message(self, text: str) -> None:
         log(text, self.stream)

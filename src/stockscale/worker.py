@@ -2,7 +2,10 @@
 
 Every worker, a local process, a container or a pod, runs `stockscale train` and ends the same way:
 
-- its **last stdout line that is a JSON object** is its result: rank 0's holds the run's metrics
+- after every epoch rank 0 prints a **progress line**, a JSON object with an `"event"` key (`{"event":
+  "epoch", "epoch": 1, "val_loss": ...}`: Katib's metrics collector reads it); it is never a result;
+- its **last stdout line that is a JSON object** (and not a progress line) is its result: rank 0's holds the
+  run's metrics
   (metrics.json without the per-epoch history), another rank's holds its own `rank`, `peak_rss_bytes` and
   `samples_per_second`, and a failure it could name holds `status` ("oom" or "error") and `detail`. Lines a
   library prints after it are not JSON objects, so the search goes backwards;
@@ -48,10 +51,18 @@ def json_object(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def result_object(line: str) -> dict[str, Any] | None:
+    """`line` as a result: a JSON object that is not a progress line (those carry an "event" key), or None."""
+    value = json_object(line)
+    return None if value is None or "event" in value else value
+
+
 def parse_result_line(lines: Iterable[str]) -> dict[str, Any] | None:
-    """A worker's result: the last of its output lines that is a JSON object, or None."""
+    """A worker's result: the last of its output lines that is a JSON object and not a progress line, or None.
+
+    A worker killed after an epoch has printed progress but no result: its progress is not taken for one."""
     for line in reversed(list(lines)):
-        value = json_object(line)
+        value = result_object(line)
         if value is not None:
             return value
     return None

@@ -35,7 +35,7 @@ from stockscale.files import owner_tag, sweep_stale, write_text_atomic
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups
 from stockscale.supervision import PARENT_ENV, ensure_cgroup_reaper
-from stockscale.worker import EXIT_MEMORY, EXIT_PORT_IN_USE, json_object
+from stockscale.worker import EXIT_MEMORY, EXIT_PORT_IN_USE, result_object
 
 # The exit status the train command uses for a MemoryError (out of memory inside Python).
 STDERR_TAIL_LINES = 50
@@ -322,7 +322,7 @@ class LocalLauncher:
             for raw in stream:
                 line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
                 if line.strip():
-                    parsed = json_object(line)
+                    parsed = result_object(line)
                     worker.final_json = parsed
                     if parsed is not None:
                         worker.last_json = parsed

@@ -6,8 +6,9 @@ JobResult with the metrics of the final JSON log line and the cluster's own timi
 disrupted (preemption, eviction) is resubmitted once under a new name, with the same output folder (and
 checkpoints, see manifests.checkpoint_flags). `run_many(jobs, parallel)` runs a search: by default one
 Indexed Job (pod i trains config i of a ConfigMap; `parallelism` pods at a time; a disrupted index runs
-again), with kind="pytorchjob" one single-replica PyTorchJob per config, at most `parallel` at once, or with
-kind="optimizationjob" one Trainer v2 OptimizationJob. Finished objects are deleted unless keep=True.
+again), with kind="pytorchjob" one single-replica PyTorchJob per config, at most `parallel` at once, with
+kind="optimizationjob" one Trainer v2 OptimizationJob, or with kind="katib" one Katib Experiment (katib.py).
+Finished objects are deleted unless keep=True.
 
 Deadlines: a pod that stays Pending longer than `startup_timeout` ends the run, and so does a pod the
 scheduler reports Unschedulable (with its message); image pulls that fail are retried until that deadline.
@@ -29,8 +30,8 @@ from typing import Any, Literal
 
 from stockscale.errors import InputError
 from stockscale.launch.base import JobResult, TrainJob
+from stockscale.launch.kubernetes import katib, runs
 from stockscale.launch.kubernetes import manifests as m
-from stockscale.launch.kubernetes import runs
 from stockscale.launch.kubernetes.api import KubeApi, NameTakenError, load_configuration
 from stockscale.launch.kubernetes.logs import LogFollower, read_log
 from stockscale.launch.kubernetes.outcome import (
@@ -50,8 +51,9 @@ from stockscale.launch.kubernetes.outcome import (
 )
 from stockscale.launch.kubernetes.spec import ClusterSpec
 
-Kind = Literal["job", "pytorchjob", "trainjob", "optimizationjob"]
-KINDS = ("job", "pytorchjob", "trainjob", "optimizationjob")
+Kind = Literal["job", "pytorchjob", "trainjob", "optimizationjob", "katib"]
+KINDS = ("job", "pytorchjob", "trainjob", "optimizationjob", "katib")
+KATIB_TRIAL_ENDED = ("Succeeded", "Failed", "EarlyStopped", "Killed", "MetricsUnavailable")
 JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
 ENDED = ("Succeeded", "Complete", "Failed")
 DEFAULT_STARTUP_TIMEOUT = 600.0
@@ -81,10 +83,13 @@ class KubernetesLauncher:
         poll: float = 2.0,
         watch_window: float = 30.0,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
-        algorithm: Literal["grid", "random"] = "grid",
+        algorithm: Literal["grid", "random", "tpe"] = "grid",
     ) -> None:
         if kind not in KINDS:
             raise InputError(f"--k8s-kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if algorithm not in katib.ALGORITHMS or (algorithm == "tpe" and kind != "katib"):
+            raise InputError(f"--k8s-algorithm {algorithm} is not one --k8s-kind {kind} runs (tpe is for katib; "
+                             "optimizationjob searches by grid or random)")
         self.spec = spec or ClusterSpec()
         self._api = api
         self.kubeconfig = kubeconfig
@@ -150,8 +155,13 @@ class KubernetesLauncher:
         if not jobs:
             raise InputError("a search needs at least one trial")
         if self.kind == "trainjob":
-            raise InputError("--k8s-kind trainjob is for stockscale train; a search runs as job, pytorchjob or "
-                             "optimizationjob")
+            raise InputError("--k8s-kind trainjob is for stockscale train; a search runs as job, pytorchjob, "
+                             "optimizationjob or katib")
+        if self.kind == "katib":
+            return [katib.experiment_manifest(self.spec, run_id=self.run_id, configs=[job.config for job in jobs],
+                                              parallelism=parallel, algorithm=self.algorithm,
+                                              threads=jobs[0].threads, memory_limit=jobs[0].memory_limit,
+                                              timeout=jobs[0].timeout)]
         if self.kind == "optimizationjob":
             return [m.optimizationjob_manifest(self.spec, run_id=self.run_id, configs=[job.config for job in jobs],
                                                parallelism=parallel, algorithm=self.algorithm,
@@ -304,6 +314,8 @@ class KubernetesLauncher:
                 results = self._run_pytorchjobs(jobs, manifests, max(1, parallel), on_result)
             elif self.kind == "optimizationjob":
                 results = self._run_optimization(jobs, manifests[0], on_result)
+            elif self.kind == "katib":
+                results = self._run_katib(jobs, manifests[0], on_result)
             else:
                 results = self._run_indexed(jobs, manifests, on_result)
         except KeyboardInterrupt:
@@ -512,6 +524,93 @@ class KubernetesLauncher:
         if not self.keep:
             self._delete("OptimizationJob", name)  # its TrainJobs and their pods go with it (owner references)
             self._event(f"deleted OptimizationJob {name}")
+        return results
+
+    def _run_katib(self, jobs: list[TrainJob], manifest: dict[str, Any],
+                   on_result: Callable[[JobResult], None] | None) -> dict[int, JobResult]:
+        """One Katib Experiment: its controller creates a Trial per point (labelled with our run: Katib copies
+        the Experiment's labels) and a batch Job per Trial; each ended Trial is matched to its config by its
+        parameter assignments, and its result read from its pod's log (the final JSON line), or, when that
+        log is gone, from the validation loss Katib's metrics collector observed."""
+        self._create(manifest)
+        name = name_of(manifest)
+        keys = [param["name"] for param in manifest["spec"]["parameters"]]
+        wanted = [{key: katib.value_text(m.plain_config(job.config)[key]) for key in keys} for job in jobs]
+        results: dict[int, JobResult] = {}
+        collected: set[str] = set()
+        timeouts = [job.timeout for job in jobs if job.timeout is not None]
+        deadline = None
+        if len(timeouts) == len(jobs):
+            waves = -(-len(jobs) // manifest["spec"]["parallelTrialCount"])
+            deadline = time.monotonic() + waves * (max(timeouts) + self.startup_timeout)
+
+        def collect(trial: dict[str, Any]) -> None:
+            trial_name = name_of(trial)
+            collected.add(trial_name)
+            params = katib.trial_assignments(trial)
+            index = next((i for i, want in enumerate(wanted) if want == params and i not in results), None)
+            if index is None:
+                self._event(f"Katib trial {trial_name} ran {params}, a point already run or not in the search")
+                return
+            pods = [pod for pod in runs.list_kind(self.api, self.namespace, "Pod", self.run_id)
+                    if (pod["metadata"].get("labels") or {}).get("job-name") == trial_name]
+            pod = pods[-1] if pods else None
+            lines = [] if pod is None else read_log(self.api, self.namespace, name_of(pod), container=m.CONTAINER)
+            path = f"{m.RESULTS}/{self.run_id}/trials/{name_of(pod) if pod else trial_name}"
+            run_dir = self.result_dir(path, self.spec.mount_pvc_in_trials)
+            observed = katib.trial_metric(trial)
+            if pod is not None and (lines or observed is None):
+                result = trial_result(jobs[index].name, pod, lines, run_dir)
+            else:
+                ended = true_condition(trial, KATIB_TRIAL_ENDED) or {}
+                ok = ended.get("type") == "Succeeded" and observed is not None
+                now = time.time()
+                result = JobResult(
+                    name=jobs[index].name, status="success" if ok else "error",
+                    detail="" if ok else f"Katib trial {trial_name}: {ended.get('reason') or ended.get('type')}",
+                    metrics={"val": {"loss": float(observed["min"])}} if ok and observed else None,
+                    start_time=now, end_time=now, limit_mechanism="kubernetes")
+            results[index] = result
+            self._event(f"trial {index} ({jobs[index].name}, Katib trial {trial_name}): {result.status}")
+            if on_result is not None:
+                on_result(result)
+
+        while len(results) < len(jobs):
+            window = self._window(deadline)
+            if window is None:
+                self._give_up(jobs, results, on_result, "timeout", "no result before the search's deadline")
+                break
+            group, version, plural = katib.TRIAL_API
+            for event in self.api.watch(self.api.custom.list_namespaced_custom_object, group, version,
+                                        self.namespace, plural, window=window,
+                                        label_selector=m.run_selector(self.run_id),
+                                        what=f"watch the Trials of Experiment {name}", kind="Trial",
+                                        namespace=self.namespace):
+                trial = event["object"]
+                if event["type"] != "DELETED" and name_of(trial) not in collected \
+                        and true_condition(trial, KATIB_TRIAL_ENDED) is not None:
+                    collect(trial)
+                if len(results) == len(jobs):
+                    break
+            if len(results) == len(jobs):
+                break
+            self._check_start(runs.list_kind(self.api, self.namespace, "Pod", self.run_id), [name])
+            now = runs.list_kind(self.api, self.namespace, "Experiment", self.run_id)
+            ended = true_condition(now[0], ("Succeeded", "Failed")) if now else None
+            if not now or ended is not None:
+                trials = runs.list_kind(self.api, self.namespace, "Trial", self.run_id)
+                for trial in trials:
+                    if name_of(trial) not in collected and true_condition(trial, KATIB_TRIAL_ENDED) is not None:
+                        collect(trial)
+                if any(true_condition(trial, KATIB_TRIAL_ENDED) is None for trial in trials):
+                    continue  # trials still running after the Experiment ended: let them finish
+                reason = "Experiment deleted" if not now else \
+                    f"Experiment {ended.get('reason') or ended['type']}: {ended.get('message') or ''}".strip()
+                self._give_up(jobs, results, on_result, "error", f"not run ({reason})")
+                break
+        if not self.keep:
+            self._delete("Experiment", name)  # its Trials, their Jobs and pods go with it (owner references)
+            self._event(f"deleted Experiment {name}")
         return results
 
     def _give_up(self, jobs: list[TrainJob], results: dict[int, JobResult],

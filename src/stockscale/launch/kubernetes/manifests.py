@@ -48,6 +48,8 @@ COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 PYTORCHJOB_API = ("kubeflow.org", "v1", "pytorchjobs")
 TRAINJOB_API = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 OPTIMIZATIONJOB_API = ("trainer.kubeflow.org", "v1alpha1", "optimizationjobs")
+EXPERIMENT_API = ("kubeflow.org", "v1beta1", "experiments")  # Katib
+TRIAL_API = ("kubeflow.org", "v1beta1", "trials")
 TRAINER_RUNTIME = "torch-distributed"
 TRAINER_NODE = "node"  # the replicated job and the container of the torch-distributed runtime
 TRAINER_PORT = 29500  # the port the Trainer's torch plugin gives PET_MASTER_PORT
@@ -616,6 +618,8 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("kubeflow.org", "pytorchjobs", ("create", "list", "watch", "delete")),
     ("trainer.kubeflow.org", "trainjobs", ("create", "list", "watch", "delete")),
     ("trainer.kubeflow.org", "optimizationjobs", ("create", "list", "delete")),
+    ("kubeflow.org", "experiments", ("create", "list", "delete")),
+    ("kubeflow.org", "trials", ("list", "watch")),
     ("networking.k8s.io", "networkpolicies", ("create", "list", "delete")),
 )
 

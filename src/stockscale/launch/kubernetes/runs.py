@@ -16,18 +16,21 @@ from stockscale.launch.kubernetes.logs import TAIL_LINES, iter_lines
 from stockscale.launch.kubernetes.manifests import (
     APP,
     CONTAINER,
+    EXPERIMENT_API,
     LABEL_APP,
     LABEL_RUN,
     OPTIMIZATIONJOB_API,
     PYTORCHJOB_API,
     TRAINER_NODE,
     TRAINJOB_API,
+    TRIAL_API,
     run_selector,
 )
 from stockscale.launch.kubernetes.outcome import container_times, name_of, parse_time, pod_index, state
 
-CUSTOM_KINDS = {"PyTorchJob": PYTORCHJOB_API, "TrainJob": TRAINJOB_API, "OptimizationJob": OPTIMIZATIONJOB_API}
-JOB_KINDS = ("OptimizationJob", "TrainJob", "PyTorchJob", "Job")
+CUSTOM_KINDS = {"PyTorchJob": PYTORCHJOB_API, "TrainJob": TRAINJOB_API, "OptimizationJob": OPTIMIZATIONJOB_API,
+                "Experiment": EXPERIMENT_API, "Trial": TRIAL_API}
+JOB_KINDS = ("Experiment", "OptimizationJob", "TrainJob", "PyTorchJob", "Job")
 KINDS = (*JOB_KINDS, "ConfigMap", "NetworkPolicy", "Pod")
 
 

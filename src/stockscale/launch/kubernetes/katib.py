@@ -1,0 +1,153 @@
+"""A search as one Katib Experiment (`kubeflow.org/v1beta1`): rendering, and reading its Trials back.
+
+Katib's controller runs each trial as the batch/v1 Job of the trial template, with the trial's parameter
+assignments substituted for `${trialParameters.<name>}` in the template's args. Its StdOut metrics collector
+reads the trial's stdout and keeps every line the `metricsFormat` regex matches (group 1 the metric's name,
+group 2 its value): `stockscale train` prints one JSON progress line per epoch
+(`{"event": "epoch", "epoch": 1, "val_loss": 0.12, "train_loss": 0.3, ...}`, console.PlainTrainProgress),
+so Katib sees `val_loss` after every epoch. The final JSON result line still comes last in the pod log, and the
+launcher reads a trial's metrics from it as for every other kind.
+
+Katib's CRD takes any fields (x-kubernetes-preserve-unknown-fields); its admission webhook checks the rest.
+tests/test_k8s_katib.py loads every rendered Experiment into the kubeflow-katib SDK's models and checks what
+the webhook checks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stockscale.errors import InputError
+from stockscale.launch.kubernetes.manifests import (
+    CONTAINER,
+    EXPERIMENT_API,
+    OBJECTIVE,
+    RESULTS,
+    TRIAL_API,
+    _number,
+    _pod_template,
+    _pvc_volume,
+    _scratch_volume,
+    checkpoint_flags,
+    plain_config,
+    run_labels,
+    train_flags,
+)
+from stockscale.launch.kubernetes.spec import ClusterSpec
+
+__all__ = ["ALGORITHMS", "EXPERIMENT_API", "METRICS_FORMAT", "TRIAL_API", "experiment_manifest",
+           "trial_assignments", "trial_metric", "value_text"]
+
+ALGORITHMS = ("grid", "random", "tpe")
+TRAIN_LOSS = "train_loss"
+# One metric of an epoch progress line: `"val_loss": 0.1234` (group 1 the name, group 2 the value).
+METRICS_FORMAT = r'"((?:val|train)_loss)":\s*([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)'
+JOB_SUCCEEDED = 'status.conditions.#(type=="Complete")#|#(status=="True")#'
+JOB_FAILED = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
+EXPERIMENT_LABEL = "katib.kubeflow.org/experiment"
+PARAMETER_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def experiment_manifest(
+    spec: ClusterSpec,
+    *,
+    run_id: str,
+    configs: Sequence[Mapping[str, Any]],
+    parallelism: int,
+    algorithm: str = "grid",
+    threads: int | None = None,
+    memory_limit: int | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """The Experiment for a search over `configs`: the settings that vary become parameters (`discrete` when
+    every value is a number, else `categorical`), the rest fixed flags of every trial's `stockscale train`.
+
+    maxTrialCount is len(configs); `grid` needs `configs` to be the full product of the values (Katib's grid
+    walks exactly that product), `random` and `tpe` sample that many points from the same lists. A failed
+    trial does not end the Experiment (maxFailedTrialCount = maxTrialCount): it is one result of the search.
+    Each trial writes to /results/<run>/trials/<its pod name>.
+    """
+    if algorithm not in ALGORITHMS:
+        raise InputError(f"a Katib Experiment searches by {', '.join(ALGORITHMS)}, not {algorithm!r}")
+    values = [plain_config(config) for config in configs]
+    if not values:
+        raise InputError("a search needs at least one trial")
+    keys = list(dict.fromkeys(key for config in values for key in config))
+    missing = [key for key in keys if any(key not in config for config in values)]
+    if missing:
+        raise InputError(f"a Katib Experiment needs every trial to set the same keys; {', '.join(missing)} vary")
+    choices = {key: list(dict.fromkeys(value_text(config[key]) for config in values)) for key in keys}
+    varying = [key for key in keys if len(choices[key]) > 1]
+    if not varying:
+        raise InputError("a Katib Experiment needs at least one setting that varies between trials")
+    if algorithm == "grid" and _product(len(choices[key]) for key in varying) != len(values):
+        raise InputError("the trials are not a full grid of their values: use --k8s-algorithm random or "
+                         "--k8s-kind job")
+    fixed = {key: values[0][key] for key in keys if key not in varying}
+    fixed["threads"] = fixed.get("threads") or threads or spec.threads
+    out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
+    searched = [arg for key in varying for arg in (f"--{key.replace('_', '-')}", f"${{trialParameters.{key}}}")]
+    args = ["train", *train_flags(fixed), *searched, *checkpoint_flags(fixed, out), "--out", out]
+    labels = run_labels(run_id, "search")
+    template = _pod_template(
+        spec, labels, args, threads=fixed["threads"], memory_limit=memory_limit,
+        results=_pvc_volume(spec) if spec.mount_pvc_in_trials else _scratch_volume(), port=False,
+        extra_env=[{"name": "PYTHONUNBUFFERED", "value": "1"},
+                   {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        deadline=timeout, restart_policy="Never")
+    numeric = {key: all(isinstance(config[key], int | float) and not isinstance(config[key], bool)
+                        for config in values) for key in varying}
+    trials = len(values)
+    return {
+        "apiVersion": f"{EXPERIMENT_API[0]}/{EXPERIMENT_API[1]}",
+        "kind": "Experiment",
+        "metadata": {"name": run_id, "namespace": spec.namespace, "labels": dict(labels)},
+        "spec": {
+            "objective": {"type": "minimize", "objectiveMetricName": OBJECTIVE,
+                          "additionalMetricNames": [TRAIN_LOSS]},
+            "algorithm": {"algorithmName": algorithm},
+            "parallelTrialCount": max(1, min(parallelism, trials)),
+            "maxTrialCount": trials,
+            "maxFailedTrialCount": trials,
+            "parameters": [{"name": key, "parameterType": "discrete" if numeric[key] else "categorical",
+                            "feasibleSpace": {"list": choices[key]}} for key in varying],
+            "metricsCollectorSpec": {"collector": {"kind": "StdOut"},
+                                     "source": {"filter": {"metricsFormat": [METRICS_FORMAT]}}},
+            "trialTemplate": {
+                "primaryContainerName": CONTAINER,
+                "successCondition": JOB_SUCCEEDED,
+                "failureCondition": JOB_FAILED,
+                "trialParameters": [{"name": key, "reference": key,
+                                     "description": f"stockscale train --{key.replace('_', '-')}"}
+                                    for key in varying],
+                "trialSpec": {"apiVersion": "batch/v1", "kind": "Job",
+                              "spec": {"backoffLimit": 0, "template": template}},
+            },
+        },
+    }
+
+
+def value_text(value: Any) -> str:
+    """A parameter value as Katib carries it (a string), and as `stockscale train` parses it back."""
+    return value if isinstance(value, str) else _number(value)
+
+
+def _product(counts: Any) -> int:
+    total = 1
+    for count in counts:
+        total *= count
+    return total
+
+
+def trial_assignments(trial: Mapping[str, Any]) -> dict[str, str]:
+    """A Trial's parameter assignments, {name: value}."""
+    return {item.get("name"): str(item.get("value")) for item in
+            (trial.get("spec") or {}).get("parameterAssignments") or []}
+
+
+def trial_metric(trial: Mapping[str, Any], name: str = OBJECTIVE) -> dict[str, Any] | None:
+    """What Katib observed of one metric of a Trial ({name, latest, min, max}), or None."""
+    metrics = ((trial.get("status") or {}).get("observation") or {}).get("metrics") or []
+    return next((metric for metric in metrics if metric.get("name") == name), None)
