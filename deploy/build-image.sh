@@ -115,9 +115,11 @@ fill_wheelhouse() {
   # Every pinned requirement (torch, the package's dependencies and the build backend), for Python 3.11 on
   # this platform: the image's Python is 3.11 too.
   grep -v '^#' "$HERE/constraints.txt" | grep -v '^$' > "$WORK/requirements.txt"
+  # pip's output is kept for a failure only: a host's pip configuration may name index folders that do not
+  # exist, and pip warns about each of them on every package.
   "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-    --python-version 3.11 --dest "$wheelhouse" -r "$WORK/requirements.txt" \
-    || die "pip could not download the pinned wheels (see above)"
+    --python-version 3.11 --dest "$wheelhouse" -r "$WORK/requirements.txt" > "$WORK/pip.log" 2>&1 \
+    || { tail -n 20 "$WORK/pip.log" >&2; die "pip could not download the pinned wheels (above)"; }
 }
 
 BUILD_ARGS=()
