@@ -208,12 +208,14 @@ def test_a_failed_or_timed_out_run_leaves_nothing_behind(engine, tmp_path: Path)
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_removes_every_container_and_network(engine, tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "stockscale", "train", "--backend", "docker", "--workers", "2", "--epochs", "100",
+        [sys.executable, "-m", "stockscale", "train", "--backend", "docker", "--workers", "4", "--epochs", "100",
          "--max-steps", "100000", "--hidden-size", "8", "--num-layers", "1", "--out", str(tmp_path / "run")],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while len([name for name in ours(engine) if name.startswith("container")]) < 2:
+        # As soon as the first container exists: the launcher is still creating the others, the moment an
+        # interrupt could find a container the engine made and the launcher does not hold yet.
+        while not [name for name in ours(engine) if name.startswith("container")]:
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the containers never started"
             time.sleep(0.5)

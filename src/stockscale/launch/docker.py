@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -193,17 +194,18 @@ class DockerLauncher:
         start = time.time()
         running: list[_Running] = []
         with self._staging(run_id) as staging:
-            network = None
             try:
+                network = None
                 if job.workers > 1:
-                    network = engine.networks.create(run_id, driver="bridge", internal=True,
-                                                     labels=self._labels(run_id))
+                    with _signals_deferred():
+                        network = engine.networks.create(run_id, driver="bridge", internal=True,
+                                                         labels=self._labels(run_id)).name
                 for rank, pod in enumerate(pods):
-                    running.append(self._start(pod, rank, run_id, job, {"results": staging}, {},
-                                               network.name if network else None))
+                    with _signals_deferred():  # a container the engine makes is one this launcher holds
+                        running.append(self._start(pod, rank, run_id, job, {"results": staging}, {}, network))
                 status, detail = self._wait(job, running, start)
             finally:
-                self._finish(running, network)
+                self._finish(running, [f"{m.LABEL_RUN}={run_id}"])
             if status == "success":
                 self._deliver(staging / "run", job.run_dir)
         return self._result(job, status, detail, start, running)
@@ -240,7 +242,7 @@ class DockerLauncher:
                 index = by_job[id(job)]
                 pod = Pod(name=f"{run_id}-{index}", template=template,
                           labels={**template["metadata"]["labels"], m.LABEL_TRIAL: str(index)})
-                return self._run_trial(job, pod, index, {"results": results, "trials": trials_dir},
+                return self._run_trial(job, pod, run_id, index, {"results": results, "trials": trials_dir},
                                        results / run_id / "trials" / str(index))
 
             return run_many_interruptible(run_trial, jobs, parallel, on_result, self._abort)
@@ -269,15 +271,16 @@ class DockerLauncher:
 
     # --------------------------------------------------------------------------------------------- runs
 
-    def _run_trial(self, job: TrainJob, pod: Pod, index: int, volumes: dict[str, Path], out: Path) -> JobResult:
+    def _run_trial(self, job: TrainJob, pod: Pod, run_id: str, index: int, volumes: dict[str, Path],
+                   out: Path) -> JobResult:
         start = time.time()
         running: list[_Running] = []
         try:
-            running.append(self._start(pod, 0, pod.name, job, volumes,
+            running.append(self._start(pod, 0, run_id, job, volumes,
                                        {f"metadata.annotations['{m.COMPLETION_INDEX}']": str(index)}, None))
             status, detail = self._wait(job, running, start)
         finally:
-            self._finish(running, None)
+            self._finish(running, [f"{m.LABEL_RUN}={run_id}", f"{m.LABEL_TRIAL}={index}"])
         if status == "success":
             self._deliver(out, job.run_dir)
         return self._result(job, status, detail, start, running)
@@ -353,19 +356,25 @@ class DockerLauncher:
         last = next((line.strip()[:300] for line in reversed(worker.lines) if line.strip()), "")
         return "error", f"exit code {worker.exit_code} {who}" + (f": {last}" if last else "")
 
-    def _finish(self, running: list[_Running], network: Any) -> None:
-        """Remove the run's containers (unless kept and finished) and its network."""
-        for worker in running:
-            with contextlib.suppress(Exception):
-                if self.keep and worker.exit_code is not None:
-                    continue
-                worker.container.remove(force=True)
+    def _finish(self, running: list[_Running], selector: list[str]) -> None:
+        """Remove what one job made, found by its labels (`selector`): its containers, unless kept and finished,
+        and its network. By label, not only by handle: an interrupt that lands after the engine made a
+        container or network but before this launcher held it must not leave it behind."""
+        engine = self._connection()
+        kept = {w.container.id for w in running if self.keep and w.exit_code is not None}
+        with contextlib.suppress(Exception):
+            for container in engine.containers.list(all=True, filters={"label": selector}):
+                if container.id not in kept:
+                    with contextlib.suppress(Exception):
+                        container.remove(force=True)
         for worker in running:
             for thread in worker.threads:
                 thread.join(timeout=5)
-        if network is not None and not (self.keep and all(w.exit_code is not None for w in running)):
+        if not kept:
             with contextlib.suppress(Exception):
-                network.remove()
+                for network in engine.networks.list(filters={"label": selector}):
+                    with contextlib.suppress(Exception):
+                        network.remove()
 
     def _result(self, job: TrainJob, status: Status, detail: str, start: float,
                 running: list[_Running]) -> JobResult:
@@ -421,6 +430,25 @@ class DockerLauncher:
         if self.on_event is not None:
             with self._lock:
                 self.on_event(text)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP while the engine makes something, and deliver them right after.
+
+    An interrupt that lands while the engine is still creating a container would leave one that this launcher
+    never held: the engine finishes the request after the client has gone. Only the main thread receives
+    signals; elsewhere (run_many's threads, which end on the abort event) there is nothing to hold.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _check_job(job: TrainJob) -> None:
