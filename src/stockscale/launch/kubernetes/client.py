@@ -488,39 +488,9 @@ class KubernetesLauncher:
             if on_result is not None:
                 on_result(result)
 
-        while len(results) < len(jobs):
-            window = self._window(deadline)
-            if window is None:
-                self._give_up(jobs, results, on_result, "timeout", "no result before the search's deadline")
-                break
-            group, version, plural = m.TRAINJOB_API
-            for event in self.api.watch(self.api.custom.list_namespaced_custom_object, group, version,
-                                        self.namespace, plural, window=window,
-                                        label_selector=m.run_selector(self.run_id),
-                                        what=f"watch the TrainJobs of OptimizationJob {name}", kind="TrainJob",
-                                        namespace=self.namespace):
-                trial = event["object"]
-                if event["type"] != "DELETED" and name_of(trial) not in collected \
-                        and true_condition(trial, ENDED) is not None:
-                    collect(trial)
-                if len(results) == len(jobs):
-                    break
-            if len(results) == len(jobs):
-                break
-            self._check_start(runs.list_kind(self.api, self.namespace, "Pod", self.run_id), [name])
-            now = runs.list_kind(self.api, self.namespace, "OptimizationJob", self.run_id)
-            ended = true_condition(now[0], ("Complete", "Failed")) if now else None
-            if not now or ended is not None:
-                trials = runs.list_kind(self.api, self.namespace, "TrainJob", self.run_id)
-                for trial in trials:
-                    if name_of(trial) not in collected and true_condition(trial, ENDED) is not None:
-                        collect(trial)
-                if any(true_condition(trial, ENDED) is None for trial in trials):
-                    continue  # trials still running after the controller gave up: let them finish
-                reason = "OptimizationJob deleted" if not now else \
-                    f"OptimizationJob {ended.get('reason') or ended['type']}: {ended.get('message') or ''}".strip()
-                self._give_up(jobs, results, on_result, "error", f"not run ({reason})")
-                break
+        self._follow_trials(jobs, results, on_result, deadline, name=name, parent_kind="OptimizationJob",
+                            parent_ended=("Complete", "Failed"), trial_kind="TrainJob", trial_api=m.TRAINJOB_API,
+                            trial_ended=ENDED, collected=collected, collect=collect)
         if not self.keep:
             self._delete("OptimizationJob", name)  # its TrainJobs and their pods go with it (owner references)
             self._event(f"deleted OptimizationJob {name}")
@@ -575,43 +545,53 @@ class KubernetesLauncher:
             if on_result is not None:
                 on_result(result)
 
-        while len(results) < len(jobs):
-            window = self._window(deadline)
-            if window is None:
-                self._give_up(jobs, results, on_result, "timeout", "no result before the search's deadline")
-                break
-            group, version, plural = katib.TRIAL_API
-            for event in self.api.watch(self.api.custom.list_namespaced_custom_object, group, version,
-                                        self.namespace, plural, window=window,
-                                        label_selector=m.run_selector(self.run_id),
-                                        what=f"watch the Trials of Experiment {name}", kind="Trial",
-                                        namespace=self.namespace):
-                trial = event["object"]
-                if event["type"] != "DELETED" and name_of(trial) not in collected \
-                        and true_condition(trial, KATIB_TRIAL_ENDED) is not None:
-                    collect(trial)
-                if len(results) == len(jobs):
-                    break
-            if len(results) == len(jobs):
-                break
-            self._check_start(runs.list_kind(self.api, self.namespace, "Pod", self.run_id), [name])
-            now = runs.list_kind(self.api, self.namespace, "Experiment", self.run_id)
-            ended = true_condition(now[0], ("Succeeded", "Failed")) if now else None
-            if not now or ended is not None:
-                trials = runs.list_kind(self.api, self.namespace, "Trial", self.run_id)
-                for trial in trials:
-                    if name_of(trial) not in collected and true_condition(trial, KATIB_TRIAL_ENDED) is not None:
-                        collect(trial)
-                if any(true_condition(trial, KATIB_TRIAL_ENDED) is None for trial in trials):
-                    continue  # trials still running after the Experiment ended: let them finish
-                reason = "Experiment deleted" if not now else \
-                    f"Experiment {ended.get('reason') or ended['type']}: {ended.get('message') or ''}".strip()
-                self._give_up(jobs, results, on_result, "error", f"not run ({reason})")
-                break
+        self._follow_trials(jobs, results, on_result, deadline, name=name, parent_kind="Experiment",
+                            parent_ended=("Succeeded", "Failed"), trial_kind="Trial", trial_api=katib.TRIAL_API,
+                            trial_ended=KATIB_TRIAL_ENDED, collected=collected, collect=collect)
         if not self.keep:
             self._delete("Experiment", name)  # its Trials, their Jobs and pods go with it (owner references)
             self._event(f"deleted Experiment {name}")
         return results
+
+    def _follow_trials(self, jobs: list[TrainJob], results: dict[int, JobResult],
+                       on_result: Callable[[JobResult], None] | None, deadline: float | None, *, name: str,
+                       parent_kind: str, parent_ended: tuple[str, ...], trial_kind: str,
+                       trial_api: tuple[str, str, str], trial_ended: tuple[str, ...], collected: set[str],
+                       collect: Callable[[dict[str, Any]], None]) -> None:
+        """Until every job has a result: watch the run's trial objects (a search controller's TrainJobs or
+        Katib's Trials) and `collect` each that ended. When the parent (`name`, of `parent_kind`) has ended or
+        is gone and no trial still runs, the jobs left without a result are given up as not run."""
+        while len(results) < len(jobs):
+            window = self._window(deadline)
+            if window is None:
+                self._give_up(jobs, results, on_result, "timeout", "no result before the search's deadline")
+                return
+            group, version, plural = trial_api
+            for event in self.api.watch(self.api.custom.list_namespaced_custom_object, group, version,
+                                        self.namespace, plural, window=window,
+                                        label_selector=m.run_selector(self.run_id),
+                                        what=f"watch the {trial_kind}s of {parent_kind} {name}", kind=trial_kind,
+                                        namespace=self.namespace):
+                trial = event["object"]
+                if event["type"] != "DELETED" and name_of(trial) not in collected \
+                        and true_condition(trial, trial_ended) is not None:
+                    collect(trial)
+                if len(results) == len(jobs):
+                    return
+            self._check_start(runs.list_kind(self.api, self.namespace, "Pod", self.run_id), [name])
+            now = runs.list_kind(self.api, self.namespace, parent_kind, self.run_id)
+            ended = true_condition(now[0], parent_ended) if now else None
+            if not now or ended is not None:
+                trials = runs.list_kind(self.api, self.namespace, trial_kind, self.run_id)
+                for trial in trials:
+                    if name_of(trial) not in collected and true_condition(trial, trial_ended) is not None:
+                        collect(trial)
+                if any(true_condition(trial, trial_ended) is None for trial in trials):
+                    continue  # trials still running after the parent ended: let them finish
+                reason = f"{parent_kind} deleted" if not now else \
+                    f"{parent_kind} {ended.get('reason') or ended['type']}: {ended.get('message') or ''}".strip()
+                self._give_up(jobs, results, on_result, "error", f"not run ({reason})")
+                return
 
     def _give_up(self, jobs: list[TrainJob], results: dict[int, JobResult],
                  on_result: Callable[[JobResult], None] | None, status: Any, detail: str) -> None:
