@@ -152,7 +152,7 @@ def test_ddp_training_in_four_containers(engine, tmp_path: Path) -> None:
     assert metrics["world_size"] == 4
     assert [worker["rank"] for worker in metrics["workers"]] == [0, 1, 2, 3]
     assert all(64 * MiB < worker["peak_rss_bytes"] < 1024 * MiB for worker in metrics["workers"])
-    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert (tmp_path / "run" / "metrics.json").is_file() and metrics["run_dir"] == str(tmp_path / "run")
     assert (tmp_path / "run" / "metrics.json").stat().st_uid == os.geteuid()  # handed back to the caller
     assert ours(engine) == [] and staging_folders() == []
 

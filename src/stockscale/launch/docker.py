@@ -379,6 +379,9 @@ class DockerLauncher:
     def _result(self, job: TrainJob, status: Status, detail: str, start: float,
                 running: list[_Running]) -> JobResult:
         metrics = parse_result_line(running[0].lines) if status == "success" and running else None
+        if metrics is not None and "run_dir" in metrics:
+            # The worker names its run directory as the container sees it (/results/...): say where it is here.
+            metrics["run_dir"] = str(job.run_dir)
         workers = {entry.get("rank"): entry.get("peak_rss_bytes") for entry in (metrics or {}).get("workers", [])}
         peaks = []
         for worker in running:
