@@ -31,8 +31,8 @@ from stockscale.launch.kubernetes.manifests import (
     _pvc_volume,
     _scratch_volume,
     checkpoint_flags,
-    plain_config,
     run_labels,
+    search_parameters,
     train_flags,
 )
 from stockscale.launch.kubernetes.spec import ClusterSpec
@@ -71,21 +71,7 @@ def experiment_manifest(
     """
     if algorithm not in ALGORITHMS:
         raise InputError(f"a Katib Experiment searches by {', '.join(ALGORITHMS)}, not {algorithm!r}")
-    values = [plain_config(config) for config in configs]
-    if not values:
-        raise InputError("a search needs at least one trial")
-    keys = list(dict.fromkeys(key for config in values for key in config))
-    missing = [key for key in keys if any(key not in config for config in values)]
-    if missing:
-        raise InputError(f"a Katib Experiment needs every trial to set the same keys; {', '.join(missing)} vary")
-    choices = {key: list(dict.fromkeys(value_text(config[key]) for config in values)) for key in keys}
-    varying = [key for key in keys if len(choices[key]) > 1]
-    if not varying:
-        raise InputError("a Katib Experiment needs at least one setting that varies between trials")
-    if algorithm == "grid" and _product(len(choices[key]) for key in varying) != len(values):
-        raise InputError("the trials are not a full grid of their values: use --k8s-algorithm random or "
-                         "--k8s-kind job")
-    fixed = {key: values[0][key] for key in keys if key not in varying}
+    values, choices, varying, fixed = search_parameters(configs, "a Katib Experiment", algorithm, value_text)
     fixed["threads"] = fixed.get("threads") or threads or spec.threads
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
     searched = [arg for key in varying for arg in (f"--{key.replace('_', '-')}", f"${{trialParameters.{key}}}")]
@@ -133,12 +119,6 @@ def value_text(value: Any) -> str:
     """A parameter value as Katib carries it (a string), and as `stockscale train` parses it back."""
     return value if isinstance(value, str) else _number(value)
 
-
-def _product(counts: Any) -> int:
-    total = 1
-    for count in counts:
-        total *= count
-    return total
 
 
 def trial_assignments(trial: Mapping[str, Any]) -> dict[str, str]:

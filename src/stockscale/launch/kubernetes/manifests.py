@@ -21,7 +21,7 @@ import hashlib
 import math
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -451,24 +451,10 @@ def optimizationjob_manifest(
     """
     if algorithm not in ("grid", "random"):
         raise InputError(f"an OptimizationJob searches by grid or random, not {algorithm!r}")
-    values = [plain_config(config) for config in configs]
-    if not values:
-        raise InputError("a search needs at least one trial")
-    if len(values) > OPTIMIZATION_TRIALS_MAX:
-        raise InputError(f"an OptimizationJob runs at most {OPTIMIZATION_TRIALS_MAX} trials, not {len(values)}: "
+    if len(configs) > OPTIMIZATION_TRIALS_MAX:
+        raise InputError(f"an OptimizationJob runs at most {OPTIMIZATION_TRIALS_MAX} trials, not {len(configs)}: "
                          "use --k8s-kind job")
-    keys = list(dict.fromkeys(key for config in values for key in config))
-    missing = [key for key in keys if any(key not in config for config in values)]
-    if missing:
-        raise InputError(f"an OptimizationJob needs every trial to set the same keys; {', '.join(missing)} vary")
-    choices = {key: list(dict.fromkeys(_param_text(config[key]) for config in values)) for key in keys}
-    varying = [key for key in keys if len(choices[key]) > 1]
-    if not varying:
-        raise InputError("an OptimizationJob needs at least one setting that varies between trials")
-    if algorithm == "grid" and math.prod(len(choices[key]) for key in varying) != len(values):
-        raise InputError("the trials are not a full grid of their values: use --k8s-algorithm random or "
-                         "--k8s-kind job")
-    fixed = {key: values[0][key] for key in keys if key not in varying}
+    values, choices, varying, fixed = search_parameters(configs, "an OptimizationJob", algorithm, _param_text)
     fixed.setdefault("threads", threads or spec.threads)
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
     params = [arg for key in varying for arg in (f"--{key.replace('_', '-')}",
@@ -494,6 +480,31 @@ def optimizationjob_manifest(
             "trainJobTemplate": {"metadata": {"labels": dict(labels)}, "spec": template["spec"]},
         },
     }
+
+
+def search_parameters(
+    configs: Sequence[Mapping[str, Any]], what: str, algorithm: str, text: Callable[[Any], str],
+) -> tuple[list[dict[str, Any]], dict[str, list[str]], list[str], dict[str, Any]]:
+    """What a search run by a controller (an OptimizationJob, a Katib Experiment) makes of `configs`: the
+    validated configs, each setting's distinct values as `text` spells them, the settings that vary (its
+    parameters), and the ones that do not (fixed flags of every trial). `grid` needs the configs to be the
+    full product of the values; `what` names the kind in messages."""
+    values = [plain_config(config) for config in configs]
+    if not values:
+        raise InputError("a search needs at least one trial")
+    keys = list(dict.fromkeys(key for config in values for key in config))
+    missing = [key for key in keys if any(key not in config for config in values)]
+    if missing:
+        raise InputError(f"{what} needs every trial to set the same keys; {', '.join(missing)} vary")
+    choices = {key: list(dict.fromkeys(text(config[key]) for config in values)) for key in keys}
+    varying = [key for key in keys if len(choices[key]) > 1]
+    if not varying:
+        raise InputError(f"{what} needs at least one setting that varies between trials")
+    if algorithm == "grid" and math.prod(len(choices[key]) for key in varying) != len(values):
+        raise InputError("the trials are not a full grid of their values: use --k8s-algorithm random or "
+                         "--k8s-kind job")
+    fixed = {key: values[0][key] for key in keys if key not in varying}
+    return values, choices, varying, fixed
 
 
 def _param_text(value: Any) -> str:
