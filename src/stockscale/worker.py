@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 EXIT_SUCCESS = 0
@@ -66,3 +67,27 @@ def parse_result_line(lines: Iterable[str]) -> dict[str, Any] | None:
         if value is not None:
             return value
     return None
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """One epoch's progress line, as a trial reports it while it runs: what a search's pruner judges."""
+
+    epoch: int
+    val_loss: float
+    train_loss: float | None = None
+    seconds: float | None = None
+
+
+def parse_epoch_line(line: str) -> EpochReport | None:
+    """`line` as an epoch progress line (see console.epoch_line), or None when it is anything else."""
+    value = json_object(line)
+    if value is None or value.get("event") != "epoch":
+        return None
+    epoch, val_loss = value.get("epoch"), value.get("val_loss")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not isinstance(val_loss, int | float):
+        return None
+    train_loss, seconds = value.get("train_loss"), value.get("seconds")
+    return EpochReport(epoch, float(val_loss),
+                       float(train_loss) if isinstance(train_loss, int | float) else None,
+                       float(seconds) if isinstance(seconds, int | float) else None)

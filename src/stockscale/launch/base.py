@@ -8,13 +8,21 @@ backend, so the scale test and the search share one code path for sequential, pa
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-Status = Literal["success", "oom", "timeout", "error", "preempted"]  # preempted: the cluster took it away
+from stockscale.worker import EpochReport
+
+# preempted: the cluster took it away; pruned: the search's pruner stopped it after an epoch (see TrainJob.judge)
+Status = Literal["success", "oom", "timeout", "error", "preempted", "pruned"]
+
+# Told each epoch's report of a running job (rank 0's progress line) as it arrives; True stops the job, which
+# then ends with status "pruned". A search's pruner is one (experiments/search); it is called from a reader
+# thread, so it must be thread-safe.
+EpochJudge = Callable[[EpochReport], bool]
 
 
 @dataclass
@@ -28,6 +36,7 @@ class TrainJob:
     memory_limit: int | None = None
     threads: int | None = None
     timeout: float | None = None
+    judge: EpochJudge | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -43,6 +52,9 @@ class JobResult:
     peak_rss_bytes: list[int] = field(default_factory=list)
     run_dir: str | None = None
     limit_mechanism: str | None = None
+    # The epoch progress rank 0 reported while it ran, in order (what a pruned job leaves: its last loss and
+    # how many epochs it did).
+    epochs: list[EpochReport] = field(default_factory=list)
 
     @property
     def wall_seconds(self) -> float:
@@ -62,15 +74,21 @@ class Launcher(Protocol):
     """
 
     name: str
+    streams_jobs: bool  # run_many pulls jobs lazily, one per free slot (see run_many)
 
     def run(self, job: TrainJob) -> JobResult:
         """Run one job (1 process or `workers` DDP ranks) to its end."""
         ...
 
     def run_many(
-        self, jobs: list[TrainJob], parallel: int, on_result: Callable[[JobResult], None] | None = None
+        self, jobs: Iterable[TrainJob], parallel: int, on_result: Callable[[JobResult], None] | None = None
     ) -> list[JobResult]:
-        """Run independent jobs `parallel` at a time; results in the jobs' order, each also to on_result."""
+        """Run independent jobs `parallel` at a time; results in the jobs' order, each also to on_result.
+
+        A launcher that runs jobs as they come (`streams_jobs`) takes the next job from `jobs` only when a
+        slot is free and after on_result was called for the one before, so a search can ask its sampler for a
+        trial knowing every result so far. One that needs them all at once (an Indexed Job) reads the whole
+        iterable first."""
         ...
 
     def logs(self, run_id: str, on_line: Callable[[str, str], None], *, follow: bool = False) -> list[str]:
@@ -84,34 +102,54 @@ class Launcher(Protocol):
 
 def run_many_with_threads(
     run_one: Callable[[TrainJob], JobResult],
-    jobs: list[TrainJob],
+    jobs: Iterable[TrainJob],
     parallel: int,
     on_result: Callable[[JobResult], None] | None = None,
     stop: threading.Event | None = None,
 ) -> list[JobResult]:
     """Run jobs `parallel` at a time, in the order given (callers sort longest first).
 
-    Results come back in the jobs' order; `on_result` is called as each finishes. Jobs not started when
-    `stop` is set are skipped (absent from the returned list).
+    Each of `parallel` slots takes the next job from `jobs` when it is free and after `on_result` was called
+    for its last one, so `jobs` may be a generator that decides the next job from the results so far.
+    Results come back in the jobs' order. Jobs not started when `stop` is set are skipped (absent from the
+    returned list). The first error ends the run: no new job starts, and it is re-raised.
     """
+    source: Iterator[TrainJob] = iter(jobs)
+    taking = threading.Lock()
     results: dict[int, JobResult] = {}
+    counter = iter(range(1 << 62))
+    failed = threading.Event()
+
+    def next_job() -> tuple[int, TrainJob] | None:
+        with taking:
+            if failed.is_set() or (stop is not None and stop.is_set()):
+                return None
+            job = next(source, None)
+            return None if job is None else (next(counter), job)
+
+    def slot() -> None:
+        try:
+            while (taken := next_job()) is not None:
+                index, job = taken
+                result = run_one(job)
+                results[index] = result
+                if on_result is not None:
+                    on_result(result)
+        except BaseException:
+            failed.set()
+            raise
+
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = {}
-        for index, job in enumerate(jobs):
-            futures[pool.submit(_run_unless_stopped, run_one, job, stop)] = index
-        for future in as_completed(futures):
-            result = future.result()
-            if result is None:
-                continue
-            results[futures[future]] = result
-            if on_result is not None:
-                on_result(result)
+        futures = [pool.submit(slot) for _ in range(max(1, parallel))]
+        errors = [error for future in as_completed(futures) if (error := future.exception()) is not None]
+    if errors:
+        raise errors[0]
     return [results[index] for index in sorted(results)]
 
 
 def run_many_interruptible(
     run_one: Callable[[TrainJob], JobResult],
-    jobs: list[TrainJob],
+    jobs: Iterable[TrainJob],
     parallel: int,
     on_result: Callable[[JobResult], None] | None,
     abort: threading.Event,
@@ -142,10 +180,3 @@ def run_many_interruptible(
     if "error" in outcome:
         raise outcome["error"]
     return outcome["results"]
-
-
-def _run_unless_stopped(run_one: Callable[[TrainJob], JobResult], job: TrainJob,
-                        stop: threading.Event | None) -> JobResult | None:
-    if stop is not None and stop.is_set():
-        return None
-    return run_one(job)

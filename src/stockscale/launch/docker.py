@@ -121,6 +121,7 @@ class DockerLauncher:
     """
 
     name = "docker"
+    streams_jobs = False  # a search is one Indexed Job: run_many reads every job first
 
     def __init__(self, spec: ClusterSpec | None = None, *, engine: Any = None,
                  on_line: Callable[[int, str], None] | None = None, on_event: Callable[[str], None] | None = None,

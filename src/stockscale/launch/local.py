@@ -173,6 +173,7 @@ class LocalLauncher:
     """
 
     name = "local"
+    streams_jobs = True
 
     def __init__(
         self,

@@ -66,6 +66,7 @@ class KubernetesLauncher:
     module docstring."""
 
     name = "kubernetes"
+    streams_jobs = False  # a search is one object (Indexed Job, OptimizationJob, Experiment): all jobs first
 
     def __init__(
         self,
