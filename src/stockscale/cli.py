@@ -424,27 +424,48 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.results import SEARCH_FOLDERS
-    from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, format_summary, load_space, run_search
+    from stockscale.experiments.search import (
+        DEFAULT_EPOCHS,
+        DEFAULT_SPACE,
+        SearchSettings,
+        format_summary,
+        load_space,
+        run_search,
+    )
     from stockscale.files import prepare_results_dir
 
-    if args.k8s_algorithm == "tpe" and args.k8s_kind != "katib":
-        raise InputError(f"--k8s-algorithm tpe needs --k8s-kind katib; {args.k8s_kind} searches by grid or random")
+    strategy = args.strategy or (args.k8s_algorithm if args.k8s_kind in ("optimizationjob", "katib") else "grid")
+    if args.strategy and args.k8s_algorithm != "grid" and args.k8s_algorithm != args.strategy:
+        raise InputError(f"--k8s-algorithm {args.k8s_algorithm} and --strategy {args.strategy} disagree: "
+                         "--strategy alone says it")
+    if strategy == "tpe" and args.backend == "kubernetes" and args.k8s_kind == "optimizationjob":
+        raise InputError("an OptimizationJob searches by grid or random; --strategy tpe needs --k8s-kind katib "
+                         "or another kind (the driver then runs TPE)")
     space = load_space(args.space) if args.space else DEFAULT_SPACE
     cpus = os.cpu_count() or 1
     if args.backend == "sequential" and args.workers not in (None, 1):
         raise InputError(f"--backend sequential runs one trial at a time; --workers {args.workers} needs "
                          "--backend parallel")
+    if strategy == "grid" and args.trials is not None:
+        raise InputError("--trials is for --strategy random or tpe; a grid runs every combination")
     train = experiment_train_overrides(args, tuple(space))
-    train.setdefault("epochs", 2)
-    trials = math.prod(len(values) for values in space.values())
+    train.setdefault("epochs", DEFAULT_EPOCHS)
+    threads = _threads(train)
+    settings = SearchSettings(backend=args.backend, workers=1, space=space, train=train, strategy=strategy,
+                              trials=args.trials, pruner=args.pruner, trial_timeout=args.trial_timeout,
+                              resume=args.resume)
+    if strategy != "grid" and args.trials is None and args.k8s_kind in ("optimizationjob", "katib"):
+        settings.trials = settings.trial_count or None  # --k8s-algorithm random: as many points as the grid
+    if settings.trials is None and strategy != "grid":
+        raise InputError(f"--strategy {strategy} needs --trials N")
+    trials = settings.trial_count
     if args.backend == "kubernetes":
         workers = args.workers or trials  # every trial at once, unless asked otherwise
-        threads = _threads(train)  # pods default to their CPU limit
+        # pods default to their CPU limit
     else:
         workers = 1 if args.backend == "sequential" else (args.workers or cpus)
-        threads = _threads(train) or max(1, cpus // workers)
-    settings = SearchSettings(backend=args.backend, workers=workers, space=space, train=train,
-                              threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
+        threads = threads or max(1, cpus // workers)
+    settings.workers, settings.threads_per_trial = workers, threads
     out = args.out or Path("results") / SEARCH_FOLDERS[args.backend]
     if args.backend != "kubernetes":
         refuse_kubernetes_only_flags(args)
@@ -464,8 +485,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise InputError(f"cannot write {out / 'dry_run.json'} ({error.strerror})") from None
         log(f"wrote {marker} (`stockscale compare` reports this folder as a dry run: nothing ran)")
         return 0
-    log(f"search, {args.backend}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) each -> "
-        f"{out}/summary.json")
+    how = "" if strategy == "grid" else f" ({strategy}, pruner {args.pruner})"
+    log(f"search, {args.backend}{how}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) "
+        f"each -> {out}/summary.json")
     done = [0]
 
     def on_result(entry: dict[str, Any]) -> None:
@@ -787,18 +809,27 @@ def build_parser() -> Parser:
     search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
                         help="trials at once (default: parallel and docker, the number of cores; kubernetes, every "
                         "trial)")
-    search.add_argument("--space", type=Path, help="YAML grid: one list per parameter (default: the 18 configs)")
+    search.add_argument("--space", type=Path,
+                        help="YAML space: a list of values per parameter, or a range in Katib's terms (type "
+                        "double|int|categorical, min/max, log, choices); see docs/search.md (default: the 18 configs)")
+    search.add_argument("--strategy", choices=("grid", "random", "tpe"),
+                        help="grid: every combination of the lists (default); random, tpe: --trials points chosen "
+                        "by Optuna's random or TPE sampler")
+    search.add_argument("--trials", type=positive_int("--trials"), help="random and tpe: how many trials")
+    search.add_argument("--pruner", choices=("none", "asha", "median"), default="none",
+                        help="stop trials early by their validation loss after each epoch: asha (successive "
+                        "halving), median, or none")
     search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"),
                         help="seconds per trial (default: no limit)")
-    search.add_argument("--resume", action="store_true", help="skip trials already finished in --out")
+    search.add_argument("--resume", action="store_true",
+                        help="keep trials already finished in --out with the same settings and continue the study")
     search.add_argument("--out", type=Path,
                         help="results folder (default results/hp_search_<local|parallel|docker|cloud>)")
     search.add_argument("--k8s-kind", choices=("job", "pytorchjob", "optimizationjob", "katib"), default="job",
                         help="kubernetes: one Indexed Job (default), one PyTorchJob per config, a Trainer v2 "
                              "OptimizationJob, or a Katib Experiment")
     search.add_argument("--k8s-algorithm", choices=("grid", "random", "tpe"), default="grid",
-                        help="optimizationjob and katib: the whole grid (default) or as many random points of it; "
-                             "tpe (katib only) as many points chosen by Katib's TPE")
+                        help="optimizationjob and katib: the older spelling of --strategy")
     add_train_flags(search, skip=("data", "checkpoint_dir"))
     add_k8s_flags(search)
     search.set_defaults(handler=cmd_search)

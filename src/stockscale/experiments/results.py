@@ -20,7 +20,7 @@ from stockscale.errors import InputError
 from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
 from stockscale.experiments.dry_run import DryRun
 
-RunStatus = Literal["success", "oom", "timeout", "error", "preempted"]
+RunStatus = Literal["success", "oom", "timeout", "error", "preempted", "pruned"]
 # The results folders, named once: a search's folder by its backend, and its role in the report by folder.
 SEARCH_FOLDERS = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker",
                   "kubernetes": "hp_search_cloud"}
@@ -98,7 +98,11 @@ class SearchSettingsRecord(_Shape):
     backend: str
     workers: int | None
     threads_per_trial: int | None = None
-    space: dict[str, list[Any]]
+    space: dict[str, list[Any] | dict[str, Any]]  # a list of values, or a range in Katib's terms
+    strategy: Literal["grid", "random", "tpe"] = "grid"
+    trials: int | None = None
+    pruner: Literal["none", "asha", "median"] = "none"
+    seed: int | None = None
     train: dict[str, Any] = {}
     trial_timeout_seconds: float | None = None
     emulated: bool = False
@@ -114,7 +118,9 @@ class Trial(_Shape):
     start_time: float | None
     end_time: float | None
     wall_seconds: float | None
-    val_loss: float | None
+    train_seconds: float | None = None  # the training loop's own time: wall minus this is the overhead
+    epochs_done: int | None = None
+    val_loss: float | None  # a pruned trial's is the last loss it reported
     test_rmse: float | None = None
     test: SplitMetrics | None = None
     baseline_test: SplitMetrics | None = None
@@ -142,6 +148,7 @@ class SearchSummary(_Shape):
     total_wall_seconds: float
     sum_trial_seconds: float | None = None
     successes: int
+    pruned: int = 0
     failures: int
     results: list[Trial]
     best: Best | None

@@ -1,9 +1,16 @@
-"""Comparison 2, hyperparameter search: one trial at a time against several at once, same grid, same code.
+"""Comparison 2, hyperparameter search: one trial at a time against several at once, same space, same code.
 
-The grid is the product of one list per parameter; any TrainConfig field can be a parameter. Trials go to a
-Launcher (`parallel` at a time), longest-expected first so the makespan stays near its lower bound
-max(sum / parallel, longest). The summary is rewritten after every trial, so Ctrl-C leaves a valid partial
-summary and `resume` skips what already finished. Format: docs/results.md.
+One driver for every backend. It asks an Optuna study (experiments/study) for each trial, runs trials through
+a Launcher (`parallel` at a time), feeds every epoch's validation loss to the pruner as the trial reports it
+(TrainJob.judge: the launcher stops a pruned trial) and tells the study how each ended. `grid` (the default)
+walks the product of the space's lists, longest-expected trial first so the makespan stays near its lower
+bound max(sum / parallel, longest); `random` and `tpe` sample `trials` points from lists or ranges
+(experiments/space). A launcher that takes jobs as they come (`streams_jobs`: local processes, warm workers)
+gets the next trial when a slot frees, so TPE knows every result so far; one that needs a whole batch (an
+Indexed Job) gets them all at once, or, for TPE, in waves of `parallel`.
+
+The summary is rewritten after every trial, so Ctrl-C leaves a valid partial summary; `resume` keeps what
+already finished with the same settings and continues the study from its journal. Format: docs/results.md.
 """
 
 from __future__ import annotations
@@ -14,16 +21,22 @@ import json
 import math
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stockscale.config import TRAIN_FIELDS, build_train_config, read_yaml_mapping
+from stockscale.config import build_train_config
 from stockscale.errors import InputError
+from stockscale.experiments.space import Parameter, Space, grid, grid_size, load_space, parse_space, space_record
+from stockscale.experiments.study import JOURNAL, PRUNERS, STRATEGIES, StudyDriver, open_study
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
+from stockscale.worker import EpochReport
+
+__all__ = ["DEFAULT_SPACE", "KIND", "SearchSettings", "expected_cost", "format_summary", "grid", "load_space",
+           "run_search", "trial_jobs", "trial_name"]
 
 FORMAT_VERSION = 1
 KIND = "hp_search"  # summary.json's "kind": the marker that lets a rerun clear this folder
@@ -32,35 +45,8 @@ DEFAULT_SPACE: dict[str, list[Any]] = {
     "hidden_size": [64, 128, 256],
     "num_layers": [2, 3],
 }
-# Parameters the search itself controls: a grid over them would not be a hyperparameter search.
-NOT_SEARCHABLE = {"data", "threads", "device", "checkpoint_dir"}
-
-
-def load_space(path: Path) -> dict[str, list[Any]]:
-    """A YAML mapping of parameter -> non-empty list of values, each value checked against TrainConfig."""
-    raw = read_yaml_mapping(path, "space file")
-    space: dict[str, list[Any]] = {}
-    for name, values in raw.items():
-        key = "lr" if name == "learning_rate" else str(name)
-        if key not in TRAIN_FIELDS or key in NOT_SEARCHABLE:
-            raise InputError(f"space file {path}: {name!r} is not a training parameter that can be searched")
-        if not isinstance(values, list):
-            raise InputError(f"space file {path}: {name} must be a list of values, not {type(values).__name__}")
-        if not values:
-            raise InputError(f"space file {path}: {name} has an empty list")
-        for value in values:
-            if isinstance(value, list | dict):
-                raise InputError(f"space file {path}: {name} value {value!r} is not a single value")
-            build_train_config({key: value}, f"space file {path}: {name}={value!r}")
-        space[key] = values
-    if not space:
-        raise InputError(f"space file {path} names no parameters")
-    return space
-
-
-def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    names = list(space)
-    return [dict(zip(names, values, strict=True)) for values in itertools.product(*space.values())]
+DEFAULT_EPOCHS = 2  # a search's trials train this many epochs unless --epochs says otherwise
+CONTENTS = ("trials", "summary.json", JOURNAL, JOURNAL + ".lock")
 
 
 def expected_cost(config: dict[str, Any]) -> float:
@@ -77,42 +63,94 @@ def expected_cost(config: dict[str, Any]) -> float:
 
 @dataclass
 class SearchSettings:
-    backend: str  # sequential | parallel | kubernetes
+    backend: str  # sequential | parallel | docker | kubernetes
     workers: int  # trials at once
-    space: dict[str, list[Any]]
+    space: Space | dict[str, Any]  # the YAML form (lists, ranges) is turned into a Space
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides applied to every trial
     threads_per_trial: int | None = None
     trial_timeout: float | None = None
     resume: bool = False
     emulated: bool = False
+    strategy: str = "grid"  # grid | random | tpe
+    trials: int | None = None  # random and tpe: how many trials in all (a resumed study's included)
+    pruner: str = "none"  # none | asha | median
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {self.strategy!r}: choose {', '.join(STRATEGIES)}")
+        if self.pruner not in PRUNERS:
+            raise InputError(f"unknown pruner {self.pruner!r}: choose {', '.join(PRUNERS)}")
+        if not all(isinstance(value, Parameter) for value in self.space.values()):
+            self.space = parse_space(dict(self.space), "space")
+        if self.strategy == "grid":
+            if self.trials is not None:
+                raise InputError("--trials is for --strategy random or tpe; a grid runs every combination")
+            grid(self.parameters)  # a range in a grid: one line now
+        elif self.trials is None:
+            raise InputError(f"--strategy {self.strategy} needs --trials N")
+
+    @property
+    def parameters(self) -> Space:
+        return self.space  # type: ignore[return-value]  # a Space after __post_init__
+
+    @property
+    def trial_count(self) -> int:
+        """How many trials the search runs in all: the grid's size, or --trials."""
+        return self.trials if self.trials is not None else grid_size(self.parameters) or 0
+
+    @property
+    def seed(self) -> int:
+        """One seed for the search: every trial's training seed, and the sampler's."""
+        return build_train_config(self.train, "search settings").seed
 
 
 def trial_name(index: int) -> str:
     return f"trial-{index:02d}"
 
 
-def trial_jobs(settings: SearchSettings, out: Path, skip: set[int] | frozenset[int] = frozenset()) -> list[TrainJob]:
-    """One TrainJob per grid point (except `skip`), longest-expected first. A dry run renders these."""
-    jobs = [
-        TrainJob(name=trial_name(index), config={**settings.train, **config},
-                 run_dir=out / "trials" / trial_name(index), threads=settings.threads_per_trial,
-                 timeout=settings.trial_timeout)
-        for index, config in enumerate(grid(settings.space)) if index not in skip
-    ]
-    return sorted(jobs, key=lambda job: expected_cost(job.config), reverse=True)
+def trial_jobs(settings: SearchSettings, out: Path) -> list[TrainJob]:
+    """The trials a search would run, as a dry run renders them: the grid (longest-expected first), or the
+    first `trials` points the seeded sampler would choose with no results yet."""
+    if settings.strategy == "grid":
+        points = list(enumerate(grid(settings.parameters)))
+        points.sort(key=lambda point: expected_cost({**settings.train, **point[1]}), reverse=True)
+    else:
+        import optuna
+
+        from stockscale.experiments.study import make_sampler, suggest
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(sampler=make_sampler(settings.strategy, settings.seed))
+        points = []
+        for _ in range(settings.trial_count):
+            trial = study.ask()
+            points.append((trial.number, {name: suggest(trial, name, parameter)
+                                          for name, parameter in settings.parameters.items()}))
+    return [_job(settings, out, index, config) for index, config in points]
+
+
+def _job(settings: SearchSettings, out: Path, index: int, config: dict[str, Any],
+         judge: Callable[[EpochReport], bool] | None = None) -> TrainJob:
+    return TrainJob(name=trial_name(index), config={**settings.train, **config},
+                    run_dir=out / "trials" / trial_name(index), threads=settings.threads_per_trial,
+                    timeout=settings.trial_timeout, judge=judge)
 
 
 def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
                on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run the grid and write `<out>/summary.json` after every trial; return the final summary."""
-    configs = grid(settings.space)
-    for index, config in enumerate(configs):
+    """Run the search and write `<out>/summary.json` after every trial; return the final summary."""
+    points = grid(settings.parameters) if settings.strategy == "grid" else []
+    for index, config in enumerate(points):
         build_train_config({**settings.train, **config}, f"trial {index} {config}")
-    prepare_results_dir(out, "summary.json", KIND, ("trials", "summary.json"), clear=False)
-    hashes = [trial_settings_hash(settings, config) for config in configs]
-    previous = _finished_trials(out, configs, hashes) if settings.resume else {}
+    prepare_results_dir(out, "summary.json", KIND, CONTENTS, clear=False)
+    study_hash = search_settings_hash(settings)
+    previous = _finished_trials(out, settings, points) if settings.resume else {}
     if not settings.resume:
-        prepare_results_dir(out, "summary.json", KIND, ("trials", "summary.json"), clear=True)
+        prepare_results_dir(out, "summary.json", KIND, CONTENTS, clear=True)
+    study, continued = open_study(out, settings.strategy, settings.pruner, settings.seed, study_hash,
+                                  settings.resume)
+    if settings.strategy != "grid" and not continued:
+        previous = {}  # a sampled trial belongs to its study: a new study starts from nothing
     summary: dict[str, Any] = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
@@ -123,7 +161,11 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
             "backend": settings.backend,
             "workers": settings.workers,
             "threads_per_trial": settings.threads_per_trial,
-            "space": settings.space,
+            "space": space_record(settings.parameters),
+            "strategy": settings.strategy,
+            "trials": settings.trial_count,
+            "pruner": settings.pruner,
+            "seed": settings.seed,
             "train": settings.train,
             "trial_timeout_seconds": settings.trial_timeout,
             "emulated": settings.emulated,
@@ -132,24 +174,54 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
         },
         "results": list(previous.values()),
     }
+    driver = StudyDriver(study, settings.parameters, pruning=settings.pruner != "none")
     lock = threading.Lock()
+    running: dict[str, tuple[int, dict[str, Any], Any]] = {}
+
+    def start(index: int, config: dict[str, Any], trial: Any) -> TrainJob:
+        last_epoch = build_train_config({**settings.train, **config}, f"trial {index} {config}").epochs
+        job = _job(settings, out, index, config,
+                   judge=lambda report: driver.report(trial, report.epoch, report.val_loss, last_epoch))
+        shutil.rmtree(job.run_dir, ignore_errors=True)  # an unfinished trial's leftovers
+        with lock:
+            running[job.name] = (index, config, trial)
+        return job
 
     def record(result: JobResult) -> None:
-        index = int(result.name.rsplit("-", 1)[1])
-        entry = trial_entry(index, configs[index], result)
-        entry["settings_hash"] = hashes[index]
+        with lock:
+            index, config, trial = running.pop(result.name)
+        entry = trial_entry(index, config, result)
+        entry["settings_hash"] = trial_settings_hash(settings, config)
+        entry["study_trial"] = trial.number
+        driver.tell(trial, result.status, entry["val_loss"])
         with lock:
             summary["results"].append(entry)
             _write(out, summary)
         if on_result is not None:
             on_result(entry)
 
-    jobs = trial_jobs(settings, out, skip=set(previous))
-    for job in jobs:
-        shutil.rmtree(job.run_dir, ignore_errors=True)  # an unfinished trial's leftovers
+    def grid_jobs() -> Iterator[TrainJob]:
+        todo = [(index, config) for index, config in enumerate(points) if index not in previous]
+        todo.sort(key=lambda point: expected_cost({**settings.train, **point[1]}), reverse=True)
+        for index, config in todo:
+            trial, _ = driver.ask(fixed=config)
+            yield start(index, config, trial)
+
+    def sampled_jobs() -> Iterator[TrainJob]:
+        for _ in range(max(0, settings.trial_count - len(previous))):
+            trial, config = driver.ask()
+            yield start(trial.number, config, trial)
+
+    jobs = grid_jobs() if settings.strategy == "grid" else sampled_jobs()
     _write(out, summary)
     try:
-        launcher.run_many(jobs, settings.workers, record)
+        if getattr(launcher, "streams_jobs", False):
+            launcher.run_many(jobs, settings.workers, record)
+        else:
+            # A batch launcher takes its jobs at once; TPE learns between waves of `workers` trials.
+            wave = settings.workers if settings.strategy == "tpe" else settings.trial_count
+            while batch := list(itertools.islice(jobs, max(1, wave))):
+                launcher.run_many(batch, settings.workers, record)
     finally:
         _write(out, summary)  # on Ctrl-C too: a valid partial summary
     summary["complete"], summary["finished_at"] = True, utc_timestamp()
@@ -160,6 +232,9 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
 def trial_entry(index: int, config: dict[str, Any], result: JobResult) -> dict[str, Any]:
     metrics = result.metrics or {}
     test = metrics.get("test")
+    val_loss = (metrics.get("val") or {}).get("loss")
+    if result.status == "pruned" and result.epochs:
+        val_loss = result.epochs[-1].val_loss  # the last loss it reported before the pruner stopped it
     return {
         "trial": index,
         "name": trial_name(index),
@@ -169,13 +244,24 @@ def trial_entry(index: int, config: dict[str, Any], result: JobResult) -> dict[s
         "start_time": result.start_time,
         "end_time": result.end_time,
         "wall_seconds": result.wall_seconds,
-        "val_loss": (metrics.get("val") or {}).get("loss"),
+        "train_seconds": metrics.get("train_seconds"),
+        "epochs_done": len(result.epochs) or metrics.get("epochs_completed"),
+        "val_loss": val_loss,
         "test_rmse": test["rmse"] if test else None,
         "test": test,
         "baseline_test": (metrics.get("baseline") or {}).get("test"),
         "peak_rss_bytes": max(result.peak_rss_bytes) if result.peak_rss_bytes else metrics.get("peak_rss_bytes"),
         "run_dir": result.run_dir if result.status == "success" else None,
     }
+
+
+def search_settings_hash(settings: SearchSettings) -> str:
+    """A digest of what decides the whole study: strategy, pruner, space and the common trial settings.
+    A resumed search continues its study only when this matches."""
+    record = {"strategy": settings.strategy, "pruner": settings.pruner, "space": space_record(settings.parameters),
+              "config": build_train_config(settings.train, "search settings").to_dict(),
+              "threads": settings.threads_per_trial}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def trial_settings_hash(settings: SearchSettings, config: dict[str, Any]) -> str:
@@ -199,9 +285,11 @@ def _data_digest(cfg: Any) -> str | None:
         return "unreadable"
 
 
-def _finished_trials(out: Path, configs: list[dict[str, Any]], hashes: list[str]) -> dict[int, dict[str, Any]]:
-    """Successful trials of an earlier run in `out` whose config is still in the grid at the same index and
-    that trained with the same full settings (see trial_settings_hash)."""
+def _finished_trials(out: Path, settings: SearchSettings, points: list[dict[str, Any]]
+                    ) -> dict[int, dict[str, Any]]:
+    """Trials of an earlier run in `out` that a resumed search keeps: those that finished (succeeded, or were
+    pruned by a sampled search's pruner) and trained with the same full settings (trial_settings_hash); a grid
+    trial also keeps its config at the same index of the grid."""
     path = out / "summary.json"
     if not path.is_file():
         return {}
@@ -211,10 +299,14 @@ def _finished_trials(out: Path, configs: list[dict[str, Any]], hashes: list[str]
     except (ValueError, KeyError, TypeError):
         raise InputError(f"--resume: {path} is not a readable search summary") from None
     finished = {}
+    kept = ("success",) if settings.strategy == "grid" else ("success", "pruned")
     for entry in results:
-        index = entry.get("trial")
-        if (entry.get("status") == "success" and isinstance(index, int) and index < len(configs)
-                and entry.get("config") == configs[index] and entry.get("settings_hash") == hashes[index]):
+        index, config = entry.get("trial"), entry.get("config")
+        if not (entry.get("status") in kept and isinstance(index, int) and isinstance(config, dict)):
+            continue
+        if settings.strategy == "grid" and not (index < len(points) and config == points[index]):
+            continue
+        if entry.get("settings_hash") == trial_settings_hash(settings, config):
             finished[index] = entry
     return finished
 
@@ -223,11 +315,13 @@ def _write(out: Path, summary: dict[str, Any]) -> None:
     results = sorted(summary["results"], key=lambda entry: entry["trial"])
     summary["results"] = results
     done = [entry for entry in results if entry["status"] == "success"]
+    pruned = sum(entry["status"] == "pruned" for entry in results)
     starts = [entry["start_time"] for entry in results]
     ends = [entry["end_time"] for entry in results]
     summary["total_wall_seconds"] = (max(ends) - min(starts)) if results else 0.0
     summary["sum_trial_seconds"] = sum(entry["wall_seconds"] for entry in results)
-    summary["successes"], summary["failures"] = len(done), len(results) - len(done)
+    summary["successes"], summary["pruned"] = len(done), pruned
+    summary["failures"] = len(results) - len(done) - pruned
     # Only a finite validation loss can be the best (a NaN compares false with everything).
     scored = [entry for entry in done
               if isinstance(entry["val_loss"], int | float) and math.isfinite(entry["val_loss"])]
@@ -240,11 +334,14 @@ def _write(out: Path, summary: dict[str, Any]) -> None:
 
 def format_summary(summary: dict[str, Any]) -> str:
     settings = summary["settings"]
+    strategy = settings.get("strategy", "grid")
+    how = "" if strategy == "grid" else f" ({strategy}, pruner {settings.get('pruner', 'none')})"
+    pruned = f", {summary['pruned']} pruned" if summary.get("pruned") else ""
     lines = [
-        f"search, {settings['backend']}: {len(summary['results'])} trials, {settings['workers']} at a time, "
+        f"search, {settings['backend']}{how}: {len(summary['results'])} trials, {settings['workers']} at a time, "
         f"{settings['threads_per_trial']} thread(s) each",
         f"total {summary['total_wall_seconds']:.1f} s, sum of trial times {summary['sum_trial_seconds']:.1f} s, "
-        f"{summary['successes']} succeeded, {summary['failures']} failed",
+        f"{summary['successes']} succeeded{pruned}, {summary['failures']} failed",
     ]
     best = summary.get("best")
     if best:
