@@ -432,16 +432,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         load_space,
         run_search,
     )
+    from stockscale.experiments.space import grid_size, parse_space
     from stockscale.files import prepare_results_dir
 
     strategy = args.strategy or (args.k8s_algorithm if args.k8s_kind in ("optimizationjob", "katib") else "grid")
     if args.strategy and args.k8s_algorithm != "grid" and args.k8s_algorithm != args.strategy:
         raise InputError(f"--k8s-algorithm {args.k8s_algorithm} and --strategy {args.strategy} disagree: "
                          "--strategy alone says it")
-    if strategy == "tpe" and args.backend == "kubernetes" and args.k8s_kind == "optimizationjob":
-        raise InputError("an OptimizationJob searches by grid or random; --strategy tpe needs --k8s-kind katib "
-                         "or another kind (the driver then runs TPE)")
-    space = load_space(args.space) if args.space else DEFAULT_SPACE
+    if strategy == "tpe" and args.k8s_kind == "optimizationjob":
+        flag = "--strategy" if args.strategy else "--k8s-algorithm"
+        raise InputError(f"{flag} tpe needs --k8s-kind katib or job: an OptimizationJob searches by grid or random")
+    space = load_space(args.space) if args.space else parse_space(DEFAULT_SPACE, "space")
     cpus = os.cpu_count() or 1
     if args.backend == "sequential" and args.workers not in (None, 1):
         raise InputError(f"--backend sequential runs one trial at a time; --workers {args.workers} needs "
@@ -451,13 +452,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     train = experiment_train_overrides(args, tuple(space))
     train.setdefault("epochs", DEFAULT_EPOCHS)
     threads = _threads(train)
+    count = args.trials
+    if strategy != "grid" and count is None and not args.strategy:
+        count = grid_size(space)  # --k8s-algorithm random or tpe: as many points as the grid has
     settings = SearchSettings(backend=args.backend, workers=1, space=space, train=train, strategy=strategy,
-                              trials=args.trials, pruner=args.pruner, trial_timeout=args.trial_timeout,
+                              trials=count, pruner=args.pruner, trial_timeout=args.trial_timeout,
                               resume=args.resume)
-    if strategy != "grid" and args.trials is None and args.k8s_kind in ("optimizationjob", "katib"):
-        settings.trials = settings.trial_count or None  # --k8s-algorithm random: as many points as the grid
-    if settings.trials is None and strategy != "grid":
-        raise InputError(f"--strategy {strategy} needs --trials N")
     trials = settings.trial_count
     if args.backend == "kubernetes":
         workers = args.workers or trials  # every trial at once, unless asked otherwise

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stockscale.errors import InputError
+from stockscale.experiments.space import Parameter, Space
 from stockscale.launch.kubernetes.manifests import (
     CONTAINER,
     EXPERIMENT_API,
@@ -60,6 +61,9 @@ def experiment_manifest(
     threads: int | None = None,
     memory_limit: int | None = None,
     timeout: float | None = None,
+    space: Space | None = None,
+    max_trials: int | None = None,
+    early_stopping: bool = False,
 ) -> dict[str, Any]:
     """The Experiment for a search over `configs`: the settings that vary become parameters (`discrete` when
     every value is a number, else `categorical`), the rest fixed flags of every trial's `stockscale train`.
@@ -68,10 +72,18 @@ def experiment_manifest(
     walks exactly that product), `random` and `tpe` sample that many points from the same lists. A failed
     trial does not end the Experiment (maxFailedTrialCount = maxTrialCount): it is one result of the search.
     Each trial writes to /results/<run>/trials/<its pod name>.
+
+    With `space` (random and tpe over ranges), the parameters are the space's in Katib's own terms (`double`
+    and `int` ranges, log-uniform when the space says log) and `configs` give only the fixed settings;
+    `max_trials` then sets maxTrialCount. `early_stopping` adds Katib's median stopping rule (the search's
+    `--pruner median`).
     """
     if algorithm not in ALGORITHMS:
         raise InputError(f"a Katib Experiment searches by {', '.join(ALGORITHMS)}, not {algorithm!r}")
     values, choices, varying, fixed = search_parameters(configs, "a Katib Experiment", algorithm, value_text)
+    if space is not None:
+        varying = list(space)
+        fixed = {key: value for key, value in values[0].items() if key not in space}
     fixed["threads"] = fixed.get("threads") or threads or spec.threads
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
     searched = [arg for key in varying for arg in (f"--{key.replace('_', '-')}", f"${{trialParameters.{key}}}")]
@@ -85,8 +97,11 @@ def experiment_manifest(
         deadline=timeout, restart_policy="Never")
     numeric = {key: all(isinstance(config[key], int | float) and not isinstance(config[key], bool)
                         for config in values) for key in varying}
-    trials = len(values)
-    return {
+    trials = max_trials or len(values)
+    parameters = ([_parameter(key, parameter) for key, parameter in space.items()] if space is not None else
+                  [{"name": key, "parameterType": "discrete" if numeric[key] else "categorical",
+                    "feasibleSpace": {"list": choices[key]}} for key in varying])
+    experiment = {
         "apiVersion": f"{EXPERIMENT_API[0]}/{EXPERIMENT_API[1]}",
         "kind": "Experiment",
         "metadata": {"name": run_id, "namespace": spec.namespace, "labels": dict(labels)},
@@ -97,8 +112,7 @@ def experiment_manifest(
             "parallelTrialCount": max(1, min(parallelism, trials)),
             "maxTrialCount": trials,
             "maxFailedTrialCount": trials,
-            "parameters": [{"name": key, "parameterType": "discrete" if numeric[key] else "categorical",
-                            "feasibleSpace": {"list": choices[key]}} for key in varying],
+            "parameters": parameters,
             "metricsCollectorSpec": {"collector": {"kind": "StdOut"},
                                      "source": {"filter": {"metricsFormat": [METRICS_FORMAT]}}},
             "trialTemplate": {
@@ -113,6 +127,27 @@ def experiment_manifest(
             },
         },
     }
+    if early_stopping:
+        # Katib's median stopping rule, like Optuna's MedianPruner: from the first epoch, once 5 trials ended.
+        experiment["spec"]["earlyStopping"] = {"algorithmName": "medianstop", "algorithmSettings": [
+            {"name": "min_trials_required", "value": "5"}, {"name": "start_step", "value": "1"}]}
+    return experiment
+
+
+def _parameter(name: str, parameter: Parameter) -> dict[str, Any]:
+    """One search parameter as Katib's ParameterSpec: a list stays discrete/categorical, a range keeps its
+    type, bounds, step and log-uniform distribution."""
+    if parameter.choices is not None:
+        numeric = all(isinstance(value, int | float) and not isinstance(value, bool) for value in parameter.choices)
+        return {"name": name, "parameterType": "discrete" if numeric else "categorical",
+                "feasibleSpace": {"list": [value_text(value) for value in parameter.choices]}}
+    cast = int if parameter.type == "int" else float
+    feasible: dict[str, Any] = {"min": value_text(cast(parameter.min)), "max": value_text(cast(parameter.max))}
+    if parameter.step is not None:
+        feasible["step"] = value_text(cast(parameter.step))
+    if parameter.log:
+        feasible["distribution"] = "logUniform"
+    return {"name": name, "parameterType": parameter.type, "feasibleSpace": feasible}
 
 
 def value_text(value: Any) -> str:
