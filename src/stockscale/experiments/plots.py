@@ -35,8 +35,9 @@ STATUS_STYLE = {  # marker, size, label: failures must stand out from successes 
     "timeout": ("s", 9, "timeout"),
     "error": ("D", 8, "error"),
     "preempted": ("v", 9, "preempted"),
+    "pruned": ("|", 9, "pruned"),
 }
-STATUS_HATCH = {"success": "", "oom": "xxx", "timeout": "...", "error": "\\\\", "preempted": "///"}
+STATUS_HATCH = {"success": "", "oom": "xxx", "timeout": "...", "error": "\\\\", "preempted": "///", "pruned": "--"}
 GAP_FACTOR = 4.0  # neighbouring multipliers further apart than this are not joined by a line
 
 

@@ -1,0 +1,100 @@
+"""`stockscale search --strategy grid|random|tpe --pruner none|asha|median`: Optuna's samplers and pruners
+driven through the launcher interface, spaces with ranges in Katib's terms, and a study that --resume
+continues."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stockscale.experiments.search import SearchSettings, run_search, trial_jobs
+from stockscale.experiments.space import parse_space
+from stockscale.launch.local import LocalLauncher
+
+QUICK = {"epochs": 1, "max_steps": 2, "num_layers": 1, "threads": 1}
+RANGES = {"hidden_size": {"type": "int", "min": 4, "max": 12},
+          "lr": {"type": "double", "min": 1e-4, "max": 1e-1, "log": True},
+          "dropout": {"type": "categorical", "choices": [0.0, 0.1]}}
+
+
+def write_space(tmp_path, text: str):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("space", "flags", "message"), [
+    ("lr: [0.001]\n", ["--strategy", "annealing"], "invalid choice: 'annealing'"),
+    ("lr: [0.001]\n", ["--pruner", "hyperband"], "invalid choice: 'hyperband'"),
+    ("lr: [0.001]\n", ["--trials", "5"], "--trials is for --strategy random or tpe"),
+    ("lr: {type: double, min: 0.1, max: 0.01}\n", ["--strategy", "random", "--trials", "2"],
+     "min 0.1 is greater than max 0.01"),
+    ("lr: {type: double, min: 0, max: 0.01, log: true}\n", ["--strategy", "random", "--trials", "2"],
+     "log scale needs min > 0, not 0"),
+    ("num_layers: {type: categorical, choices: []}\n", ["--strategy", "tpe", "--trials", "2"], "choices is empty"),
+    ("optimizer: [adam, sgd]\n", ["--strategy", "tpe", "--trials", "2"],
+     "'optimizer' is not a training parameter that can be searched"),
+    ("lr: {type: double, min: 0.0001, max: 0.01}\n", [], "--strategy grid needs a list of values for every "
+                                                         "parameter; lr is a range"),
+    ("lr: [0.001]\n", ["--strategy", "tpe"], "--strategy tpe needs --trials N"),
+    ("hidden_size: {type: int, min: 4, max: 9000}\n", ["--strategy", "random", "--trials", "2"], "hidden_size"),
+])
+def test_bad_search_input_gets_one_line_and_writes_nothing(cli, tmp_path, space, flags, message):
+    out = tmp_path / "out"
+    ran = cli("search", "--space", write_space(tmp_path, space), *flags, "--out", out)
+    assert ran.code == 2, ran.err
+    assert message in ran.err and len(ran.err.strip().splitlines()) == 1, ran.err
+    assert "Traceback" not in ran.err
+    assert not out.exists()
+
+
+def test_a_space_keeps_lists_and_adds_ranges_in_katib_terms():
+    space = parse_space({"num_layers": [1, 2], **RANGES}, "space")
+    assert space["num_layers"].choices == [1, 2] and space["num_layers"].is_list
+    assert space["lr"].log and space["lr"].describe() == "double 0.0001..0.1, log"
+    assert space["hidden_size"].record() == {"type": "int", "min": 4.0, "max": 12.0}
+
+
+def test_random_and_tpe_sample_within_the_ranges_and_the_seed_decides_the_points(tmp_path):
+    def points(strategy, seed):
+        settings = SearchSettings(backend="sequential", workers=1, space=dict(RANGES), strategy=strategy, trials=6,
+                                  train={**QUICK, "seed": seed})
+        return [job.config for job in trial_jobs(settings, tmp_path)]
+
+    for strategy in ("random", "tpe"):
+        chosen = points(strategy, 7)
+        assert chosen == points(strategy, 7) and chosen != points(strategy, 8)
+        assert len({json.dumps(config, sort_keys=True) for config in chosen}) == 6
+        for config in chosen:
+            assert 4 <= config["hidden_size"] <= 12 and isinstance(config["hidden_size"], int)
+            assert 1e-4 <= config["lr"] <= 1e-1 and config["dropout"] in (0.0, 0.1)
+
+
+@pytest.mark.slow
+def test_a_tpe_search_runs_its_trials_and_resume_continues_the_study(tmp_path):
+    import optuna
+
+    out = tmp_path / "tpe"
+    settings = SearchSettings(backend="parallel", workers=2, space=dict(RANGES), strategy="tpe", trials=3,
+                              train=dict(QUICK))
+    first = run_search(settings, LocalLauncher(), out)
+    assert first["complete"] and first["successes"] == 3 and first["settings"]["strategy"] == "tpe"
+    assert all(entry["train_seconds"] > 0 and entry["wall_seconds"] >= entry["train_seconds"]
+               for entry in first["results"])
+    study = optuna.load_study(study_name="stockscale-search", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 3
+
+    settings.trials, settings.resume = 5, True
+    resumed = run_search(settings, LocalLauncher(), out)
+    assert [entry["trial"] for entry in resumed["results"]] == [0, 1, 2, 3, 4]
+    kept = {entry["trial"]: entry["start_time"] for entry in first["results"]}
+    assert all(entry["start_time"] == kept[entry["trial"]] for entry in resumed["results"][:3])
+    study = optuna.load_study(study_name="stockscale-search", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    assert len(study.trials) == 5
+
+    settings.pruner = "median"  # other settings: a new study, nothing kept
+    fresh = run_search(settings, LocalLauncher(), out)
+    assert all(entry["start_time"] > max(kept.values()) for entry in fresh["results"])
