@@ -39,8 +39,9 @@ def raw_normal_rate(total_bytes: int) -> float:
 def generation_rate(multiplier: int, out: Path) -> float:
     """MB/s of the dataset writer itself (generate, hash, write), in this process."""
     from stockscale.config import build_train_config
-    from stockscale.data.dataset import prepare_from_config, source_record
-    from stockscale.data.scaled import ReplicaSpec, write_dataset
+    from stockscale.data.dataset import prepare_from_config
+    from stockscale.data.replicas import ReplicaSpec
+    from stockscale.data.shards import source_record, write_dataset
 
     cfg = build_train_config({"multiplier": multiplier})
     prepared = prepare_from_config(cfg)
@@ -69,7 +70,7 @@ def loader_figures(dataset: Path, batch: int) -> dict[str, dict[str, float]]:
     code = f"""
 import json, time, psutil, gc
 from pathlib import Path
-from stockscale.data.scaled import read_manifest
+from stockscale.data.shards import read_manifest
 from stockscale.data.loaders import ReplicaSource, TrainLoader
 from stockscale.data.windows import NormStats
 import sys

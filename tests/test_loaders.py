@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from stockscale.config import build_train_config
-from stockscale.data.dataset import open_training_data, prepare_from_config, source_record
+from stockscale.data.dataset import open_training_data, prepare_from_config
 from stockscale.data.loaders import ReplicaSource, TrainLoader
-from stockscale.data.scaled import ReplicaSpec, read_manifest, write_dataset
+from stockscale.data.replicas import ReplicaSpec
+from stockscale.data.shards import read_manifest, source_record, write_dataset
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from stockscale.config import build_train_config
-from stockscale.data.dataset import prepare_from_config, source_record
-from stockscale.data.scaled import ReplicaSpec, read_manifest, verify_dataset, write_dataset
+from stockscale.data.dataset import prepare_from_config
+from stockscale.data.replicas import ReplicaSpec
+from stockscale.data.shards import read_manifest, source_record, verify_dataset, write_dataset
 from stockscale.errors import DataIntegrityError
 from tests.conftest import assert_clean_error
 

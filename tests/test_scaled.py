@@ -7,7 +7,8 @@ import pytest
 
 from stockscale.config import build_train_config
 from stockscale.data.dataset import prepare_from_config
-from stockscale.data.scaled import ReplicaSpec, read_manifest, verify_dataset, write_dataset
+from stockscale.data.replicas import ReplicaSpec
+from stockscale.data.shards import read_manifest, verify_dataset, write_dataset
 from stockscale.errors import DataIntegrityError, InputError
 from tests.conftest import assert_clean_error
 

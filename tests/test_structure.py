@@ -61,3 +61,20 @@ def test_training_measures_its_peak_memory_without_the_limit_code() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('stockscale.limits')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# The data path in the order the data flows; each file may import only the files before it, never one after.
+DATA_PIPELINE = ["sources", "series_cache", "windows", "replicas", "shards", "loaders", "dataset"]
+
+
+def test_the_data_path_only_imports_its_earlier_steps() -> None:
+    folder = SRC / "stockscale" / "data"
+    steps = [f"stockscale.data.{name}" for name in DATA_PIPELINE]
+    on_disk = {f"stockscale.data.{path.stem}" for path in folder.glob("*.py") if path.stem != "__init__"}
+    assert on_disk == set(steps), "a data module is missing from DATA_PIPELINE: give it its place in the order"
+    backwards = []
+    for index, step in enumerate(steps):
+        later = set(steps[index + 1:])
+        path = folder / f"{step.rsplit('.', 1)[1]}.py"
+        backwards += [f"{step} imports {dep}" for dep in sorted(_imports(path, later))]
+    assert backwards == []

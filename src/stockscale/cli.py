@@ -273,8 +273,9 @@ def train_with_launcher(cfg: Any, out: Path, args: argparse.Namespace) -> int:
 def cmd_data_scale(args: argparse.Namespace) -> int:
     from stockscale.config import build_train_config
     from stockscale.console import log
-    from stockscale.data.dataset import prepare_from_config, source_record
-    from stockscale.data.scaled import ReplicaSpec, write_dataset
+    from stockscale.data.dataset import prepare_from_config
+    from stockscale.data.replicas import ReplicaSpec
+    from stockscale.data.shards import source_record, write_dataset
 
     values = {"source": args.source, "start": args.start, "end": args.end, "multiplier": args.multiplier,
               "noise": args.noise, "seed": args.seed}
@@ -294,7 +295,7 @@ def cmd_data_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    from stockscale.data.scaled import read_manifest
+    from stockscale.data.shards import read_manifest
 
     print_dataset_info(args.directory, read_manifest(args.directory))
     return 0
@@ -303,7 +304,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def print_dataset_info(directory: Path, manifest: dict[str, Any]) -> None:
     from stockscale.config import format_size
     from stockscale.console import log
-    from stockscale.data.scaled import disk_bytes
+    from stockscale.data.shards import disk_bytes
 
     source = manifest["source"]
     log(f"dataset        {directory}")

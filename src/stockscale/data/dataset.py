@@ -1,4 +1,5 @@
-"""Assemble what a training process needs from a TrainConfig: the prepared series and its rank's loader.
+"""The end of the data path: what a training process needs from a TrainConfig, the prepared series and its
+rank's loader (the steps: data/replicas.py's docstring).
 
 Three ways in, one result:
 - `--data DIR`: a dataset written by `stockscale data scale`; its manifest names the source and dates, and
@@ -21,8 +22,9 @@ from typing import Any
 
 from stockscale.config import TrainConfig
 from stockscale.data.loaders import ReplicaSource, TrainLoader
-from stockscale.data.scaled import ReplicaSpec, read_manifest, verify_dataset, write_dataset
+from stockscale.data.replicas import ReplicaSpec
 from stockscale.data.series_cache import load_series
+from stockscale.data.shards import read_manifest, source_record, verify_dataset, write_dataset
 from stockscale.data.windows import NormStats, PreparedData, prepare
 from stockscale.errors import DataIntegrityError, InputError
 
@@ -39,17 +41,6 @@ class TrainingData:
     def summary(self) -> dict[str, Any]:
         return {**self.prepared.summary(), "multiplier": self.multiplier, "noise": self.noise,
                 "dataset": self.dataset}
-
-
-def source_record(cfg: TrainConfig, prepared: PreparedData) -> dict[str, Any]:
-    """How to rebuild the base series: stored in a manifest so `--data DIR` needs no other flags."""
-    return {
-        "spec": cfg.source,
-        "start": str(prepared.series.dates[0]),
-        "end": str(prepared.series.dates[-1]),
-        "train_frac": cfg.train_frac,
-        "val_frac": cfg.val_frac,
-    }
 
 
 def prepare_from_config(cfg: TrainConfig) -> PreparedData:

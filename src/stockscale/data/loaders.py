@@ -1,4 +1,5 @@
-"""Three ways to hold a rank's share of the training windows, yielding identical batches.
+"""Step 5 of the data path, the loader: three ways to hold a rank's share of the training windows,
+yielding identical batches.
 
 - `memory`: every window materialized as float32 [N, 60, 5] — what the original demonstration did, and the
   one that runs out of memory first (1,200 bytes a window);
@@ -23,9 +24,9 @@ from typing import Any, Literal
 import numpy as np
 
 from stockscale.config import FEATURES, SEQ_LEN
-from stockscale.data.scaled import ReplicaSpec, iter_owned_shards, owned_replicas, shard_array, verify_shard
+from stockscale.data.replicas import ReplicaSpec, owned_replicas
+from stockscale.data.shards import iter_owned_shards, map_shard, shard_array, verify_shard
 from stockscale.data.windows import NormStats, make_features
-from stockscale.errors import DataIntegrityError
 
 LoaderKind = Literal["memory", "lazy", "stream"]
 
@@ -85,27 +86,13 @@ class ReplicaSource:
             hi = min(last + 1, shard["first_replica"] + shard["replicas"])
             start = lo - shard["first_replica"]
             if mapped:
-                array, mapping = _map_shard(path, (shard["replicas"], *shape))
+                array, mapping = map_shard(path, (shard["replicas"], *shape))
                 blocks.append(ReplicaBlock(lo, array[start : start + hi - lo], mapping))
             else:
                 array = shard_array(path, (shard["replicas"], *shape), mmap=False)
                 blocks.append(ReplicaBlock(lo, np.ascontiguousarray(array[start : start + hi - lo])))
                 del array
         return blocks
-
-
-def _map_shard(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, mmap.mmap]:
-    """Memory-map a .npy shard read-only, keeping the mmap object so its pages can be released."""
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        header_shape, fortran, dtype = read_header(handle)
-        offset = handle.tell()
-        if dtype != np.float32 or tuple(header_shape) != shape or fortran:
-            raise DataIntegrityError(f"shard {path} holds {dtype} {header_shape}, manifest says float32 {shape}")
-        mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    array = np.frombuffer(mapping, dtype=np.float32, count=int(np.prod(shape)), offset=offset).reshape(shape)
-    return array, mapping
 
 
 class TrainLoader:

@@ -29,6 +29,8 @@ from stockscale.errors import InputError
 # Statistics stored in a dataset manifest (JSON) against the same ones fitted again from its source, perhaps on
 # another machine: equal up to this relative tolerance, or the dataset is not the one its manifest describes.
 STATS_RTOL = 1e-6
+# Below this size a statistic counts as zero (a relative tolerance means nothing there); part of the same test.
+STATS_ATOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class NormStats:
     def matches(self, other: NormStats) -> bool:
         """The same statistics up to STATS_RTOL (a JSON round trip, another machine's floating point)."""
         mine, theirs = self.to_dict(), other.to_dict()
-        return all(math.isclose(mine[key], theirs[key], rel_tol=STATS_RTOL, abs_tol=1e-12) for key in mine)
+        return all(math.isclose(mine[key], theirs[key], rel_tol=STATS_RTOL, abs_tol=STATS_ATOL) for key in mine)
 
     def normalize(self, values: np.ndarray) -> np.ndarray:
         """Raw OHLCV [T, 5] -> the normalized series, float32 [T, 5]."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from stockscale.config import build_train_config
 from stockscale.data.dataset import prepare_from_config
-from stockscale.data.scaled import materialized_bytes
+from stockscale.data.replicas import materialized_bytes
 from stockscale.experiments.report import format_report_text, write_report
 from stockscale.experiments.results import SEARCH_FOLDERS, load_results, scale_test_folder
 from stockscale.experiments.scale_test import BoundarySearch, ScaleTestSettings, run_scale_test

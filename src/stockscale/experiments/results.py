@@ -262,3 +262,56 @@ def load_results(results_dir: Path) -> LoadedResults:
     order = list(SEARCH_DIRS.values())
     loaded.searches.sort(key=lambda run: (order.index(run.role) if run.role in order else len(order), run.role))
     return loaded
+
+
+def config_text(config: dict[str, Any]) -> str:
+    """A trial's config on one line (`lr=0.001, hidden_size=64`), as the tables and the plots' titles name it."""
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in config.items())
+
+
+def best_search(results: LoadedResults) -> SearchRun | None:
+    """The search whose best trial has the lowest validation loss (ties: sequential, parallel, cloud)."""
+    candidates = [run for run in results.searches if run.data.best is not None]
+    return min(candidates, key=lambda run: run.data.best.val_loss, default=None)  # type: ignore[union-attr]
+
+
+def _resolve_run_dir(run_dir: str, search: SearchRun, results_dir: Path) -> Path | None:
+    """A trial's run directory as recorded (relative to where the search ran), or found again under the
+    search's folder when the results directory has moved."""
+    recorded = Path(run_dir)
+    # Searches record run_dir relative to where they ran, normally the results directory's parent.
+    candidates = [recorded if recorded.is_absolute() else results_dir.parent / recorded]
+    parts = recorded.parts
+    if search.path.parent.name in parts:
+        tail = parts[parts.index(search.path.parent.name) + 1:]
+        candidates.append(search.path.parent.joinpath(*tail))
+    return next((path for path in candidates if (path / "predictions.json").is_file()), None)
+
+
+def load_predictions(results: LoadedResults) -> tuple[Predictions | None, str, str]:
+    """(predictions, title, note): the best trial's test predictions, or None with the reason."""
+    search = best_search(results)
+    if search is None or search.data.best is None:
+        return None, "", "no successful search trial to take predictions from"
+    best = search.data.best
+    if not best.run_dir:
+        return None, "", f"the best trial ({search.role} {best.name}) has no run directory recorded"
+    folder = _resolve_run_dir(best.run_dir, search, results.results_dir)
+    if folder is None:
+        return None, "", f"predictions.json not found in the best trial's run directory {best.run_dir}"
+    path = folder / "predictions.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        predictions = Predictions.model_validate(data)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reason = one_line(error, str(path)) if isinstance(error, ValidationError) else f"{path}: unreadable"
+        return None, "", f"skipped {reason}"
+    lengths = {len(predictions.dates), len(predictions.actual), len(predictions.predicted),
+               len(predictions.baseline)}
+    if len(lengths) != 1 or not predictions.dates:
+        return None, "", f"{path}: dates, actual, predicted and baseline are empty or of different lengths"
+    title = f"Best model ({search.role} {best.name}: {config_text(best.config)})"
+    return predictions, title, ""
+
+

@@ -26,7 +26,7 @@ from typing import Any
 
 from stockscale.config import TrainConfig, build_train_config
 from stockscale.data.dataset import prepare_from_config
-from stockscale.data.scaled import materialized_bytes
+from stockscale.data.replicas import materialized_bytes
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info

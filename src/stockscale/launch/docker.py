@@ -14,7 +14,8 @@ other exit is `error` with the code and the log's last line.
 Nothing is left behind: every container and network carries the run's labels and the launcher's pid; all are
 removed after success, failure, timeout or Ctrl-C (the CLI turns SIGTERM into the same path), and a new
 launcher sweeps what a killed one left (its pid is dead). Docker or podman: the Docker SDK talks to either
-engine's API socket.
+engine's API socket. The engine session and the sweep live in launch/docker_engine.py; following one container
+and reading how it ended in launch/docker_replica.py.
 """
 
 from __future__ import annotations
@@ -22,95 +23,38 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stockscale.errors import InputError
-from stockscale.files import owner_tag, sweep_stale
+from stockscale.files import owner_tag
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.launch.containers import Pod, container_options, replica_pods
+from stockscale.launch.docker_engine import (
+    LABEL_BACKEND,
+    LABEL_OWNER,
+    STAGING_PREFIX,
+    connect_engine,
+    owner_token,
+    signals_deferred,
+)
+from stockscale.launch.docker_engine import check_image as check_engine_image
+from stockscale.launch.docker_engine import sweep as sweep_engine
+from stockscale.launch.docker_replica import RunningContainer, failure, log_lines, memory_failure, watch_memory
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.limits import check_limit
-from stockscale.worker import EXIT_MEMORY, parse_result_line
+from stockscale.worker import parse_result_line
 
-LABEL_OWNER = "stockscale/owner"  # "<host>:<pid>:<start time>" of the launcher that made it
-LABEL_BACKEND = "stockscale/backend"
-STAGING_PREFIX = "stockscale-docker-"
+# Re-exported: callers and tests name the engine's helpers through the launcher's module.
+__all__ = ["LABEL_BACKEND", "LABEL_OWNER", "STAGING_PREFIX", "DockerLauncher", "connect_engine"]
+
 WAIT_TICK = 0.2
 LOG_TAIL = 50
-
-# Engines tried in order when DOCKER_HOST is not set: Docker's socket, then podman's (rootful, rootless).
-ENGINE_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock",
-                  f"{os.environ.get('XDG_RUNTIME_DIR', f'/run/user/{os.getuid()}')}/podman/podman.sock")
-START_ENGINE_HINT = ("start one: `sudo dockerd &` (or `sudo systemctl start docker`), or for podman "
-                     "`systemctl --user start podman.socket` and DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock")
-
-
-def build_command() -> str:
-    return "deploy/build-image.sh --offline  (or deploy/build-image.sh where python:3.11-slim can be pulled)"
-
-
-def connect_engine() -> Any:
-    """A Docker SDK client for the first engine that answers; InputError saying how to start one if none."""
-    try:
-        import docker
-    except ImportError:
-        raise InputError("--backend docker needs the Docker SDK: pip install 'stockscale[docker]'") from None
-    candidates = [os.environ["DOCKER_HOST"]] if os.environ.get("DOCKER_HOST") else \
-        [f"unix://{path}" for path in ENGINE_SOCKETS if os.path.exists(path)]
-    problems = []
-    for url in candidates:
-        try:
-            client = docker.DockerClient(base_url=url, timeout=120)
-            client.ping()
-            return client
-        except Exception as error:  # the SDK raises several kinds for an engine that does not answer
-            problems.append(f"{url}: {str(error).splitlines()[0][:120]}")
-    where = "; ".join(problems) if problems else "no Docker or podman socket found"
-    raise InputError(f"no container engine reachable ({where}): {START_ENGINE_HINT}")
-
-
-def _owner_token(pid: int | None = None) -> str:
-    import psutil
-
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{psutil.Process(pid).create_time():.2f}"
-
-
-def _owner_alive(token: str) -> bool:
-    """Is the launcher that labelled a container still running? (Other hosts' containers are left alone.)"""
-    import psutil
-
-    host, _, rest = token.partition(":")
-    pid_text, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True
-    try:
-        return f"{psutil.Process(int(pid_text)).create_time():.2f}" == started
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-@dataclass
-class _Running:
-    """One started container and what its log and stats said."""
-
-    pod: Pod
-    rank: int
-    container: Any
-    lines: list[str] = field(default_factory=list)
-    peak_bytes: int = 0
-    exit_code: int | None = None
-    oom_killed: bool = False
-    threads: list[threading.Thread] = field(default_factory=list)
 
 
 class DockerLauncher:
@@ -155,28 +99,11 @@ class DockerLauncher:
         return self._engine
 
     def check_image(self) -> None:
-        import docker.errors
-
-        try:
-            self._connection().images.get(self.spec.image)
-        except docker.errors.ImageNotFound:
-            raise InputError(f"image {self.spec.image} is not built: run {build_command()}") from None
+        check_engine_image(self._connection(), self.spec.image)
 
     def sweep(self) -> list[str]:
         """Remove containers, networks and staging folders whose launcher is dead; returns what went."""
-        removed = []
-        engine = self._connection()
-        for container in engine.containers.list(all=True, filters={"label": LABEL_OWNER}):
-            if not _owner_alive(container.labels.get(LABEL_OWNER, "")):
-                with contextlib.suppress(Exception):
-                    container.remove(force=True)
-                    removed.append(f"container {container.name}")
-        for network in engine.networks.list(filters={"label": LABEL_OWNER}):
-            if not _owner_alive(network.attrs.get("Labels", {}).get(LABEL_OWNER, "")):
-                with contextlib.suppress(Exception):
-                    network.remove()
-                    removed.append(f"network {network.name}")
-        removed += [f"folder {folder}" for folder in sweep_stale(Path(tempfile.gettempdir()), STAGING_PREFIX)]
+        removed = sweep_engine(self._connection())
         for text in removed:
             self._event(f"swept {text} left by a launcher that is gone")
         return removed
@@ -193,16 +120,16 @@ class DockerLauncher:
             memory_limit=job.memory_limit, threads=job.threads, timeout=job.timeout)
         pods = replica_pods(manifest)
         start = time.time()
-        running: list[_Running] = []
+        running: list[RunningContainer] = []
         with self._staging(run_id) as staging:
             try:
                 network = None
                 if job.workers > 1:
-                    with _signals_deferred():
+                    with signals_deferred():
                         network = engine.networks.create(run_id, driver="bridge", internal=True,
                                                          labels=self._labels(run_id)).name
                 for rank, pod in enumerate(pods):
-                    with _signals_deferred():  # a container the engine makes is one this launcher holds
+                    with signals_deferred():  # a container the engine makes is one this launcher holds
                         running.append(self._start(pod, rank, run_id, job, {"results": staging}, {}, network))
                 status, detail = self._wait(job, running, start)
             finally:
@@ -252,7 +179,7 @@ class DockerLauncher:
         """Every line of every container of a run (kept with keep=True, or still running)."""
         containers = self.engine.containers.list(all=True, filters={"label": f"{m.LABEL_RUN}={run_id}"})
         for container in sorted(containers, key=lambda c: c.name):
-            for line in _log_lines(container, follow=follow):
+            for line in log_lines(container, follow=follow):
                 on_line(container.name, line)
         return [container.name for container in containers]
 
@@ -275,7 +202,7 @@ class DockerLauncher:
     def _run_trial(self, job: TrainJob, pod: Pod, run_id: str, index: int, volumes: dict[str, Path],
                    out: Path) -> JobResult:
         start = time.time()
-        running: list[_Running] = []
+        running: list[RunningContainer] = []
         try:
             running.append(self._start(pod, 0, run_id, job, volumes,
                                        {f"metadata.annotations['{m.COMPLETION_INDEX}']": str(index)}, None))
@@ -287,14 +214,14 @@ class DockerLauncher:
         return self._result(job, status, detail, start, running)
 
     def _start(self, pod: Pod, rank: int, run_id: str, job: TrainJob, volumes: dict[str, Path],
-               field_values: dict[str, str], network: str | None) -> _Running:
+               field_values: dict[str, str], network: str | None) -> RunningContainer:
         pod.labels.update(self._labels(run_id))
         options = container_options(pod, volumes=volumes, field_values=field_values, network=network)
         container = self._engine.containers.create(**options)
-        running = _Running(pod, rank, container)
+        running = RunningContainer(pod, rank, container)
         running.threads = [
             threading.Thread(target=self._follow, args=(running, job), daemon=True, name=f"{pod.name}-log"),
-            threading.Thread(target=_watch_memory, args=(running,), daemon=True, name=f"{pod.name}-stats"),
+            threading.Thread(target=watch_memory, args=(running,), daemon=True, name=f"{pod.name}-stats"),
         ]
         container.start()
         for thread in running.threads:
@@ -302,14 +229,14 @@ class DockerLauncher:
         self._event(f"started container {pod.name}")
         return running
 
-    def _follow(self, running: _Running, job: TrainJob) -> None:
+    def _follow(self, running: RunningContainer, job: TrainJob) -> None:
         log = None
         if self.log_dir is not None:
             folder = self.log_dir / job.name
             folder.mkdir(parents=True, exist_ok=True)
             log = open(folder / f"{running.pod.name}.log", "w", encoding="utf-8")  # noqa: SIM115
         with log if log is not None else contextlib.nullcontext():
-            for line in _log_lines(running.container, follow=True):
+            for line in log_lines(running.container, follow=True):
                 running.lines.append(line)
                 if log is not None:
                     log.write(line + "\n")
@@ -317,7 +244,7 @@ class DockerLauncher:
                     with contextlib.suppress(Exception):
                         self.on_line(running.rank, line)
 
-    def _wait(self, job: TrainJob, running: list[_Running], start: float) -> tuple[Status, str]:
+    def _wait(self, job: TrainJob, running: list[RunningContainer], start: float) -> tuple[Status, str]:
         """Until every container exited 0, the first one failed, the timeout passed, or an abort."""
         deadline = None if job.timeout is None else start + job.timeout
         while True:
@@ -331,8 +258,8 @@ class DockerLauncher:
                         worker.exit_code, worker.oom_killed = int(state["ExitCode"]), bool(state.get("OOMKilled"))
             failed = [worker for worker in running if worker.exit_code not in (None, 0)]
             if failed:
-                failed.sort(key=lambda worker: (not _memory_failure(worker, job), worker.rank))
-                return self._failure(failed[0], job)
+                failed.sort(key=lambda worker: (not memory_failure(worker, job), worker.rank))
+                return failure(failed[0], job)
             if all(worker.exit_code == 0 for worker in running):
                 for thread in running[0].threads[:1]:
                     thread.join(timeout=10)
@@ -344,20 +271,7 @@ class DockerLauncher:
                 return "timeout", f"timed out after {job.timeout:g} s"
             time.sleep(WAIT_TICK)
 
-    def _failure(self, worker: _Running, job: TrainJob) -> tuple[Status, str]:
-        for thread in worker.threads[:1]:
-            thread.join(timeout=5)
-        who = f"(container {worker.pod.name})"
-        reported = parse_result_line(worker.lines) or {}
-        if _memory_failure(worker, job):
-            how = "OOMKilled" if worker.oom_killed else (
-                "MemoryError" if worker.exit_code == EXIT_MEMORY or reported.get("status") == "oom"
-                else "exit code 137 at its memory limit")
-            return "oom", f"{how} {who}"
-        last = next((line.strip()[:300] for line in reversed(worker.lines) if line.strip()), "")
-        return "error", f"exit code {worker.exit_code} {who}" + (f": {last}" if last else "")
-
-    def _finish(self, running: list[_Running], selector: list[str]) -> None:
+    def _finish(self, running: list[RunningContainer], selector: list[str]) -> None:
         """Remove what one job made, found by its labels (`selector`): its containers, unless kept and finished,
         and its network. By label, not only by handle: an interrupt that lands after the engine made a
         container or network but before this launcher held it must not leave it behind."""
@@ -378,7 +292,7 @@ class DockerLauncher:
                         network.remove()
 
     def _result(self, job: TrainJob, status: Status, detail: str, start: float,
-                running: list[_Running]) -> JobResult:
+                running: list[RunningContainer]) -> JobResult:
         metrics = parse_result_line(running[0].lines) if status == "success" and running else None
         if metrics is not None and "run_dir" in metrics:
             # The worker names its run directory as the container sees it (/results/...): say where it is here.
@@ -397,7 +311,7 @@ class DockerLauncher:
     # ------------------------------------------------------------------------------------------ helpers
 
     def _labels(self, run_id: str) -> dict[str, str]:
-        return {m.LABEL_APP: m.APP, m.LABEL_RUN: run_id, LABEL_OWNER: _owner_token(), LABEL_BACKEND: self.name}
+        return {m.LABEL_APP: m.APP, m.LABEL_RUN: run_id, LABEL_OWNER: owner_token(), LABEL_BACKEND: self.name}
 
     @contextlib.contextmanager
     def _staging(self, run_id: str) -> Iterator[Path]:
@@ -436,63 +350,9 @@ class DockerLauncher:
                 self.on_event(text)
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP while the engine makes something, and deliver them right after.
-
-    An interrupt that lands while the engine is still creating a container would leave one that this launcher
-    never held: the engine finishes the request after the client has gone. Only the main thread receives
-    signals; elsewhere (run_many's threads, which end on the abort event) there is nothing to hold.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _check_job(job: TrainJob) -> None:
     if job.workers < 1:
         raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
     if job.timeout is not None and job.timeout <= 0:
         raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
     check_limit(job.memory_limit)
-
-
-def _memory_failure(worker: _Running, job: TrainJob) -> bool:
-    if worker.oom_killed or worker.exit_code == EXIT_MEMORY:
-        return True
-    if (parse_result_line(worker.lines) or {}).get("status") == "oom":
-        return True
-    # 137 = SIGKILL; with a limit and samples near it, it was the kernel's OOM killer under another name.
-    return (worker.exit_code == 137 and job.memory_limit is not None
-            and worker.peak_bytes >= 0.9 * job.memory_limit)
-
-
-def _log_lines(container: Any, follow: bool) -> Iterator[str]:
-    """The container's log (stdout and stderr, as a pod log is) line by line."""
-    pending = b""
-    with contextlib.suppress(Exception):
-        for chunk in container.logs(stream=True, follow=follow, stdout=True, stderr=True):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                yield raw.decode("utf-8", errors="replace").rstrip("\r")
-    if pending:
-        yield pending.decode("utf-8", errors="replace").rstrip("\r")
-
-
-def _watch_memory(worker: _Running) -> None:
-    """The container's memory use as the engine samples it (about once a second), less inactive file cache."""
-    with contextlib.suppress(Exception):
-        for sample in worker.container.stats(stream=True, decode=True):
-            memory = sample.get("memory_stats") or {}
-            stats = memory.get("stats") or {}
-            used = int(memory.get("usage") or 0) - int(stats.get("total_inactive_file", stats.get("inactive_file", 0)))
-            worker.peak_bytes = max(worker.peak_bytes, used)
-            if not memory and worker.exit_code is not None:
-                return

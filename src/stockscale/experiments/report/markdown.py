@@ -1,0 +1,99 @@
+"""report.md: the printed comparison, the four plots and the projection, written into a report folder."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stockscale.errors import InputError
+from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
+from stockscale.experiments.report.comparison import format_comparison
+from stockscale.experiments.report.scale_table import scale_headlines
+from stockscale.experiments.report.search_table import search_headline
+from stockscale.experiments.results import LoadedResults, SearchRun, load_predictions
+from stockscale.experiments.timings import find_outliers
+from stockscale.files import replace_with, write_text_atomic
+
+
+def grid_search(results: LoadedResults) -> SearchRun | None:
+    """The search with the most trials that have a validation loss: the fullest grid to draw."""
+    def filled(run: SearchRun) -> int:
+        return sum(1 for t in run.data.results if t.status == "success" and t.val_loss is not None)
+    candidates = [run for run in results.searches if filled(run)]
+    return max(candidates, key=filled, default=None)  # max keeps the first of equals: sequential first
+
+
+PLOTS = ("memory.png", "timeline.png", "grid.png", "predictions.png")
+
+
+def write_report(results: LoadedResults, out_dir: Path,
+                 projection_settings: ProjectionSettings | None = None) -> Path:
+    """Write `out_dir/report.md` with the comparison, the four plots and the projection; return its path.
+
+    `out_dir` is a report folder: report.md and the PNGs named in PLOTS are replaced there, each written to
+    a temporary file and renamed; a plot whose data is missing is skipped with a note (and an older PNG of
+    that name removed, so the folder never shows a stale picture). report.md is written last."""
+    from stockscale.experiments import plots
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"report directory {out_dir} cannot be created ({error.strerror})") from None
+    settings = projection_settings or ProjectionSettings()
+    predictions, title, predictions_note = load_predictions(results)
+    grid_run = grid_search(results)
+    outliers = [(outlier.role, outlier.trial) for outlier in find_outliers(results.searches)]
+    # Each figure is drawn into the temporary file that then replaces the PNG, so no reader sees half of one.
+    drawers = {
+        "memory.png": lambda out: plots.plot_memory(results.scale_tests, out, scale_headlines(results)),
+        "timeline.png": lambda out: plots.plot_timeline(results.searches, out, search_headline(results), outliers),
+        "grid.png": lambda out: plots.plot_grid(grid_run, out),
+        "predictions.png": lambda out: plots.plot_predictions(predictions, title, predictions_note, out),
+    }
+    notes: dict[str, str] = {}
+    for name, draw in drawers.items():
+        try:
+            replace_with(out_dir / name, draw)
+        except plots.PlotSkipped as skipped:
+            notes[name] = str(skipped)
+            (out_dir / name).unlink(missing_ok=True)
+    text = _report_markdown(results, build_projection(results, settings), notes, grid_run)
+    report = out_dir / "report.md"
+    write_text_atomic(report, text)
+    return report
+
+
+def _figure(name: str, alt: str, notes: dict[str, str]) -> str:
+    return f"_Plot skipped: {notes[name]}._" if name in notes else f"![{alt}]({name})"
+
+
+def _report_markdown(results: LoadedResults, projection: Projection, notes: dict[str, str],
+                     grid_run: SearchRun | None) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    grid_from = f" (from the {grid_run.role} search)" if grid_run is not None else ""
+    parts = [
+        "# stockscale report", "",
+        f"Generated {now} from `{results.results_dir}`. Every figure below comes from a results file there "
+        "(formats: docs/results.md); a comparison side that was not run is said to be missing.", "",
+        "## The comparison", "", "```text", format_comparison(results).rstrip("\n"), "```", "",
+        "## Dataset scale: peak memory per worker", "",
+        "The largest worker's peak RSS at each multiplier (one process dashed with hollow markers, the workers "
+        "solid and filled; a colour per loader); the memory limit as a thick grey line; runs that "
+        "ran out of memory or time are marked. RSS includes shared library pages (torch) that a cgroup charges "
+        "to the process that loaded them first, so a worker can show an RSS above its limit and still run.",
+        "", _figure("memory.png", "peak memory per worker", notes), "",
+        "## Hyperparameter search: timeline", "",
+        "Each trial as a bar from its start to its end, time counted from the start of its search; one row "
+        "per lane (trials that ran one after another share a lane). The shade says the model size, a hatch "
+        "a failed trial, a thick outline an outlier (over 3x its config's time in the other searches).", "",
+        _figure("timeline.png", "search timeline", notes), "",
+        f"## Validation loss over the grid{grid_from}", "",
+        "Grey cells: configs that were not run or did not finish.", "", _figure("grid.png", "grid", notes), "",
+        "## Best model: predicted against actual prices (test period)", "",
+        _figure("predictions.png", "predictions", notes), "",
+        "## Projection for a real cluster", "",
+        "**A projection, not a measurement**: what the measured numbers suggest under the assumptions "
+        "printed with it.", "", "```text", format_projection(projection), "```", "",
+    ]
+    return "\n".join(parts)
