@@ -1,0 +1,306 @@
+"""The experiments: `stockscale scale-test` (comparison 1), `search` (comparison 2), `compare` (the report)
+and `demo` (all of it). Each command's parser and handler sit together; the experiment itself is a library
+call into stockscale.experiments, whose settings carry the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stockscale.bounds import MAX_WORKERS
+from stockscale.cli.k8s import add_image_flags, add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
+from stockscale.cli.launchers import choose_launcher
+from stockscale.cli.parser import (
+    add_train_flags,
+    boundary_range,
+    load_config,
+    multipliers,
+    non_negative_float,
+    positive_int,
+    resolution,
+    size,
+    train_overrides,
+)
+from stockscale.errors import InputError
+
+
+def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> dict[str, Any]:
+    """Training flags (and --config) that apply to every run of an experiment, validated once up front."""
+    from stockscale.config import read_yaml_mapping
+
+    values = read_yaml_mapping(args.config, "config file") if args.config is not None else {}
+    values.update(train_overrides(args))
+    for key in (*controlled, "checkpoint_dir"):  # experiments' runs are short and never resume
+        values.pop(key, None)
+    load_config(args)  # validates the file and the flags together, naming the culprit
+    return values
+
+
+def _threads(train: dict[str, Any]) -> int | None:
+    """--threads (or the config's threads), taken out of the per-run overrides as the validated integer."""
+    from stockscale.config import build_train_config
+
+    value = train.pop("threads", None)
+    return None if value is None else build_train_config({"threads": value}, "--threads").threads
+
+
+
+# ------------------------------------------------------------------------------------------- scale test
+
+
+def add_scale_test_parser(commands: argparse._SubParsersAction) -> None:
+    """`stockscale scale-test`: dataset scale, one process against N workers."""
+    scale_test = commands.add_parser("scale-test", help="comparison 1: dataset scale, one process vs N workers")
+    scale_test.add_argument("--mode", choices=("local", "cluster"), default="local",
+                            help="local: one process; cluster: N workers (the emulated cluster)")
+    scale_test.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
+                            help="workers in cluster mode (default 4)")
+    scale_test.add_argument("--backend", choices=("local", "docker"), default="local",
+                            help="cluster mode's workers: local processes (default) or containers of the image")
+    scale_test.add_argument("--multipliers", type=multipliers,
+                            help="comma-separated dataset multipliers, run as a grid (default 1,10,50,100,200)")
+    scale_test.add_argument("--search", type=boundary_range, metavar="START:CEILING",
+                            help="find the boundary instead: double from START (halve after a failure), never "
+                            "above CEILING, then bisect between the last success and the first failure")
+    scale_test.add_argument("--resolution", type=resolution,
+                            help="--search tries only START x RESOLUTION^k and stops when the last success and the "
+                            "first failure are neighbours (default 1.414: as fine as a sqrt-2 grid)")
+    scale_test.add_argument("--memory-limit", type=size, default=2**30,
+                            help="memory limit per process or worker (default 1GiB)")
+    scale_test.add_argument("--timeout", type=non_negative_float("--timeout"), default=600.0,
+                            help="seconds per run (default 600)")
+    scale_test.add_argument("--loader", choices=("memory", "lazy", "stream"), default="memory",
+                            help="how workers hold the data (default memory, as the original demonstration)")
+    scale_test.add_argument("--max-steps", type=positive_int("--max-steps"), default=50,
+                            help="optimizer steps per run (default 50: the data is loaded whole either way)")
+    scale_test.add_argument("--epochs", type=positive_int("--epochs", 1_000_000), default=1,
+                            help="epochs per run; --max-steps usually ends the run first")
+    scale_test.add_argument("--keep-going", action="store_true",
+                            help="grid: run every multiplier past an oom/timeout")
+    scale_test.add_argument("--out", type=Path, help="results folder (default results/scale_test_<mode>)")
+    add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data", "checkpoint_dir"))
+    add_image_flags(scale_test, "containers (--backend docker)")
+    scale_test.set_defaults(handler=cmd_scale_test)
+
+
+def cmd_scale_test(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.experiments.results import scale_test_folder
+    from stockscale.experiments.scale_test import (
+        DEFAULT_MULTIPLIERS,
+        BoundarySearch,
+        ScaleTestSettings,
+        format_table,
+        run_scale_test,
+    )
+    from stockscale.files import prepare_results_dir
+    from stockscale.launch.local import describe_limit
+    from stockscale.limits import check_limit
+
+    if args.mode == "local" and args.workers not in (None, 1):
+        raise InputError(f"--mode local runs one process; --workers {args.workers} needs --mode cluster")
+    if args.backend == "docker" and args.mode != "cluster":
+        raise InputError("--backend docker runs the cluster side: use it with --mode cluster")
+    workers = args.workers or (4 if args.mode == "cluster" else 1)
+    if args.search is not None and (args.multipliers is not None or args.keep_going):
+        raise InputError("--search finds the boundary itself; it does not take --multipliers or --keep-going")
+    if args.resolution is not None and args.search is None:
+        raise InputError("--resolution is for --search")
+    search = None
+    if args.search is not None:
+        search = BoundarySearch(base=args.search[0], ceiling=args.search[1],
+                                resolution=args.resolution or math.sqrt(2))
+    check_limit(args.memory_limit)
+    train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
+    settings = ScaleTestSettings(
+        mode=args.mode, workers=workers, multipliers=[] if search else (args.multipliers or list(DEFAULT_MULTIPLIERS)),
+        memory_limit=args.memory_limit, timeout=args.timeout, loader=args.loader, max_steps=args.max_steps,
+        epochs=args.epochs, threads=_threads(train), train=train, keep_going=args.keep_going,
+        search=search,
+    )
+    out = args.out or Path("results") / scale_test_folder(args.mode)
+    prepare_results_dir(out, "results.json", "scale_test", (), clear=False)  # a file or unwritable: refused now
+    sizes = (f"boundary search from {search.start}x up to {search.ceiling}x" if search else
+             f"multipliers {','.join(map(str, settings.multipliers))}")
+    log(f"scale test, {args.mode}: {sizes}, {workers} worker(s), "
+        f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
+
+    def on_result(run: dict[str, Any]) -> None:
+        peak = max(run["peak_rss_bytes"]) / 2**20 if run["peak_rss_bytes"] else 0
+        log(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f}s, peak {peak:.0f} MiB/worker"
+            + (f" ({run['detail']})" if run["detail"] else ""))
+
+    doc = run_scale_test(settings, choose_launcher(args, "scale", log_dir=out / "logs"), out, on_result)
+    log(format_table(doc))
+    log(f"results: {out / 'results.json'}")
+    return 0
+
+
+
+# ----------------------------------------------------------------------------------------------- search
+
+
+def add_search_parser(commands: argparse._SubParsersAction) -> None:
+    """`stockscale search`: the hyperparameter search; its flags and cmd_search are the search's whole CLI."""
+    search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
+    search.add_argument("--backend", choices=("sequential", "parallel", "docker", "kubernetes"), default="sequential",
+                        help="sequential: one trial at a time with every core; parallel: --workers trials at "
+                        "once on this machine; docker: --workers trials at once as containers of the image on this "
+                        "machine (the Indexed Job's pods); kubernetes: Jobs on a cluster")
+    search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
+                        help="trials at once (default: parallel and docker, the number of cores; kubernetes, every "
+                        "trial)")
+    search.add_argument("--space", type=Path, help="YAML grid: one list per parameter (default: the 18 configs)")
+    search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"),
+                        help="seconds per trial (default: no limit)")
+    search.add_argument("--resume", action="store_true", help="skip trials already finished in --out")
+    search.add_argument("--out", type=Path,
+                        help="results folder (default results/hp_search_<local|parallel|docker|cloud>)")
+    search.add_argument("--k8s-kind", choices=("job", "pytorchjob", "optimizationjob", "katib"), default="job",
+                        help="kubernetes: one Indexed Job (default), one PyTorchJob per config, a Trainer v2 "
+                             "OptimizationJob, or a Katib Experiment")
+    search.add_argument("--k8s-algorithm", choices=("grid", "random", "tpe"), default="grid",
+                        help="optimizationjob and katib: the whole grid (default) or as many random points of it; "
+                             "tpe (katib only) as many points chosen by Katib's TPE")
+    add_train_flags(search, skip=("data", "checkpoint_dir"))
+    add_k8s_flags(search)
+    search.set_defaults(handler=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.experiments.results import SEARCH_FOLDERS
+    from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, format_summary, load_space, run_search
+    from stockscale.files import prepare_results_dir
+
+    if args.k8s_algorithm == "tpe" and args.k8s_kind != "katib":
+        raise InputError(f"--k8s-algorithm tpe needs --k8s-kind katib; {args.k8s_kind} searches by grid or random")
+    space = load_space(args.space) if args.space else DEFAULT_SPACE
+    cpus = os.cpu_count() or 1
+    if args.backend == "sequential" and args.workers not in (None, 1):
+        raise InputError(f"--backend sequential runs one trial at a time; --workers {args.workers} needs "
+                         "--backend parallel")
+    train = experiment_train_overrides(args, tuple(space))
+    train.setdefault("epochs", 2)
+    trials = math.prod(len(values) for values in space.values())
+    if args.backend == "kubernetes":
+        workers = args.workers or trials  # every trial at once, unless asked otherwise
+        threads = _threads(train)  # pods default to their CPU limit
+    else:
+        workers = 1 if args.backend == "sequential" else (args.workers or cpus)
+        threads = _threads(train) or max(1, cpus // workers)
+    settings = SearchSettings(backend=args.backend, workers=workers, space=space, train=train,
+                              threads_per_trial=threads, trial_timeout=args.trial_timeout, resume=args.resume)
+    out = args.out or Path("results") / SEARCH_FOLDERS[args.backend]
+    if args.backend != "kubernetes":
+        refuse_kubernetes_only_flags(args)
+    if not args.dry_run:
+        prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
+    launcher = choose_launcher(args, "search", log_dir=out / "logs")
+    if args.dry_run:
+        from stockscale.experiments.dry_run import write_dry_run_marker
+        from stockscale.experiments.search import trial_jobs
+
+        written = launcher.write_search_manifests(trial_jobs(settings, out), workers, out)
+        for path in written:
+            log(f"wrote {path}")
+        try:
+            marker = write_dry_run_marker(out, "search", args.backend, written)
+        except OSError as error:
+            raise InputError(f"cannot write {out / 'dry_run.json'} ({error.strerror})") from None
+        log(f"wrote {marker} (`stockscale compare` reports this folder as a dry run: nothing ran)")
+        return 0
+    log(f"search, {args.backend}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) each -> "
+        f"{out}/summary.json")
+    done = [0]
+
+    def on_result(entry: dict[str, Any]) -> None:
+        done[0] += 1
+        loss = f", val_loss {entry['val_loss']:.4f}" if entry["val_loss"] is not None else ""
+        log(f"  [{done[0]}/{trials}] {entry['name']} {entry['config']}: {entry['status']} in "
+            f"{entry['wall_seconds']:.1f}s{loss}" + (f" ({entry['detail']})" if entry["detail"] else ""))
+
+    summary = on_cluster(launcher, lambda: run_search(settings, launcher, out, on_result))
+    log(format_summary(summary))
+    log(f"summary: {out / 'summary.json'}")
+    return 0
+
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+
+def add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    """`stockscale compare`: the report, with the projection's prices and sizes."""
+    compare = commands.add_parser("compare", help="the comparison report from whatever results exist")
+    compare.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results/)")
+    compare.add_argument("--out", type=Path, help="report folder (default <results>/report)")
+    projection = compare.add_argument_group("projection for a real cluster")
+    projection.add_argument("--nodes", help="comma-separated node counts (default 1,2,4,8,18)")
+    projection.add_argument("--node-memory", help="memory per node or worker (default 4Gi)")
+    projection.add_argument("--node-cpus", help="vCPUs per node (default 2)")
+    projection.add_argument("--price-vcpu-hour", help="$ per vCPU-hour (default 0.04)")
+    projection.add_argument("--price-gib-hour", help="$ per GiB-hour (default 0.005)")
+    projection.add_argument("--pod-startup", help="seconds of pod start-up per trial (default 20)")
+    compare.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from stockscale.experiments.projection import build_projection_settings
+    from stockscale.experiments.report import format_report_text, write_report
+    from stockscale.experiments.results import load_results
+
+    settings = build_projection_settings({
+        "nodes": args.nodes, "node_memory_bytes": args.node_memory, "node_cpus": args.node_cpus,
+        "price_vcpu_hour": args.price_vcpu_hour, "price_gib_hour": args.price_gib_hour,
+        "pod_startup_seconds": args.pod_startup,
+    })
+    results = load_results(args.results)
+    print(format_report_text(results, settings), flush=True)
+    report = write_report(results, args.out or args.results / "report", settings)
+    print(f"report: {report}", flush=True)
+    return 0
+
+
+
+# ------------------------------------------------------------------------------------------------- demo
+
+
+def add_demo_parser(commands: argparse._SubParsersAction) -> None:
+    """`stockscale demo`: both comparisons and the report in one command."""
+    demo = commands.add_parser("demo", help="everything: both comparisons on this machine, then the report")
+    demo.add_argument("--quick", action="store_true",
+                      help="a smaller grid, fewer workers and fewer steps: minutes rather than a quarter of an hour")
+    demo.add_argument("--out", type=Path, help="results folder (default results/)")
+    demo.add_argument("--backend", choices=("local", "docker"), default="local",
+                      help="the cluster side (its scale test and the parallel search): local processes "
+                           "(default) or containers of the image")
+    add_image_flags(demo, "containers (--backend docker)")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.experiments.demo import run_demo
+
+    out = args.out or Path("results")
+    log(f"stockscale demo{' --quick' if args.quick else ''}: both comparisons on this machine -> {out}/")
+    cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
+    text, report = run_demo(out, args.quick, log, cluster)
+    print(text, flush=True)
+    log(f"report: {report}")
+    return 0
+
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """The experiment commands, in the order `stockscale --help` lists them."""
+    add_scale_test_parser(commands)
+    add_search_parser(commands)
+    add_compare_parser(commands)
+    add_demo_parser(commands)
