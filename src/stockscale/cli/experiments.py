@@ -24,9 +24,11 @@ from stockscale.cli.parser import (
     positive_int,
     resolution,
     size,
+    size_text,
     train_overrides,
 )
 from stockscale.errors import InputError
+from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 
 
 def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> dict[str, Any]:
@@ -49,36 +51,41 @@ def _threads(train: dict[str, Any]) -> int | None:
     return None if value is None else build_train_config({"threads": value}, "--threads").threads
 
 
-
 # ------------------------------------------------------------------------------------------- scale test
 
 
 def add_scale_test_parser(commands: argparse._SubParsersAction) -> None:
-    """`stockscale scale-test`: dataset scale, one process against N workers."""
+    """`stockscale scale-test`: dataset scale, one process against N workers. The defaults, shown in the help,
+    are ScaleTestSettings' own."""
+    defaults = ScaleTestSettings()
     scale_test = commands.add_parser("scale-test", help="comparison 1: dataset scale, one process vs N workers")
-    scale_test.add_argument("--mode", choices=("local", "cluster"), default="local",
+    scale_test.add_argument("--mode", choices=("local", "cluster"), default=defaults.mode,
                             help="local: one process; cluster: N workers (the emulated cluster)")
     scale_test.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
-                            help="workers in cluster mode (default 4)")
+                            help=f"workers in cluster mode (default {ScaleTestSettings.default_workers('cluster')})")
     scale_test.add_argument("--backend", choices=("local", "docker"), default="local",
                             help="cluster mode's workers: local processes (default) or containers of the image")
     scale_test.add_argument("--multipliers", type=multipliers,
-                            help="comma-separated dataset multipliers, run as a grid (default 1,10,50,100,200)")
+                            help="comma-separated dataset multipliers, run as a grid "
+                            f"(default {','.join(map(str, defaults.multipliers))})")
     scale_test.add_argument("--search", type=boundary_range, metavar="START:CEILING",
                             help="find the boundary instead: double from START (halve after a failure), never "
                             "above CEILING, then bisect between the last success and the first failure")
     scale_test.add_argument("--resolution", type=resolution,
                             help="--search tries only START x RESOLUTION^k and stops when the last success and the "
-                            "first failure are neighbours (default 1.414: as fine as a sqrt-2 grid)")
-    scale_test.add_argument("--memory-limit", type=size, default=2**30,
-                            help="memory limit per process or worker (default 1GiB)")
-    scale_test.add_argument("--timeout", type=non_negative_float("--timeout"), default=600.0,
-                            help="seconds per run (default 600)")
-    scale_test.add_argument("--loader", choices=("memory", "lazy", "stream"), default="memory",
-                            help="how workers hold the data (default memory, as the original demonstration)")
-    scale_test.add_argument("--max-steps", type=positive_int("--max-steps"), default=50,
-                            help="optimizer steps per run (default 50: the data is loaded whole either way)")
-    scale_test.add_argument("--epochs", type=positive_int("--epochs", 1_000_000), default=1,
+                            f"first failure are neighbours (default {BoundarySearch.resolution:.3f}: as fine as a "
+                            "sqrt-2 grid)")
+    scale_test.add_argument("--memory-limit", type=size, default=defaults.memory_limit,
+                            help=f"memory limit per process or worker (default {size_text(defaults.memory_limit)})")
+    scale_test.add_argument("--timeout", type=non_negative_float("--timeout"), default=defaults.timeout,
+                            help=f"seconds per run (default {defaults.timeout:g})")
+    scale_test.add_argument("--loader", choices=("memory", "lazy", "stream"), default=defaults.loader,
+                            help=f"how workers hold the data (default {defaults.loader}, as the original "
+                            "demonstration)")
+    scale_test.add_argument("--max-steps", type=positive_int("--max-steps"), default=defaults.max_steps,
+                            help=f"optimizer steps per run (default {defaults.max_steps}: the data is loaded whole "
+                            "either way)")
+    scale_test.add_argument("--epochs", type=positive_int("--epochs", 1_000_000), default=defaults.epochs,
                             help="epochs per run; --max-steps usually ends the run first")
     scale_test.add_argument("--keep-going", action="store_true",
                             help="grid: run every multiplier past an oom/timeout")
@@ -91,13 +98,7 @@ def add_scale_test_parser(commands: argparse._SubParsersAction) -> None:
 def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.results import scale_test_folder
-    from stockscale.experiments.scale_test import (
-        DEFAULT_MULTIPLIERS,
-        BoundarySearch,
-        ScaleTestSettings,
-        format_table,
-        run_scale_test,
-    )
+    from stockscale.experiments.scale_test import format_table, run_scale_test
     from stockscale.files import prepare_results_dir
     from stockscale.launch.local import describe_limit
     from stockscale.limits import check_limit
@@ -106,19 +107,20 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
         raise InputError(f"--mode local runs one process; --workers {args.workers} needs --mode cluster")
     if args.backend == "docker" and args.mode != "cluster":
         raise InputError("--backend docker runs the cluster side: use it with --mode cluster")
-    workers = args.workers or (4 if args.mode == "cluster" else 1)
+    workers = args.workers or ScaleTestSettings.default_workers(args.mode)
     if args.search is not None and (args.multipliers is not None or args.keep_going):
         raise InputError("--search finds the boundary itself; it does not take --multipliers or --keep-going")
     if args.resolution is not None and args.search is None:
         raise InputError("--resolution is for --search")
     search = None
     if args.search is not None:
-        search = BoundarySearch(base=args.search[0], ceiling=args.search[1],
-                                resolution=args.resolution or math.sqrt(2))
+        lattice = {} if args.resolution is None else {"resolution": args.resolution}
+        search = BoundarySearch(base=args.search[0], ceiling=args.search[1], **lattice)
     check_limit(args.memory_limit)
+    defaults = ScaleTestSettings()
     train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
     settings = ScaleTestSettings(
-        mode=args.mode, workers=workers, multipliers=[] if search else (args.multipliers or list(DEFAULT_MULTIPLIERS)),
+        mode=args.mode, workers=workers, multipliers=[] if search else (args.multipliers or defaults.multipliers),
         memory_limit=args.memory_limit, timeout=args.timeout, loader=args.loader, max_steps=args.max_steps,
         epochs=args.epochs, threads=_threads(train), train=train, keep_going=args.keep_going,
         search=search,
@@ -139,7 +141,6 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     log(format_table(doc))
     log(f"results: {out / 'results.json'}")
     return 0
-
 
 
 # ----------------------------------------------------------------------------------------------- search
@@ -231,7 +232,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # ---------------------------------------------------------------------------------------------- compare
 
 
@@ -265,7 +265,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     report = write_report(results, args.out or args.results / "report", settings)
     print(f"report: {report}", flush=True)
     return 0
-
 
 
 # ------------------------------------------------------------------------------------------------- demo

@@ -156,6 +156,14 @@ def size(text: str) -> int:
     return value
 
 
+def size_text(value: int) -> str:
+    """A size as one would type it: '1GiB', '512MiB', in the largest binary unit that divides it exactly."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value and value % scale == 0:
+            return f"{value // scale}{unit}"
+    return str(value)
+
+
 def multipliers(text: str) -> list[int]:
     parse = positive_int("value", MAX_MULTIPLIER)
     values = [parse(part.strip()) for part in text.split(",") if part.strip()]
