@@ -10,11 +10,17 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from stockscale.bounds import MAX_MULTIPLIER, MAX_WORKERS
 from stockscale.cli.parser import Parser, int_at_least, non_negative_float, positive_int
 from stockscale.errors import InputError, StockscaleError
+
+if TYPE_CHECKING:
+    from stockscale.launch.base import Launcher
+    from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher
+
+T = TypeVar("T")
 
 
 def add_image_flags(parser: argparse.ArgumentParser,
@@ -53,14 +59,14 @@ def refuse_kubernetes_only_flags(args: argparse.Namespace) -> None:
         raise InputError("--dry-run and --keep are for --backend kubernetes")
 
 
-def cluster_spec(args: argparse.Namespace, **more: Any) -> Any:
+def cluster_spec(args: argparse.Namespace, **more: Any) -> ClusterSpec:
     from stockscale.launch.kubernetes import load_cluster_spec
 
     overrides = {"image": args.image, "namespace": getattr(args, "namespace", None), **more}
     return load_cluster_spec(args.k8s_config, {k: v for k, v in overrides.items() if v is not None})
 
 
-def kubernetes_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> Any:
+def kubernetes_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> KubernetesLauncher:
     from stockscale.console import log
     from stockscale.launch.kubernetes import KubernetesLauncher
 
@@ -73,7 +79,7 @@ def kubernetes_launcher(args: argparse.Namespace, prefix: str, **options: Any) -
                               run_prefix=prefix, keep=getattr(args, "keep", False), on_event=log, **options)
 
 
-def on_cluster(launcher: Any, work: Callable[[], Any]) -> Any:
+def on_cluster(launcher: Launcher, work: Callable[[], T]) -> T:
     """Run `work`; on Ctrl-C, offer to delete what was submitted to a cluster (a terminal is asked, a pipe is
     not); on an error, say how to delete what is still there. Launchers that clean up after themselves (local
     processes, containers) leave nothing to name."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stockscale.cli.k8s import cluster_spec, kubernetes_launcher
 
+if TYPE_CHECKING:
+    from stockscale.launch.base import Launcher
 
-def choose_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> Any:
+
+def choose_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> Launcher:
     """The one place a backend's name becomes a Launcher; everything after this goes through its interface
     (launch/base.py). local, sequential and parallel are processes here; docker, containers of the image here;
     kubernetes, a cluster."""

@@ -10,10 +10,13 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from stockscale.bounds import MAX_COUNT, MAX_MULTIPLIER, MAX_SECONDS, MAX_SIZE
 from stockscale.errors import InputError
+
+if TYPE_CHECKING:
+    from stockscale.config import TrainConfig
 
 
 class UsageError(InputError):
@@ -78,7 +81,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {field: getattr(args, field) for field in train_fields() if getattr(args, field, None) is not None}
 
 
-def load_config(args: argparse.Namespace, extra: dict[str, Any] | None = None):  # -> TrainConfig
+def load_config(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> TrainConfig:
     from stockscale.config import load_train_config
 
     overrides = {**train_overrides(args), **(extra or {})}

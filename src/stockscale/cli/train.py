@@ -10,7 +10,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
@@ -18,6 +18,10 @@ from stockscale.cli.launchers import choose_launcher
 from stockscale.cli.parser import add_train_flags, load_config, non_negative_float, positive_int, size
 from stockscale.errors import InputError, WorkerFailure
 from stockscale.worker import EXIT_MEMORY, result_line
+
+if TYPE_CHECKING:
+    from stockscale.config import TrainConfig
+    from stockscale.distributed import DistEnv
 
 
 def default_run_dir(prefix: str = "train") -> Path:
@@ -52,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_here(cfg, out, env)
 
 
-def train_here(cfg: Any, out: Path, env: Any) -> int:
+def train_here(cfg: TrainConfig, out: Path, env: DistEnv) -> int:
     """Train in this process (one process, or one rank when the environment says so)."""
     from stockscale.console import RichTrainProgress, train_progress
     from stockscale.errors import TrainingDiverged
@@ -103,7 +107,7 @@ def print_run_summary(metrics: dict[str, Any]) -> None:
     log(f"run directory: {metrics['run_dir']}")
 
 
-def train_with_launcher(cfg: Any, out: Path, args: argparse.Namespace) -> int:
+def train_with_launcher(cfg: TrainConfig, out: Path, args: argparse.Namespace) -> int:
     """Workers in child processes or containers (an emulated cluster, or one limited process)."""
     from stockscale.console import log
     from stockscale.launch.base import TrainJob
@@ -125,7 +129,7 @@ def train_with_launcher(cfg: Any, out: Path, args: argparse.Namespace) -> int:
 
 
 
-def train_on_kubernetes(cfg: Any, args: argparse.Namespace) -> int:
+def train_on_kubernetes(cfg: TrainConfig, args: argparse.Namespace) -> int:
     """Submit a PyTorchJob (Master + workers-1 Workers) or a Trainer v2 TrainJob (--k8s-kind trainjob), follow
     rank 0's log, collect its metrics."""
     from stockscale.console import log
