@@ -18,84 +18,21 @@ run, so an interrupted test still leaves a valid (incomplete) file. Format: docs
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stockscale.config import TrainConfig, build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.replicas import materialized_bytes
+from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
 
 FORMAT_VERSION = 1
 KIND = "scale_test"  # results.json's "kind": the marker that lets a rerun clear this folder
-DEFAULT_MULTIPLIERS = (1, 10, 50, 100, 200)
 STOPPING = ("oom", "timeout")
-
-
-@dataclass(frozen=True)
-class BoundarySearch:
-    """Find the boundary instead of walking a grid.
-
-    Every probe lies on the geometric lattice `base * resolution**k` (whole multipliers, at least 1), so
-    searches with different starting points (one process, N workers, another loader) try the same sizes and
-    their tables line up. The first probe is step `start_step`; no probe goes above `ceiling`. The search ends
-    when the last success and the first failure are neighbours on the lattice: a bracket as fine as a grid
-    with this step.
-    """
-
-    base: float
-    ceiling: int
-    start_step: int = 0
-    resolution: float = math.sqrt(2)
-
-    def __post_init__(self) -> None:
-        if not (self.base >= 1 and self.resolution > 1 and math.isfinite(self.base * self.resolution)):
-            raise ValueError(f"boundary search: base {self.base} must be >= 1 and resolution "
-                             f"{self.resolution} above 1")
-        if not 1 <= self.multiplier(self.start_step) <= self.ceiling:
-            raise ValueError(f"boundary search: start {self.multiplier(self.start_step)} is not within "
-                             f"1..{self.ceiling}")
-
-    @property
-    def start(self) -> int:
-        return self.multiplier(self.start_step)
-
-    @property
-    def doubling(self) -> int:
-        """Lattice steps that make (about) a factor of two: 2 for sqrt 2."""
-        return max(1, round(math.log(2) / math.log(self.resolution)))
-
-    def multiplier(self, step: int) -> int:
-        return max(1, round(self.base * self.resolution**step))
-
-    def step_of(self, multiplier: int) -> int:
-        """The lattice step nearest to `multiplier`."""
-        return round(math.log(multiplier / self.base) / math.log(self.resolution))
-
-    def record(self) -> dict[str, Any]:
-        return {"method": "bracket-bisect", "base": self.base, "start": self.start, "ceiling": self.ceiling,
-                "resolution": self.resolution}
-
-
-@dataclass
-class ScaleTestSettings:
-    mode: str  # "local" (one process) or "cluster" (workers)
-    workers: int
-    multipliers: list[int]
-    memory_limit: int | None
-    timeout: float | None
-    loader: str
-    max_steps: int | None
-    epochs: int | None
-    threads: int | None
-    train: dict[str, Any] = field(default_factory=dict)  # other TrainConfig overrides, the same for every run
-    keep_going: bool = False
-    search: BoundarySearch | None = None  # None: run `multipliers` as a grid
 
 
 def run_config(settings: ScaleTestSettings, multiplier: int) -> TrainConfig:

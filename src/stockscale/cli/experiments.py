@@ -1,0 +1,335 @@
+"""The experiments: `stockscale scale-test` (comparison 1), `search` (comparison 2), `compare` (the report)
+and `demo` (all of it). Each command's parser and handler sit together; the experiment itself is a library
+call into stockscale.experiments, whose settings carry the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stockscale.bounds import MAX_WORKERS
+from stockscale.cli.k8s import add_image_flags, add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
+from stockscale.cli.launchers import choose_launcher
+from stockscale.cli.parser import (
+    add_train_flags,
+    boundary_range,
+    load_config,
+    multipliers,
+    non_negative_float,
+    positive_int,
+    resolution,
+    size,
+    size_text,
+    train_overrides,
+)
+from stockscale.errors import InputError
+from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
+
+
+def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> dict[str, Any]:
+    """Training flags (and --config) that apply to every run of an experiment, validated once up front."""
+    from stockscale.config import read_yaml_mapping
+
+    values = read_yaml_mapping(args.config, "config file") if args.config is not None else {}
+    values.update(train_overrides(args))
+    for key in (*controlled, "checkpoint_dir"):  # experiments' runs are short and never resume
+        values.pop(key, None)
+    load_config(args)  # validates the file and the flags together, naming the culprit
+    return values
+
+
+def _threads(train: dict[str, Any]) -> int | None:
+    """--threads (or the config's threads), taken out of the per-run overrides as the validated integer."""
+    from stockscale.config import build_train_config
+
+    value = train.pop("threads", None)
+    return None if value is None else build_train_config({"threads": value}, "--threads").threads
+
+
+# ------------------------------------------------------------------------------------------- scale test
+
+
+def add_scale_test_parser(commands: argparse._SubParsersAction) -> None:
+    """`stockscale scale-test`: dataset scale, one process against N workers. The defaults, shown in the help,
+    are ScaleTestSettings' own."""
+    defaults = ScaleTestSettings()
+    scale_test = commands.add_parser("scale-test", help="comparison 1: dataset scale, one process vs N workers")
+    scale_test.add_argument("--mode", choices=("local", "cluster"), default=defaults.mode,
+                            help="local: one process; cluster: N workers (the emulated cluster)")
+    scale_test.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
+                            help=f"workers in cluster mode (default {ScaleTestSettings.default_workers('cluster')})")
+    scale_test.add_argument("--backend", choices=("local", "docker"), default="local",
+                            help="cluster mode's workers: local processes (default) or containers of the image")
+    scale_test.add_argument("--multipliers", type=multipliers,
+                            help="comma-separated dataset multipliers, run as a grid "
+                            f"(default {','.join(map(str, defaults.multipliers))})")
+    scale_test.add_argument("--search", type=boundary_range, metavar="START:CEILING",
+                            help="find the boundary instead: double from START (halve after a failure), never "
+                            "above CEILING, then bisect between the last success and the first failure")
+    scale_test.add_argument("--resolution", type=resolution,
+                            help="--search tries only START x RESOLUTION^k and stops when the last success and the "
+                            f"first failure are neighbours (default {BoundarySearch.resolution:.3f}: as fine as a "
+                            "sqrt-2 grid)")
+    scale_test.add_argument("--memory-limit", type=size, default=defaults.memory_limit,
+                            help=f"memory limit per process or worker (default {size_text(defaults.memory_limit)})")
+    scale_test.add_argument("--timeout", type=non_negative_float("--timeout"), default=defaults.timeout,
+                            help=f"seconds per run (default {defaults.timeout:g})")
+    scale_test.add_argument("--loader", choices=("memory", "lazy", "stream"), default=defaults.loader,
+                            help=f"how workers hold the data (default {defaults.loader}, as the original "
+                            "demonstration)")
+    scale_test.add_argument("--max-steps", type=positive_int("--max-steps"), default=defaults.max_steps,
+                            help=f"optimizer steps per run (default {defaults.max_steps}: the data is loaded whole "
+                            "either way)")
+    scale_test.add_argument("--epochs", type=positive_int("--epochs", 1_000_000), default=defaults.epochs,
+                            help="epochs per run; --max-steps usually ends the run first")
+    scale_test.add_argument("--keep-going", action="store_true",
+                            help="grid: run every multiplier past an oom/timeout")
+    scale_test.add_argument("--out", type=Path, help="results folder (default results/scale_test_<mode>)")
+    add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data", "checkpoint_dir"))
+    add_image_flags(scale_test, "containers (--backend docker)")
+    scale_test.set_defaults(handler=cmd_scale_test)
+
+
+def cmd_scale_test(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.experiments.results import scale_test_folder
+    from stockscale.experiments.scale_test import format_table, run_scale_test
+    from stockscale.files import prepare_results_dir
+    from stockscale.launch.local import describe_limit
+    from stockscale.limits import check_limit
+
+    if args.mode == "local" and args.workers not in (None, 1):
+        raise InputError(f"--mode local runs one process; --workers {args.workers} needs --mode cluster")
+    if args.backend == "docker" and args.mode != "cluster":
+        raise InputError("--backend docker runs the cluster side: use it with --mode cluster")
+    workers = args.workers or ScaleTestSettings.default_workers(args.mode)
+    if args.search is not None and (args.multipliers is not None or args.keep_going):
+        raise InputError("--search finds the boundary itself; it does not take --multipliers or --keep-going")
+    if args.resolution is not None and args.search is None:
+        raise InputError("--resolution is for --search")
+    search = None
+    if args.search is not None:
+        lattice = {} if args.resolution is None else {"resolution": args.resolution}
+        search = BoundarySearch(base=args.search[0], ceiling=args.search[1], **lattice)
+    check_limit(args.memory_limit)
+    defaults = ScaleTestSettings()
+    train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
+    settings = ScaleTestSettings(
+        mode=args.mode, workers=workers, multipliers=[] if search else (args.multipliers or defaults.multipliers),
+        memory_limit=args.memory_limit, timeout=args.timeout, loader=args.loader, max_steps=args.max_steps,
+        epochs=args.epochs, threads=_threads(train), train=train, keep_going=args.keep_going,
+        search=search,
+    )
+    out = args.out or Path("results") / scale_test_folder(args.mode)
+    prepare_results_dir(out, "results.json", "scale_test", (), clear=False)  # a file or unwritable: refused now
+    sizes = (f"boundary search from {search.start}x up to {search.ceiling}x" if search else
+             f"multipliers {','.join(map(str, settings.multipliers))}")
+    log(f"scale test, {args.mode}: {sizes}, {workers} worker(s), "
+        f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
+
+    def on_result(run: dict[str, Any]) -> None:
+        peak = max(run["peak_rss_bytes"]) / 2**20 if run["peak_rss_bytes"] else 0
+        log(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f}s, peak {peak:.0f} MiB/worker"
+            + (f" ({run['detail']})" if run["detail"] else ""))
+
+    doc = run_scale_test(settings, choose_launcher(args, "scale", log_dir=out / "logs"), out, on_result)
+    log(format_table(doc))
+    log(f"results: {out / 'results.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- search
+
+
+def add_search_parser(commands: argparse._SubParsersAction) -> None:
+    """`stockscale search`: the hyperparameter search; its flags and cmd_search are the search's whole CLI."""
+    search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
+    search.add_argument("--backend", choices=("sequential", "parallel", "docker", "kubernetes"), default="sequential",
+                        help="sequential: one trial at a time with every core; parallel: --workers trials at "
+                        "once on this machine; docker: --workers trials at once as containers of the image on this "
+                        "machine (the Indexed Job's pods); kubernetes: Jobs on a cluster")
+    search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
+                        help="trials at once (default: parallel and docker, the number of cores; kubernetes, every "
+                        "trial)")
+    search.add_argument("--space", type=Path,
+                        help="YAML space: a list of values per parameter, or a range in Katib's terms (type "
+                        "double|int|categorical, min/max, log, choices); see docs/search.md (default: the 18 configs)")
+    search.add_argument("--strategy", choices=("grid", "random", "tpe"),
+                        help="grid: every combination of the lists (default); random, tpe: --trials points chosen "
+                        "by Optuna's random or TPE sampler")
+    search.add_argument("--trials", type=positive_int("--trials"), help="random and tpe: how many trials")
+    search.add_argument("--pruner", choices=("none", "asha", "median"), default="none",
+                        help="stop trials early by their validation loss after each epoch: asha (successive "
+                        "halving), median, or none")
+    search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"),
+                        help="seconds per trial (default: no limit)")
+    search.add_argument("--resume", action="store_true",
+                        help="keep trials already finished in --out with the same settings and continue the study")
+    search.add_argument("--out", type=Path,
+                        help="results folder (default results/hp_search_<local|parallel|docker|cloud>)")
+    search.add_argument("--k8s-kind", choices=("job", "pytorchjob", "optimizationjob", "katib"), default="job",
+                        help="kubernetes: one Indexed Job (default), one PyTorchJob per config, a Trainer v2 "
+                             "OptimizationJob, or a Katib Experiment")
+    search.add_argument("--k8s-algorithm", choices=("grid", "random", "tpe"), default="grid",
+                        help="optimizationjob and katib: the older spelling of --strategy")
+    add_train_flags(search, skip=("data", "checkpoint_dir"))
+    add_k8s_flags(search)
+    search.set_defaults(handler=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.experiments.results import SEARCH_FOLDERS
+    from stockscale.experiments.search import (
+        DEFAULT_EPOCHS,
+        DEFAULT_SPACE,
+        SearchSettings,
+        format_summary,
+        load_space,
+        run_search,
+    )
+    from stockscale.experiments.space import grid_size, parse_space
+    from stockscale.files import prepare_results_dir
+
+    strategy = args.strategy or (args.k8s_algorithm if args.k8s_kind in ("optimizationjob", "katib") else "grid")
+    if args.strategy and args.k8s_algorithm != "grid" and args.k8s_algorithm != args.strategy:
+        raise InputError(f"--k8s-algorithm {args.k8s_algorithm} and --strategy {args.strategy} disagree: "
+                         "--strategy alone says it")
+    if strategy == "tpe" and args.k8s_kind == "optimizationjob":
+        flag = "--strategy" if args.strategy else "--k8s-algorithm"
+        raise InputError(f"{flag} tpe needs --k8s-kind katib or job: an OptimizationJob searches by grid or random")
+    space = load_space(args.space) if args.space else parse_space(DEFAULT_SPACE, "space")
+    cpus = os.cpu_count() or 1
+    if args.backend == "sequential" and args.workers not in (None, 1):
+        raise InputError(f"--backend sequential runs one trial at a time; --workers {args.workers} needs "
+                         "--backend parallel")
+    if strategy == "grid" and args.trials is not None:
+        raise InputError("--trials is for --strategy random or tpe; a grid runs every combination")
+    train = experiment_train_overrides(args, tuple(space))
+    train.setdefault("epochs", DEFAULT_EPOCHS)
+    threads = _threads(train)
+    count = args.trials
+    if strategy != "grid" and count is None and not args.strategy:
+        count = grid_size(space)  # --k8s-algorithm random or tpe: as many points as the grid has
+    settings = SearchSettings(backend=args.backend, workers=1, space=space, train=train, strategy=strategy,
+                              trials=count, pruner=args.pruner, trial_timeout=args.trial_timeout,
+                              resume=args.resume)
+    trials = settings.trial_count
+    if args.backend == "kubernetes":
+        workers = args.workers or trials  # every trial at once, unless asked otherwise
+        # pods default to their CPU limit
+    else:
+        workers = 1 if args.backend == "sequential" else (args.workers or cpus)
+        threads = threads or max(1, cpus // workers)
+    settings.workers, settings.threads_per_trial = workers, threads
+    out = args.out or Path("results") / SEARCH_FOLDERS[args.backend]
+    if args.backend != "kubernetes":
+        refuse_kubernetes_only_flags(args)
+    if not args.dry_run:
+        prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
+    launcher = choose_launcher(args, "search", log_dir=out / "logs")
+    if args.dry_run:
+        from stockscale.experiments.dry_run import write_dry_run_marker
+        from stockscale.experiments.search import trial_jobs
+
+        written = launcher.write_search_manifests(trial_jobs(settings, out), workers, out)
+        for path in written:
+            log(f"wrote {path}")
+        try:
+            marker = write_dry_run_marker(out, "search", args.backend, written)
+        except OSError as error:
+            raise InputError(f"cannot write {out / 'dry_run.json'} ({error.strerror})") from None
+        log(f"wrote {marker} (`stockscale compare` reports this folder as a dry run: nothing ran)")
+        return 0
+    how = "" if strategy == "grid" else f" ({strategy}, pruner {args.pruner})"
+    log(f"search, {args.backend}{how}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) "
+        f"each -> {out}/summary.json")
+    done = [0]
+
+    def on_result(entry: dict[str, Any]) -> None:
+        done[0] += 1
+        loss = f", val_loss {entry['val_loss']:.4f}" if entry["val_loss"] is not None else ""
+        log(f"  [{done[0]}/{trials}] {entry['name']} {entry['config']}: {entry['status']} in "
+            f"{entry['wall_seconds']:.1f}s{loss}" + (f" ({entry['detail']})" if entry["detail"] else ""))
+
+    summary = on_cluster(launcher, lambda: run_search(settings, launcher, out, on_result))
+    log(format_summary(summary))
+    log(f"summary: {out / 'summary.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+
+def add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    """`stockscale compare`: the report, with the projection's prices and sizes."""
+    compare = commands.add_parser("compare", help="the comparison report from whatever results exist")
+    compare.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results/)")
+    compare.add_argument("--out", type=Path, help="report folder (default <results>/report)")
+    projection = compare.add_argument_group("projection for a real cluster")
+    projection.add_argument("--nodes", help="comma-separated node counts (default 1,2,4,8,18)")
+    projection.add_argument("--node-memory", help="memory per node or worker (default 4Gi)")
+    projection.add_argument("--node-cpus", help="vCPUs per node (default 2)")
+    projection.add_argument("--price-vcpu-hour", help="$ per vCPU-hour (default 0.04)")
+    projection.add_argument("--price-gib-hour", help="$ per GiB-hour (default 0.005)")
+    projection.add_argument("--pod-startup", help="seconds of pod start-up per trial (default 20)")
+    compare.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from stockscale.experiments.projection import build_projection_settings
+    from stockscale.experiments.report import format_report_text, write_report
+    from stockscale.experiments.results import load_results
+
+    settings = build_projection_settings({
+        "nodes": args.nodes, "node_memory_bytes": args.node_memory, "node_cpus": args.node_cpus,
+        "price_vcpu_hour": args.price_vcpu_hour, "price_gib_hour": args.price_gib_hour,
+        "pod_startup_seconds": args.pod_startup,
+    })
+    results = load_results(args.results)
+    print(format_report_text(results, settings), flush=True)
+    report = write_report(results, args.out or args.results / "report", settings)
+    print(f"report: {report}", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- demo
+
+
+def add_demo_parser(commands: argparse._SubParsersAction) -> None:
+    """`stockscale demo`: both comparisons and the report in one command."""
+    demo = commands.add_parser("demo", help="everything: both comparisons on this machine, then the report")
+    demo.add_argument("--quick", action="store_true",
+                      help="a smaller grid, fewer workers and fewer steps: minutes rather than a quarter of an hour")
+    demo.add_argument("--out", type=Path, help="results folder (default results/)")
+    demo.add_argument("--backend", choices=("local", "docker"), default="local",
+                      help="the cluster side (its scale test and the parallel search): local processes "
+                           "(default) or containers of the image")
+    add_image_flags(demo, "containers (--backend docker)")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.experiments.demo import run_demo
+
+    out = args.out or Path("results")
+    log(f"stockscale demo{' --quick' if args.quick else ''}: both comparisons on this machine -> {out}/")
+    cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
+    text, report = run_demo(out, args.quick, log, cluster)
+    print(text, flush=True)
+    log(f"report: {report}")
+    return 0
+
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """The experiment commands, in the order `stockscale --help` lists them."""
+    add_scale_test_parser(commands)
+    add_search_parser(commands)
+    add_compare_parser(commands)
+    add_demo_parser(commands)

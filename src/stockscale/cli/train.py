@@ -1,0 +1,180 @@
+"""`stockscale train`: one process, one rank of a distributed run, N workers through a launcher, or a job on
+Kubernetes. A worker's contract (its result line, its exit codes) is stockscale.worker's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stockscale.bounds import MAX_WORKERS
+from stockscale.cli.k8s import add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
+from stockscale.cli.launchers import choose_launcher
+from stockscale.cli.parser import add_train_flags, load_config, non_negative_float, positive_int, size
+from stockscale.errors import InputError, WorkerFailure
+from stockscale.worker import EXIT_MEMORY, result_line
+
+if TYPE_CHECKING:
+    from stockscale.config import TrainConfig
+    from stockscale.distributed import DistEnv
+
+
+def default_run_dir(prefix: str = "train") -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{stamp}-{prefix}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stockscale.distributed import DistEnv
+
+    trial = None
+    if args.trials is not None:
+        from stockscale.config import read_trial
+
+        trial = read_trial(args.trials, os.environ.get("JOB_COMPLETION_INDEX"))
+    cfg = load_config(args, trial)
+    if args.backend == "kubernetes":
+        return train_on_kubernetes(cfg, args)
+    refuse_kubernetes_only_flags(args)
+    out = args.out or default_run_dir()
+    env = DistEnv.from_environ()
+    if args.backend == "docker" or args.workers > 1 or args.memory_limit is not None:
+        if env.is_distributed:
+            raise InputError("--workers/--memory-limit launch workers; this process is already a worker "
+                             f"(WORLD_SIZE={env.world_size} in the environment)")
+        return train_with_launcher(cfg, out, args)
+    return train_here(cfg, out, env)
+
+
+def train_here(cfg: TrainConfig, out: Path, env: DistEnv) -> int:
+    """Train in this process (one process, or one rank when the environment says so)."""
+    from stockscale.console import RichTrainProgress, train_progress
+    from stockscale.errors import TrainingDiverged
+    from stockscale.train import train
+
+    progress = train_progress() if env.is_main else None
+    try:
+        result = train(cfg, out, progress, env)
+    except MemoryError:
+        print(json.dumps({"status": "oom", "detail": "MemoryError", "rank": env.rank}), flush=True)
+        return EXIT_MEMORY
+    except TrainingDiverged as error:
+        print(json.dumps({"status": "error", "detail": str(error), "rank": env.rank}), flush=True)
+        raise
+    finally:
+        if isinstance(progress, RichTrainProgress):
+            progress.close()
+    if env.is_main:
+        print_run_summary(result)
+    print(result_line(result), flush=True)
+    if env.is_distributed:
+        # Gloo's worker threads can still hold work objects when the interpreter finalizes, which aborts the
+        # process now and then (pytorch/pytorch#190489) and would turn a finished rank into a failed one.
+        # Everything is written and flushed: leave without finalization.
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+def print_run_summary(metrics: dict[str, Any]) -> None:
+    from stockscale.console import log
+
+    def row(name: str, m: dict[str, Any]) -> str:
+        direction = m.get("directional_accuracy")
+        direction_text = f"{direction * 100:5.1f}%" if direction is not None else "    - "
+        return (f"  {name:<12} RMSE ${m['rmse']:7.3f}  MAE ${m['mae']:7.3f}  MAPE {m['mape']:5.2f}%  "
+                f"direction {direction_text}")
+
+    test, base = metrics["test"], metrics["baseline"]["test"]
+    verdict = "beats" if test["rmse"] < base["rmse"] else "does not beat"
+    log(f"test set: {test['windows']} days, {metrics['data']['source']}, dollars (split-adjusted)")
+    log(row("LSTM", test))
+    log(row("persistence", base))
+    log(f"  the LSTM {verdict} the persistence baseline (tomorrow = today) on RMSE")
+    log(f"{metrics['train_samples']} training windows, {metrics['steps']} steps, "
+        f"{metrics['samples_per_second']:.0f} samples/s, peak RSS {metrics['peak_rss_bytes'] / 2**20:.0f} MiB, "
+        f"{metrics['wall_seconds']:.1f}s")
+    log(f"run directory: {metrics['run_dir']}")
+
+
+def train_with_launcher(cfg: TrainConfig, out: Path, args: argparse.Namespace) -> int:
+    """Workers in child processes or containers (an emulated cluster, or one limited process)."""
+    from stockscale.console import log
+    from stockscale.launch.base import TrainJob
+
+    if out.exists():
+        raise InputError(f"run directory {out} already exists")
+
+    def relay(rank: int, line: str) -> None:
+        if rank == 0 and not line.startswith("{"):
+            log(line)
+
+    job = TrainJob(name=out.name, config=cfg.to_dict(), run_dir=out, workers=args.workers,
+                   memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
+    result = choose_launcher(args, "train", on_line=relay, on_event=log).run(job)
+    if result.status != "success" or result.metrics is None:
+        raise WorkerFailure(f"training failed: {result.status}: {result.detail}")
+    print(json.dumps(result.metrics), flush=True)
+    return 0
+
+
+
+def train_on_kubernetes(cfg: TrainConfig, args: argparse.Namespace) -> int:
+    """Submit a PyTorchJob (Master + workers-1 Workers) or a Trainer v2 TrainJob (--k8s-kind trainjob), follow
+    rank 0's log, collect its metrics."""
+    from stockscale.console import log
+    from stockscale.launch.base import TrainJob
+
+    if args.trials is not None:
+        raise InputError("--trials is what a search's pods run; use stockscale search --backend kubernetes")
+    config = cfg.model_dump(mode="json", exclude_unset=True)
+    job = TrainJob(name="train", config=config, run_dir=Path("train"), workers=args.workers,
+                   memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
+    launcher = choose_launcher(args, "train", on_line=log)
+    if args.dry_run:
+        out = args.out or Path("manifests") / launcher.run_id
+        for path in launcher.write_run_manifests(job, out):
+            log(f"wrote {path}")
+        return 0
+
+    def work() -> int:
+        result = launcher.run(job)
+        if result.status != "success" or result.metrics is None:
+            raise WorkerFailure(f"training on the cluster failed: {result.status}: {result.detail}")
+        print(json.dumps(result.metrics), flush=True)
+        return 0
+
+    return on_cluster(launcher, work)
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """`stockscale train`: every TrainConfig field as a flag, and where the run happens."""
+    train = commands.add_parser("train", help="train the LSTM (one process, N local workers, or Kubernetes)")
+    add_train_flags(train)
+    train.add_argument("--out", type=Path, help="run directory (default runs/<time>-train)")
+    train.add_argument("--trials", type=Path, help="YAML list of config overrides; trains entry "
+                       "$JOB_COMPLETION_INDEX (one pod of a Kubernetes Indexed Job)")
+    run = train.add_argument_group("where it runs")
+    run.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS), default=1,
+                     help="DDP workers: local processes with a PyTorchJob's environment (default 1)")
+    run.add_argument("--memory-limit", type=size,
+                     help="memory limit per worker: 512MiB, 2GiB, 4Gi (default: no limit)")
+    run.add_argument("--timeout", type=non_negative_float("--timeout"),
+                     help="seconds before the run is stopped (default: no limit)")
+    run.add_argument("--backend", choices=("local", "docker", "kubernetes"), default="local",
+                     help="local processes (default), containers of the image on this machine (docker or "
+                          "podman), or a PyTorchJob/TrainJob on Kubernetes")
+    run.add_argument("--k8s-kind", choices=("pytorchjob", "trainjob"), default="pytorchjob",
+                     help="kubernetes: a Training Operator v1 PyTorchJob (default) or a Trainer v2 TrainJob")
+    add_k8s_flags(train)
+    train.set_defaults(handler=cmd_train)
