@@ -362,7 +362,7 @@ def test_an_empty_results_dir_reports_every_side_as_not_run(tmp_path: Path) -> N
     assert results.warnings == [f"skipped {tmp_path / 'results' / 'hp_search_local'}: no summary.json "
                                 "(an interrupted run?)"]
     report = write_report(results, tmp_path / "report").read_text()
-    assert report.count("_Plot skipped") == 4 and "not projected: no search results" in report
+    assert report.count("_Plot skipped") == 5 and "not projected: no search results" in report
     assert not list((tmp_path / "report").glob("*.png"))
 
 

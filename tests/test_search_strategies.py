@@ -98,3 +98,58 @@ def test_a_tpe_search_runs_its_trials_and_resume_continues_the_study(tmp_path):
     settings.pruner = "median"  # other settings: a new study, nothing kept
     fresh = run_search(settings, LocalLauncher(), out)
     assert all(entry["start_time"] > max(kept.values()) for entry in fresh["results"])
+
+
+class _CannedTrials:
+    """A launcher standing in for training (not under test here): each trial ends as `outcomes` says, with
+    epochs reported, so the search's summary and the report see real shapes."""
+
+    name = "canned"
+    streams_jobs = True
+
+    def __init__(self, outcomes):
+        self.outcomes, self.clock = list(outcomes), 1000.0
+
+    def run(self, job):
+        from stockscale.launch.base import JobResult
+        from stockscale.worker import EpochReport
+
+        status, loss = self.outcomes.pop(0)
+        start, self.clock = self.clock, self.clock + 2.0
+        epochs = [EpochReport(1, loss)]
+        metrics = None if status != "success" else {"val": {"loss": loss}, "test": {"rmse": 1.0, "mae": 1.0,
+                                                                                    "mape": 1.0},
+                                                    "train_seconds": 1.5, "epochs_completed": 1}
+        return JobResult(job.name, status, metrics=metrics, start_time=start, end_time=self.clock, epochs=epochs)
+
+    def run_many(self, jobs, parallel, on_result=None):
+        from stockscale.launch.base import run_many_with_threads
+
+        return run_many_with_threads(self.run, jobs, 1, on_result)
+
+
+def test_the_report_gains_pruned_and_a_best_so_far_line_per_search(tmp_path):
+    from stockscale.experiments.report import format_comparison, write_report
+    from stockscale.experiments.results import load_results
+
+    results = tmp_path / "results"
+    grid = SearchSettings(backend="sequential", workers=1, space={"hidden_size": [4, 8, 16]}, train=dict(QUICK))
+    run_search(grid, _CannedTrials([("success", 0.5), ("success", 0.4), ("success", 0.3)]),
+               results / "hp_search_local")
+    tpe = SearchSettings(backend="parallel", workers=1, space=dict(RANGES), strategy="tpe", trials=3, pruner="asha",
+                         train=dict(QUICK))
+    summary = run_search(tpe, _CannedTrials([("success", 0.35), ("pruned", 0.9), ("pruned", 0.8)]),
+                         results / "hp_search_tpe_asha")
+    assert summary["pruned"] == 2 and summary["failures"] == 0 and summary["successes"] == 1
+    pruned = [entry for entry in summary["results"] if entry["status"] == "pruned"]
+    assert [entry["val_loss"] for entry in pruned] == [0.9, 0.8] and pruned[0]["epochs_done"] == 1
+
+    loaded = load_results(results)
+    text = format_comparison(loaded)
+    assert "pruned" in text.splitlines()[[i for i, line in enumerate(text.splitlines()) if "ok/failed" in line][0]]
+    row = next(line.split() for line in text.splitlines() if line.startswith("  hp_search_tpe_asha "))
+    assert row[1:3] == ["3", "1/0"] and row[-1] == "2"
+    assert "tpe, pruner asha, 3 trials" in text
+    write_report(loaded, tmp_path / "report")
+    assert (tmp_path / "report" / "best_so_far.png").stat().st_size > 10_000
+    assert "best_so_far.png" in (tmp_path / "report" / "report.md").read_text()

@@ -11,6 +11,7 @@ from stockscale.experiments.report.comparison import format_comparison
 from stockscale.experiments.report.scale_table import scale_headlines
 from stockscale.experiments.report.search_table import search_headline
 from stockscale.experiments.results import LoadedResults, SearchRun, load_predictions
+from stockscale.experiments.strategy_plot import plot_best_so_far
 from stockscale.experiments.timings import find_outliers
 from stockscale.files import replace_with, write_text_atomic
 
@@ -23,7 +24,7 @@ def grid_search(results: LoadedResults) -> SearchRun | None:
     return max(candidates, key=filled, default=None)  # max keeps the first of equals: sequential first
 
 
-PLOTS = ("memory.png", "timeline.png", "grid.png", "predictions.png")
+PLOTS = ("memory.png", "timeline.png", "grid.png", "best_so_far.png", "predictions.png")
 
 
 def write_report(results: LoadedResults, out_dir: Path,
@@ -49,6 +50,7 @@ def write_report(results: LoadedResults, out_dir: Path,
         "memory.png": lambda out: plots.plot_memory(results.scale_tests, out, scale_headlines(results)),
         "timeline.png": lambda out: plots.plot_timeline(results.searches, out, search_headline(results), outliers),
         "grid.png": lambda out: plots.plot_grid(grid_run, out),
+        "best_so_far.png": lambda out: plot_best_so_far(results.searches, out),
         "predictions.png": lambda out: plots.plot_predictions(predictions, title, predictions_note, out),
     }
     notes: dict[str, str] = {}
@@ -90,6 +92,11 @@ def _report_markdown(results: LoadedResults, projection: Projection, notes: dict
         _figure("timeline.png", "search timeline", notes), "",
         f"## Validation loss over the grid{grid_from}", "",
         "Grey cells: configs that were not run or did not finish.", "", _figure("grid.png", "grid", notes), "",
+        "## Search strategies: best validation loss so far", "",
+        "The lowest validation loss among the trials finished so far, against the time since each search began: "
+        "one line per search in the results (the grid, random or TPE, with or without a pruner). Pruned trials "
+        "do not count: their loss is from fewer epochs.", "",
+        _figure("best_so_far.png", "best validation loss so far", notes), "",
         "## Best model: predicted against actual prices (test period)", "",
         _figure("predictions.png", "predictions", notes), "",
         "## Projection for a real cluster", "",

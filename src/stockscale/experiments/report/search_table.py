@@ -10,10 +10,22 @@ from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median
 
 
 def _grid_size(run: SearchRun) -> int:
+    """How many trials the search meant to run: --trials for a sampled search, else the grid's size."""
+    settings = run.data.settings
+    if settings.strategy != "grid" and settings.trials:
+        return settings.trials
     size = 1
-    for values in run.data.settings.space.values():
-        size *= len(values)
+    for values in settings.space.values():
+        size *= len(values) if isinstance(values, list) else 1
     return size
+
+
+def _strategy(run: SearchRun) -> str:
+    s = run.data.settings
+    if s.strategy == "grid" and s.pruner == "none":
+        return ""
+    pruner = "" if s.pruner == "none" else f", pruner {s.pruner}"
+    return f"{s.strategy}{pruner}, {s.trials} trials, seed {s.seed}; "
 
 
 def _search_settings(run: SearchRun) -> str:
@@ -31,7 +43,8 @@ def _search_settings(run: SearchRun) -> str:
     threads = f", {s.threads_per_trial} thread(s) per trial" if s.threads_per_trial else ""
     timeout = f", trial timeout {seconds_text(s.trial_timeout_seconds)}" if s.trial_timeout_seconds else ""
     partial = "; PARTIAL (stopped before the end)" if not run.data.complete else ""
-    return f"{where}{threads}{timeout}; {train}; {machine_text(s.machine)}{partial}; file {run.path}"
+    return (f"{_strategy(run)}{where}{threads}{timeout}; {train}; {machine_text(s.machine)}{partial}; "
+            f"file {run.path}")
 
 
 def _same_work(a: SearchRun, b: SearchRun) -> bool:
@@ -63,8 +76,8 @@ def format_search(results: LoadedResults) -> list[str]:
         return lines
     base = results.search("sequential")
     lines.append("")
-    head = (f"  {'search':<12} {'configs':>7}  {'ok/failed':>9}  {'total time':>10}  {'sum of trials':>13}  "
-            f"{'speedup':>7}  {'(medians)':>9}  {'time saved':>13}")
+    head = (f"  {'search':<12} {'configs':>7}  {'ok/failed':>9}  {'total time':>10}  "
+            f"{'sum of trials':>13}  {'speedup':>7}  {'(medians)':>9}  {'time saved':>13}  {'pruned':>6}")
     lines += [head, "  " + "-" * (len(head) - 2)]
     notes = []
     for run in runs:
@@ -87,7 +100,7 @@ def format_search(results: LoadedResults) -> list[str]:
                                "like-for-like.", indent=4)
         lines.append(f"  {run.role:<12} {configs:>7}  {f'{d.successes}/{d.failures}':>9}  "
                      f"{seconds_text(d.total_wall_seconds):>10}  {seconds_text(d.sum_trial_seconds):>13}  "
-                     f"{speedup:>7}  {medians:>9}  {saved:>13}")
+                     f"{speedup:>7}  {medians:>9}  {saved:>13}  {d.pruned:>6}")
     if base is None:
         notes.append("  Speedups need the sequential search: run `stockscale search --backend sequential`.")
     else:
@@ -104,7 +117,7 @@ def format_search(results: LoadedResults) -> list[str]:
               "  (persistence: tomorrow's close = today's, the model to beat):"]
     for run in runs:
         lines += _format_best(run)
-    failed = [(run.role, t) for run in runs for t in run.data.results if t.status != "success"]
+    failed = [(run.role, t) for run in runs for t in run.data.results if t.status not in ("success", "pruned")]
     for role, trial in failed[:8]:
         lines += wrap("  ", f"failed: {role} {trial.name} {STATUS_WORDS[trial.status]}"
                              f"{': ' + trial.detail if trial.detail else ''}", indent=4)

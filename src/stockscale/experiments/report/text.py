@@ -9,7 +9,8 @@ from stockscale.config import format_size
 from stockscale.experiments.results import Machine
 
 WIDTH = 100
-STATUS_WORDS = {"success": "success", "oom": "OOM", "timeout": "timeout", "error": "error", "preempted": "preempted"}
+STATUS_WORDS = {"success": "success", "oom": "OOM", "timeout": "timeout", "error": "error", "preempted": "preempted",
+                "pruned": "pruned"}
 
 
 def seconds_text(value: float | None) -> str:
