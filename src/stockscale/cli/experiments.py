@@ -6,7 +6,6 @@ call into stockscale.experiments, whose settings carry the defaults.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -185,7 +184,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.console import log
     from stockscale.experiments.results import SEARCH_FOLDERS
     from stockscale.experiments.search import (
-        DEFAULT_EPOCHS,
         DEFAULT_SPACE,
         SearchSettings,
         format_summary,
@@ -203,29 +201,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         flag = "--strategy" if args.strategy else "--k8s-algorithm"
         raise InputError(f"{flag} tpe needs --k8s-kind katib or job: an OptimizationJob searches by grid or random")
     space = load_space(args.space) if args.space else parse_space(DEFAULT_SPACE, "space")
-    cpus = os.cpu_count() or 1
-    if args.backend == "sequential" and args.workers not in (None, 1):
-        raise InputError(f"--backend sequential runs one trial at a time; --workers {args.workers} needs "
-                         "--backend parallel")
     if strategy == "grid" and args.trials is not None:
         raise InputError("--trials is for --strategy random or tpe; a grid runs every combination")
     train = experiment_train_overrides(args, tuple(space))
-    train.setdefault("epochs", DEFAULT_EPOCHS)
-    threads = _threads(train)
     count = args.trials
     if strategy != "grid" and count is None and not args.strategy:
         count = grid_size(space)  # --k8s-algorithm random or tpe: as many points as the grid has
-    settings = SearchSettings(backend=args.backend, workers=1, space=space, train=train, strategy=strategy,
-                              trials=count, pruner=args.pruner, trial_timeout=args.trial_timeout,
-                              resume=args.resume)
-    trials = settings.trial_count
-    if args.backend == "kubernetes":
-        workers = args.workers or trials  # every trial at once, unless asked otherwise
-        # pods default to their CPU limit
-    else:
-        workers = 1 if args.backend == "sequential" else (args.workers or cpus)
-        threads = threads or max(1, cpus // workers)
-    settings.workers, settings.threads_per_trial = workers, threads
+    settings = SearchSettings(backend=args.backend, workers=args.workers, space=space, train=train,
+                              threads_per_trial=_threads(train), strategy=strategy, trials=count,
+                              pruner=args.pruner, trial_timeout=args.trial_timeout, resume=args.resume)
+    trials, workers, threads = settings.trial_count, settings.workers, settings.threads_per_trial
     out = args.out or Path("results") / SEARCH_FOLDERS[args.backend]
     if args.backend != "kubernetes":
         refuse_kubernetes_only_flags(args)

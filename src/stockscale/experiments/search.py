@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -63,11 +64,14 @@ def expected_cost(config: dict[str, Any]) -> float:
 
 @dataclass
 class SearchSettings:
+    """What a search runs. The defaults are the search's: `stockscale search` leaves to them whatever its
+    flags do not say."""
+
     backend: str  # sequential | parallel | docker | kubernetes
-    workers: int  # trials at once
-    space: Space | dict[str, Any]  # the YAML form (lists, ranges) is turned into a Space
-    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides applied to every trial
-    threads_per_trial: int | None = None
+    workers: int | None = None  # trials at once; default: 1 sequential, the cores here, every trial on a cluster
+    space: Space | dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPACE))  # YAML form -> Space
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides of every trial (epochs: 2)
+    threads_per_trial: int | None = None  # default: the cores split between the trials; a pod its CPU limit
     trial_timeout: float | None = None
     resume: bool = False
     emulated: bool = False
@@ -88,6 +92,15 @@ class SearchSettings:
             grid(self.parameters)  # a range in a grid: one line now
         elif self.trials is None:
             raise InputError(f"--strategy {self.strategy} needs --trials N")
+        self.train = {"epochs": DEFAULT_EPOCHS, **self.train}
+        if self.backend == "sequential" and self.workers not in (None, 1):
+            raise InputError(f"--backend sequential runs one trial at a time; --workers {self.workers} needs "
+                             "--backend parallel")
+        cpus = os.cpu_count() or 1
+        if self.workers is None:
+            self.workers = {"sequential": 1, "kubernetes": self.trial_count}.get(self.backend, cpus)
+        if self.threads_per_trial is None and self.backend != "kubernetes":
+            self.threads_per_trial = max(1, cpus // self.workers)
 
     @property
     def parameters(self) -> Space:
