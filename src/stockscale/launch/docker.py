@@ -48,7 +48,7 @@ from stockscale.launch.docker_replica import RunningContainer, failure, log_line
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.limits import check_limit
-from stockscale.worker import parse_result_line
+from stockscale.worker import parse_epoch_line, parse_result_line
 
 # Re-exported: callers and tests name the engine's helpers through the launcher's module.
 __all__ = ["LABEL_BACKEND", "LABEL_OWNER", "STAGING_PREFIX", "DockerLauncher", "connect_engine"]
@@ -240,6 +240,10 @@ class DockerLauncher:
                 running.lines.append(line)
                 if log is not None:
                     log.write(line + "\n")
+                report = parse_epoch_line(line) if running.rank == 0 else None
+                if report is not None and not running.pruned:
+                    running.epochs.append(report)
+                    running.pruned = job.judge is not None and bool(job.judge(report))
                 if self.on_line is not None:
                     with contextlib.suppress(Exception):
                         self.on_line(running.rank, line)
@@ -256,6 +260,8 @@ class DockerLauncher:
                     state = worker.container.attrs["State"]
                     if state["Status"] in ("exited", "dead"):
                         worker.exit_code, worker.oom_killed = int(state["ExitCode"]), bool(state.get("OOMKilled"))
+            if running[0].pruned:
+                return "pruned", f"pruned after epoch {running[0].epochs[-1].epoch}"
             failed = [worker for worker in running if worker.exit_code not in (None, 0)]
             if failed:
                 failed.sort(key=lambda worker: (not memory_failure(worker, job), worker.rank))
@@ -306,7 +312,8 @@ class DockerLauncher:
         return JobResult(name=job.name, status=status, detail=detail, metrics=metrics, start_time=start,
                          end_time=time.time(), peak_rss_bytes=peaks,
                          run_dir=str(job.run_dir) if Path(job.run_dir).exists() else None,
-                         limit_mechanism="docker" if job.memory_limit is not None else None)
+                         limit_mechanism="docker" if job.memory_limit is not None else None,
+                         epochs=list(running[0].epochs) if running else [])
 
     # ------------------------------------------------------------------------------------------ helpers
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from stockscale.launch.base import Status, TrainJob
 from stockscale.launch.containers import Pod
-from stockscale.worker import EXIT_MEMORY, parse_result_line
+from stockscale.worker import EXIT_MEMORY, EpochReport, parse_result_line
 
 
 @dataclass
@@ -30,6 +30,8 @@ class RunningContainer:
     exit_code: int | None = None
     oom_killed: bool = False
     threads: list[threading.Thread] = field(default_factory=list)
+    epochs: list[EpochReport] = field(default_factory=list)  # rank 0's epoch progress, as it came
+    pruned: bool = False  # the job's judge stopped it after its last epoch
 
 
 def memory_failure(worker: RunningContainer, job: TrainJob) -> bool:
