@@ -189,6 +189,28 @@ def test_a_four_trial_search_runs_as_an_indexed_job_of_containers(engine, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_pruned_trial_container_is_stopped_after_the_epoch_its_judge_stops(engine, tmp_path: Path) -> None:
+    from stockscale.launch.docker import DockerLauncher
+
+    seen = []
+
+    def stop_after_first(report) -> bool:
+        seen.append(report.epoch)
+        return True
+
+    jobs = [TrainJob(name="trial-00", config={**TINY, "epochs": 50, "max_steps": None}, run_dir=tmp_path / "t0",
+                     judge=stop_after_first, timeout=240),
+            TrainJob(name="trial-01", config=dict(TINY), run_dir=tmp_path / "t1", timeout=240)]
+    started = time.monotonic()
+    pruned, finished = DockerLauncher(run_prefix="prune").run_many(jobs, 2)
+    assert pruned.status == "pruned" and pruned.detail == "pruned after epoch 1", pruned
+    assert seen == [1] and [report.epoch for report in pruned.epochs] == [1] and pruned.epochs[0].val_loss > 0
+    assert time.monotonic() - started < 120  # 50 epochs were asked for: the container was stopped after one
+    assert finished.status == "success" and [report.epoch for report in finished.epochs] == [1]
+    assert ours(engine) == [] and staging_folders() == []
+
+
+@pytest.mark.slow
 def test_a_failed_or_timed_out_run_leaves_nothing_behind(engine, tmp_path: Path) -> None:
     from stockscale.launch.docker import DockerLauncher
 
