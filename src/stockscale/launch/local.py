@@ -240,7 +240,7 @@ class LocalLauncher:
     @staticmethod
     def _write_config(directory: Path, config: dict[str, Any]) -> Path:
         try:
-            text = yaml.safe_dump(_plain(config), sort_keys=True)
+            text = yaml.safe_dump(plain_values(config), sort_keys=True)
         except yaml.YAMLError as error:
             raise InputError(f"job config cannot be written as YAML: {error}") from None
         target = directory / "job.yaml"
@@ -342,12 +342,12 @@ def _port_was_taken(workers: list[WorkerProcess]) -> bool:
     return bool(workers) and workers[0].rank == 0 and workers[0].returncode == EXIT_PORT_IN_USE
 
 
-def _plain(value: Any) -> Any:
+def plain_values(value: Any) -> Any:
     """Paths and dates as the strings TrainConfig parses back; containers recursively; the rest as is."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain_values(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [plain_values(item) for item in value]
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, datetime.date):

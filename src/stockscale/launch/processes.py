@@ -101,9 +101,10 @@ class WorkerProcess:
 
 def start_worker(rank: int, argv: list[str], env: dict[str, str], limiter: MemoryLimiter, name: str,
                  on_stdout: Callable[[WorkerProcess, str], None], log: IO[str] | None = None,
-                 stdin: bool = False) -> WorkerProcess:
+                 stdin: bool = False, on_end: Callable[[WorkerProcess], None] | None = None) -> WorkerProcess:
     """Start `argv` in its own session under `limiter`; every stdout line goes to on_stdout(worker, line)
-    from a reader thread, stderr to the tail (and `log`). With `stdin`, the worker's stdin is a pipe."""
+    from a reader thread, then on_end(worker) at the end of its stdout; stderr to the tail (and `log`).
+    With `stdin`, the worker's stdin is a pipe."""
     limiter.prepare()
     try:
         process = subprocess.Popen(limiter.command(argv), env=env,
@@ -116,7 +117,7 @@ def start_worker(rank: int, argv: list[str], env: dict[str, str], limiter: Memor
     worker = WorkerProcess(rank, process, limiter, log=log)
     assert process.stdout is not None and process.stderr is not None
     worker.readers = [
-        threading.Thread(target=_read_stdout, args=(worker, process.stdout, on_stdout), daemon=True,
+        threading.Thread(target=_read_stdout, args=(worker, process.stdout, on_stdout, on_end), daemon=True,
                          name=f"stockscale-{name}-{rank}-out"),
         threading.Thread(target=_read_stderr, args=(worker, process.stderr), daemon=True,
                          name=f"stockscale-{name}-{rank}-err"),
@@ -126,7 +127,8 @@ def start_worker(rank: int, argv: list[str], env: dict[str, str], limiter: Memor
     return worker
 
 
-def _read_stdout(worker: WorkerProcess, stream: IO[bytes], on_stdout: Callable[[WorkerProcess, str], None]) -> None:
+def _read_stdout(worker: WorkerProcess, stream: IO[bytes], on_stdout: Callable[[WorkerProcess, str], None],
+                 on_end: Callable[[WorkerProcess], None] | None) -> None:
     with stream:
         for raw in stream:
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -136,6 +138,8 @@ def _read_stdout(worker: WorkerProcess, stream: IO[bytes], on_stdout: Callable[[
                 if parsed is not None:
                     worker.last_json = parsed
             on_stdout(worker, line)
+    if on_end is not None:
+        on_end(worker)
 
 
 def _read_stderr(worker: WorkerProcess, stream: IO[bytes]) -> None:
