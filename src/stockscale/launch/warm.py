@@ -42,6 +42,7 @@ from stockscale.supervision import ensure_cgroup_reaper
 from stockscale.worker import EpochReport, json_object, parse_epoch_line
 
 TICK = 0.05
+STARTUP_SECONDS = 120.0
 WORKER_COMMAND = [sys.executable, "-m", "stockscale.launch.warm_worker"]
 
 # What a worker is started with: a job with other values needs another worker.
@@ -297,7 +298,9 @@ class WarmLauncher:
         warm = _Warm(process, key, lines)
         with contextlib.suppress(OSError):
             warm.send(json.dumps({"op": "prepare", "config": plain_values(job.config)}))
-        deadline = None if job.timeout is None else time.time() + job.timeout
+        # A trial's timeout counts from its hand-over; a worker's start has its own, as long at least.
+        allowed = None if job.timeout is None else max(job.timeout, STARTUP_SECONDS)
+        deadline = None if allowed is None else time.time() + allowed
         while True:
             try:
                 line = lines.get(timeout=TICK)
@@ -307,7 +310,7 @@ class WarmLauncher:
                     raise KeyboardInterrupt from None
                 if deadline is not None and time.time() >= deadline:
                     self._end(warm)
-                    return _Outcome("timeout", f"timed out after {job.timeout:g} s (starting)", [],
+                    return _Outcome("timeout", f"the worker did not start within {allowed:g} s", [],
                                     process.finish_limit().polled_peak_rss_bytes)
                 continue
             if line is None:
