@@ -208,3 +208,13 @@ def test_a_ddp_job_runs_cold_and_single_worker_jobs_warm(tmp_path: Path) -> None
     assert [result.status for result in results] == ["success", "success"]
     assert results[0].metrics["world_size"] == 2 and len(results[0].peak_rss_bytes) == 2
     assert results[1].metrics["world_size"] == 1
+
+
+@pytest.mark.slow
+def test_a_warm_trials_peak_memory_is_its_own_not_its_workers_so_far(tmp_path: Path) -> None:
+    big = trial(tmp_path, "big", multiplier=200, loader="memory", epochs=1)  # about 200 MiB of windows
+    results = WarmLauncher().run_many([big, trial(tmp_path, "small", epochs=1)], parallel=1)
+    assert [result.status for result in results] == ["success", "success"]
+    (big_peak,), (small_peak,) = (result.peak_rss_bytes for result in results)
+    assert big_peak > small_peak + 150 * MiB
+    assert results[1].metrics["peak_rss_bytes"] < big_peak - 150 * MiB  # what the trial says of itself too
