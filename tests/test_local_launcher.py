@@ -275,3 +275,36 @@ def test_a_jobs_kept_logs_can_be_read_and_deleted_through_the_launcher_interface
     assert len(launcher.delete("job")) == 2 and launcher.logs("job", lambda *_: None) == []
     with pytest.raises(InputError):
         launcher.delete("../elsewhere")
+
+
+# Pruning: real `stockscale train` processes whose rank 0 prints an epoch progress line after every epoch.
+THREE_EPOCHS = {"epochs": 3, "hidden_size": 8, "num_layers": 1, "batch_size": 256, "device": "cpu"}
+
+
+def test_a_judge_that_says_stop_after_epoch_1_prunes_the_job_and_ends_its_process(tmp_path: Path) -> None:
+    seen: list[Any] = []
+    pids: list[int] = []
+
+    def judge(report: Any) -> bool:
+        seen.append(report)
+        pids.extend(child.pid for child in psutil.Process().children(recursive=True)
+                    if "--out" in child.cmdline())  # the training process, not a cgroup reaper
+        return report.epoch >= 1
+
+    result = LocalLauncher(grace_seconds=1.0).run(job(tmp_path, THREE_EPOCHS, threads=1, judge=judge,
+                                                      timeout=120))
+    assert (result.status, result.detail) == ("pruned", "pruned after epoch 1")
+    assert [report.epoch for report in result.epochs] == [1] and seen == result.epochs
+    assert result.epochs[0].val_loss > 0 and result.metrics is None and result.run_dir is None
+    assert pids and [pid for pid in pids if alive(pid)] == []
+
+
+def test_a_judge_that_never_stops_sees_every_epoch_of_a_successful_job(tmp_path: Path) -> None:
+    seen: list[int] = []
+    result = LocalLauncher().run(job(tmp_path, THREE_EPOCHS, threads=1, timeout=120,
+                                     judge=lambda report: seen.append(report.epoch) or False))
+    assert result.status == "success" and seen == [1, 2, 3]
+    assert [report.epoch for report in result.epochs] == [1, 2, 3]
+    assert result.metrics is not None
+    assert [report.val_loss for report in result.epochs] == [row["val_loss"] for row in json.loads(
+        (tmp_path / "run" / "history.json").read_text())]

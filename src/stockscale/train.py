@@ -65,10 +65,13 @@ def peak_rss_bytes() -> int:
 
 
 def train(cfg: TrainConfig, out: Path, progress: TrainProgress | None = None,
-          env: DistEnv | None = None) -> dict[str, Any]:
-    """Train per `cfg`; rank 0 writes the run directory `out` and every rank returns its result line."""
+          env: DistEnv | None = None, startup: float | None = None) -> dict[str, Any]:
+    """Train per `cfg`; rank 0 writes the run directory `out` and every rank returns its result line.
+
+    `startup` is the time this run waited before train() began, when the process served other runs first (a
+    warm worker); by default the process's age."""
     started = time.perf_counter()
-    phases: dict[str, float | None] = {"startup": process_age_seconds()}
+    phases: dict[str, float | None] = {"startup": process_age_seconds() if startup is None else startup}
     env = env or DistEnv.from_environ()
     progress = progress if (progress is not None and env.is_main) else TrainProgress()
     if env.is_main:

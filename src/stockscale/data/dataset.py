@@ -11,6 +11,7 @@ Three ways in, one result:
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -43,9 +44,50 @@ class TrainingData:
                 "dataset": self.dataset}
 
 
+# Prepared base series this process keeps for later runs (a warm worker serves many trials); None: keep none.
+_kept: collections.OrderedDict[tuple[Any, ...], PreparedData] | None = None
+KEPT_SERIES = 4
+
+
+def keep_prepared_data() -> None:
+    """From now on, keep the last few prepared base series in this process and hand them to the runs that ask
+    for the same one again. They are read-only, so no run can change what the next one gets."""
+    global _kept
+    if _kept is None:
+        _kept = collections.OrderedDict()
+
+
+def _prepared_key(cfg: TrainConfig) -> tuple[Any, ...] | None:
+    """Everything that decides the prepared series, or None when it may change under the same settings
+    (yahoo data, a CSV file that cannot be looked at): a CSV file's size, mtime and inode are part of it."""
+    kind, _, rest = cfg.source.partition(":")
+    if kind == "bundled":
+        stamp: tuple[int, ...] = ()
+    elif kind == "csv":
+        try:
+            info = os.stat(rest)
+        except OSError:
+            return None
+        stamp = (info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev)
+    else:
+        return None
+    return (cfg.source, cfg.start, cfg.end, cfg.train_frac, cfg.val_frac, stamp)
+
+
 def prepare_from_config(cfg: TrainConfig) -> PreparedData:
+    key = _prepared_key(cfg) if _kept is not None else None
+    if _kept is not None and key is not None and key in _kept:
+        _kept.move_to_end(key)
+        return _kept[key]
     series = load_series(cfg.source, cfg.start, cfg.end, series_cache_dir())
-    return prepare(series, cfg.train_frac, cfg.val_frac)
+    prepared = prepare(series, cfg.train_frac, cfg.val_frac)
+    if _kept is not None and key is not None:
+        for array in (series.dates, series.values, prepared.normalized):
+            array.setflags(write=False)
+        _kept[key] = prepared
+        while len(_kept) > KEPT_SERIES:
+            _kept.popitem(last=False)
+    return prepared
 
 
 def prepare_from_manifest(manifest: dict[str, Any], where: Path) -> PreparedData:

@@ -6,18 +6,18 @@ in pods. Each worker is in its own session (its whole tree can be killed) and un
 (`stockscale.limits`). The first worker that dies ends the whole job, like a PyTorchJob with the default
 restart policy Never: a DDP world without one rank cannot make progress, and a survivor blocked in a
 collective would otherwise hang until the timeout.
+
+Rank 0's epoch progress lines are collected as the job's `epochs`, and shown to the job's judge as they come:
+when it says stop, the job is ended as a timeout ends it, and reported as pruned.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
@@ -33,12 +33,17 @@ from stockscale.config import format_size
 from stockscale.errors import InputError
 from stockscale.files import owner_tag, sweep_stale, write_text_atomic
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
-from stockscale.limits import LimitReport, MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups
+from stockscale.launch.processes import (
+    WorkerProcess,
+    describe_failure,
+    end_workers,
+    memory_failure,
+    start_worker,
+)
+from stockscale.limits import MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups
 from stockscale.supervision import PARENT_ENV, ensure_cgroup_reaper
-from stockscale.worker import EXIT_MEMORY, EXIT_PORT_IN_USE, result_object
+from stockscale.worker import EXIT_PORT_IN_USE, EpochReport, parse_epoch_line
 
-# The exit status the train command uses for a MemoryError (out of memory inside Python).
-STDERR_TAIL_LINES = 50
 SCRATCH_PREFIX = "stockscale-job-"
 PORT_ATTEMPTS = 3
 WAIT_TICK = 0.05
@@ -71,6 +76,15 @@ def release_port(port: int) -> None:
         _ports_in_use.discard(port)
 
 
+@dataclass
+class _Watch:
+    """What one job's rank 0 reported while it ran, and whether its judge stopped it."""
+
+    epochs: list[EpochReport] = field(default_factory=list)
+    pruned_after: int | None = None
+    callback_errors: list[BaseException] = field(default_factory=list)
+
+
 def default_threads(workers: int) -> int:
     """Torch threads per worker that do not oversubscribe the cores we may run on."""
     try:
@@ -101,65 +115,6 @@ def worker_environment(rank: int, world_size: int, master_port: int, threads: in
         PARENT_ENV: str(os.getpid()),  # the worker ends with us (stockscale.supervision.follow_parent)
     })
     return env
-
-
-@dataclass
-class _Worker:
-    """One running rank and what we learned from it."""
-
-    rank: int
-    process: subprocess.Popen[bytes]
-    limiter: MemoryLimiter
-    readers: list[threading.Thread] = field(default_factory=list)
-    last_json: dict[str, Any] | None = None     # the last stdout line that was a JSON object
-    final_json: dict[str, Any] | None = None    # the same, while it is still the last non-empty line
-    stderr_tail: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES))
-    returncode: int | None = None
-    report: LimitReport | None = None
-
-    def exited(self, block: bool = False) -> bool:
-        """Whether the process has exited; reaps it only after its process group was swept.
-
-        The exit is first seen without reaping (WNOWAIT), so the pid still names the worker's process group
-        and cannot have been reused: anything the worker left in its group is SIGKILLed, then the worker is
-        reaped. (Its rusage ru_maxrss is not used as a peak: Linux starts a forked child's maxrss at the
-        parent's RSS, so a worker started from a large parent would report the parent's size.)
-        """
-        if self.returncode is not None:
-            return True
-        flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
-        try:
-            info = os.waitid(os.P_PID, self.process.pid, flags)
-        except ChildProcessError:  # reaped elsewhere: only the exit status is left to learn
-            self.returncode = self.process.wait()
-            return True
-        if info is None:
-            return False
-        self.signal_group(signal.SIGKILL)
-        _, status = os.waitpid(self.process.pid, 0)
-        self.returncode = os.waitstatus_to_exitcode(status)
-        self.process.returncode = self.returncode
-        return True
-
-    def finish_limit(self) -> LimitReport:
-        """Stop watching, read the limit's counters and remove the cgroup (idempotent)."""
-        if self.report is None:
-            self.report = self.limiter.finish(self.returncode)
-        return self.report
-
-    def signal_group(self, sig: int) -> None:
-        """Signal the worker's process group; only while its pid is not reaped, so it cannot be reused."""
-        if self.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
-
-    def last_stderr_line(self) -> str:
-        for line in reversed(self.stderr_tail):
-            if line.strip():
-                return line.strip()[:300]
-        return ""
 
 
 class LocalLauncher:
@@ -208,8 +163,8 @@ class LocalLauncher:
         if mechanism is not None and mechanism.startswith("cgroup"):
             ensure_cgroup_reaper()  # and what we would leave behind if killed
         sweep_stale(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
-        workers: list[_Worker] = []
-        callback_errors: list[BaseException] = []
+        workers: list[WorkerProcess] = []
+        watch = _Watch()
         port = reserve_port()
         scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{owner_tag()}-"))
         start = time.time()
@@ -221,30 +176,32 @@ class LocalLauncher:
                 for rank in range(job.workers):
                     env = worker_environment(rank, job.workers, port, threads)
                     try:
-                        workers.append(self._start(job, rank, argv, env, limit, mechanism, callback_errors))
+                        workers.append(self._start(job, rank, argv, env, limit, mechanism, watch))
                     except OSError as error:
-                        self._end_all(workers)
+                        end_workers(workers, self.grace_seconds)
                         return self._result(job, "error", f"cannot start worker {rank}: {error}", start,
                                             workers, mechanism)
-                status, detail = self._wait(job, workers, start)
+                status, detail = self._wait(job, workers, start, watch)
                 if not (status == "error" and _port_was_taken(workers)) or attempt == PORT_ATTEMPTS:
                     break
                 # Another program took the port between its choice and rank 0's bind: again, on a fresh one.
-                self._end_all(workers)
+                end_workers(workers, self.grace_seconds)
                 workers.clear()
                 release_port(port)
                 port = reserve_port()
         finally:
             # Also on KeyboardInterrupt: no worker, cgroup or port survives the call.
-            self._end_all(workers)
+            end_workers(workers, self.grace_seconds)
             release_port(port)
             with contextlib.suppress(OSError):
                 for path in scratch.iterdir():
                     path.unlink()
                 scratch.rmdir()
-        if callback_errors:
-            raise callback_errors[0]
-        return self._result(job, status, detail, start, workers, mechanism)
+        if watch.callback_errors:
+            raise watch.callback_errors[0]
+        result = self._result(job, status, detail, start, workers, mechanism)
+        result.epochs = list(watch.epochs)
+        return result
 
     def run_many(
         self, jobs: list[TrainJob], parallel: int, on_result: Callable[[JobResult], None] | None = None
@@ -283,7 +240,7 @@ class LocalLauncher:
     @staticmethod
     def _write_config(directory: Path, config: dict[str, Any]) -> Path:
         try:
-            text = yaml.safe_dump(_plain(config), sort_keys=True)
+            text = yaml.safe_dump(plain_values(config), sort_keys=True)
         except yaml.YAMLError as error:
             raise InputError(f"job config cannot be written as YAML: {error}") from None
         target = directory / "job.yaml"
@@ -291,104 +248,66 @@ class LocalLauncher:
         return target
 
     def _start(self, job: TrainJob, rank: int, argv: list[str], env: dict[str, str], limit: int | None,
-               mechanism: str | None, callback_errors: list[BaseException]) -> _Worker:
-        limiter = MemoryLimiter(limit, mechanism=mechanism)
-        limiter.prepare()
-        try:
-            process = subprocess.Popen(limiter.command(argv), env=env, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        except OSError:
-            limiter.finish()
-            raise
-        limiter.attach(process.pid)
-        worker = _Worker(rank, process, limiter)
+               mechanism: str | None, watch: _Watch) -> WorkerProcess:
         log = None
         if self.log_dir is not None:
             folder = self.log_dir / job.name
             folder.mkdir(parents=True, exist_ok=True)
             log = open(folder / f"rank-{rank}.stderr.log", "w", encoding="utf-8")  # noqa: SIM115
-        assert process.stdout is not None and process.stderr is not None
-        worker.readers = [
-            threading.Thread(target=self._read_stdout, args=(worker, process.stdout, callback_errors),
-                             daemon=True, name=f"stockscale-{job.name}-{rank}-out"),
-            threading.Thread(target=self._read_stderr, args=(worker, process.stderr, log),
-                             daemon=True, name=f"stockscale-{job.name}-{rank}-err"),
-        ]
-        for reader in worker.readers:
-            reader.start()
-        return worker
 
-    def _read_stdout(self, worker: _Worker, stream: IO[bytes], callback_errors: list[BaseException]) -> None:
-        with stream:
-            for raw in stream:
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                if line.strip():
-                    parsed = result_object(line)
-                    worker.final_json = parsed
-                    if parsed is not None:
-                        worker.last_json = parsed
-                if self.on_line is not None and not callback_errors:
-                    try:
-                        self.on_line(worker.rank, line)
-                    except Exception as error:  # keep draining the pipe; run() re-raises it at the end
-                        callback_errors.append(error)
+        def on_stdout(worker: WorkerProcess, line: str) -> None:
+            if watch.callback_errors:
+                return  # keep draining the pipe; run() re-raises the error at the end
+            try:
+                report = parse_epoch_line(line) if worker.rank == 0 else None
+                if report is not None and watch.pruned_after is None:  # a pruned job's epochs end there
+                    watch.epochs.append(report)
+                    if job.judge is not None and job.judge(report):
+                        watch.pruned_after = report.epoch
+                if self.on_line is not None:
+                    self.on_line(worker.rank, line)
+            except Exception as error:
+                watch.callback_errors.append(error)
 
-    @staticmethod
-    def _read_stderr(worker: _Worker, stream: IO[bytes], log: IO[str] | None) -> None:
-        with stream, log if log is not None else contextlib.nullcontext():
-            for raw in stream:
-                line = raw.decode("utf-8", errors="replace")
-                worker.stderr_tail.append(line.rstrip("\r\n"))
-                if log is not None:
-                    log.write(line)
+        try:
+            return start_worker(rank, argv, env, MemoryLimiter(limit, mechanism=mechanism), job.name, on_stdout,
+                                log)
+        except OSError:
+            if log is not None:
+                log.close()
+            raise
 
-    def _wait(self, job: TrainJob, workers: list[_Worker], start: float) -> tuple[Status, str]:
-        """Wait for every worker to exit 0, the first failure, the timeout or an abort."""
+    def _wait(self, job: TrainJob, workers: list[WorkerProcess], start: float, watch: _Watch
+              ) -> tuple[Status, str]:
+        """Wait for every worker to exit 0, the first failure, the judge's stop, the timeout or an abort.
+
+        A judge's stop wins over a success that raced it: the judge was asked, so its answer stands."""
         deadline = None if job.timeout is None else start + job.timeout
         while True:
             if self._abort.is_set():
                 raise KeyboardInterrupt
+            if watch.callback_errors:
+                return "error", f"a callback failed: {watch.callback_errors[0]}"
+            if watch.pruned_after is not None:
+                return "pruned", f"pruned after epoch {watch.pruned_after}"
             failed = [worker for worker in workers if worker.exited() and worker.returncode != 0]
             if failed:
                 # Several found dead in one tick: the one the memory limit killed is the cause, not a peer
                 # that lost its connection to it.
-                failed.sort(key=lambda worker: (not self._memory_failure(worker), worker.rank))
-                return self._failure(failed[0])
+                failed.sort(key=lambda worker: (not memory_failure(worker), worker.rank))
+                return describe_failure(failed[0])
             if all(worker.returncode == 0 for worker in workers):
+                for reader in workers[0].readers:  # every line rank 0 printed was judged
+                    reader.join(timeout=5.0)
+                if watch.pruned_after is not None:
+                    continue
                 return self._success(workers[0])
             if deadline is not None and time.time() >= deadline:
                 return "timeout", f"timed out after {job.timeout:g} s"
             time.sleep(WAIT_TICK)
 
     @staticmethod
-    def _memory_failure(worker: _Worker) -> bool:
-        return worker.limiter.limit_hit(worker.returncode) or worker.returncode == EXIT_MEMORY
-
-    @staticmethod
-    def _failure(worker: _Worker) -> tuple[Status, str]:
-        who = f"(worker {worker.rank})"
-        code = worker.returncode
-        assert code is not None
-        reported = worker.last_json if worker.last_json and worker.last_json.get("status") in (
-            "oom", "error") else None
-        if worker.limiter.limit_hit(code):
-            return "oom", f"{worker.finish_limit().describe()} {who}"
-        if reported is not None and reported.get("detail"):
-            status: Status = "oom" if reported["status"] == "oom" or code == EXIT_MEMORY else "error"
-            return status, f"{reported['detail']} {who}"
-        if code == EXIT_MEMORY:
-            return "oom", f"MemoryError {who}"
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return "error", f"killed by signal {name} {who}"
-        line = worker.last_stderr_line()
-        return "error", f"exit code {code} {who}" + (f": {line}" if line else "")
-
-    @staticmethod
-    def _success(rank0: _Worker) -> tuple[Status, str]:
+    def _success(rank0: WorkerProcess) -> tuple[Status, str]:
         metrics = rank0.final_json
         if metrics is None:
             return "error", "worker 0 exited 0 but its last stdout line is not a JSON object"
@@ -397,28 +316,7 @@ class LocalLauncher:
                             f"{metrics.get('detail', '')}"
         return "success", ""
 
-    def _end_all(self, workers: list[_Worker]) -> None:
-        """SIGTERM every live worker's group, SIGKILL after the grace period, reap, remove the cgroups."""
-        live = [worker for worker in workers if not worker.exited()]
-        for worker in live:
-            worker.limiter.kill_tree(signal.SIGTERM)  # first, so descendants are found while the worker lives
-            worker.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_seconds
-        while live and time.monotonic() < deadline:
-            time.sleep(WAIT_TICK)
-            live = [worker for worker in live if not worker.exited()]
-        for worker in live:
-            worker.limiter.kill_tree(signal.SIGKILL)
-            worker.signal_group(signal.SIGKILL)
-        for worker in live:
-            worker.exited(block=True)
-        for worker in workers:
-            worker.finish_limit()
-        for worker in workers:
-            for reader in worker.readers:
-                reader.join(timeout=5.0)
-
-    def _result(self, job: TrainJob, status: Status, detail: str, start: float, workers: list[_Worker],
+    def _result(self, job: TrainJob, status: Status, detail: str, start: float, workers: list[WorkerProcess],
                 mechanism: str | None) -> JobResult:
         reports = [worker.finish_limit() for worker in workers]
         used = sorted({report.mechanism for report in reports if report.mechanism})
@@ -439,17 +337,17 @@ class LocalLauncher:
         )
 
 
-def _port_was_taken(workers: list[_Worker]) -> bool:
+def _port_was_taken(workers: list[WorkerProcess]) -> bool:
     """Whether rank 0 failed because its rendezvous port was in use (distributed.PortInUse)."""
     return bool(workers) and workers[0].rank == 0 and workers[0].returncode == EXIT_PORT_IN_USE
 
 
-def _plain(value: Any) -> Any:
+def plain_values(value: Any) -> Any:
     """Paths and dates as the strings TrainConfig parses back; containers recursively; the rest as is."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain_values(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [plain_values(item) for item in value]
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, datetime.date):

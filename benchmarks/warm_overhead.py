@@ -1,0 +1,52 @@
+"""Per-trial overhead of a search's trials, warm (WarmLauncher) against cold (LocalLauncher), issue 14.
+
+Overhead is a trial's wall time (from when it was handed over to its result) minus its `train_seconds` (the
+epochs' training steps): for a cold trial a fresh process's start, imports and data; for a warm one what is
+left, the data loader, validation and test passes, writing the run directory and the pipe. Both run the same
+`--trials` tiny trials (seeds 0..N-1) `--parallel` at a time; the whole search's wall time is shown too (a
+warm search's worker start-up is in no trial, but is in it). Goal: warm mean overhead at most 0.5 s.
+
+Usage: python benchmarks/warm_overhead.py [--trials 8] [--parallel 2] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from stockscale.launch.base import TrainJob
+from stockscale.launch.local import LocalLauncher
+from stockscale.launch.warm import WarmLauncher
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    config = {"epochs": args.epochs, "hidden_size": 16, "num_layers": 1, "batch_size": 128, "device": "cpu"}
+    threads = max(1, len(os.sched_getaffinity(0)) // args.parallel)
+    print(f"{args.trials} trials, parallel {args.parallel}, {threads} thread(s) each, config {config}; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as scratch:
+        for kind, launcher in (("cold", LocalLauncher()), ("warm", WarmLauncher())):
+            jobs = [TrainJob(name=f"t{i}", config={**config, "seed": i}, run_dir=Path(scratch) / kind / f"t{i}",
+                             threads=threads) for i in range(args.trials)]
+            started = time.perf_counter()
+            results = launcher.run_many(jobs, args.parallel)
+            total = time.perf_counter() - started
+            assert all(result.status == "success" and result.metrics for result in results), results
+            overheads = [result.wall_seconds - result.metrics["train_seconds"] for result in results]
+            trains = [result.metrics["train_seconds"] for result in results]
+            print(f"{kind}: overhead mean {statistics.mean(overheads):.3f} s (min {min(overheads):.3f}, "
+                  f"max {max(overheads):.3f}), train mean {statistics.mean(trains):.3f} s, "
+                  f"search wall {total:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

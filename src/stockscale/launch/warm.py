@@ -1,0 +1,326 @@
+"""WarmLauncher: a search's trials on a few long-lived worker processes instead of one fresh process each.
+
+A fresh `stockscale train` spends seconds starting (interpreter, torch, the base series) before it trains,
+which is most of a small trial. `run_many(jobs, parallel)` keeps `parallel` warm workers
+(launch/warm_worker.py), each under the job's memory limit in its own session and cgroup like a cold worker,
+and hands each the next trial over a pipe (JSON lines). A trial's result is the same as the same trial run
+cold by LocalLauncher (each starts from its own seed with a fresh model and optimizer); only where it ran and
+how long it waited differ.
+
+- A worker that crashes, exceeds its memory limit or runs past the trial's timeout is ended and replaced;
+  only its trial fails, reported as LocalLauncher reports it (oom, error, timeout).
+- A trial's judge is answered after every epoch: the worker waits for `continue`/`stop`, and a stopped trial
+  ends as pruned with the worker kept for the next one.
+- A job that asks another memory limit or thread count gets a worker started for it; a DDP job (workers > 1)
+  runs cold on LocalLauncher.
+- A trial's start and end time are from when it was handed to a worker to its result: a worker's own start
+  is in no trial. Its peak memory is the worker's VmHWM, which the worker resets when a trial starts.
+- run_many's end, Ctrl-C and SIGTERM (as KeyboardInterrupt) end every worker; workers also end with us
+  (supervision.follow_parent), and their cgroups are reaped as LocalLauncher's are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stockscale.errors import InputError
+from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
+from stockscale.launch.local import LocalLauncher, default_threads, plain_values, worker_environment
+from stockscale.launch.processes import WorkerProcess, describe_failure, end_workers, start_worker
+from stockscale.launch.warm_worker import DONE_EVENT
+from stockscale.limits import MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups, vm_hwm
+from stockscale.supervision import ensure_cgroup_reaper
+from stockscale.worker import EpochReport, json_object, parse_epoch_line
+
+TICK = 0.05
+STARTUP_SECONDS = 120.0
+WORKER_COMMAND = [sys.executable, "-m", "stockscale.launch.warm_worker"]
+
+# What a worker is started with: a job with other values needs another worker.
+WorkerKey = tuple[int | None, str | None, int]  # memory limit, limit mechanism, threads
+
+
+@dataclass
+class _Warm:
+    """One long-lived worker, its settings, and its stdout lines (None once its stdout ended)."""
+
+    process: WorkerProcess
+    key: WorkerKey
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    served: int = 0
+
+    def send(self, text: str) -> None:
+        stdin = self.process.process.stdin
+        assert stdin is not None
+        stdin.write(text.encode() + b"\n")
+        stdin.flush()
+
+    def gone(self) -> bool:
+        """Whether it died while idle (or printed its end): then it must not take a trial."""
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return self.process.exited()
+            if line is None:
+                return True
+
+
+@dataclass
+class _Outcome:
+    status: Status
+    detail: str
+    epochs: list[EpochReport]
+    peak: int
+    metrics: dict[str, Any] | None = None
+
+
+class WarmLauncher:
+    """Runs TrainJobs on warm worker processes; the Launcher interface, and LocalLauncher's options.
+
+    `on_line(rank, line)` gets every stdout line of a trial (rank 0), from the thread that runs it. `log_dir`
+    keeps each trial's stderr as `<log_dir>/<job>/rank-0.stderr.log` (what `logs` and `delete` read).
+    `grace_seconds` is how long a worker has between SIGTERM and SIGKILL. `worker_command` is the warm
+    worker's argv (default: this Python's `-m stockscale.launch.warm_worker`).
+    """
+
+    name = "local"
+    streams_jobs = True
+
+    def __init__(
+        self,
+        on_line: Callable[[int, str], None] | None = None,
+        log_dir: Path | None = None,
+        grace_seconds: float = 5.0,
+        limit_mechanism: str | None = None,
+        worker_command: list[str] | None = None,
+    ) -> None:
+        self.on_line = on_line
+        self.log_dir = log_dir
+        self.grace_seconds = grace_seconds
+        self.limit_mechanism = limit_mechanism
+        self.worker_command = list(worker_command or WORKER_COMMAND)
+        self._abort = threading.Event()
+        # DDP jobs run cold; they stop on our Ctrl-C too.
+        self.cold = LocalLauncher(on_line=on_line, log_dir=log_dir, grace_seconds=grace_seconds,
+                                  limit_mechanism=limit_mechanism)
+        self.cold._abort = self._abort
+        self._idle: list[_Warm] = []
+        self._lock = threading.Lock()
+        self._swept = False
+
+    # public API
+
+    def run(self, job: TrainJob) -> JobResult:
+        """Run one job on a warm worker started for it, then end the worker (run_many keeps them)."""
+        try:
+            return self._run_one(job)
+        finally:
+            self.close()
+
+    def run_many(self, jobs: Iterable[TrainJob], parallel: int,
+                 on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+        """Run jobs on `parallel` warm workers, each taking the next job when it is free; every worker is
+        ended when the jobs are done, and on Ctrl-C (the running trials end, the rest are skipped)."""
+        try:
+            return run_many_interruptible(self._run_one, jobs, parallel, on_result, self._abort)
+        finally:
+            self.close()
+
+    def logs(self, run_id: str, on_line: Callable[[str, str], None], *, follow: bool = False) -> list[str]:
+        """The kept stderr log of trial `run_id` (needs `log_dir`)."""
+        return self.cold.logs(run_id, on_line, follow=follow)
+
+    def delete(self, run_id: str) -> list[str]:
+        """What a trial leaves besides its run directory: its kept log."""
+        return self.cold.delete(run_id)
+
+    def close(self) -> None:
+        """End every idle worker (busy ones are ended by the trial that holds them)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for warm in idle:
+            with contextlib.suppress(OSError):
+                warm.process.process.stdin.close()  # type: ignore[union-attr]  # end of input: it leaves
+        end_workers([warm.process for warm in idle], self.grace_seconds)
+
+    # one trial
+
+    def _run_one(self, job: TrainJob) -> JobResult:
+        if job.workers < 1:
+            raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
+        if job.timeout is not None and job.timeout <= 0:
+            raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
+        if job.threads is not None and job.threads < 1:
+            raise InputError(f"job {job.name}: threads must be at least 1, not {job.threads}")
+        if job.workers > 1:
+            return self.cold.run(job)
+        limit = check_limit(job.memory_limit)
+        mechanism = None if limit is None else (self.limit_mechanism or detect_mechanism())
+        key: WorkerKey = (limit, mechanism, job.threads or default_threads(1))
+        start = time.time()
+        held = mechanism
+        taken = self._take(key, job)
+        if isinstance(taken, _Outcome):  # the worker died before it could take the trial
+            outcome = taken
+        else:
+            try:
+                start = time.time()
+                found = self._trial(taken, job, key[2], start)
+                held = taken.process.limiter.mechanism  # the watchdog, if the cgroup could not be used
+            finally:
+                self._release(taken)
+            if found is None:
+                raise KeyboardInterrupt
+            outcome = found
+        run_dir = job.run_dir if outcome.status == "success" or Path(job.run_dir).exists() else None
+        return JobResult(
+            name=job.name, status=outcome.status, detail=outcome.detail, metrics=outcome.metrics,
+            start_time=start, end_time=time.time(), peak_rss_bytes=[outcome.peak],
+            run_dir=str(run_dir) if run_dir is not None else None,
+            limit_mechanism=held if job.memory_limit is not None else None, epochs=outcome.epochs)
+
+    def _trial(self, warm: _Warm, job: TrainJob, threads: int, start: float) -> _Outcome | None:
+        """Hand `job` to `warm` and follow it to its end; None on an abort (the worker is then ended)."""
+        process = warm.process
+        process.last_json = None
+        process.swap_log(self._open_log(job))
+        epochs: list[EpochReport] = []
+        errors: list[BaseException] = []
+        judged = job.judge is not None
+        request = {"op": "trial", "config": plain_values(job.config), "out": str(job.run_dir),
+                   "threads": threads, "judge": judged}
+        deadline = None if job.timeout is None else start + job.timeout
+        with contextlib.suppress(OSError):  # a worker that died just now: its stdout tells
+            warm.send(json.dumps(request))
+        warm.served += 1
+        while True:
+            try:
+                line = warm.lines.get(timeout=TICK)
+            except queue.Empty:
+                if self._abort.is_set():
+                    self._end(warm)
+                    return None
+                if deadline is not None and time.time() >= deadline:
+                    self._end(warm)
+                    return _Outcome("timeout", f"timed out after {job.timeout:g} s", epochs,
+                                    process.finish_limit().polled_peak_rss_bytes)
+                continue
+            if line is None:  # it died: a crash, its memory limit
+                self._end(warm)
+                status, detail = describe_failure(process) if process.returncode else (
+                    "error", "the warm worker exited during the trial (worker 0)")
+                return _Outcome(status, detail, epochs, process.finish_limit().polled_peak_rss_bytes)
+            done = json_object(line)
+            if done is not None and done.get("event") == DONE_EVENT:
+                peak = vm_hwm(process.pid) or 0
+                if done.get("leaving"):
+                    self._end(warm)
+                if errors:
+                    raise errors[0]
+                status = done.get("status", "error")
+                return _Outcome(status, str(done.get("detail", "")), epochs, peak,
+                                process.last_json if status == "success" else None)
+            report = None
+            try:
+                report = parse_epoch_line(line)
+                if report is not None:
+                    epochs.append(report)
+                    if judged:
+                        verdict = True if errors else bool(job.judge(report))  # type: ignore[misc]
+                        with contextlib.suppress(OSError):
+                            warm.send("stop" if verdict else "continue")
+                if self.on_line is not None and not errors:
+                    self.on_line(0, line)
+            except Exception as error:  # the trial ends; run_many re-raises it
+                errors.append(error)
+                if judged and report is not None:
+                    with contextlib.suppress(OSError):
+                        warm.send("stop")
+
+    def _open_log(self, job: TrainJob) -> Any:
+        if self.log_dir is None:
+            return None
+        folder = self.log_dir / job.name
+        folder.mkdir(parents=True, exist_ok=True)
+        return open(folder / "rank-0.stderr.log", "w", encoding="utf-8")  # noqa: SIM115
+
+    # the pool
+
+    def _take(self, key: WorkerKey, job: TrainJob) -> _Warm | _Outcome:
+        """An idle worker started with `key`, else a new one (an idle one with other settings is ended)."""
+        with self._lock:
+            matching = [warm for warm in self._idle if warm.key == key]
+            other = [warm for warm in self._idle if warm.key != key]
+            chosen = matching[0] if matching else None
+            stale = [] if chosen is not None else other[:1]
+            for warm in [*([chosen] if chosen else []), *stale]:
+                self._idle.remove(warm)
+        if stale:
+            self._end(stale[0])
+        if chosen is not None and not chosen.gone():
+            return chosen
+        if chosen is not None:
+            self._end(chosen)
+        return self._spawn(key, job)
+
+    def _release(self, warm: _Warm) -> None:
+        if warm.process.returncode is None and warm.process.report is None:
+            warm.process.swap_log(None)
+            with self._lock:
+                self._idle.append(warm)
+
+    def _spawn(self, key: WorkerKey, job: TrainJob) -> _Warm | _Outcome:
+        """Start a worker and have it prepare the job's base series; the failure if it dies doing so."""
+        limit, mechanism, threads = key
+        if not self._swept:
+            sweep_stale_cgroups()  # what a killed launcher left behind
+            self._swept = True
+        if mechanism is not None and mechanism.startswith("cgroup"):
+            ensure_cgroup_reaper()  # and what we would leave behind if killed
+        lines: queue.Queue[str | None] = queue.Queue()
+        env = worker_environment(0, 1, 0, threads)
+        try:
+            process = start_worker(0, self.worker_command, env, MemoryLimiter(limit, mechanism=mechanism),
+                                   "warm", lambda _, line: lines.put(line), stdin=True,
+                                   on_end=lambda _: lines.put(None))
+        except OSError as error:
+            return _Outcome("error", f"cannot start worker 0: {error}", [], 0)
+        warm = _Warm(process, key, lines)
+        with contextlib.suppress(OSError):
+            warm.send(json.dumps({"op": "prepare", "config": plain_values(job.config)}))
+        # A trial's timeout counts from its hand-over; a worker's start has its own, as long at least.
+        allowed = None if job.timeout is None else max(job.timeout, STARTUP_SECONDS)
+        deadline = None if allowed is None else time.time() + allowed
+        while True:
+            try:
+                line = lines.get(timeout=TICK)
+            except queue.Empty:
+                if self._abort.is_set():
+                    self._end(warm)
+                    raise KeyboardInterrupt from None
+                if deadline is not None and time.time() >= deadline:
+                    self._end(warm)
+                    return _Outcome("timeout", f"the worker did not start within {allowed:g} s", [],
+                                    process.finish_limit().polled_peak_rss_bytes)
+                continue
+            if line is None:
+                self._end(warm)
+                status, detail = describe_failure(process) if process.returncode else (
+                    "error", "the warm worker exited as it started (worker 0)")
+                return _Outcome(status, detail, [], process.finish_limit().polled_peak_rss_bytes)
+            done = json_object(line)
+            if done is not None and done.get("event") == DONE_EVENT:
+                return warm
+
+    def _end(self, warm: _Warm) -> None:
+        end_workers([warm.process], self.grace_seconds)
