@@ -216,7 +216,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         refuse_kubernetes_only_flags(args)
     if not args.dry_run:
         prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
-    launcher = choose_launcher(args, "search", log_dir=out / "logs")
+    launcher = choose_launcher(args, "search", warm=True, log_dir=out / "logs")
     if args.dry_run:
         from stockscale.experiments.dry_run import write_dry_run_marker
         from stockscale.experiments.search import trial_jobs

@@ -11,10 +11,10 @@ if TYPE_CHECKING:
     from stockscale.launch.base import Launcher
 
 
-def choose_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> Launcher:
+def choose_launcher(args: argparse.Namespace, prefix: str, *, warm: bool = False, **options: Any) -> Launcher:
     """The one place a backend's name becomes a Launcher; everything after this goes through its interface
-    (launch/base.py). local, sequential and parallel are processes here; docker, containers of the image here;
-    kubernetes, a cluster."""
+    (launch/base.py). local, sequential and parallel are processes here (`warm`: long-lived workers that take
+    one trial after another, for a search); docker, containers of the image here; kubernetes, a cluster."""
     backend = getattr(args, "backend", "local")
     if backend == "kubernetes":
         options.pop("log_dir", None)  # pod logs stay on the cluster (stockscale k8s logs RUN)
@@ -24,8 +24,12 @@ def choose_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> La
         from stockscale.launch.docker import DockerLauncher
 
         return DockerLauncher(cluster_spec(args), run_prefix=prefix, **options)
+    options.pop("on_event", None)
+    if warm:
+        from stockscale.launch.warm import WarmLauncher
+
+        return WarmLauncher(**options)
     from stockscale.launch.local import LocalLauncher
 
-    options.pop("on_event", None)
     return LocalLauncher(**options)
 

@@ -29,6 +29,7 @@ from stockscale.experiments.scale_test import BoundarySearch, ScaleTestSettings,
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.base import Launcher, TrainJob
 from stockscale.launch.local import LocalLauncher
+from stockscale.launch.warm import WarmLauncher
 
 MiB = 2**20
 
@@ -147,7 +148,9 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
             done[0] += 1
             on_event(f"      [{done[0]}/{trials}] {entry['name']} {entry['status']} {entry['wall_seconds']:.1f}s")
 
-        run_search(settings, launcher if backend == "sequential" else cluster, out / SEARCH_FOLDERS[backend], report)
+        # Trials here run on warm workers (launch/warm.py): a process per trial would spend seconds starting up.
+        runner = WarmLauncher(log_dir=out / "logs") if cluster.name == "local" or backend == "sequential" else cluster
+        run_search(settings, runner, out / SEARCH_FOLDERS[backend], report)
 
     search("sequential", 1)
     search("parallel" if cluster.name == "local" else cluster.name, cpus)

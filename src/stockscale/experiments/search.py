@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,7 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
             yield start(trial.number, config, trial)
 
     jobs = grid_jobs() if settings.strategy == "grid" else sampled_jobs()
+    summary["launched_at"] = time.time()  # the total counts from here: a warm launcher's start is in it
     _write(out, summary)
     try:
         if getattr(launcher, "streams_jobs", False):
@@ -329,7 +331,7 @@ def _write(out: Path, summary: dict[str, Any]) -> None:
     summary["results"] = results
     done = [entry for entry in results if entry["status"] == "success"]
     pruned = sum(entry["status"] == "pruned" for entry in results)
-    starts = [entry["start_time"] for entry in results]
+    starts = [entry["start_time"] for entry in results] + [summary.get("launched_at") or math.inf]
     ends = [entry["end_time"] for entry in results]
     summary["total_wall_seconds"] = (max(ends) - min(starts)) if results else 0.0
     summary["sum_trial_seconds"] = sum(entry["wall_seconds"] for entry in results)

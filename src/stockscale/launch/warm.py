@@ -22,6 +22,7 @@ how long it waited differ.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import queue
 import sys
@@ -131,10 +132,40 @@ class WarmLauncher:
                  on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
         """Run jobs on `parallel` warm workers, each taking the next job when it is free; every worker is
         ended when the jobs are done, and on Ctrl-C (the running trials end, the rest are skipped)."""
+        source = iter(jobs)
+        first = next(source, None)
+        if first is None:
+            return []
         try:
-            return run_many_interruptible(self._run_one, jobs, parallel, on_result, self._abort)
+            self._prewarm(first, max(1, parallel))
+            return run_many_interruptible(self._run_one, itertools.chain([first], source), parallel, on_result,
+                                          self._abort)
         finally:
             self.close()
+
+    def _prewarm(self, job: TrainJob, count: int) -> None:
+        """Start `count` workers at once for the first job's settings before any trial is handed out, so the
+        first trials start together, in the order given, and no trial waits for a worker to start. They are
+        started from this thread (a worker's PDEATHSIG follows the thread that started it) and start up in
+        parallel; then each is waited for in turn."""
+        if job.workers > 1 or (job.threads is not None and job.threads < 1):
+            return  # run cold, or refused by _run_one
+        limit = check_limit(job.memory_limit)
+        mechanism = None if limit is None else (self.limit_mechanism or detect_mechanism())
+        key: WorkerKey = (limit, mechanism, job.threads or default_threads(1))
+        starting = [self._start(key, job) for _ in range(count)]
+        ready: list[_Warm] = []
+        try:
+            for warm in starting:
+                if isinstance(warm, _Warm) and isinstance(self._ready(warm, job), _Warm):
+                    ready.append(warm)
+        except KeyboardInterrupt:
+            for warm in starting:
+                if isinstance(warm, _Warm):
+                    self._end(warm)
+            raise
+        with self._lock:
+            self._idle.extend(ready)
 
     def logs(self, run_id: str, on_line: Callable[[str, str], None], *, follow: bool = False) -> list[str]:
         """The kept stderr log of trial `run_id` (needs `log_dir`)."""
@@ -281,6 +312,11 @@ class WarmLauncher:
 
     def _spawn(self, key: WorkerKey, job: TrainJob) -> _Warm | _Outcome:
         """Start a worker and have it prepare the job's base series; the failure if it dies doing so."""
+        warm = self._start(key, job)
+        return warm if isinstance(warm, _Outcome) else self._ready(warm, job)
+
+    def _start(self, key: WorkerKey, job: TrainJob) -> _Warm | _Outcome:
+        """Start a worker process and ask it to prepare the job's base series (it answers when ready)."""
         limit, mechanism, threads = key
         if not self._swept:
             sweep_stale_cgroups()  # what a killed launcher left behind
@@ -298,6 +334,11 @@ class WarmLauncher:
         warm = _Warm(process, key, lines)
         with contextlib.suppress(OSError):
             warm.send(json.dumps({"op": "prepare", "config": plain_values(job.config)}))
+        return warm
+
+    def _ready(self, warm: _Warm, job: TrainJob) -> _Warm | _Outcome:
+        """Wait until a started worker says it is ready; the failure if it dies or takes too long."""
+        process, lines = warm.process, warm.lines
         # A trial's timeout counts from its hand-over; a worker's start has its own, as long at least.
         allowed = None if job.timeout is None else max(job.timeout, STARTUP_SECONDS)
         deadline = None if allowed is None else time.time() + allowed
