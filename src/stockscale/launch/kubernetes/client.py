@@ -459,7 +459,7 @@ class KubernetesLauncher:
         self._create(manifest)
         name = name_of(manifest)
         keys = [param["name"] for param in manifest["spec"]["parameters"]]
-        wanted = [{key: m._param_text(m.plain_config(job.config)[key]) for key in keys} for job in jobs]
+        wanted = [{key: m.param_text(m.plain_config(job.config)[key]) for key in keys} for job in jobs]
         results: dict[int, JobResult] = {}
         collected: set[str] = set()
         timeouts = [job.timeout for job in jobs if job.timeout is not None]

@@ -26,15 +26,15 @@ from stockscale.launch.kubernetes.manifests import (
     OBJECTIVE,
     RESULTS,
     TRIAL_API,
-    _number,
-    _pod_template,
-    _pvc_volume,
-    _scratch_volume,
     checkpoint_flags,
     run_labels,
     search_parameters,
     train_flags,
 )
+from stockscale.launch.kubernetes.manifests import flag_text as _number
+from stockscale.launch.kubernetes.manifests import pod_template as _pod_template
+from stockscale.launch.kubernetes.manifests import pvc_volume as _pvc_volume
+from stockscale.launch.kubernetes.manifests import scratch_volume as _scratch_volume
 from stockscale.launch.kubernetes.spec import ClusterSpec
 
 __all__ = ["ALGORITHMS", "EXPERIMENT_API", "METRICS_FORMAT", "TRIAL_API", "experiment_manifest",
