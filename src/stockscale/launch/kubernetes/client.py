@@ -127,10 +127,6 @@ class KubernetesLauncher:
     def out_dir(self, job: TrainJob) -> str:
         return self.tracker.out_dir(job)
 
-    def result_dir(self, path: str, mounted: bool) -> str | None:
-        """Where a run directory lies: on the PVC (a `pvc://claim/...` location), or nowhere (emptyDir)."""
-        return self.tracker.result_dir(path, mounted)
-
     def run_manifest(self, job: TrainJob, name: str | None = None) -> dict[str, Any]:
         """The PyTorchJob (or, with kind="trainjob", the TrainJob) `run(job)` submits."""
         render = m.trainjob_manifest if self.kind == "trainjob" else m.pytorchjob_manifest
