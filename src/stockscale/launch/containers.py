@@ -1,7 +1,7 @@
 """A rendered pod template as the options of one container: the Kubernetes manifests, run by a local engine.
 
 The docker backend writes no container spec of its own. It renders the same PyTorchJob or Indexed Job that
-`--backend kubernetes` submits (launch/kubernetes/manifests.py) and translates each pod into a container,
+`--backend kubernetes` submits (launch/kubernetes/manifests/) and translates each pod into a container,
 field by field, as a kubelet would:
 
     pod template                                   container (Docker Engine API, also podman's)

@@ -21,6 +21,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -95,6 +96,14 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+@dataclass
+class _Tries:
+    """The tries of one request so far, and when the first of them failed (what `retry_for` counts from)."""
+
+    count: int = 0
+    first_failure: float | None = None
+
+
 class KubeApi:
     """Core, batch, networking and custom-object APIs over one connection pool, with retries and error mapping.
 
@@ -156,10 +165,9 @@ class KubeApi:
         """The response of `fn` (its body read when `read_body`, so a read that times out is retried too;
         else left to stream), retrying transient failures with backoff; None for a status in `ok_statuses`
         (or a missing object with `missing_ok`); one-line errors for the rest."""
-        attempt = 0
-        first_failure: float | None = None
-        while True:
-            attempt += 1
+        tries = _Tries()
+        while True:  # until a try answers, or _retry_or_raise raises
+            tries.count += 1
             try:
                 response = fn(*args, _preload_content=False, _request_timeout=(CONNECT_TIMEOUT, read_timeout),
                               **kwargs)
@@ -168,25 +176,15 @@ class KubeApi:
                 self.answered = True
                 return response
             except self._k.client.ApiException as error:
-                first_failure = first_failure or time.monotonic()
                 self.answered = self.answered or bool(error.status)
                 if error.status in ok_statuses:
                     return None
                 if error.status == 404 and missing_ok and not _namespace_missing(error) \
                         and not _endpoint_missing(error, kind):
                     return None
-                if error.status in TRANSIENT_STATUSES and self._again(attempt, first_failure):
-                    self._pause(attempt)
-                    continue
-                raise self.api_error(error, what, kind, namespace, attempt) from None
+                self._retry_or_raise(error, tries, what=what, kind=kind, namespace=namespace)
             except Exception as error:  # urllib3's connection and timeout errors
-                first_failure = first_failure or time.monotonic()
-                if not self.is_network_error(error):
-                    raise
-                if self._transient_network(error) and self._again(attempt, first_failure):
-                    self._pause(attempt)
-                    continue
-                raise self.network_error(error, what, attempt) from None
+                self._retry_or_raise(error, tries, what=what, kind=kind, namespace=namespace)
 
     def watch(self, fn: Callable[..., Any], *args: Any, what: str, window: float, kind: str = "",
               namespace: str = "", **kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -195,10 +193,9 @@ class KubeApi:
         A stream that times out, drops or expires (410) simply ends: callers loop, re-listing as they go,
         so a watch never needs to resume. Failures to start the stream are retried or mapped as in `call`.
         """
-        attempt = 0
-        first_failure: float | None = None
-        while True:
-            attempt += 1
+        tries = _Tries()
+        while True:  # until a try answers, or _retry_or_raise raises
+            tries.count += 1
             watcher = self._k.watch.Watch()
             started = False
             try:
@@ -210,24 +207,14 @@ class KubeApi:
                         yield event
                 return
             except self._k.client.ApiException as error:
-                first_failure = first_failure or time.monotonic()
                 if error.status == 410 or started:
                     return
                 self.answered = self.answered or bool(error.status)
-                if error.status in TRANSIENT_STATUSES and self._again(attempt, first_failure):
-                    self._pause(attempt)
-                    continue
-                raise self.api_error(error, what, kind, namespace, attempt) from None
+                self._retry_or_raise(error, tries, what=what, kind=kind, namespace=namespace)
             except Exception as error:
-                first_failure = first_failure or time.monotonic()
-                if not self.is_network_error(error):
-                    raise
-                if started or self._timed_out(error):
+                if self.is_network_error(error) and (started or self._timed_out(error)):
                     return  # the window ended without news, or the stream dropped: the caller re-lists
-                if self._transient_network(error) and self._again(attempt, first_failure):
-                    self._pause(attempt)
-                    continue
-                raise self.network_error(error, what, attempt) from None
+                self._retry_or_raise(error, tries, what=what, kind=kind, namespace=namespace)
             finally:
                 watcher.stop()
 
@@ -241,10 +228,29 @@ class KubeApi:
                              what=f"read the log of pod {pod}", kind="Pod", namespace=namespace, missing_ok=False,
                              ok_statuses=(400, 404), read_timeout=read_timeout)
 
-    def _again(self, attempt: int, first_failure: float | None) -> bool:
+    def _retry_or_raise(self, error: Exception, tries: _Tries, *, what: str, kind: str, namespace: str) -> None:
+        """The one retry rule of every request, after a try failed with `error`: return after a backoff pause
+        when the failure is transient (HTTP 429/5xx/408, a timeout or dropped connection, a refused connection
+        once the server has answered) and there are tries left (fewer than `attempts`, or still within
+        `retry_for` of the first failure); else raise the one-line error the user sees, or `error` itself when
+        it is not the API's or the network's."""
+        tries.first_failure = tries.first_failure or time.monotonic()
+        if isinstance(error, self._k.client.ApiException):
+            if error.status in TRANSIENT_STATUSES and self._again(tries):
+                self._pause(tries.count)
+                return
+            raise self.api_error(error, what, kind, namespace, tries.count) from None
+        if not self.is_network_error(error):
+            raise error
+        if self._transient_network(error) and self._again(tries):
+            self._pause(tries.count)
+            return
+        raise self.network_error(error, what, tries.count) from None
+
+    def _again(self, tries: _Tries) -> bool:
         """Retry once more: fewer than `attempts` tries so far, or still within `retry_for` of the first failure."""
-        return attempt < self.attempts or (first_failure is not None
-                                           and time.monotonic() - first_failure < self.retry_for)
+        return tries.count < self.attempts or (tries.first_failure is not None
+                                               and time.monotonic() - tries.first_failure < self.retry_for)
 
     def _pause(self, attempt: int) -> None:
         self.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))

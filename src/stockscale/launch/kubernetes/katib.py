@@ -27,12 +27,12 @@ from stockscale.launch.kubernetes.manifests import (
     OBJECTIVE,
     RESULTS,
     TRIAL_API,
-    _number,
-    _pod_template,
-    _pvc_volume,
-    _scratch_volume,
     checkpoint_flags,
+    flag_text,
+    pod_template,
+    pvc_volume,
     run_labels,
+    scratch_volume,
     search_parameters,
     train_flags,
 )
@@ -89,9 +89,9 @@ def experiment_manifest(
     searched = [arg for key in varying for arg in (f"--{key.replace('_', '-')}", f"${{trialParameters.{key}}}")]
     args = ["train", *train_flags(fixed), *searched, *checkpoint_flags(fixed, out), "--out", out]
     labels = run_labels(run_id, "search")
-    template = _pod_template(
+    template = pod_template(
         spec, labels, args, threads=fixed["threads"], memory_limit=memory_limit,
-        results=_pvc_volume(spec) if spec.mount_pvc_in_trials else _scratch_volume(), port=False,
+        results=pvc_volume(spec) if spec.mount_pvc_in_trials else scratch_volume(), port=False,
         extra_env=[{"name": "PYTHONUNBUFFERED", "value": "1"},
                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         deadline=timeout, restart_policy="Never")
@@ -152,7 +152,7 @@ def _parameter(name: str, parameter: Parameter) -> dict[str, Any]:
 
 def value_text(value: Any) -> str:
     """A parameter value as Katib carries it (a string), and as `stockscale train` parses it back."""
-    return value if isinstance(value, str) else _number(value)
+    return value if isinstance(value, str) else flag_text(value)
 
 
 

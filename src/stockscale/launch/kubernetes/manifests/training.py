@@ -1,0 +1,208 @@
+"""The objects of one training run: a PyTorchJob (Training Operator v1) or a TrainJob (Kubeflow Trainer v2), and
+the NetworkPolicy that guards its rendezvous.
+
+A ReadWriteOnce volume attaches to one node, so by default only the master of a training job mounts the PVC
+and the workers get an emptyDir at /results; with `pvc_access_mode: ReadWriteMany` every pod mounts it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from stockscale.errors import InputError
+from stockscale.launch.kubernetes.manifests.naming import (
+    APP,
+    LABEL_APP,
+    LABEL_RUN,
+    RESULTS,
+    TRAINER_NODE,
+    TRAINJOB_API,
+    k8s_name,
+    run_labels,
+)
+from stockscale.launch.kubernetes.manifests.pods import (
+    checkpoint_flags,
+    plain_config,
+    pod_template,
+    pvc_volume,
+    scratch_volume,
+    train_flags,
+)
+from stockscale.launch.kubernetes.spec import MASTER_PORT, ClusterSpec
+
+TRAINER_RUNTIME = "torch-distributed"
+PATCH_MANAGER = "stockscale"
+
+# ------------------------------------------------------------------------------------------------- PyTorchJob
+
+
+def pytorchjob_manifest(
+    spec: ClusterSpec,
+    *,
+    name: str,
+    run_id: str,
+    config: Mapping[str, Any],
+    workers: int = 1,
+    out: str | None = None,
+    memory_limit: int | None = None,
+    threads: int | None = None,
+    timeout: float | None = None,
+    component: str = "train",
+    trial: int | None = None,
+    mount_pvc: bool = True,
+) -> dict[str, Any]:
+    """One training run as a PyTorchJob: Master 1 + Worker (workers - 1), each `stockscale train ...`.
+
+    The operator gives every replica MASTER_ADDR/MASTER_PORT/WORLD_SIZE/RANK (and PET_*); nprocPerNode is 1,
+    so WORLD_SIZE is the replica count. Pods are never restarted (an OOM kill is a result, not a glitch), and
+    running pods are removed when the job ends while finished ones stay for their logs.
+    """
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, not {workers}")
+    values = plain_config(config)
+    if workers > 1 and spec.pvc_access_mode == "ReadWriteOnce" and _reads_user_files(values):
+        raise InputError("with several workers only the master mounts the ReadWriteOnce PVC, but the config "
+                         "reads a file or dataset every worker needs: use pvc_access_mode ReadWriteMany or "
+                         "bundled data with --multiplier")
+    threads = threads or values.get("threads") or spec.threads
+    values["threads"] = threads
+    out = out or f"{RESULTS}/{run_id}/{name}"
+    args = ["train", *train_flags(values), *checkpoint_flags(values, out), "--out", out]
+    labels = run_labels(run_id, component, job=name, trial=trial)
+    every_pod_mounts = spec.pvc_access_mode == "ReadWriteMany"
+
+    def replica(replicas: int, results: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "replicas": replicas,
+            "restartPolicy": "Never",
+            "template": pod_template(spec, labels, args, threads=threads, memory_limit=memory_limit,
+                                      results=results, port=True),
+        }
+
+    master_results = pvc_volume(spec) if mount_pvc else scratch_volume()
+    replicas = {"Master": replica(1, master_results)}
+    if workers > 1:
+        worker_results = pvc_volume(spec) if mount_pvc and every_pod_mounts else scratch_volume()
+        replicas["Worker"] = replica(workers - 1, worker_results)
+    run_policy: dict[str, Any] = {"cleanPodPolicy": "Running", "backoffLimit": 0,
+                                  "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished}
+    if timeout is not None:
+        run_policy["activeDeadlineSeconds"] = max(1, math.ceil(timeout))
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": name, "namespace": spec.namespace, "labels": dict(labels)},
+        "spec": {"nprocPerNode": "1", "runPolicy": run_policy, "pytorchReplicaSpecs": replicas},
+    }
+
+
+
+# ---------------------------------------------------------------------------------- TrainJob (Trainer v2)
+
+
+def trainjob_manifest(
+    spec: ClusterSpec,
+    *,
+    name: str,
+    run_id: str,
+    config: Mapping[str, Any],
+    workers: int = 1,
+    out: str | None = None,
+    memory_limit: int | None = None,
+    threads: int | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """One training run as a Kubeflow Trainer v2 TrainJob on the stock `torch-distributed` runtime.
+
+    numNodes = workers, one process per node (numProcPerNode 1): the torch plugin gives every node
+    PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK (the completion index), PET_MASTER_ADDR and
+    PET_MASTER_PORT, which `stockscale train` reads directly (no torchrun in between). Image, command,
+    args, env and resources are the trainer's own fields; the pod's and container's security settings,
+    volumes and our labels go through a runtime patch, the only place the API lets a TrainJob set them.
+    The patch cannot switch off the service account token (automountServiceAccountToken is not patchable).
+    A ReadWriteOnce PVC is mounted only when there is one node (every node shares one pod template).
+    """
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, not {workers}")
+    values = plain_config(config)
+    one_volume_per_node = spec.pvc_access_mode == "ReadWriteOnce" and workers > 1
+    if one_volume_per_node and _reads_user_files(values):
+        raise InputError("a TrainJob with several nodes cannot share a ReadWriteOnce PVC, but the config reads "
+                         "a file or dataset every node needs: use pvc_access_mode ReadWriteMany")
+    threads = threads or values.get("threads") or spec.threads
+    values["threads"] = threads
+    out = out or f"{RESULTS}/{run_id}/{name}"
+    args = ["train", *train_flags(values), *checkpoint_flags(values, out), "--out", out]
+    labels = run_labels(run_id, "train", job=name)
+    results = scratch_volume() if one_volume_per_node else pvc_volume(spec)
+    template = pod_template(spec, labels, args, threads=threads, memory_limit=memory_limit, results=results,
+                             port=False, extra_env=[{"name": "PYTHONUNBUFFERED", "value": "1"}])
+    container = template["spec"]["containers"][0]
+    pod_patch: dict[str, Any] = {
+        "securityContext": template["spec"]["securityContext"],
+        "volumes": template["spec"]["volumes"],
+        "containers": [{"name": TRAINER_NODE, "securityContext": container["securityContext"],
+                        "volumeMounts": container["volumeMounts"]}],
+    }
+    if spec.service_account:
+        pod_patch["serviceAccountName"] = spec.service_account
+    trainjob_spec: dict[str, Any] = {
+        "runtimeRef": {"apiGroup": TRAINJOB_API[0], "kind": "ClusterTrainingRuntime", "name": TRAINER_RUNTIME},
+        "trainer": {
+            "image": container["image"],
+            "command": container["command"],
+            "args": container["args"],
+            "env": container["env"],
+            "numNodes": workers,
+            "numProcPerNode": 1,
+            "resourcesPerNode": container["resources"],
+        },
+        "runtimePatches": [{
+            "manager": PATCH_MANAGER,
+            "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
+                "name": TRAINER_NODE,
+                "template": {"spec": {"template": {"metadata": {"labels": dict(labels)}, "spec": pod_patch}}},
+            }]}}},
+        }],
+    }
+    if timeout is not None:
+        trainjob_spec["activeDeadlineSeconds"] = max(1, math.ceil(timeout))
+    return {
+        "apiVersion": f"{TRAINJOB_API[0]}/{TRAINJOB_API[1]}",
+        "kind": "TrainJob",
+        "metadata": {"name": name, "namespace": spec.namespace, "labels": dict(labels)},
+        "spec": trainjob_spec,
+    }
+
+
+
+# ------------------------------------------------------------------------------------ rendezvous policy
+
+
+def network_policy_manifest(spec: ClusterSpec, run_id: str, port: int = MASTER_PORT) -> dict[str, Any]:
+    """Only the run's own pods may reach its training pods, the rendezvous port (`port`) included.
+
+    DDP peers also connect to each other on ports the process group picks (gloo, NCCL), so the policy
+    admits every port from the run's own pods and nothing from anywhere else (an annotation names the
+    rendezvous port it protects). Enforced only where the network plugin implements NetworkPolicy.
+    """
+    selector = {"matchLabels": {LABEL_APP: APP, LABEL_RUN: run_id}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": k8s_name(run_id, "rendezvous", limit=63), "namespace": spec.namespace,
+                     "labels": run_labels(run_id, "network"),
+                     "annotations": {"stockscale/rendezvous-port": str(port)}},
+        "spec": {
+            "podSelector": selector,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": selector}]}],
+        },
+    }
+
+
+def _reads_user_files(values: Mapping[str, Any]) -> bool:
+    return values.get("data") is not None or str(values.get("source", "")).startswith("csv:")
+
