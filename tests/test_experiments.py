@@ -117,7 +117,8 @@ def test_resume_skips_finished_trials(cli, tmp_path):
 
 def test_trial_timeout_is_recorded(cli, tmp_path):
     grid = space(tmp_path, "hidden_size: [4]\n")
-    ran = cli("search", "--space", grid, "--trial-timeout", "0.5", "--out", tmp_path / "s")
+    # 500 epochs: far over half a second even on a warm worker, whose start does not count in a trial's time.
+    ran = cli("search", "--space", grid, "--trial-timeout", "0.5", "--epochs", "500", "--out", tmp_path / "s")
     assert ran.code == 0, ran.err
     (trial,) = read(tmp_path / "s" / "summary.json")["results"]
     assert trial["status"] == "timeout" and trial["run_dir"] is None
