@@ -315,3 +315,114 @@ def test_tpe_with_an_optimizationjob_is_refused_in_one_line_with_nothing_written
     assert ran.code == 2
     assert len(ran.err.strip().splitlines()) == 1 and "--k8s-algorithm tpe" in ran.err
     assert "Traceback" not in ran.err and not out.exists()
+
+
+# ------------------------------------------------------------------ ranges, --strategy and --pruner median
+
+RANGES = {"lr": {"type": "double", "min": 1e-4, "max": 1e-2, "log": True},
+          "hidden_size": {"type": "int", "min": 16, "max": 64, "step": 16},
+          "num_layers": [1, 2]}
+
+
+def ranged_launcher(k8s=None, pruner="median", algorithm="tpe", trials=4) -> KubernetesLauncher:
+    from stockscale.space import parse_space
+
+    return KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=k8s.api() if k8s else None,
+                              run_id="katib-range-0001", kind="katib", poll=0.02, watch_window=0.5,
+                              algorithm=algorithm, space=parse_space(RANGES, "space"), trials=trials, pruner=pruner)
+
+
+def check_feasible_spaces_as_katib_webhook(experiment: dict) -> None:
+    """Katib's validator for ranges: int and double give min and max (min <= max), a list gives only a list."""
+    for param in experiment["spec"]["parameters"]:
+        space = param["feasibleSpace"]
+        if param["parameterType"] in ("int", "double"):
+            assert "list" not in space and float(space["min"]) <= float(space["max"])
+            if param["parameterType"] == "int":
+                int(space["min"]), int(space["max"]), int(space.get("step", "1"))
+            assert space.get("distribution", "uniform") in ("uniform", "logUniform", "normal", "logNormal")
+        else:
+            assert space["list"] and "min" not in space and "max" not in space
+
+
+def test_a_space_with_ranges_renders_katibs_feasible_spaces_and_median_stopping():
+    (experiment,) = ranged_launcher().search_manifests(trial_jobs(lrs=(0.001,), loaders=("lazy",)) * 4, 2)
+    check_with_katib_sdk(experiment)
+    check_feasible_spaces_as_katib_webhook(experiment)
+    spec = experiment["spec"]
+    assert spec["algorithm"]["algorithmName"] == "tpe" and spec["maxTrialCount"] == 4
+    assert spec["parameters"][:2] == [
+        {"name": "lr", "parameterType": "double",
+         "feasibleSpace": {"min": "0.0001", "max": "0.01", "distribution": "logUniform"}},
+        {"name": "hidden_size", "parameterType": "int", "feasibleSpace": {"min": "16", "max": "64", "step": "16"}}]
+    assert spec["earlyStopping"]["algorithmName"] == "medianstop"
+    args = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    for name in ("lr", "hidden_size", "num_layers"):
+        assert f"${{trialParameters.{name}}}" in args
+    assert "earlyStopping" not in ranged_launcher(pruner="none").search_manifests(trial_jobs(), 2)[0]["spec"]
+
+
+@pytest.mark.parametrize(("kind", "pruner"), [("katib", "asha"), ("job", "median"), ("optimizationjob", "median")])
+def test_a_pruner_a_cluster_kind_cannot_run_is_refused(kind, pruner):
+    with pytest.raises(InputError, match="Katib's early stopping"):
+        KubernetesLauncher(ClusterSpec(image="stockscale:test"), kind=kind, pruner=pruner)
+
+
+def sampling_katib_controller(stopped_index: int):
+    """Plays Katib sampling ranges: each Trial assigns its own values (not from any list we sent); trial
+    `stopped_index` is ended by the median stopping rule after one epoch (condition EarlyStopped)."""
+
+    def handle(cluster: Cluster, experiment: dict) -> None:
+        spec = experiment["spec"]
+        name = experiment["metadata"]["name"]
+        template = spec["trialTemplate"]
+        for number in range(spec["maxTrialCount"]):
+            trial_name = f"{name}-{number:08d}"
+            values = {"lr": ["0.0003", "0.004", "0.0001", "0.009"][number], "hidden_size": str(16 * (number + 1)),
+                      "num_layers": "1" if number % 2 else "2"}
+            assignments = [{"name": key, "value": value} for key, value in values.items()]
+            cluster.create_trial({
+                "apiVersion": experiment["apiVersion"], "kind": "Trial",
+                "metadata": {"name": trial_name,
+                             "labels": {**experiment["metadata"]["labels"], katib.EXPERIMENT_LABEL: name}},
+                "spec": {"parameterAssignments": assignments, "objective": spec["objective"]}})
+            pod_labels = {**template["trialSpec"]["spec"]["template"]["metadata"]["labels"], "job-name": trial_name}
+            loss = 1.0 + number / 10
+            first = json.dumps({"event": "epoch", "epoch": 1, "val_loss": loss + 0.5, "train_loss": 2.0})
+            if number == stopped_index:
+                cluster.create_pod(pod(f"{trial_name}-x", pod_labels, "Failed", container(exit_code=143)),
+                                   log=first + "\n")
+                cluster.set_status("trials", trial_name, {
+                    "observation": {"metrics": [{"name": "val_loss", "latest": str(loss + 0.5),
+                                                 "min": str(loss + 0.5), "max": str(loss + 0.5)}]},
+                    "conditions": [{"type": "EarlyStopped", "status": "True", "reason": "TrialEarlyStopped"}]})
+                continue
+            log = first + "\n" + metrics_line(config=values, val={"loss": loss}) + "\n"
+            cluster.create_pod(pod(f"{trial_name}-x", pod_labels, "Succeeded", container()), log=log)
+            cluster.set_status("trials", trial_name, {
+                "observation": {"metrics": [{"name": "val_loss", "latest": str(loss), "min": str(loss),
+                                             "max": str(loss + 0.5)}]},
+                "conditions": [{"type": "Succeeded", "status": "True", "reason": "TrialSucceeded"}]})
+        cluster.set_status("experiments", name, {"conditions": [
+            {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached", "message": "done"}]})
+
+    return handle
+
+
+def test_a_katib_search_over_ranges_reads_back_the_points_katib_chose_and_its_early_stopped_trials(k8s, tmp_path):
+    from stockscale.experiments.search import SearchSettings, run_search
+
+    settings = SearchSettings(backend="kubernetes", workers=2, space=dict(RANGES), strategy="tpe", trials=4,
+                              pruner="median", train={"max_steps": 2})
+    launcher = ranged_launcher(k8s)
+    with Cluster(k8s, on_experiment=sampling_katib_controller(stopped_index=2)):
+        summary = run_search(settings, launcher, tmp_path / "s")
+    statuses = {entry["config"]["hidden_size"]: entry["status"] for entry in summary["results"]}
+    assert statuses == {16: "success", 32: "success", 48: "pruned", 64: "success"}
+    by_size = {entry["config"]["hidden_size"]: entry for entry in summary["results"]}
+    assert by_size[16]["config"] == {"lr": 0.0003, "hidden_size": 16, "num_layers": 2}
+    assert by_size[48]["val_loss"] == pytest.approx(1.7) and by_size[48]["epochs_done"] == 1
+    assert summary["pruned"] == 1 and summary["best"]["config"]["hidden_size"] == 16
+    (post,) = k8s.requests("post", f"/apis/kubeflow.org/v1beta1/namespaces/{launcher.namespace}/experiments")
+    check_with_katib_sdk(post.data)
+    check_feasible_spaces_as_katib_webhook(post.data)

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from stockscale.experiments.search import SearchSettings, run_search, trial_jobs
-from stockscale.experiments.space import parse_space
 from stockscale.launch.local import LocalLauncher
+from stockscale.space import parse_space
 
 QUICK = {"epochs": 1, "max_steps": 2, "num_layers": 1, "threads": 1}
 RANGES = {"hidden_size": {"type": "int", "min": 4, "max": 12},

@@ -190,8 +190,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         load_space,
         run_search,
     )
-    from stockscale.experiments.space import grid_size, parse_space
     from stockscale.files import prepare_results_dir
+    from stockscale.space import grid_size, parse_space
 
     strategy = args.strategy or (args.k8s_algorithm if args.k8s_kind in ("optimizationjob", "katib") else "grid")
     if args.strategy and args.k8s_algorithm != "grid" and args.k8s_algorithm != args.strategy:
@@ -216,7 +216,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         refuse_kubernetes_only_flags(args)
     if not args.dry_run:
         prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
-    launcher = choose_launcher(args, "search", warm=True, log_dir=out / "logs")
+    # On a cluster, a controller that searches itself (Katib) gets the strategy, the space and the pruner.
+    cluster = ({"algorithm": strategy, "space": settings.parameters, "trials": settings.trials,
+                "pruner": args.pruner} if args.backend == "kubernetes" else {})
+    launcher = choose_launcher(args, "search", warm=True, log_dir=out / "logs", **cluster)
     if args.dry_run:
         from stockscale.experiments.dry_run import write_dry_run_marker
         from stockscale.experiments.search import trial_jobs

@@ -19,7 +19,7 @@ def choose_launcher(args: argparse.Namespace, prefix: str, *, warm: bool = False
     if backend == "kubernetes":
         options.pop("log_dir", None)  # pod logs stay on the cluster (stockscale k8s logs RUN)
         more = {"kind": args.k8s_kind, "algorithm": getattr(args, "k8s_algorithm", None)}
-        return kubernetes_launcher(args, prefix, **options, **{k: v for k, v in more.items() if v is not None})
+        return kubernetes_launcher(args, prefix, **{**{k: v for k, v in more.items() if v is not None}, **options})
     if backend == "docker":
         from stockscale.launch.docker import DockerLauncher
 

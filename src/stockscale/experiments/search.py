@@ -30,11 +30,11 @@ from typing import Any
 
 from stockscale.config import build_train_config
 from stockscale.errors import InputError
-from stockscale.experiments.space import Parameter, Space, grid, grid_size, load_space, parse_space, space_record
 from stockscale.experiments.study import JOURNAL, PRUNERS, STRATEGIES, StudyDriver, open_study
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
+from stockscale.space import Parameter, Space, grid, grid_size, load_space, parse_space, space_record
 from stockscale.worker import EpochReport
 
 __all__ = ["DEFAULT_SPACE", "KIND", "SearchSettings", "expected_cost", "format_summary", "grid", "load_space",
@@ -194,8 +194,9 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
 
     def start(index: int, config: dict[str, Any], trial: Any) -> TrainJob:
         last_epoch = build_train_config({**settings.train, **config}, f"trial {index} {config}").epochs
-        job = _job(settings, out, index, config,
-                   judge=lambda report: driver.report(trial, report.epoch, report.val_loss, last_epoch))
+        judge = None if trial is None else (
+            lambda report: driver.report(trial, report.epoch, report.val_loss, last_epoch))
+        job = _job(settings, out, index, config, judge=judge)
         shutil.rmtree(job.run_dir, ignore_errors=True)  # an unfinished trial's leftovers
         with lock:
             running[job.name] = (index, config, trial)
@@ -204,10 +205,12 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
     def record(result: JobResult) -> None:
         with lock:
             index, config, trial = running.pop(result.name)
+        config = result.config if result.config is not None else config  # what a controller chose
         entry = trial_entry(index, config, result)
         entry["settings_hash"] = trial_settings_hash(settings, config)
-        entry["study_trial"] = trial.number
-        driver.tell(trial, result.status, entry["val_loss"])
+        if trial is not None:
+            entry["study_trial"] = trial.number
+            driver.tell(trial, result.status, entry["val_loss"])
         with lock:
             summary["results"].append(entry)
             _write(out, summary)
@@ -226,7 +229,18 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
             trial, config = driver.ask()
             yield start(trial.number, config, trial)
 
-    jobs = grid_jobs() if settings.strategy == "grid" else sampled_jobs()
+    def controller_jobs() -> Iterator[TrainJob]:
+        """A cluster controller (Katib, an OptimizationJob) runs the search: it gets the trials' settings and
+        count, chooses the points itself, and no study of ours asks or is told."""
+        for job in trial_jobs(settings, out):
+            index = int(job.name.removeprefix("trial-"))
+            if index not in previous:
+                yield start(index, {name: job.config[name] for name in settings.parameters}, None)
+
+    if getattr(launcher, "searches_itself", False):
+        jobs = controller_jobs()
+    else:
+        jobs = grid_jobs() if settings.strategy == "grid" else sampled_jobs()
     summary["launched_at"] = time.time()  # the total counts from here: a warm launcher's start is in it
     _write(out, summary)
     try:
@@ -234,7 +248,8 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
             launcher.run_many(jobs, settings.workers, record)
         else:
             # A batch launcher takes its jobs at once; TPE learns between waves of `workers` trials.
-            wave = settings.workers if settings.strategy == "tpe" else settings.trial_count
+            adaptive = settings.strategy == "tpe" and not getattr(launcher, "searches_itself", False)
+            wave = settings.workers if adaptive else settings.trial_count
             while batch := list(itertools.islice(jobs, max(1, wave))):
                 launcher.run_many(batch, settings.workers, record)
     finally:

@@ -21,7 +21,7 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from stockscale.experiments.space import Parameter, Space
+from stockscale.space import Parameter, Space
 
 STRATEGIES = ("grid", "random", "tpe")
 PRUNERS = ("none", "asha", "median")

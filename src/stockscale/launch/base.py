@@ -55,6 +55,9 @@ class JobResult:
     # The epoch progress rank 0 reported while it ran, in order (what a pruned job leaves: its last loss and
     # how many epochs it did).
     epochs: list[EpochReport] = field(default_factory=list)
+    # The settings a search controller chose for this trial (Katib sampling ranges), when the job did not fix
+    # them itself; None otherwise.
+    config: dict[str, Any] | None = None
 
     @property
     def wall_seconds(self) -> float:

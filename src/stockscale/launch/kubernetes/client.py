@@ -34,6 +34,7 @@ from stockscale.launch.kubernetes.session import ClusterSession
 from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.launch.kubernetes.tracking import DEFAULT_STARTUP_TIMEOUT, RunTracker
 from stockscale.launch.kubernetes.training_run import run_training
+from stockscale.space import Space
 
 Kind = Literal["job", "pytorchjob", "trainjob", "optimizationjob", "katib"]
 KINDS = ("job", "pytorchjob", "trainjob", "optimizationjob", "katib")
@@ -82,6 +83,9 @@ class KubernetesLauncher:
         watch_window: float = 30.0,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         algorithm: Literal["grid", "random", "tpe"] = "grid",
+        space: Space | None = None,
+        trials: int | None = None,
+        pruner: str = "none",
     ) -> None:
         if kind not in KINDS:
             raise InputError(f"--k8s-kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -93,9 +97,21 @@ class KubernetesLauncher:
         run_id = m.check_run_id(run_id) if run_id else m.make_run_id(run_prefix)
         self.tracker = RunTracker(self.session, self.spec, run_id, keep=keep, on_line=on_line, on_event=on_event,
                                   poll=poll, watch_window=watch_window, startup_timeout=startup_timeout)
+        if pruner != "none" and (kind != "katib" or pruner != "median"):
+            raise InputError(f"--pruner {pruner} on a cluster is Katib's early stopping: use --k8s-kind katib "
+                             "--pruner median (stockscale's own pruners stop local processes and containers)")
         self.kind = kind
         self.algorithm = algorithm
+        # A search a controller runs (Katib, an OptimizationJob) samples from the space itself.
+        self.space = space if algorithm != "grid" else None
+        self.trials, self.pruner = trials, pruner
         self.interrupted = False
+
+    @property
+    def searches_itself(self) -> bool:
+        """Whether the cluster's controller chooses the trials (Katib, an OptimizationJob): the search then
+        hands it every trial at once and asks no sampler of its own."""
+        return self.kind in ("katib", "optimizationjob")
 
     @property
     def run_id(self) -> str:
@@ -157,7 +173,9 @@ class KubernetesLauncher:
             return [katib.experiment_manifest(self.spec, run_id=self.run_id, configs=[job.config for job in jobs],
                                               parallelism=parallel, algorithm=self.algorithm,
                                               threads=jobs[0].threads, memory_limit=jobs[0].memory_limit,
-                                              timeout=jobs[0].timeout)]
+                                              timeout=jobs[0].timeout, space=self.space,
+                                              max_trials=self.trials or len(jobs),
+                                              early_stopping=self.pruner == "median")]
         if self.kind == "optimizationjob":
             return [m.optimizationjob_manifest(self.spec, run_id=self.run_id, configs=[job.config for job in jobs],
                                                parallelism=parallel, algorithm=self.algorithm,
@@ -215,7 +233,7 @@ class KubernetesLauncher:
             elif self.kind == "optimizationjob":
                 results = run_optimization(self.tracker, jobs, manifests[0], on_result)
             elif self.kind == "katib":
-                results = run_katib(self.tracker, jobs, manifests[0], on_result)
+                results = run_katib(self.tracker, jobs, manifests[0], on_result, self.space)
             else:
                 results = run_indexed(self.tracker, jobs, manifests, on_result)
         except KeyboardInterrupt:

@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stockscale.errors import InputError
-from stockscale.experiments.space import Parameter, Space
 from stockscale.launch.kubernetes.manifests import (
     CONTAINER,
     EXPERIMENT_API,
@@ -29,6 +28,7 @@ from stockscale.launch.kubernetes.manifests import (
     TRIAL_API,
     checkpoint_flags,
     flag_text,
+    plain_config,
     pod_template,
     pvc_volume,
     run_labels,
@@ -37,6 +37,7 @@ from stockscale.launch.kubernetes.manifests import (
     train_flags,
 )
 from stockscale.launch.kubernetes.spec import ClusterSpec
+from stockscale.space import Parameter, Space
 
 __all__ = ["ALGORITHMS", "EXPERIMENT_API", "METRICS_FORMAT", "TRIAL_API", "experiment_manifest",
            "trial_assignments", "trial_metric", "value_text"]
@@ -80,10 +81,14 @@ def experiment_manifest(
     """
     if algorithm not in ALGORITHMS:
         raise InputError(f"a Katib Experiment searches by {', '.join(ALGORITHMS)}, not {algorithm!r}")
-    values, choices, varying, fixed = search_parameters(configs, "a Katib Experiment", algorithm, value_text)
-    if space is not None:
+    if space is not None:  # Katib samples the space itself: the configs only carry the fixed settings
+        values, choices = [plain_config(config) for config in configs], {}
+        if not values:
+            raise InputError("a search needs at least one trial")
         varying = list(space)
         fixed = {key: value for key, value in values[0].items() if key not in space}
+    else:
+        values, choices, varying, fixed = search_parameters(configs, "a Katib Experiment", algorithm, value_text)
     fixed["threads"] = fixed.get("threads") or threads or spec.threads
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
     searched = [arg for key in varying for arg in (f"--{key.replace('_', '-')}", f"${{trialParameters.{key}}}")]
@@ -95,8 +100,9 @@ def experiment_manifest(
         extra_env=[{"name": "PYTHONUNBUFFERED", "value": "1"},
                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         deadline=timeout, restart_policy="Never")
-    numeric = {key: all(isinstance(config[key], int | float) and not isinstance(config[key], bool)
-                        for config in values) for key in varying}
+    numeric = {} if space is not None else {
+        key: all(isinstance(config[key], int | float) and not isinstance(config[key], bool) for config in values)
+        for key in varying}
     trials = max_trials or len(values)
     parameters = ([_parameter(key, parameter) for key, parameter in space.items()] if space is not None else
                   [{"name": key, "parameterType": "discrete" if numeric[key] else "categorical",
@@ -166,3 +172,18 @@ def trial_metric(trial: Mapping[str, Any], name: str = OBJECTIVE) -> dict[str, A
     """What Katib observed of one metric of a Trial ({name, latest, min, max}), or None."""
     metrics = ((trial.get("status") or {}).get("observation") or {}).get("metrics") or []
     return next((metric for metric in metrics if metric.get("name") == name), None)
+
+
+def assigned_config(assignments: Mapping[str, str], space: Space) -> dict[str, Any]:
+    """A Trial's parameter assignments (strings) as the values of `space` they stand for: an int range's
+    integer, a double's float, a list's own value (matched by how value_text spells it)."""
+    config: dict[str, Any] = {}
+    for name, parameter in space.items():
+        text = assignments.get(name)
+        if text is None:
+            raise InputError(f"a Katib trial did not assign {name}")
+        if parameter.choices is not None:
+            config[name] = next((value for value in parameter.choices if value_text(value) == text), text)
+        else:
+            config[name] = int(float(text)) if parameter.type == "int" else float(text)
+    return config

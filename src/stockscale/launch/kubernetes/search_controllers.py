@@ -6,6 +6,7 @@ the parameters it was handed, and reads its result from its pod's log.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.logs import read_log
 from stockscale.launch.kubernetes.outcome import name_of, pytorchjob_result, trial_result, true_condition
 from stockscale.launch.kubernetes.tracking import ENDED, RunTracker, give_up
+from stockscale.space import Space
+from stockscale.worker import EpochReport, parse_epoch_line
 
 KATIB_TRIAL_ENDED = ("Succeeded", "Failed", "EarlyStopped", "Killed", "MetricsUnavailable")
 
@@ -66,11 +69,13 @@ def run_optimization(run: RunTracker, jobs: list[TrainJob], manifest: dict[str, 
     return results
 
 def run_katib(run: RunTracker, jobs: list[TrainJob], manifest: dict[str, Any],
-              on_result: Callable[[JobResult], None] | None) -> dict[int, JobResult]:
+              on_result: Callable[[JobResult], None] | None, space: Space | None = None) -> dict[int, JobResult]:
     """One Katib Experiment: its controller creates a Trial per point (labelled with our run: Katib copies
     the Experiment's labels) and a batch Job per Trial; each ended Trial is matched to its config by its
     parameter assignments, and its result read from its pod's log (the final JSON line), or, when that
-    log is gone, from the validation loss Katib's metrics collector observed."""
+    log is gone, from the validation loss Katib's metrics collector observed. With `space`, Katib samples
+    the points itself: each ended Trial fills the next job, and its result carries the config it ran. A
+    Trial Katib's early stopping ended is `pruned`, with the epochs its log reported."""
     run.create(manifest)
     name = name_of(manifest)
     keys = [param["name"] for param in manifest["spec"]["parameters"]]
@@ -87,7 +92,10 @@ def run_katib(run: RunTracker, jobs: list[TrainJob], manifest: dict[str, Any],
         trial_name = name_of(trial)
         collected.add(trial_name)
         params = katib.trial_assignments(trial)
-        index = next((i for i, want in enumerate(wanted) if want == params and i not in results), None)
+        if space is not None:
+            index = next((i for i in range(len(jobs)) if i not in results), None)
+        else:
+            index = next((i for i, want in enumerate(wanted) if want == params and i not in results), None)
         if index is None:
             run.event(f"Katib trial {trial_name} ran {params}, a point already run or not in the search")
             return
@@ -109,6 +117,14 @@ def run_katib(run: RunTracker, jobs: list[TrainJob], manifest: dict[str, Any],
                 detail="" if ok else f"Katib trial {trial_name}: {ended.get('reason') or ended.get('type')}",
                 metrics={"val": {"loss": float(observed["min"])}} if ok and observed else None,
                 start_time=now, end_time=now, limit_mechanism="kubernetes")
+        result.epochs = [report for line in lines if (report := parse_epoch_line(line)) is not None]
+        if (true_condition(trial, KATIB_TRIAL_ENDED) or {}).get("type") == "EarlyStopped":
+            result.status, result.detail, result.metrics = "pruned", "stopped early by Katib's medianstop", None
+            if not result.epochs and observed is not None:
+                with contextlib.suppress(TypeError, ValueError):  # Katib says "unavailable" when it has none
+                    result.epochs = [EpochReport(0, float(observed["latest"]))]
+        if space is not None:
+            result.config = katib.assigned_config(params, space)
         results[index] = result
         run.event(f"trial {index} ({jobs[index].name}, Katib trial {trial_name}): {result.status}")
         if on_result is not None:
