@@ -18,7 +18,7 @@ from stockscale.errors import InputError, StockscaleError
 
 if TYPE_CHECKING:
     from stockscale.launch.base import Launcher
-    from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher
+    from stockscale.launch.kubernetes import ClusterSession, ClusterSpec, KubernetesLauncher
 
 T = TypeVar("T")
 
@@ -122,41 +122,48 @@ def cmd_k8s_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cluster_session(args: argparse.Namespace) -> ClusterSession:
+    """The namespace of the cluster `--kubeconfig`/`--context` name, for status, logs and delete of any run."""
+    from stockscale.launch.kubernetes import ClusterSession
+
+    return ClusterSession(cluster_spec(args).namespace, kubeconfig=args.kubeconfig, context=args.context)
+
+
 def cmd_k8s_status(args: argparse.Namespace) -> int:
     from stockscale.console import log
 
-    launcher = kubernetes_launcher(args, "status")
+    session = cluster_session(args)
     if args.run is None:
-        runs = launcher.list_runs()
-        log("\n".join(runs) if runs else f"no stockscale runs in namespace {launcher.namespace}")
+        runs = session.list_runs()
+        log("\n".join(runs) if runs else f"no stockscale runs in namespace {session.namespace}")
         return 0
-    objects = launcher.status(args.run)
+    objects = session.status(args.run)
     if not objects:
-        raise InputError(f"no objects of run {args.run} in namespace {launcher.namespace}")
+        raise InputError(f"no objects of run {args.run} in namespace {session.namespace}")
     for obj in objects:
         log(f"{obj.kind:<12} {obj.name:<50} {obj.state:<10} {obj.detail}")
     return 0
 
 
 def cmd_k8s_logs(args: argparse.Namespace) -> int:
-    launcher = kubernetes_launcher(args, "logs")
-    pods = launcher.logs(args.run, lambda pod, line: print(f"[{pod}] {line}", flush=True), follow=args.follow,
+    session = cluster_session(args)
+    pods = session.logs(args.run, lambda pod, line: print(f"[{pod}] {line}", flush=True), follow=args.follow,
                          pod=args.pod, trial=args.trial)
     if not pods:
-        raise InputError(f"no pods of run {args.run} in namespace {launcher.namespace}")
+        raise InputError(f"no pods of run {args.run} in namespace {session.namespace}")
     return 0
 
 
 def cmd_k8s_delete(args: argparse.Namespace) -> int:
     from stockscale.console import log
 
-    launcher = kubernetes_launcher(args, "delete")
+    session = cluster_session(args)
     if not args.yes and sys.stdin.isatty():
-        answer = input(f"delete every object of run {args.run} in {launcher.namespace}? [y/N] ").strip().lower()
+        answer = input(f"delete every object of run {args.run} in {session.namespace}? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             log("nothing deleted")
             return 0
-    deleted = launcher.delete_run(args.run)
+    deleted = session.delete_run(args.run)
     log("\n".join(f"deleted {name}" for name in deleted) if deleted else f"no objects of run {args.run}")
     return 0
 
