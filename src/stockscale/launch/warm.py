@@ -235,16 +235,18 @@ class WarmLauncher:
             warm.send(json.dumps(request))
         warm.served += 1
         while True:
+            # The abort and the deadline are checked before every line: a trial that prints without pause
+            # (an epoch every few milliseconds) must still time out.
+            if self._abort.is_set():
+                self._end(warm)
+                return None
+            if deadline is not None and time.time() >= deadline:
+                self._end(warm)
+                return _Outcome("timeout", f"timed out after {job.timeout:g} s", epochs,
+                                process.finish_limit().polled_peak_rss_bytes)
             try:
                 line = warm.lines.get(timeout=TICK)
             except queue.Empty:
-                if self._abort.is_set():
-                    self._end(warm)
-                    return None
-                if deadline is not None and time.time() >= deadline:
-                    self._end(warm)
-                    return _Outcome("timeout", f"timed out after {job.timeout:g} s", epochs,
-                                    process.finish_limit().polled_peak_rss_bytes)
                 continue
             if line is None:  # it died: a crash, its memory limit
                 self._end(warm)
