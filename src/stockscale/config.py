@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -89,9 +89,40 @@ class TrainConfig(BaseModel):
             raise ValueError(f"source {value!r} is not bundled:TICKER, csv:PATH or yahoo:TICKER")
         return value
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, YAML/JSON-friendly dict (dates as ISO strings, paths as strings)."""
-        return self.model_dump(mode="json")
+    def to_dict(self) -> TrainOverrides:
+        """Plain, YAML/JSON-friendly dict (dates as ISO strings, paths as strings): every field set."""
+        return cast(TrainOverrides, self.model_dump(mode="json"))
+
+
+class TrainOverrides(TypedDict, total=False):
+    """TrainConfig overrides: the fields a run sets, by name (or `learning_rate`, lr's alias), the rest left to
+    their defaults. What a TrainJob carries and a launcher writes into a job's YAML or a pod's flags, as given.
+
+    A date or a path may be in its JSON form (an ISO date, a string), as a YAML file or TrainConfig.to_dict
+    give them. Kept in step with TrainConfig by tests/test_structure.py (same keys, each field's type allowed).
+    """
+
+    source: str
+    start: date | str | None
+    end: date | str | None
+    train_frac: float
+    val_frac: float
+    multiplier: int
+    noise: float
+    data: Path | str | None
+    loader: Literal["memory", "lazy", "stream"]
+    hidden_size: int
+    num_layers: int
+    dropout: float
+    lr: float
+    learning_rate: float  # lr's alias, as a config file may spell it
+    batch_size: int
+    epochs: int
+    max_steps: int | None
+    seed: int
+    device: Literal["auto", "cpu", "cuda"]
+    threads: int | None
+    checkpoint_dir: Path | str | None
 
 
 TRAIN_FIELDS = frozenset(TrainConfig.model_fields) | {"learning_rate"}
