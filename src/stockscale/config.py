@@ -98,30 +98,31 @@ class TrainOverrides(TypedDict, total=False):
     """TrainConfig overrides: the fields a run sets, by name (or `learning_rate`, lr's alias), the rest left to
     their defaults. What a TrainJob carries and a launcher writes into a job's YAML or a pod's flags, as given.
 
-    A date or a path may be in its JSON form (an ISO date, a string), as a YAML file or TrainConfig.to_dict
-    give them. Kept in step with TrainConfig by tests/test_structure.py (same keys, each field's type allowed).
+    Any value may still be text (`str`): a command-line flag's value stays a string until TrainConfig parses it,
+    and a launcher writes it as it came (a date or a path is text in TrainConfig.to_dict too). Kept in step with
+    TrainConfig by tests/test_structure.py: the same keys, and every field's own type among those allowed.
     """
 
     source: str
     start: date | str | None
     end: date | str | None
-    train_frac: float
-    val_frac: float
-    multiplier: int
-    noise: float
+    train_frac: float | str
+    val_frac: float | str
+    multiplier: int | str
+    noise: float | str
     data: Path | str | None
-    loader: Literal["memory", "lazy", "stream"]
-    hidden_size: int
-    num_layers: int
-    dropout: float
-    lr: float
-    learning_rate: float  # lr's alias, as a config file may spell it
-    batch_size: int
-    epochs: int
-    max_steps: int | None
-    seed: int
-    device: Literal["auto", "cpu", "cuda"]
-    threads: int | None
+    loader: Literal["memory", "lazy", "stream"] | str
+    hidden_size: int | str
+    num_layers: int | str
+    dropout: float | str
+    lr: float | str
+    learning_rate: float | str  # lr's alias, as a config file may spell it
+    batch_size: int | str
+    epochs: int | str
+    max_steps: int | str | None
+    seed: int | str
+    device: Literal["auto", "cpu", "cuda"] | str
+    threads: int | str | None
     checkpoint_dir: Path | str | None
 
 
