@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypedDict
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -78,3 +82,103 @@ def test_the_data_path_only_imports_its_earlier_steps() -> None:
         path = folder / f"{step.rsplit('.', 1)[1]}.py"
         backwards += [f"{step} imports {dep}" for dep in sorted(_imports(path, later))]
     assert backwards == []
+
+
+# ------------------------------------------------------------------------------ typed contracts between layers
+
+# The experiments' modules whose functions the CLI calls: every name a cli/ module imports from them is checked.
+BOUNDARY_MODULES = ("stockscale.experiments.search", "stockscale.experiments.scale_test",
+                    "stockscale.experiments.demo")
+
+
+def _any_in(hint: object, seen: set[int] | None = None) -> bool:
+    """Whether a type hint is Any or holds it anywhere: in its arguments, a Callable's parameters, or the
+    fields of a TypedDict it names (a dict's shape is part of the contract)."""
+    seen = set() if seen is None else seen
+    if hint is typing.Any:
+        return True
+    if id(hint) in seen:
+        return False
+    seen.add(id(hint))
+    if typing.is_typeddict(hint):
+        return any(_any_in(field, seen) for field in typing.get_type_hints(hint).values())
+    # A Callable's parameters come as one list argument.
+    args = [item for arg in typing.get_args(hint) for item in (arg if isinstance(arg, list) else [arg])]
+    return any(_any_in(arg, seen) for arg in args)
+
+
+def _signature_hints(thing: object) -> dict[str, object]:
+    """The annotated parameters and return of a function, or the fields of a class (a dataclass, a Protocol),
+    resolved; names the CLI imports only for type checking are looked up in the launch layer."""
+    import stockscale.launch.base
+    import stockscale.space
+
+    return typing.get_type_hints(thing, localns={**vars(stockscale.space), **vars(stockscale.launch.base)})
+
+
+def _cli_imports_from(module: str) -> set[str]:
+    names: set[str] = set()
+    for path in (SRC / "stockscale" / "cli").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == module:
+                names.update(alias.name for alias in node.names)
+    return names
+
+
+def _boundary() -> dict[str, object]:
+    """What the CLI, the experiments and the launchers hand each other, by name."""
+    import importlib
+    import inspect
+
+    from stockscale.cli.launchers import choose_launcher
+    from stockscale.launch.base import JobResult, Launcher, TrainJob
+
+    things: dict[str, object] = {"choose_launcher": choose_launcher, "TrainJob": TrainJob, "JobResult": JobResult,
+                                 "Launcher": Launcher}
+    things.update({f"Launcher.{name}": getattr(Launcher, name) for name in ("run", "run_many", "logs", "delete")})
+    for module_name in BOUNDARY_MODULES:
+        module = importlib.import_module(module_name)
+        for name in _cli_imports_from(module_name):
+            value = getattr(module, name)
+            if inspect.isfunction(value) or isinstance(value, type):
+                things[f"{module_name}.{name}"] = value
+    return things
+
+
+def test_the_boundary_covers_what_the_cli_calls() -> None:
+    names = set(_boundary())
+    assert {"stockscale.experiments.search.run_search", "stockscale.experiments.scale_test.run_scale_test",
+            "stockscale.experiments.demo.run_demo", "TrainJob", "JobResult", "Launcher.run_many"} <= names
+
+
+def test_no_any_in_the_signatures_between_the_cli_the_experiments_and_the_launchers() -> None:
+    untyped = [f"{name}: {key}" for name, thing in _boundary().items()
+               for key, hint in _signature_hints(thing).items() if _any_in(hint)]
+    assert untyped == []
+
+
+class _Shape(TypedDict, total=False):
+    inner: list[dict[str, Any]]
+
+
+def test_the_detector_finds_any_wherever_it_hides() -> None:
+    """The check above can fail: Any in a Callable's parameters, a union, or a TypedDict's field is found."""
+    assert _any_in(Callable[[dict[str, Any]], None]) and _any_in(int | Any) and _any_in(_Shape)
+    assert not _any_in(Callable[[dict[str, int]], None]) and not _any_in(list[int] | None)
+
+
+def test_train_overrides_name_every_trainconfig_field_with_its_type() -> None:
+    """TrainJob.config's type (TrainOverrides) cannot drift from TrainConfig: the same keys (and aliases), and
+    each field's type among the values it allows."""
+    from stockscale.config import TrainConfig, TrainOverrides
+
+    def members(hint: object) -> set[object]:
+        return set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+
+    hints = typing.get_type_hints(TrainOverrides)
+    aliases = {info.alias for info in TrainConfig.model_fields.values() if info.alias}
+    assert set(hints) == set(TrainConfig.model_fields) | aliases
+    for name, info in TrainConfig.model_fields.items():
+        assert members(info.annotation) <= members(hints[name]), f"{name}: {info.annotation} not allowed"
+        if info.alias:
+            assert hints[info.alias] == hints[name]

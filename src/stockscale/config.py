@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -89,9 +89,41 @@ class TrainConfig(BaseModel):
             raise ValueError(f"source {value!r} is not bundled:TICKER, csv:PATH or yahoo:TICKER")
         return value
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, YAML/JSON-friendly dict (dates as ISO strings, paths as strings)."""
-        return self.model_dump(mode="json")
+    def to_dict(self) -> TrainOverrides:
+        """Plain, YAML/JSON-friendly dict (dates as ISO strings, paths as strings): every field set."""
+        return cast(TrainOverrides, self.model_dump(mode="json"))
+
+
+class TrainOverrides(TypedDict, total=False):
+    """TrainConfig overrides: the fields a run sets, by name (or `learning_rate`, lr's alias), the rest left to
+    their defaults. What a TrainJob carries and a launcher writes into a job's YAML or a pod's flags, as given.
+
+    Any value may still be text (`str`): a command-line flag's value stays a string until TrainConfig parses it,
+    and a launcher writes it as it came (a date or a path is text in TrainConfig.to_dict too). Kept in step with
+    TrainConfig by tests/test_structure.py: the same keys, and every field's own type among those allowed.
+    """
+
+    source: str
+    start: date | str | None
+    end: date | str | None
+    train_frac: float | str
+    val_frac: float | str
+    multiplier: int | str
+    noise: float | str
+    data: Path | str | None
+    loader: Literal["memory", "lazy", "stream"] | str
+    hidden_size: int | str
+    num_layers: int | str
+    dropout: float | str
+    lr: float | str
+    learning_rate: float | str  # lr's alias, as a config file may spell it
+    batch_size: int | str
+    epochs: int | str
+    max_steps: int | str | None
+    seed: int | str
+    device: Literal["auto", "cpu", "cuda"] | str
+    threads: int | str | None
+    checkpoint_dir: Path | str | None
 
 
 TRAIN_FIELDS = frozenset(TrainConfig.model_fields) | {"learning_rate"}

@@ -20,9 +20,87 @@ them only through `result_line`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, TypedDict, cast
+
+# Any value JSON can hold: what a result line's free-form parts (its config, its data summary) are made of.
+JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+JsonObject = dict[str, JsonValue]
+
+
+class SplitScore(TypedDict, total=False):
+    """How a model (or the persistence baseline) did on one split, in dollars (train.score)."""
+
+    loss: float  # the model's own loss (in the training target's units); not in a baseline's score
+    rmse: float
+    mae: float
+    mape: float
+    directional_accuracy: float | None  # null when the prediction never moves (the baseline)
+    windows: int
+
+
+class BaselineScores(TypedDict):
+    """The persistence baseline (tomorrow's close = today's) on the validation and test splits."""
+
+    name: str
+    val: SplitScore
+    test: SplitScore
+
+
+class WorkerStats(TypedDict):
+    """One DDP rank's share of a run: what a non-zero rank's result line holds, and rank 0's `workers`."""
+
+    rank: int
+    peak_rss_bytes: int
+    samples_per_second: float
+
+
+class EpochRecord(TypedDict):
+    """One epoch of history.json (a result line leaves the history out)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    steps: int
+    seconds: float
+
+
+class RunMetrics(TypedDict, total=False):
+    """A worker's result line (and rank 0's metrics.json, which also has `history`); docs/results.md.
+
+    Rank 0 of a run that finished writes every key but `rank` and `detail`; another rank writes only `rank`,
+    `peak_rss_bytes` and `samples_per_second`; a failure the worker could name only `status` and `detail`
+    (and its `rank`). A cluster controller that kept no log may know only `val`'s loss. Nothing validates a
+    result line (a launcher takes what the worker printed), so every key is optional to its readers.
+    """
+
+    kind: Literal["train_run"]
+    format_version: int
+    status: str  # "success" from rank 0; "oom" or "error" in a failure's line
+    detail: str
+    rank: int
+    config: JsonObject  # the full TrainConfig, as JSON (TrainConfig.to_dict)
+    data: JsonObject  # the data's summary: source, dates, days per split, multiplier, noise, dataset
+    loader: str
+    train_samples: int
+    data_resident_bytes: int
+    steps: int
+    epochs_completed: int
+    train_seconds: float
+    samples_per_second: float
+    peak_rss_bytes: int
+    world_size: int
+    workers: list[WorkerStats]
+    device: str
+    threads: int
+    history: list[EpochRecord]
+    val: SplitScore
+    test: SplitScore
+    baseline: BaselineScores
+    phase_seconds: dict[str, float | None]  # startup, setup, data, model, train, evaluate
+    wall_seconds: float
+    run_dir: str
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1  # StockscaleError: the run failed (a NaN loss, a worker that died)
@@ -32,7 +110,7 @@ EXIT_PORT_IN_USE = 4  # rank 0 found MASTER_PORT taken: the local launcher retri
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
-def result_line(metrics: dict[str, Any]) -> str:
+def result_line(metrics: RunMetrics | Mapping[str, object]) -> str:
     """The final stdout line of a rank: its result without the per-epoch history (history.json has it).
 
     Strict JSON: a NaN or infinity is refused here rather than written for a reader to choke on.
@@ -40,7 +118,7 @@ def result_line(metrics: dict[str, Any]) -> str:
     return json.dumps({key: value for key, value in metrics.items() if key != "history"}, allow_nan=False)
 
 
-def json_object(line: str) -> dict[str, Any] | None:
+def json_object(line: str) -> JsonObject | None:
     """`line` as a JSON object, or None when it is anything else (a log line, a list, broken JSON)."""
     text = line.strip()
     if not text.startswith("{"):
@@ -52,13 +130,15 @@ def json_object(line: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def result_object(line: str) -> dict[str, Any] | None:
-    """`line` as a result: a JSON object that is not a progress line (those carry an "event" key), or None."""
+def result_object(line: str) -> RunMetrics | None:
+    """`line` as a result: a JSON object that is not a progress line (those carry an "event" key), or None.
+
+    Its shape is the worker's word (RunMetrics): it is not checked, as no launcher ever checked it."""
     value = json_object(line)
-    return None if value is None or "event" in value else value
+    return None if value is None or "event" in value else cast(RunMetrics, value)
 
 
-def parse_result_line(lines: Iterable[str]) -> dict[str, Any] | None:
+def parse_result_line(lines: Iterable[str]) -> RunMetrics | None:
     """A worker's result: the last of its output lines that is a JSON object and not a progress line, or None.
 
     A worker killed after an epoch has printed progress but no result: its progress is not taken for one."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_image_flags, add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
@@ -28,8 +28,12 @@ from stockscale.cli.parser import (
 from stockscale.errors import InputError
 from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 
+if TYPE_CHECKING:
+    from stockscale.config import TrainOverrides
+    from stockscale.experiments.records import ScaleRunEntry, TrialEntry
 
-def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> dict[str, Any]:
+
+def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> TrainOverrides:
     """Training flags (and --config) that apply to every run of an experiment, validated once up front."""
     from stockscale.config import read_yaml_mapping
 
@@ -38,10 +42,10 @@ def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[st
     for key in (*controlled, "checkpoint_dir"):  # experiments' runs are short and never resume
         values.pop(key, None)
     load_config(args)  # validates the file and the flags together, naming the culprit
-    return values
+    return cast("TrainOverrides", values)
 
 
-def _threads(train: dict[str, Any]) -> int | None:
+def _threads(train: TrainOverrides) -> int | None:
     """--threads (or the config's threads), taken out of the per-run overrides as the validated integer."""
     from stockscale.config import build_train_config
 
@@ -130,7 +134,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     log(f"scale test, {args.mode}: {sizes}, {workers} worker(s), "
         f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
 
-    def on_result(run: dict[str, Any]) -> None:
+    def on_result(run: ScaleRunEntry) -> None:
         peak = max(run["peak_rss_bytes"]) / 2**20 if run["peak_rss_bytes"] else 0
         log(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f}s, peak {peak:.0f} MiB/worker"
             + (f" ({run['detail']})" if run["detail"] else ""))
@@ -238,7 +242,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"each -> {out}/summary.json")
     done = [0]
 
-    def on_result(entry: dict[str, Any]) -> None:
+    def on_result(entry: TrialEntry) -> None:
         done[0] += 1
         loss = f", val_loss {entry['val_loss']:.4f}" if entry["val_loss"] is not None else ""
         log(f"  [{done[0]}/{trials}] {entry['name']} {entry['config']}: {entry['status']} in "

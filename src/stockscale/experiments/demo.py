@@ -18,11 +18,11 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from stockscale.config import build_train_config
+from stockscale.config import TrainOverrides, build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.replicas import materialized_bytes
+from stockscale.experiments.records import ScaleRunEntry, ScaleTestRecord, TrialEntry
 from stockscale.experiments.report import format_report_text, write_report
 from stockscale.experiments.results import SEARCH_FOLDERS, load_results, scale_test_folder
 from stockscale.experiments.scale_test import BoundarySearch, ScaleTestSettings, run_scale_test
@@ -30,6 +30,7 @@ from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_sea
 from stockscale.launch.base import Launcher, TrainJob
 from stockscale.launch.local import LocalLauncher
 from stockscale.launch.warm import WarmLauncher
+from stockscale.space import Value
 
 MiB = 2**20
 
@@ -41,8 +42,8 @@ class DemoPlan:
     workers: int
     headroom: int  # bytes of training data one process may hold under the limit
     scale_steps: int
-    space: dict[str, list[Any]]
-    search_train: dict[str, Any] = field(default_factory=dict)
+    space: dict[str, list[Value]]
+    search_train: TrainOverrides = field(default_factory=lambda: TrainOverrides())
     timeout: float = 300.0
 
     def search(self, windows_per_replica: int, workers: int) -> BoundarySearch:
@@ -106,7 +107,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
              f"{limit / MiB:.0f} MiB; boundary search from {local_search.start}x (one process) and "
              f"{cluster_search.start}x ({plan.workers} workers), up to {local_search.ceiling}x")
 
-    def scale(mode: str, loader: str, search: BoundarySearch) -> dict[str, Any]:
+    def scale(mode: str, loader: str, search: BoundarySearch) -> ScaleTestRecord:
         workers = 1 if mode == "local" else plan.workers
         runner = launcher if mode == "local" else cluster
         if mode == "local":
@@ -119,7 +120,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
                                      timeout=plan.timeout, loader=loader, max_steps=plan.scale_steps, epochs=1,
                                      threads=max(1, cpus // workers), search=search)
 
-        def report(run: dict[str, Any]) -> None:
+        def report(run: ScaleRunEntry) -> None:
             peak = max(run["peak_rss_bytes"]) / MiB if run["peak_rss_bytes"] else 0.0
             detail = f" ({run['detail']})" if run["detail"] else ""
             on_event(f"      x{run['multiplier']}: {run['status']}, {run['wall_seconds']:.1f}s, "
@@ -127,7 +128,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
 
         return run_scale_test(settings, runner, out / scale_test_folder(mode, loader), report)
 
-    def from_failure(search: BoundarySearch, memory: dict[str, Any]) -> BoundarySearch:
+    def from_failure(search: BoundarySearch, memory: ScaleTestRecord) -> BoundarySearch:
         """The lazy loader's search: first probe where the memory loader failed (its own start if it never did)."""
         failed = memory["boundary"]["smallest_failure"]
         return replace(search, start_step=search.step_of(failed)) if failed else search
@@ -144,7 +145,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
                                   threads_per_trial=max(1, cpus // workers))
         done = [0]
 
-        def report(entry: dict[str, Any]) -> None:
+        def report(entry: TrialEntry) -> None:
             done[0] += 1
             on_event(f"      [{done[0]}/{trials}] {entry['name']} {entry['status']} {entry['wall_seconds']:.1f}s")
 

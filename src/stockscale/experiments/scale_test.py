@@ -20,15 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from stockscale.config import TrainConfig, build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.replicas import materialized_bytes
+from stockscale.experiments.records import BoundaryRecord, ScaleRunEntry, ScaleSettingsRecord, ScaleTestRecord
 from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
+from stockscale.worker import RunMetrics
 
 FORMAT_VERSION = 1
 KIND = "scale_test"  # results.json's "kind": the marker that lets a rerun clear this folder
@@ -45,14 +46,14 @@ def run_config(settings: ScaleTestSettings, multiplier: int) -> TrainConfig:
 
 
 def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
-                   on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   on_result: Callable[[ScaleRunEntry], None] | None = None) -> ScaleTestRecord:
     """Run the grid (smallest first) or the boundary search and write `<out>/results.json`; return its content."""
     base_cfg = run_config(settings, 1)
     windows_per_replica = prepare_from_config(base_cfg).train_windows  # also checks the source up front
     runs_dir = out / "runs"
     # An earlier test's results and run directories are replaced, but only where results.json says so.
     prepare_results_dir(out, "results.json", KIND, ("runs", "results.json"), clear=True)
-    doc: dict[str, Any] = {
+    doc: ScaleTestRecord = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
         "started_at": utc_timestamp(),
@@ -132,7 +133,7 @@ def next_step(success: int | None, failure: int | None, search: BoundarySearch) 
     return middle
 
 
-def boundary_record(results: list[dict[str, Any]]) -> dict[str, Any]:
+def boundary_record(results: list[ScaleRunEntry]) -> BoundaryRecord:
     """The bracket the probes found: largest success, smallest failure above it (oom/timeout), their ratio."""
     reached = max((run["multiplier"] for run in results if run["status"] == "success"), default=None)
     above = [run["multiplier"] for run in results if run["status"] in STOPPING
@@ -142,7 +143,7 @@ def boundary_record(results: list[dict[str, Any]]) -> dict[str, Any]:
             "ratio": failed / reached if reached and failed else None}
 
 
-def settings_record(settings: ScaleTestSettings, launcher: Launcher) -> dict[str, Any]:
+def settings_record(settings: ScaleTestSettings, launcher: Launcher) -> ScaleSettingsRecord:
     return {
         "mode": settings.mode,
         # Processes or containers of the image on this machine are an emulated cluster: they share its cores.
@@ -164,8 +165,8 @@ def settings_record(settings: ScaleTestSettings, launcher: Launcher) -> dict[str
     }
 
 
-def result_entry(multiplier: int, windows: int, result: JobResult) -> dict[str, Any]:
-    metrics = result.metrics or {}
+def result_entry(multiplier: int, windows: int, result: JobResult) -> ScaleRunEntry:
+    metrics = result.metrics or RunMetrics()
     return {
         "multiplier": multiplier,
         "status": result.status,
@@ -181,7 +182,7 @@ def result_entry(multiplier: int, windows: int, result: JobResult) -> dict[str, 
     }
 
 
-def format_table(doc: dict[str, Any]) -> str:
+def format_table(doc: ScaleTestRecord) -> str:
     """The results as a fixed-width table, for the terminal."""
     settings = doc["settings"]
     limit = settings["memory_limit_bytes"]

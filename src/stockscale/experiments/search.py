@@ -26,16 +26,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stockscale.config import build_train_config
+from stockscale.config import TrainConfig, TrainOverrides, build_train_config
 from stockscale.errors import InputError
+from stockscale.experiments.records import BestTrial, SearchSummaryRecord, TrialEntry
 from stockscale.experiments.study import JOURNAL, PRUNERS, STRATEGIES, StudyDriver, open_study
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
 from stockscale.space import Parameter, Space, grid, grid_size, load_space, parse_space, space_record
-from stockscale.worker import EpochReport
+from stockscale.worker import EpochReport, JsonValue
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["DEFAULT_SPACE", "KIND", "SearchSettings", "expected_cost", "format_summary", "grid", "load_space",
            "run_search", "trial_jobs", "trial_name"]
@@ -51,7 +55,7 @@ DEFAULT_EPOCHS = 2  # a search's trials train this many epochs unless --epochs s
 CONTENTS = ("trials", "summary.json", JOURNAL, JOURNAL + ".lock")
 
 
-def expected_cost(config: dict[str, Any]) -> float:
+def expected_cost(config: TrainOverrides) -> float:
     """Relative cost of a trial, for ordering only: LSTM work per sample grows with
     layers x hidden x (hidden + input), times the samples it will see (capped by max_steps)."""
     merged = build_train_config(config, "trial")
@@ -70,8 +74,8 @@ class SearchSettings:
 
     backend: str  # sequential | parallel | docker | kubernetes
     workers: int | None = None  # trials at once; default: 1 sequential, the cores here, every trial on a cluster
-    space: Space | dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPACE))  # YAML form -> Space
-    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides of every trial (epochs: 2)
+    space: Space | dict[str, JsonValue] = field(default_factory=lambda: dict(DEFAULT_SPACE))  # YAML form -> Space
+    train: TrainOverrides = field(default_factory=lambda: TrainOverrides())  # every trial's (epochs: 2)
     threads_per_trial: int | None = None  # default: the cores split between the trials; a pod its CPU limit
     trial_timeout: float | None = None
     resume: bool = False
@@ -143,7 +147,7 @@ def trial_jobs(settings: SearchSettings, out: Path) -> list[TrainJob]:
     return [_job(settings, out, index, config) for index, config in points]
 
 
-def _job(settings: SearchSettings, out: Path, index: int, config: dict[str, Any],
+def _job(settings: SearchSettings, out: Path, index: int, config: TrainOverrides,
          judge: Callable[[EpochReport], bool] | None = None) -> TrainJob:
     return TrainJob(name=trial_name(index), config={**settings.train, **config},
                     run_dir=out / "trials" / trial_name(index), threads=settings.threads_per_trial,
@@ -151,7 +155,7 @@ def _job(settings: SearchSettings, out: Path, index: int, config: dict[str, Any]
 
 
 def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
-               on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+               on_result: Callable[[TrialEntry], None] | None = None) -> SearchSummaryRecord:
     """Run the search and write `<out>/summary.json` after every trial; return the final summary."""
     points = grid(settings.parameters) if settings.strategy == "grid" else []
     for index, config in enumerate(points):
@@ -165,7 +169,7 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
                                   settings.resume)
     if settings.strategy != "grid" and not continued:
         previous = {}  # a sampled trial belongs to its study: a new study starts from nothing
-    summary: dict[str, Any] = {
+    summary: SearchSummaryRecord = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
         "started_at": utc_timestamp(),
@@ -190,9 +194,9 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
     }
     driver = StudyDriver(study, settings.parameters, pruning=settings.pruner != "none")
     lock = threading.Lock()
-    running: dict[str, tuple[int, dict[str, Any], Any]] = {}
+    running: dict[str, tuple[int, TrainOverrides, optuna.Trial | None]] = {}
 
-    def start(index: int, config: dict[str, Any], trial: Any) -> TrainJob:
+    def start(index: int, config: TrainOverrides, trial: optuna.Trial | None) -> TrainJob:
         last_epoch = build_train_config({**settings.train, **config}, f"trial {index} {config}").epochs
         judge = None if trial is None else (
             lambda report: driver.report(trial, report.epoch, report.val_loss, last_epoch))
@@ -259,7 +263,7 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
     return summary
 
 
-def trial_entry(index: int, config: dict[str, Any], result: JobResult) -> dict[str, Any]:
+def trial_entry(index: int, config: TrainOverrides, result: JobResult) -> TrialEntry:
     metrics = result.metrics or {}
     test = metrics.get("test")
     val_loss = (metrics.get("val") or {}).get("loss")
@@ -294,7 +298,7 @@ def search_settings_hash(settings: SearchSettings) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def trial_settings_hash(settings: SearchSettings, config: dict[str, Any]) -> str:
+def trial_settings_hash(settings: SearchSettings, config: TrainOverrides) -> str:
     """A digest of everything that decides what a trial trains: its full TrainConfig (grid point and common
     settings, defaults included), the threads it gets and the content of its data (a CSV file, a dataset's
     manifest). `--resume` reuses a trial only when this matches, so a summary never mixes settings."""
@@ -303,7 +307,7 @@ def trial_settings_hash(settings: SearchSettings, config: dict[str, Any]) -> str
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
 
-def _data_digest(cfg: Any) -> str | None:
+def _data_digest(cfg: TrainConfig) -> str | None:
     """The bytes behind a csv: source or a dataset directory (None for bundled data, fixed by the package)."""
     kind, _, rest = cfg.source.partition(":")
     path = Path(cfg.data) / "manifest.json" if cfg.data is not None else Path(rest) if kind == "csv" else None
@@ -315,8 +319,8 @@ def _data_digest(cfg: Any) -> str | None:
         return "unreadable"
 
 
-def _finished_trials(out: Path, settings: SearchSettings, points: list[dict[str, Any]]
-                    ) -> dict[int, dict[str, Any]]:
+def _finished_trials(out: Path, settings: SearchSettings, points: list[TrainOverrides]
+                    ) -> dict[int, TrialEntry]:
     """Trials of an earlier run in `out` that a resumed search keeps: those that finished (succeeded, or were
     pruned by a sampled search's pruner) and trained with the same full settings (trial_settings_hash); a grid
     trial also keeps its config at the same index of the grid."""
@@ -341,7 +345,7 @@ def _finished_trials(out: Path, settings: SearchSettings, points: list[dict[str,
     return finished
 
 
-def _write(out: Path, summary: dict[str, Any]) -> None:
+def _write(out: Path, summary: SearchSummaryRecord) -> None:
     results = sorted(summary["results"], key=lambda entry: entry["trial"])
     summary["results"] = results
     done = [entry for entry in results if entry["status"] == "success"]
@@ -356,13 +360,13 @@ def _write(out: Path, summary: dict[str, Any]) -> None:
     scored = [entry for entry in done
               if isinstance(entry["val_loss"], int | float) and math.isfinite(entry["val_loss"])]
     best = min(scored, key=lambda entry: entry["val_loss"], default=None)
-    summary["best"] = None if best is None else {
-        key: best[key] for key in ("trial", "name", "config", "val_loss", "test", "baseline_test", "run_dir")
-    }
+    summary["best"] = None if best is None else BestTrial(
+        trial=best["trial"], name=best["name"], config=best["config"], val_loss=best["val_loss"], test=best["test"],
+        baseline_test=best["baseline_test"], run_dir=best["run_dir"])
     write_json_atomic(out / "summary.json", summary)
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: SearchSummaryRecord) -> str:
     settings = summary["settings"]
     strategy = settings.get("strategy", "grid")
     how = "" if strategy == "grid" else f" ({strategy}, pruner {settings.get('pruner', 'none')})"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from stockscale.worker import EpochReport
+from stockscale.config import TrainOverrides
+from stockscale.worker import EpochReport, RunMetrics
 
 # preempted: the cluster took it away; pruned: the search's pruner stopped it after an epoch (see TrainJob.judge)
 Status = Literal["success", "oom", "timeout", "error", "preempted", "pruned"]
@@ -27,10 +28,15 @@ EpochJudge = Callable[[EpochReport], bool]
 
 @dataclass
 class TrainJob:
-    """One training run to launch: 1 process, or `workers` DDP ranks."""
+    """One training run to launch: 1 process, or `workers` DDP ranks.
+
+    `config` holds the TrainConfig overrides the run sets, as given: a launcher writes exactly these into the
+    job's YAML or the pods' flags. Whoever builds a job has validated them (build_train_config); a launcher's
+    worker, or its manifest renderer, checks them again where they are read.
+    """
 
     name: str
-    config: dict[str, Any]
+    config: TrainOverrides
     run_dir: Path
     workers: int = 1
     memory_limit: int | None = None
@@ -46,7 +52,7 @@ class JobResult:
     name: str
     status: Status
     detail: str = ""
-    metrics: dict[str, Any] | None = None
+    metrics: RunMetrics | None = None
     start_time: float = 0.0
     end_time: float = 0.0
     peak_rss_bytes: list[int] = field(default_factory=list)
@@ -57,16 +63,11 @@ class JobResult:
     epochs: list[EpochReport] = field(default_factory=list)
     # The settings a search controller chose for this trial (Katib sampling ranges), when the job did not fix
     # them itself; None otherwise.
-    config: dict[str, Any] | None = None
+    config: TrainOverrides | None = None
 
     @property
     def wall_seconds(self) -> float:
         return max(0.0, self.end_time - self.start_time)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["wall_seconds"] = self.wall_seconds
-        return data
 
 
 class Launcher(Protocol):
