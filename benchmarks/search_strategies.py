@@ -11,7 +11,7 @@
 The searches' summaries are kept under --out (hp_search_grid, hp_search_random, hp_search_tpe_asha), so
 `stockscale compare --results <out>` draws the best-so-far plot from them.
 
-Usage: python benchmarks/search_strategies.py [--out results-strategies] [--epochs 4] [--workers 2]
+Usage: python benchmarks/search_strategies.py [--out results-strategies] [--epochs 6] [--workers 2]
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ import time
 from pathlib import Path
 from statistics import mean
 
-from stockscale.experiments.search import SearchSettings, run_search
+from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.local import LocalLauncher
 
-# The grid: cheap enough to run whole on 2 cores, with configs whose losses differ.
-GRID = {"lr": [1e-4, 1e-3, 1e-2], "hidden_size": [16, 32, 64], "num_layers": [1, 2]}
+GRID = DEFAULT_SPACE  # the search's own 18 configs
 
 
 def warm_launcher():
@@ -61,7 +60,7 @@ def overhead(summary: dict) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results-strategies"))
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (ASHA's rungs: 1, 3, 9, ...)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--overhead-trials", type=int, default=12)
     args = parser.parse_args()
@@ -75,7 +74,9 @@ def main() -> None:
                   warm_launcher())
     best = grid["best"]["val_loss"]
     grid_time = grid["total_wall_seconds"]
-    print(f"grid:       {len(grid['results'])} trials in {grid_time:6.1f} s, best val_loss {best:.4f}")
+    near = sum(trial["val_loss"] <= best * 1.01 for trial in grid["results"] if trial["status"] == "success")
+    print(f"grid:       {len(grid['results'])} trials in {grid_time:6.1f} s, best val_loss {best:.4f} "
+          f"({near} of {len(grid['results'])} configs within 1% of it)")
     for folder, strategy, pruner in (("hp_search_tpe_asha", "tpe", "asha"), ("hp_search_random", "random", "none")):
         started = time.monotonic()
         summary = search(args.out / folder, strategy, pruner, len(grid["results"]), args.epochs, args.workers,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from stockscale.experiments.search import SearchSettings, run_search, trial_jobs
 from stockscale.launch.local import LocalLauncher
@@ -153,3 +154,16 @@ def test_the_report_gains_pruned_and_a_best_so_far_line_per_search(tmp_path):
     write_report(loaded, tmp_path / "report")
     assert (tmp_path / "report" / "best_so_far.png").stat().st_size > 10_000
     assert "best_so_far.png" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_config_files_learning_rate_gives_way_to_a_searched_lr(cli, tmp_path):
+    config = tmp_path / "job.yaml"
+    config.write_text("learning_rate: 0.05\nnum_layers: 1\n")
+    ran = cli("search", "--config", config, "--space", write_space(tmp_path, "lr: [0.001, 0.002]\n"),
+              "--max-steps", "1", "--epochs", "1", "--hidden-size", "4", "--threads", "1", "--dry-run",
+              "--backend", "kubernetes", "--out", tmp_path / "out")
+    assert ran.code == 0, ran.err
+    trials = yaml.safe_load(next((tmp_path / "out").glob("configmap-*.yaml")).read_text())
+    listed = yaml.safe_load(trials["data"]["trials.yaml"])
+    assert sorted(entry["lr"] for entry in listed) == [0.001, 0.002]
+    assert all("learning_rate" not in entry for entry in listed)

@@ -39,9 +39,11 @@ def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[st
 
     values = read_yaml_mapping(args.config, "config file") if args.config is not None else {}
     values.update(train_overrides(args))
+    load_config(args)  # validates the file and the flags together, naming the culprit
+    if "learning_rate" in values:  # the file's spelling of lr: one key, so a searched lr replaces it
+        values["lr"] = values.pop("learning_rate")
     for key in (*controlled, "checkpoint_dir"):  # experiments' runs are short and never resume
         values.pop(key, None)
-    load_config(args)  # validates the file and the flags together, naming the culprit
     return cast("TrainOverrides", values)
 
 
