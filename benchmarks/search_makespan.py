@@ -3,8 +3,8 @@
 - the makespan of `--backend parallel --workers 2` against its lower bound max(sum of trial times / 2,
   longest trial), both from the same run (goal: <= 1.15x);
 - the sequential total beside it;
-- the per-trial overhead (process start, imports, data, evaluation, writing): trial wall time minus its
-  training-loop time.
+- the per-trial overhead (hand-over, data, evaluation, writing; the warm workers' own start is outside
+  every trial but inside the makespan): trial wall time minus its training-loop time.
 
 Usage: python benchmarks/search_makespan.py [--max-steps 20]
 """
@@ -19,13 +19,13 @@ import tempfile
 from pathlib import Path
 
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
-from stockscale.launch.local import LocalLauncher
+from stockscale.launch.warm import WarmLauncher
 
 
 def search(backend: str, workers: int, threads: int, max_steps: int, out: Path) -> dict:
     settings = SearchSettings(backend=backend, workers=workers, space=DEFAULT_SPACE,
                               train={"epochs": 1000, "max_steps": max_steps}, threads_per_trial=threads)
-    return run_search(settings, LocalLauncher(), out)
+    return run_search(settings, WarmLauncher(), out)  # what `stockscale search` runs trials on here
 
 
 def overheads(summary: dict) -> list[float]:
