@@ -167,3 +167,14 @@ def test_a_config_files_learning_rate_gives_way_to_a_searched_lr(cli, tmp_path):
     listed = yaml.safe_load(trials["data"]["trials.yaml"])
     assert sorted(entry["lr"] for entry in listed) == [0.001, 0.002]
     assert all("learning_rate" not in entry for entry in listed)
+
+
+def test_workers_alone_means_a_parallel_search_here(cli, tmp_path):
+    ran = cli("search", "--space", write_space(tmp_path, "hidden_size: [4, 8]\n"), "--workers", "2",
+              "--max-steps", "1", "--epochs", "1", "--num-layers", "1", "--out", tmp_path / "out")
+    assert ran.code == 0, ran.err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["settings"]["backend"] == "parallel" and summary["settings"]["workers"] == 2
+    assert summary["successes"] == 2
+    ran = cli("search", "--backend", "sequential", "--workers", "2", "--out", tmp_path / "other")
+    assert ran.code == 2 and "--backend sequential runs one trial at a time" in ran.err

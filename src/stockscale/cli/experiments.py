@@ -153,10 +153,11 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 def add_search_parser(commands: argparse._SubParsersAction) -> None:
     """`stockscale search`: the hyperparameter search; its flags and cmd_search are the search's whole CLI."""
     search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
-    search.add_argument("--backend", choices=("sequential", "parallel", "docker", "kubernetes"), default="sequential",
+    search.add_argument("--backend", choices=("sequential", "parallel", "docker", "kubernetes"),
                         help="sequential: one trial at a time with every core; parallel: --workers trials at "
                         "once on this machine; docker: --workers trials at once as containers of the image on this "
-                        "machine (the Indexed Job's pods); kubernetes: Jobs on a cluster")
+                        "machine (the Indexed Job's pods); kubernetes: Jobs on a cluster (default: sequential, or "
+                        "parallel when --workers is more than 1)")
     search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
                         help="trials at once (default: parallel and docker, the number of cores; kubernetes, every "
                         "trial)")
@@ -199,6 +200,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.files import prepare_results_dir
     from stockscale.space import grid_size, parse_space
 
+    if args.backend is None:  # `--workers 2` alone means trials at once on this machine
+        args.backend = "parallel" if (args.workers or 1) > 1 else "sequential"
     strategy = args.strategy or (args.k8s_algorithm if args.k8s_kind in ("optimizationjob", "katib") else "grid")
     if args.strategy and args.k8s_algorithm != "grid" and args.k8s_algorithm != args.strategy:
         raise InputError(f"--k8s-algorithm {args.k8s_algorithm} and --strategy {args.strategy} disagree: "
