@@ -178,3 +178,17 @@ def test_workers_alone_means_a_parallel_search_here(cli, tmp_path):
     assert summary["successes"] == 2
     ran = cli("search", "--backend", "sequential", "--workers", "2", "--out", tmp_path / "other")
     assert ran.code == 2 and "--backend sequential runs one trial at a time" in ran.err
+
+
+def test_compare_draws_a_search_over_ranges_without_a_grid(tmp_path):
+    from stockscale.experiments.report import write_report
+    from stockscale.experiments.results import load_results
+
+    results = tmp_path / "results"
+    sampled = SearchSettings(backend="parallel", workers=1, space=dict(RANGES), strategy="random", trials=14,
+                             train=dict(QUICK))
+    run_search(sampled, _CannedTrials([("success", 0.5 + i / 100) for i in range(14)]), results / "hp_search_random")
+    report = write_report(load_results(results), tmp_path / "report")
+    text = report.read_text()
+    assert "the hp_search_random search samples ranges: it has no grid to draw" in text
+    assert (tmp_path / "report" / "best_so_far.png").is_file() and (tmp_path / "report" / "timeline.png").is_file()

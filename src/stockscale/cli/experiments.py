@@ -156,8 +156,8 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--backend", choices=("sequential", "parallel", "docker", "kubernetes"),
                         help="sequential: one trial at a time with every core; parallel: --workers trials at "
                         "once on this machine; docker: --workers trials at once as containers of the image on this "
-                        "machine (the Indexed Job's pods); kubernetes: Jobs on a cluster; --workers above 1 alone means "
-                        "parallel (default sequential)")
+                        "machine (the Indexed Job's pods); kubernetes: Jobs on a cluster; --workers above 1 "
+                        "alone means parallel (default sequential)")
     search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
                         help="trials at once (default: parallel and docker, the number of cores; kubernetes, every "
                         "trial)")

@@ -39,6 +39,7 @@ STATUS_STYLE = {  # marker, size, label: failures must stand out from successes 
 }
 STATUS_HATCH = {"success": "", "oom": "xxx", "timeout": "...", "error": "\\\\", "preempted": "///", "pruned": "--"}
 GAP_FACTOR = 4.0  # neighbouring multipliers further apart than this are not joined by a line
+MAX_SHADES = 12  # a timeline colours its bars by a parameter with at most this many values
 
 
 class PlotSkipped(Exception):
@@ -167,7 +168,7 @@ def _colour_key(trials: list[Any]) -> tuple[str | None, list[Any]]:
     keys = [key for trial in trials for key in trial.config]
     for key in ["hidden_size", *dict.fromkeys(keys)]:
         values = {_config_value(trial.config, key) for trial in trials} - {None}
-        if len(values) > 1:
+        if 1 < len(values) <= MAX_SHADES:  # a sampled range has a value per trial: no key to read
             try:
                 return key, sorted(values)
             except TypeError:
@@ -253,6 +254,8 @@ def plot_grid(run: SearchRun | None, path: Path | BinaryIO) -> Any:
     if run is None:
         raise PlotSkipped("no search with a successful trial (run `stockscale search`)")
     space = {("lr" if key == "learning_rate" else key): values for key, values in run.data.settings.space.items()}
+    if not all(isinstance(values, list) for values in space.values()):
+        raise PlotSkipped(f"the {run.role} search samples ranges: it has no grid to draw")
     trials = run.data.results
     lrs = sorted({v for v in space.get("lr", []) if v is not None} |
                  {_config_value(t.config, "lr") for t in trials} - {None})

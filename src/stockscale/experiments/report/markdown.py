@@ -17,10 +17,14 @@ from stockscale.files import replace_with, write_text_atomic
 
 
 def grid_search(results: LoadedResults) -> SearchRun | None:
-    """The search with the most trials that have a validation loss: the fullest grid to draw."""
+    """The search with the most trials that have a validation loss: the fullest grid to draw (a search over
+    ranges has no grid; one is taken only when no search has lists alone)."""
     def filled(run: SearchRun) -> int:
         return sum(1 for t in run.data.results if t.status == "success" and t.val_loss is not None)
-    candidates = [run for run in results.searches if filled(run)]
+    def gridded(run: SearchRun) -> bool:
+        return all(isinstance(values, list) for values in run.data.settings.space.values())
+    candidates = [run for run in results.searches if filled(run) and gridded(run)] or \
+        [run for run in results.searches if filled(run)]
     return max(candidates, key=filled, default=None)  # max keeps the first of equals: sequential first
 
 
