@@ -143,7 +143,7 @@ def test_bad_space_files(cli, tmp_path, text, words):
 
 def test_bad_experiment_flags(cli, tmp_path):
     assert_clean_error(cli("search", "--backend", "parallel", "--workers", "0"), "--workers")
-    assert_clean_error(cli("search", "--workers", "2"), "sequential")
+    assert_clean_error(cli("search", "--backend", "sequential", "--workers", "2"), "sequential")  # alone: parallel
     assert_clean_error(cli("scale-test", "--workers", "3"), "--mode cluster")
     assert_clean_error(cli("scale-test", "--multipliers", "1,x"), "--multipliers")
     assert_clean_error(cli("scale-test", "--memory-limit", "1MiB"), "MiB")
