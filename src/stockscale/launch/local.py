@@ -147,16 +147,15 @@ class LocalLauncher:
 
     # public API
 
+    def limit_of(self, job: TrainJob) -> tuple[int | None, str | None]:
+        """The job's checked memory limit per worker and how it will be held (None, None: no limit)."""
+        limit = check_limit(job.memory_limit)
+        return limit, None if limit is None else (self.limit_mechanism or detect_mechanism())
+
     def run(self, job: TrainJob) -> JobResult:
         """Run one job to its end; the first worker that fails ends it. Ctrl-C kills it and re-raises."""
-        if job.workers < 1:
-            raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
-        if job.timeout is not None and job.timeout <= 0:
-            raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
-        if job.threads is not None and job.threads < 1:
-            raise InputError(f"job {job.name}: threads must be at least 1, not {job.threads}")
-        limit = check_limit(job.memory_limit)
-        mechanism = None if limit is None else (self.limit_mechanism or detect_mechanism())
+        check_job(job)
+        limit, mechanism = self.limit_of(job)
         threads = job.threads or default_threads(job.workers)
 
         sweep_stale_cgroups()  # what a killed launcher left behind
@@ -353,6 +352,16 @@ def plain_values(value: Any) -> Any:
     if isinstance(value, datetime.date):
         return value.isoformat()
     return value
+
+
+def check_job(job: TrainJob) -> None:
+    """What a job must be for a process launcher to run it: InputError naming the job otherwise."""
+    if job.workers < 1:
+        raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
+    if job.timeout is not None and job.timeout <= 0:
+        raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
+    if job.threads is not None and job.threads < 1:
+        raise InputError(f"job {job.name}: threads must be at least 1, not {job.threads}")
 
 
 def describe_limit(limit: int | None, mechanism: str | None) -> str:

@@ -33,12 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stockscale.errors import InputError
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
-from stockscale.launch.local import LocalLauncher, default_threads, plain_values, worker_environment
+from stockscale.launch.local import LocalLauncher, check_job, default_threads, plain_values, worker_environment
 from stockscale.launch.processes import WorkerProcess, describe_failure, end_workers, start_worker
 from stockscale.launch.warm_worker import DONE_EVENT
-from stockscale.limits import MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups, vm_hwm
+from stockscale.limits import MemoryLimiter, sweep_stale_cgroups, vm_hwm
 from stockscale.supervision import ensure_cgroup_reaper
 from stockscale.worker import EpochReport, json_object, parse_epoch_line
 
@@ -148,11 +147,10 @@ class WarmLauncher:
         first trials start together, in the order given, and no trial waits for a worker to start. They are
         started from this thread (a worker's PDEATHSIG follows the thread that started it) and start up in
         parallel; then each is waited for in turn."""
-        if job.workers > 1 or (job.threads is not None and job.threads < 1):
-            return  # run cold, or refused by _run_one
-        limit = check_limit(job.memory_limit)
-        mechanism = None if limit is None else (self.limit_mechanism or detect_mechanism())
-        key: WorkerKey = (limit, mechanism, job.threads or default_threads(1))
+        check_job(job)
+        if job.workers > 1:
+            return  # it runs cold
+        key = self._key(job)
         starting = [self._start(key, job) for _ in range(count)]
         ready: list[_Warm] = []
         try:
@@ -186,20 +184,17 @@ class WarmLauncher:
 
     # one trial
 
+    def _key(self, job: TrainJob) -> WorkerKey:
+        """The settings a worker is started with for `job`: its limit, how it is held, its threads."""
+        return (*self.cold.limit_of(job), job.threads or default_threads(1))
+
     def _run_one(self, job: TrainJob) -> JobResult:
-        if job.workers < 1:
-            raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
-        if job.timeout is not None and job.timeout <= 0:
-            raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
-        if job.threads is not None and job.threads < 1:
-            raise InputError(f"job {job.name}: threads must be at least 1, not {job.threads}")
+        check_job(job)
         if job.workers > 1:
             return self.cold.run(job)
-        limit = check_limit(job.memory_limit)
-        mechanism = None if limit is None else (self.limit_mechanism or detect_mechanism())
-        key: WorkerKey = (limit, mechanism, job.threads or default_threads(1))
+        key = self._key(job)
         start = time.time()
-        held = mechanism
+        held = key[1]  # the limit's mechanism, until the worker says which one holds it
         taken = self._take(key, job)
         if isinstance(taken, _Outcome):  # the worker died before it could take the trial
             outcome = taken
