@@ -34,11 +34,7 @@ def run_optimization(run: RunTracker, jobs: list[TrainJob], manifest: dict[str, 
     wanted = [{key: m.param_text(m.plain_config(job.config)[key]) for key in keys} for job in jobs]
     results: dict[int, JobResult] = {}
     collected: set[str] = set()
-    timeouts = [job.timeout for job in jobs if job.timeout is not None]
-    deadline = None
-    if len(timeouts) == len(jobs):
-        waves = -(-len(jobs) // manifest["spec"]["parallelTrials"])
-        deadline = time.monotonic() + waves * (max(timeouts) + run.startup_timeout)
+    deadline = _search_deadline(run, jobs, manifest["spec"]["parallelTrials"])
 
     def collect(trial: dict[str, Any]) -> None:
         trial_name = name_of(trial)
@@ -82,11 +78,7 @@ def run_katib(run: RunTracker, jobs: list[TrainJob], manifest: dict[str, Any],
     wanted = [{key: katib.value_text(m.plain_config(job.config)[key]) for key in keys} for job in jobs]
     results: dict[int, JobResult] = {}
     collected: set[str] = set()
-    timeouts = [job.timeout for job in jobs if job.timeout is not None]
-    deadline = None
-    if len(timeouts) == len(jobs):
-        waves = -(-len(jobs) // manifest["spec"]["parallelTrialCount"])
-        deadline = time.monotonic() + waves * (max(timeouts) + run.startup_timeout)
+    deadline = _search_deadline(run, jobs, manifest["spec"]["parallelTrialCount"])
 
     def collect(trial: dict[str, Any]) -> None:
         trial_name = name_of(trial)
@@ -106,10 +98,10 @@ def run_katib(run: RunTracker, jobs: list[TrainJob], manifest: dict[str, Any],
         path = f"{m.RESULTS}/{run.run_id}/trials/{name_of(pod) if pod else trial_name}"
         run_dir = run.result_dir(path, run.spec.mount_pvc_in_trials)
         observed = katib.trial_metric(trial)
+        ended = true_condition(trial, KATIB_TRIAL_ENDED) or {}
         if pod is not None and (lines or observed is None):
             result = trial_result(jobs[index].name, pod, lines, run_dir)
         else:
-            ended = true_condition(trial, KATIB_TRIAL_ENDED) or {}
             ok = ended.get("type") == "Succeeded" and observed is not None
             now = time.time()
             result = JobResult(
@@ -118,7 +110,7 @@ def run_katib(run: RunTracker, jobs: list[TrainJob], manifest: dict[str, Any],
                 metrics={"val": {"loss": float(observed["min"])}} if ok and observed else None,
                 start_time=now, end_time=now, limit_mechanism="kubernetes")
         result.epochs = [report for line in lines if (report := parse_epoch_line(line)) is not None]
-        if (true_condition(trial, KATIB_TRIAL_ENDED) or {}).get("type") == "EarlyStopped":
+        if ended.get("type") == "EarlyStopped":
             result.status, result.detail, result.metrics = "pruned", "stopped early by Katib's medianstop", None
             if not result.epochs and observed is not None:
                 with contextlib.suppress(TypeError, ValueError):  # Katib says "unavailable" when it has none
@@ -137,6 +129,15 @@ def run_katib(run: RunTracker, jobs: list[TrainJob], manifest: dict[str, Any],
         run.delete("Experiment", name)  # its Trials, their Jobs and pods go with it (owner references)
         run.event(f"deleted Experiment {name}")
     return results
+
+def _search_deadline(run: RunTracker, jobs: list[TrainJob], parallel: int) -> float | None:
+    """When a controller's search is given up on: each wave of `parallel` trials may take the longest trial
+    timeout plus the start-up allowance; None when any trial has no timeout."""
+    timeouts = [job.timeout for job in jobs if job.timeout is not None]
+    if len(timeouts) != len(jobs):
+        return None
+    return time.monotonic() + -(-len(jobs) // parallel) * (max(timeouts) + run.startup_timeout)
+
 
 def _follow_trials(run: RunTracker, jobs: list[TrainJob], results: dict[int, JobResult],
                    on_result: Callable[[JobResult], None] | None, deadline: float | None, *, name: str,
