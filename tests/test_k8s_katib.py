@@ -180,6 +180,35 @@ def test_tpe_is_for_katib_only():
 # ------------------------------------------------------------------------------ round trip, fake controller
 
 
+def create_katib_trial(cluster: Cluster, experiment: dict, number: int, assignments: list[dict]) -> tuple[str, dict]:
+    """One Trial as Katib's controller makes it (the Experiment's labels, its assignments substituted into the
+    template); returns its name and the labels of its trial Job's pod."""
+    spec, name = experiment["spec"], experiment["metadata"]["name"]
+    template = spec["trialTemplate"]
+    trial_name = f"{name}-{number:08d}"
+    run_spec = json.dumps(template["trialSpec"])
+    for item in assignments:
+        run_spec = run_spec.replace(f"${{trialParameters.{item['name']}}}", item["value"])
+    cluster.create_trial({
+        "apiVersion": experiment["apiVersion"], "kind": "Trial",
+        "metadata": {"name": trial_name, "labels": {**experiment["metadata"]["labels"], katib.EXPERIMENT_LABEL: name}},
+        "spec": {"parameterAssignments": assignments, "runSpec": json.loads(run_spec),
+                 "objective": spec["objective"], "primaryContainerName": template["primaryContainerName"]}})
+    return trial_name, {**template["trialSpec"]["spec"]["template"]["metadata"]["labels"], "job-name": trial_name}
+
+
+def trial_succeeded(cluster: Cluster, trial_name: str, loss: float) -> None:
+    cluster.set_status("trials", trial_name, {
+        "observation": {"metrics": [{"name": "val_loss", "latest": str(loss), "min": str(loss),
+                                     "max": str(loss + 0.5)}]},
+        "conditions": [{"type": "Succeeded", "status": "True", "reason": "TrialSucceeded"}]})
+
+
+def experiment_succeeded(cluster: Cluster, name: str) -> None:
+    cluster.set_status("experiments", name, {"conditions": [
+        {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached", "message": "done"}]})
+
+
 def katib_controller(fail_index: int | None = None, pod_gone_index: int | None = None):
     """Plays Katib's controller (grid): one Trial per point, labelled like the Experiment plus
     katib.kubeflow.org/experiment, with its parameter assignments; the trial Job's pod (our template's labels
@@ -193,20 +222,9 @@ def katib_controller(fail_index: int | None = None, pod_gone_index: int | None =
         params = spec["parameters"]
         points = list(itertools.product(*[p["feasibleSpace"]["list"] for p in params]))
         assert len(points) == spec["maxTrialCount"]
-        template = spec["trialTemplate"]
         for number, point in enumerate(points):
-            trial_name = f"{name}-{number:08d}"
             assignments = [{"name": p["name"], "value": value} for p, value in zip(params, point, strict=True)]
-            run_spec = json.dumps(template["trialSpec"])
-            for item in assignments:
-                run_spec = run_spec.replace(f"${{trialParameters.{item['name']}}}", item["value"])
-            cluster.create_trial({
-                "apiVersion": experiment["apiVersion"], "kind": "Trial",
-                "metadata": {"name": trial_name,
-                             "labels": {**experiment["metadata"]["labels"], katib.EXPERIMENT_LABEL: name}},
-                "spec": {"parameterAssignments": assignments, "runSpec": json.loads(run_spec),
-                         "objective": spec["objective"], "primaryContainerName": template["primaryContainerName"]}})
-            pod_labels = {**template["trialSpec"]["spec"]["template"]["metadata"]["labels"], "job-name": trial_name}
+            trial_name, pod_labels = create_katib_trial(cluster, experiment, number, assignments)
             pod_name = f"{trial_name}-x7k2p"
             if number == fail_index:
                 cluster.create_pod(pod(pod_name, pod_labels, "Failed",
@@ -221,12 +239,8 @@ def katib_controller(fail_index: int | None = None, pod_gone_index: int | None =
                    + metrics_line(config=config, val={"loss": loss}) + "\n")
             if number != pod_gone_index:
                 cluster.create_pod(pod(pod_name, pod_labels, "Succeeded", container()), log=log)
-            cluster.set_status("trials", trial_name, {
-                "observation": {"metrics": [{"name": "val_loss", "latest": str(loss), "min": str(loss),
-                                             "max": str(loss + 0.5)}]},
-                "conditions": [{"type": "Succeeded", "status": "True", "reason": "TrialSucceeded"}]})
-        cluster.set_status("experiments", name, {"conditions": [
-            {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached", "message": "done"}]})
+            trial_succeeded(cluster, trial_name, loss)
+        experiment_succeeded(cluster, name)
 
     return handle
 
@@ -373,20 +387,11 @@ def sampling_katib_controller(stopped_index: int):
     `stopped_index` is ended by the median stopping rule after one epoch (condition EarlyStopped)."""
 
     def handle(cluster: Cluster, experiment: dict) -> None:
-        spec = experiment["spec"]
-        name = experiment["metadata"]["name"]
-        template = spec["trialTemplate"]
-        for number in range(spec["maxTrialCount"]):
-            trial_name = f"{name}-{number:08d}"
+        for number in range(experiment["spec"]["maxTrialCount"]):
             values = {"lr": ["0.0003", "0.004", "0.0001", "0.009"][number], "hidden_size": str(16 * (number + 1)),
                       "num_layers": "1" if number % 2 else "2"}
             assignments = [{"name": key, "value": value} for key, value in values.items()]
-            cluster.create_trial({
-                "apiVersion": experiment["apiVersion"], "kind": "Trial",
-                "metadata": {"name": trial_name,
-                             "labels": {**experiment["metadata"]["labels"], katib.EXPERIMENT_LABEL: name}},
-                "spec": {"parameterAssignments": assignments, "objective": spec["objective"]}})
-            pod_labels = {**template["trialSpec"]["spec"]["template"]["metadata"]["labels"], "job-name": trial_name}
+            trial_name, pod_labels = create_katib_trial(cluster, experiment, number, assignments)
             loss = 1.0 + number / 10
             first = json.dumps({"event": "epoch", "epoch": 1, "val_loss": loss + 0.5, "train_loss": 2.0})
             if number == stopped_index:
@@ -399,12 +404,8 @@ def sampling_katib_controller(stopped_index: int):
                 continue
             log = first + "\n" + metrics_line(config=values, val={"loss": loss}) + "\n"
             cluster.create_pod(pod(f"{trial_name}-x", pod_labels, "Succeeded", container()), log=log)
-            cluster.set_status("trials", trial_name, {
-                "observation": {"metrics": [{"name": "val_loss", "latest": str(loss), "min": str(loss),
-                                             "max": str(loss + 0.5)}]},
-                "conditions": [{"type": "Succeeded", "status": "True", "reason": "TrialSucceeded"}]})
-        cluster.set_status("experiments", name, {"conditions": [
-            {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached", "message": "done"}]})
+            trial_succeeded(cluster, trial_name, loss)
+        experiment_succeeded(cluster, experiment["metadata"]["name"])
 
     return handle
 
