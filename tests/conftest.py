@@ -90,13 +90,13 @@ def write_csv(path: Path, rows: int = 200, header: str = "Date,Open,High,Low,Clo
     return path
 
 
-def our_cgroups() -> list[Path]:
-    """stockscale cgroups this test process created and did not remove."""
-    from stockscale.limits import own_cgroup_dir
+def our_cgroups(pid: int | None = None) -> list[Path]:
+    """stockscale cgroups the launcher with `pid` (default: this test process) created and did not remove."""
+    from stockscale.limits import CGROUP_PREFIX, own_cgroup_dir
 
     found: list[Path] = []
     for version in (1, 2):
         directory = own_cgroup_dir(version)
         if directory is not None:
-            found += directory.glob(f"stockscale-{os.getpid()}-*")
+            found += directory.glob(f"{CGROUP_PREFIX}{pid or os.getpid()}-*")
     return found

@@ -15,7 +15,7 @@ import pytest
 
 from stockscale.files import owner_tag, staged_dir, sweep_stale
 from stockscale.limits import CGROUP_PREFIX, detect_mechanism, own_cgroup_dir, sweep_stale_cgroups
-from tests.conftest import TINY
+from tests.conftest import TINY, our_cgroups
 
 CLEAN_WITHIN = 10.0
 
@@ -26,14 +26,6 @@ def alive(pid: int) -> bool:
     except psutil.NoSuchProcess:
         return False
 
-
-def cgroups_of(pid: int) -> list[Path]:
-    found: list[Path] = []
-    for version in (1, 2):
-        directory = own_cgroup_dir(version)
-        if directory is not None:
-            found += directory.glob(f"{CGROUP_PREFIX}{pid}-*")
-    return found
 
 
 def dead_pid() -> int:
@@ -72,12 +64,12 @@ def test_a_killed_train_launcher_leaves_no_worker_cgroup_or_scratch_folder(tmp_p
     wait_until(lambda: len(workers()) >= 2, 60, "two workers started")
     pids = [p.pid for p in workers()]
     if limited:
-        wait_until(lambda: len(cgroups_of(launcher.pid)) == 2, 10, "two worker cgroups")
+        wait_until(lambda: len(our_cgroups(launcher.pid)) == 2, 10, "two worker cgroups")
     time.sleep(3.0)  # well into start-up or training
     launcher.send_signal(sig)
     launcher.wait(timeout=30)
     wait_until(lambda: not any(alive(pid) for pid in pids), CLEAN_WITHIN, f"workers {pids} gone")
-    wait_until(lambda: not cgroups_of(launcher.pid), CLEAN_WITHIN, "worker cgroups removed")
+    wait_until(lambda: not our_cgroups(launcher.pid), CLEAN_WITHIN, "worker cgroups removed")
     if sig != signal.SIGKILL:
         assert launcher.returncode == 128 + sig, launcher.stderr.read().decode()
         assert list((tmp_path / "tmp").glob("stockscale-job-*")) == []

@@ -20,7 +20,7 @@ import torch
 from stockscale.launch.base import JobResult, TrainJob
 from stockscale.launch.local import LocalLauncher
 from stockscale.launch.warm import WarmLauncher
-from stockscale.limits import CGROUP_PREFIX, detect_mechanism, own_cgroup_dir
+from stockscale.limits import detect_mechanism
 from stockscale.worker import EpochReport
 from tests.conftest import REPO, our_cgroups
 
@@ -185,19 +185,11 @@ def test_a_stopped_warm_search_leaves_no_process_cgroup_or_temp_folder(tmp_path:
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [pid for pid in workers if alive(pid)] == []
-    while leftover_cgroups(search.pid) and time.monotonic() < deadline:  # the reaper's grace after a SIGKILL
+    while our_cgroups(search.pid) and time.monotonic() < deadline:  # the reaper's grace after a SIGKILL
         time.sleep(0.2)
-    assert leftover_cgroups(search.pid) == []
+    assert our_cgroups(search.pid) == []
     assert list(Path(tempfile.gettempdir()).glob(f"stockscale-*{search.pid}@*")) == []
 
-
-def leftover_cgroups(pid: int) -> list[Path]:
-    found: list[Path] = []
-    for version in (1, 2):
-        directory = own_cgroup_dir(version)
-        if directory is not None:
-            found += directory.glob(f"{CGROUP_PREFIX}{pid}-*")
-    return found
 
 
 @pytest.mark.slow
