@@ -127,8 +127,13 @@ def trial_name(index: int) -> str:
 
 
 def trial_jobs(settings: SearchSettings, out: Path) -> list[TrainJob]:
-    """The trials a search would run, as a dry run renders them: the grid (longest-expected first), or the
-    first `trials` points the seeded sampler would choose with no results yet."""
+    """The trials a search would run, as a dry run renders them (see trial_points)."""
+    return [_job(settings, out, index, config) for index, config in trial_points(settings)]
+
+
+def trial_points(settings: SearchSettings) -> list[tuple[int, TrainOverrides]]:
+    """(trial number, config) of every trial known before any result: the grid's points, longest-expected
+    first, or the first `trials` points the seeded sampler would choose with no results yet."""
     if settings.strategy == "grid":
         points = list(enumerate(grid(settings.parameters)))
         points.sort(key=lambda point: expected_cost({**settings.train, **point[1]}), reverse=True)
@@ -144,7 +149,7 @@ def trial_jobs(settings: SearchSettings, out: Path) -> list[TrainJob]:
             trial = study.ask()
             points.append((trial.number, {name: suggest(trial, name, parameter)
                                           for name, parameter in settings.parameters.items()}))
-    return [_job(settings, out, index, config) for index, config in points]
+    return points
 
 
 def _job(settings: SearchSettings, out: Path, index: int, config: TrainOverrides,
@@ -222,11 +227,10 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
             on_result(entry)
 
     def grid_jobs() -> Iterator[TrainJob]:
-        todo = [(index, config) for index, config in enumerate(points) if index not in previous]
-        todo.sort(key=lambda point: expected_cost({**settings.train, **point[1]}), reverse=True)
-        for index, config in todo:
-            trial, _ = driver.ask(fixed=config)
-            yield start(index, config, trial)
+        for index, config in trial_points(settings):
+            if index not in previous:
+                trial, _ = driver.ask(fixed=config)
+                yield start(index, config, trial)
 
     def sampled_jobs() -> Iterator[TrainJob]:
         for _ in range(max(0, settings.trial_count - len(previous))):
@@ -236,10 +240,9 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
     def controller_jobs() -> Iterator[TrainJob]:
         """A cluster controller (Katib, an OptimizationJob) runs the search: it gets the trials' settings and
         count, chooses the points itself, and no study of ours asks or is told."""
-        for job in trial_jobs(settings, out):
-            index = int(job.name.removeprefix("trial-"))
+        for index, config in trial_points(settings):
             if index not in previous:
-                yield start(index, {name: job.config[name] for name in settings.parameters}, None)
+                yield start(index, config, None)
 
     if getattr(launcher, "searches_itself", False):
         jobs = controller_jobs()
