@@ -82,13 +82,13 @@ def experiment_manifest(
     if algorithm not in ALGORITHMS:
         raise InputError(f"a Katib Experiment searches by {', '.join(ALGORITHMS)}, not {algorithm!r}")
     if space is not None:  # Katib samples the space itself: the configs only carry the fixed settings
-        values, choices = [plain_config(config) for config in configs], {}
+        values = [plain_config(config) for config in configs]
         if not values:
             raise InputError("a search needs at least one trial")
         varying = list(space)
         fixed = {key: value for key, value in values[0].items() if key not in space}
     else:
-        values, choices, varying, fixed = search_parameters(configs, "a Katib Experiment", algorithm, value_text)
+        values, _, varying, fixed = search_parameters(configs, "a Katib Experiment", algorithm, value_text)
     fixed["threads"] = fixed.get("threads") or threads or spec.threads
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
     searched = [arg for key in varying for arg in (f"--{key.replace('_', '-')}", f"${{trialParameters.{key}}}")]
@@ -100,13 +100,9 @@ def experiment_manifest(
         extra_env=[{"name": "PYTHONUNBUFFERED", "value": "1"},
                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         deadline=timeout, restart_policy="Never")
-    numeric = {} if space is not None else {
-        key: all(isinstance(config[key], int | float) and not isinstance(config[key], bool) for config in values)
-        for key in varying}
     trials = max_trials or len(values)
     parameters = ([_parameter(key, parameter) for key, parameter in space.items()] if space is not None else
-                  [{"name": key, "parameterType": "discrete" if numeric[key] else "categorical",
-                    "feasibleSpace": {"list": choices[key]}} for key in varying])
+                  [_list_parameter(key, [config[key] for config in values]) for key in varying])
     experiment = {
         "apiVersion": f"{EXPERIMENT_API[0]}/{EXPERIMENT_API[1]}",
         "kind": "Experiment",
@@ -140,13 +136,19 @@ def experiment_manifest(
     return experiment
 
 
+def _list_parameter(name: str, values: Sequence[Any]) -> dict[str, Any]:
+    """A parameter given as its values: `discrete` when every value is a number, else `categorical`, with
+    each distinct value once, as Katib carries it (value_text)."""
+    numeric = all(isinstance(value, int | float) and not isinstance(value, bool) for value in values)
+    return {"name": name, "parameterType": "discrete" if numeric else "categorical",
+            "feasibleSpace": {"list": list(dict.fromkeys(value_text(value) for value in values))}}
+
+
 def _parameter(name: str, parameter: Parameter) -> dict[str, Any]:
     """One search parameter as Katib's ParameterSpec: a list stays discrete/categorical, a range keeps its
     type, bounds, step and log-uniform distribution."""
     if parameter.choices is not None:
-        numeric = all(isinstance(value, int | float) and not isinstance(value, bool) for value in parameter.choices)
-        return {"name": name, "parameterType": "discrete" if numeric else "categorical",
-                "feasibleSpace": {"list": [value_text(value) for value in parameter.choices]}}
+        return _list_parameter(name, parameter.choices)
     cast = int if parameter.type == "int" else float
     feasible: dict[str, Any] = {"min": value_text(cast(parameter.min)), "max": value_text(cast(parameter.max))}
     if parameter.step is not None:
