@@ -287,6 +287,7 @@ def test_plots_without_data_are_skipped_with_a_note(tmp_path: Path) -> None:
     write_scale(results, "scale_test_local", "local", [scale_row(1, "success", [420 * MIB])])
     out = tmp_path / "report"
     out.mkdir()
+    (out / "stockscale-report.json").write_text('{"kind": "report"}')  # an earlier report's folder (issue 27)
     (out / "timeline.png").write_bytes(b"stale")
     report = write_report(load_results(results), out)
 

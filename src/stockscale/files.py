@@ -10,6 +10,7 @@ removes what a killed process left behind (`sweep_stale`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -61,13 +62,36 @@ def sweep_stale(folder: Path, prefix: str) -> list[Path]:
     removed = []
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
-            if entry.name.startswith(prefix) and not owner_alive(entry.name, prefix):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
-                removed.append(entry)
+            if entry.name.startswith(prefix):
+                removed += sweep_one(entry, prefix)
     return removed
+
+
+_STAGED = re.compile(r"\.(?P<name>.+)\.tmp-\d+@[A-Za-z0-9.]*-")
+
+
+def sweep_stale_staging(folder: Path) -> list[Path]:
+    """Remove every staged entry (`.<name>.tmp-<pid>@<host>-...`) in `folder` whose owner is dead, whatever
+    output it was staging: a killed `data scale --out a` leaves its staging folder beside `a`, and the next
+    command that stages anything in the same folder removes it."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            match = _STAGED.match(entry.name)
+            if match is not None:
+                removed += sweep_one(entry, f".{match.group('name')}.tmp-")
+    return removed
+
+
+def sweep_one(entry: Path, prefix: str) -> list[Path]:
+    """Remove `entry` (named `<prefix><pid>@<host>-...`) if its owner is dead; return it if removed."""
+    if owner_alive(entry.name, prefix):
+        return []
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+    return [entry]
 
 
 def umask() -> int:
@@ -105,7 +129,7 @@ def temp_dir_beside(out: Path) -> Path:
     prefix = f".{out.name}.tmp-"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale(out.parent, prefix)
+        sweep_stale_staging(out.parent)
         return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=out.parent))
     except OSError as error:
         raise InputError(f"output directory {out.parent} is not writable ({error.strerror})") from None
@@ -133,17 +157,50 @@ def staged_dir(out: Path) -> Iterator[Path]:
         fsync_tree(tmp)
         os.rename(tmp, out)
         fsync_path(out.parent)
-    except BaseException:
+    except BaseException as error:
+        full = disk_full(error, tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise InputError(f"cannot write {out}: no space left on device") from None
         raise
 
 
+DISK_FULL_MARGIN = 1 << 20  # an error while writing with less than this left is taken for a full disk
+
+
+def disk_full(error: BaseException, where: Path) -> bool:
+    """Whether `error`, raised while writing under `where`, means the disk is full: ENOSPC (or EDQUOT), or a
+    writer that hides the errno (torch.save's `enforce fail at inline_container.cc`, a RuntimeError) failing
+    while the filesystem has less than DISK_FULL_MARGIN left. Checked before the partial file is removed."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(error, OSError | RuntimeError):
+        return False
+    try:
+        stats = os.statvfs(where)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < DISK_FULL_MARGIN
+
+
 def replace_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Replace `path` in one step with what `write(handle)` writes to a binary handle (torch.save, bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace `path` in one step with what `write(handle)` writes to a binary handle (torch.save, bytes).
+
+    A full disk is one InputError naming `path`, and the partial temporary file is removed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if disk_full(error, path.parent.parent):
+            raise InputError(f"cannot write {path}: no space left on device") from None
+        raise
     prefix = f".{path.name}.tmp-"
     sweep_stale(path.parent, prefix)
-    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{owner_tag()}-", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{owner_tag()}-", dir=path.parent)
+    except OSError as error:
+        if disk_full(error, path.parent):
+            raise InputError(f"cannot write {path}: no space left on device") from None
+        raise
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -152,8 +209,11 @@ def replace_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_path(path.parent)
-    except BaseException:
+    except BaseException as error:
+        full = disk_full(error, path.parent)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise InputError(f"cannot write {path}: no space left on device") from None
         raise
 
 
@@ -204,10 +264,61 @@ def prepare_results_dir(out: Path, marker: str, kind: str, owned: tuple[str, ...
         raise InputError(f"--out {out} holds {', '.join(present)} but no stockscale {kind} {marker}; "
                          "choose an empty or new folder")
     if not clear:
+        linked = [name for name in present if (out / name).is_symlink()]
+        if linked:
+            raise InputError(f"--out {out}: {', '.join(linked)} is a symlink; stockscale does not write through "
+                             "links out of the folder it owns (remove it, or run without --resume)")
         return
     for name in present:
-        entry = out / name
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink(missing_ok=True)
+        remove_entry(out / name)
+
+
+def remove_entry(path: Path) -> None:
+    """Remove a file, a folder tree or a symlink (the link itself, never what it points to); absent is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def open_beneath(root: Path, relative: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """Open `root/relative` for writing without following any symlink below `root`; return the descriptor.
+
+    Every folder of `relative` is created if missing and opened relative to its parent with O_NOFOLLOW, and
+    so is the file: a symlink planted at any level (a `logs/<trial>` folder pointing elsewhere, a log file
+    pointing at someone's file) is refused with an InputError instead of being written through. `root` itself
+    is the user's choice and may be a link. This is the one way a run writes a file it does not rename into
+    place (the launchers' logs)."""
+    parts = Path(relative).parts
+    if not parts or any(part in ("", ".", "..") for part in parts) or Path(relative).is_absolute():
+        raise InputError(f"{relative} is not a path inside {root}")
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for index, part in enumerate(parts[:-1]):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=folder)
+            inner = _open_at(folder, part, os.O_RDONLY | os.O_DIRECTORY, root.joinpath(*parts[:index + 1]))
+            os.close(folder)
+            folder = inner
+        return _open_at(folder, parts[-1], flags, root.joinpath(*parts))
+    finally:
+        os.close(folder)
+
+
+def _open_at(folder: int, name: str, flags: int, shown: Path) -> int:
+    try:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR):
+            raise InputError(f"{shown} is a symlink or not a {'folder' if flags & os.O_DIRECTORY else 'file'}: "
+                             "stockscale does not write through links out of the folder it owns") from None
+        raise
+
+
+def open_log(log_dir: Path, job: str, name: str) -> IO[str]:
+    """`<log_dir>/<job>/<name>` opened for writing as text, with no symlink followed from `log_dir`'s parent
+    (the run's folder) down: what every launcher's kept log goes through."""
+    if not job or "/" in job or job in (".", ".."):
+        raise InputError(f"{job!r} is not a job name")
+    fd = open_beneath(log_dir.parent, Path(log_dir.name) / job / name)
+    return os.fdopen(fd, "w", encoding="utf-8")

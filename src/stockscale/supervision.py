@@ -49,20 +49,34 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, _frame: object) -> None:
-    # Later SIGTERMs/SIGHUPs must not interrupt the cleanup this one starts; the launcher's SIGKILL after
-    # its grace period still ends a cleanup that hangs.
-    for sig in SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    # Later SIGTERMs/SIGHUPs (and Ctrl-Cs) must not interrupt the cleanup this one starts; the launcher's
+    # SIGKILL after its grace period still ends a cleanup that hangs.
+    _ignore_further()
     raise Terminated(signum)
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    # The first Ctrl-C starts the cleanup (every `finally` and `except KeyboardInterrupt` on the way out);
+    # a second one pressed while it runs would cut it short and leave staging and scratch folders behind.
+    _ignore_further()
+    raise KeyboardInterrupt
+
+
+def _ignore_further() -> None:
+    for sig in (*SIGNALS, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise Terminated in the main thread while the block runs (then restored)."""
+    """SIGTERM and SIGHUP raise Terminated, and SIGINT KeyboardInterrupt, in the main thread while the block
+    runs (then restored); once one has arrived, later ones are ignored, so the cleanup it starts finishes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in SIGNALS}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored already
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
     finally:

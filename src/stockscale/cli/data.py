@@ -16,6 +16,7 @@ def cmd_data_scale(args: argparse.Namespace) -> int:
     from stockscale.data.dataset import prepare_from_config
     from stockscale.data.replicas import ReplicaSpec
     from stockscale.data.shards import source_record, write_dataset
+    from stockscale.locks import beside_lock
 
     values = {"source": args.source, "start": args.start, "end": args.end, "multiplier": args.multiplier,
               "noise": args.noise, "seed": args.seed}
@@ -29,7 +30,8 @@ def cmd_data_scale(args: argparse.Namespace) -> int:
         if done == total or done % max(1, total // 10) == 0:
             log(f"shard {done}/{total}")
 
-    manifest = write_dataset(prepared, spec, source_record(cfg, prepared), out, on_shard)
+    with beside_lock(out, "stockscale data scale"):  # one writer per --out
+        manifest = write_dataset(prepared, spec, source_record(cfg, prepared), out, on_shard)
     print_dataset_info(out, manifest)
     return 0
 

@@ -5,6 +5,7 @@ Kubernetes. A worker's contract (its result line, its exit codes) is stockscale.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ def default_run_dir(prefix: str = "train") -> Path:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from stockscale.distributed import DistEnv
+    from stockscale.locks import beside_lock
 
     trial = None
     if args.trials is not None:
@@ -48,12 +50,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     refuse_kubernetes_only_flags(args)
     out = args.out or default_run_dir()
     env = DistEnv.from_environ()
-    if args.backend == "docker" or args.workers > 1 or args.memory_limit is not None:
-        if env.is_distributed:
-            raise InputError("--workers/--memory-limit launch workers; this process is already a worker "
-                             f"(WORLD_SIZE={env.world_size} in the environment)")
-        return train_with_launcher(cfg, out, args)
-    return train_here(cfg, out, env)
+    launch = args.backend == "docker" or args.workers > 1 or args.memory_limit is not None
+    if launch and env.is_distributed:
+        raise InputError("--workers/--memory-limit launch workers; this process is already a worker "
+                         f"(WORLD_SIZE={env.world_size} in the environment)")
+    # One run per --out: the command that owns it holds the lock (a DDP rank's launcher already does).
+    with contextlib.nullcontext() if env.is_distributed else beside_lock(out, "stockscale train"):
+        return train_with_launcher(cfg, out, args) if launch else train_here(cfg, out, env)
 
 
 def train_here(cfg: TrainConfig, out: Path, env: DistEnv) -> int:

@@ -28,6 +28,7 @@ from stockscale.experiments.records import BoundaryRecord, ScaleRunEntry, ScaleS
 from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
+from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
 from stockscale.worker import RunMetrics
 
@@ -47,12 +48,20 @@ def run_config(settings: ScaleTestSettings, multiplier: int) -> TrainConfig:
 
 def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
                    on_result: Callable[[ScaleRunEntry], None] | None = None) -> ScaleTestRecord:
-    """Run the grid (smallest first) or the boundary search and write `<out>/results.json`; return its content."""
+    """Run the grid (smallest first) or the boundary search and write `<out>/results.json`; return its content.
+    The folder is locked while it runs (locks.folder_lock)."""
     base_cfg = run_config(settings, 1)
     windows_per_replica = prepare_from_config(base_cfg).train_windows  # also checks the source up front
+    prepare_results_dir(out, "results.json", KIND, (), clear=False)  # exists and is writable, to hold the lock
+    with folder_lock(out, "stockscale scale-test"):
+        return _run_scale_test(settings, launcher, out, windows_per_replica, on_result)
+
+
+def _run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path, windows_per_replica: int,
+                    on_result: Callable[[ScaleRunEntry], None] | None) -> ScaleTestRecord:
     runs_dir = out / "runs"
     # An earlier test's results and run directories are replaced, but only where results.json says so.
-    prepare_results_dir(out, "results.json", KIND, ("runs", "results.json"), clear=True)
+    prepare_results_dir(out, "results.json", KIND, ("runs", "logs", "results.json"), clear=True)
     doc: ScaleTestRecord = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,

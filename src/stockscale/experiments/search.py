@@ -20,7 +20,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +31,9 @@ from stockscale.config import TrainConfig, TrainOverrides, build_train_config
 from stockscale.errors import InputError
 from stockscale.experiments.records import BestTrial, SearchSummaryRecord, TrialEntry
 from stockscale.experiments.study import JOURNAL, PRUNERS, STRATEGIES, StudyDriver, open_study
-from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
+from stockscale.files import prepare_results_dir, remove_entry, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
+from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
 from stockscale.space import Parameter, Space, grid, grid_size, load_space, parse_space, space_record
 from stockscale.worker import EpochReport, JsonValue
@@ -52,7 +52,7 @@ DEFAULT_SPACE: dict[str, list[Any]] = {
     "num_layers": [2, 3],
 }
 DEFAULT_EPOCHS = 2  # a search's trials train this many epochs unless --epochs says otherwise
-CONTENTS = ("trials", "summary.json", JOURNAL, JOURNAL + ".lock")
+CONTENTS = ("trials", "logs", "summary.json", JOURNAL, JOURNAL + ".lock")
 
 
 def expected_cost(config: TrainOverrides) -> float:
@@ -161,15 +161,21 @@ def _job(settings: SearchSettings, out: Path, index: int, config: TrainOverrides
 
 def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
                on_result: Callable[[TrialEntry], None] | None = None) -> SearchSummaryRecord:
-    """Run the search and write `<out>/summary.json` after every trial; return the final summary."""
+    """Run the search and write `<out>/summary.json` after every trial; return the final summary. The folder
+    is locked for the whole search (locks.folder_lock): a second search on it is refused, never mixed in."""
     points = grid(settings.parameters) if settings.strategy == "grid" else []
     for index, config in enumerate(points):
         build_train_config({**settings.train, **config}, f"trial {index} {config}")
-    prepare_results_dir(out, "summary.json", KIND, CONTENTS, clear=False)
+    prepare_results_dir(out, "summary.json", KIND, (), clear=False)  # exists and is writable, to hold the lock
+    with folder_lock(out, "stockscale search"):
+        return _run_search(settings, launcher, out, points, on_result)
+
+
+def _run_search(settings: SearchSettings, launcher: Launcher, out: Path, points: list[TrainOverrides],
+                on_result: Callable[[TrialEntry], None] | None) -> SearchSummaryRecord:
+    prepare_results_dir(out, "summary.json", KIND, CONTENTS, clear=not settings.resume)
     study_hash = search_settings_hash(settings)
     previous = _finished_trials(out, settings, points) if settings.resume else {}
-    if not settings.resume:
-        prepare_results_dir(out, "summary.json", KIND, CONTENTS, clear=True)
     study, continued = open_study(out, settings.strategy, settings.pruner, settings.seed, study_hash,
                                   settings.resume)
     if settings.strategy != "grid" and not continued:
@@ -206,7 +212,8 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
         judge = None if trial is None else (
             lambda report: driver.report(trial, report.epoch, report.val_loss, last_epoch))
         job = _job(settings, out, index, config, judge=judge)
-        shutil.rmtree(job.run_dir, ignore_errors=True)  # an unfinished trial's leftovers
+        remove_entry(job.run_dir)  # an unfinished trial's leftovers (a symlink: the link, never its target)
+        remove_entry(out / "logs" / job.name)
         with lock:
             running[job.name] = (index, config, trial)
         return job

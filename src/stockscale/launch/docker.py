@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stockscale.errors import InputError
-from stockscale.files import owner_tag
+from stockscale.files import open_log, owner_tag
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.launch.containers import Pod, container_options, replica_pods
 from stockscale.launch.docker_engine import (
@@ -232,9 +232,7 @@ class DockerLauncher:
     def _follow(self, running: RunningContainer, job: TrainJob) -> None:
         log = None
         if self.log_dir is not None:
-            folder = self.log_dir / job.name
-            folder.mkdir(parents=True, exist_ok=True)
-            log = open(folder / f"{running.pod.name}.log", "w", encoding="utf-8")  # noqa: SIM115
+            log = open_log(self.log_dir, job.name, f"{running.pod.name}.log")
         with log if log is not None else contextlib.nullcontext():
             for line in log_lines(running.container, follow=True):
                 running.lines.append(line)

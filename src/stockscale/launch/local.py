@@ -31,7 +31,7 @@ import yaml
 
 from stockscale.config import format_size
 from stockscale.errors import InputError
-from stockscale.files import owner_tag, sweep_stale, write_text_atomic
+from stockscale.files import open_log, owner_tag, sweep_stale, write_text_atomic
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.launch.processes import (
     WorkerProcess,
@@ -250,9 +250,7 @@ class LocalLauncher:
                mechanism: str | None, watch: _Watch) -> WorkerProcess:
         log = None
         if self.log_dir is not None:
-            folder = self.log_dir / job.name
-            folder.mkdir(parents=True, exist_ok=True)
-            log = open(folder / f"rank-{rank}.stderr.log", "w", encoding="utf-8")  # noqa: SIM115
+            log = open_log(self.log_dir, job.name, f"rank-{rank}.stderr.log")
 
         def on_stdout(worker: WorkerProcess, line: str) -> None:
             if watch.callback_errors:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stockscale.files import open_log
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.launch.local import LocalLauncher, check_job, default_threads, plain_values, worker_environment
 from stockscale.launch.processes import WorkerProcess, describe_failure, end_workers, start_worker
@@ -278,9 +279,7 @@ class WarmLauncher:
     def _open_log(self, job: TrainJob) -> Any:
         if self.log_dir is None:
             return None
-        folder = self.log_dir / job.name
-        folder.mkdir(parents=True, exist_ok=True)
-        return open(folder / "rank-0.stderr.log", "w", encoding="utf-8")  # noqa: SIM115
+        return open_log(self.log_dir, job.name, "rank-0.stderr.log")
 
     # the pool
 

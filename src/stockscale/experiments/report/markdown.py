@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from stockscale.experiments.report.search_table import search_headline
 from stockscale.experiments.results import LoadedResults, SearchRun, load_predictions
 from stockscale.experiments.strategy_plot import plot_best_so_far
 from stockscale.experiments.timings import find_outliers
-from stockscale.files import replace_with, write_text_atomic
+from stockscale.files import replace_with, write_json_atomic, write_text_atomic
 
 
 def grid_search(results: LoadedResults) -> SearchRun | None:
@@ -29,6 +30,44 @@ def grid_search(results: LoadedResults) -> SearchRun | None:
 
 
 PLOTS = ("memory.png", "timeline.png", "grid.png", "best_so_far.png", "predictions.png")
+REPORT_MARKER = "stockscale-report.json"  # what makes a folder a stockscale report folder, which compare may replace
+
+
+def claim_report_dir(out_dir: Path) -> None:
+    """Make `out_dir` a report folder `compare` may write into: created, or empty, or already holding the
+    marker file. Anything else is someone's folder, whose report.md and PNGs are never overwritten: one line.
+    Every writer of a report file (report.md, the PNGs, report.html) calls this first."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise InputError(f"--out {out_dir} is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        marker = out_dir / REPORT_MARKER
+        if _marked(marker):
+            return
+        if any(out_dir.iterdir()) and not _earlier_report(out_dir):
+            raise InputError(f"--out {out_dir} is not empty and not a stockscale report folder (no {REPORT_MARKER}); "
+                             "choose an empty or new folder")
+        write_json_atomic(marker, {"kind": "report", "note": "a stockscale report folder: `stockscale compare` "
+                                   "replaces its files"})
+    except OSError as error:
+        raise InputError(f"report directory {out_dir} cannot be created ({error.strerror})") from None
+
+
+def _marked(marker: Path) -> bool:
+    try:
+        return not marker.is_symlink() and json.loads(marker.read_text(encoding="utf-8")).get("kind") == "report"
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def _earlier_report(out_dir: Path) -> bool:
+    """A report folder written before the marker existed: only stockscale's file names, and its report.md."""
+    names = {entry.name for entry in out_dir.iterdir()}
+    try:
+        ours = (out_dir / "report.md").read_text(encoding="utf-8")[:100].startswith("# stockscale report")
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    return ours and names <= {"report.md", "report.html", *PLOTS}
 
 
 def write_report(results: LoadedResults, out_dir: Path,
@@ -41,10 +80,7 @@ def write_report(results: LoadedResults, out_dir: Path,
     from stockscale.experiments import plots
 
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"report directory {out_dir} cannot be created ({error.strerror})") from None
+    claim_report_dir(out_dir)
     settings = projection_settings or ProjectionSettings()
     predictions, title, predictions_note = load_predictions(results)
     grid_run = grid_search(results)
