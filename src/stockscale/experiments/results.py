@@ -21,6 +21,7 @@ from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
 from stockscale.experiments.dry_run import DryRun
 
 RunStatus = Literal["success", "oom", "timeout", "error", "preempted", "pruned"]
+Scalar = int | float | str | bool | None  # a config's value: a nested mapping or list there is refused on read
 # The results folders, named once: a search's folder by its backend, and its role in the report by folder.
 SEARCH_FOLDERS = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker",
                   "kubernetes": "hp_search_cloud"}
@@ -98,12 +99,12 @@ class SearchSettingsRecord(_Shape):
     backend: str
     workers: int | None
     threads_per_trial: int | None = None
-    space: dict[str, list[Any] | dict[str, Any]]  # a list of values, or a range in Katib's terms
+    space: dict[str, list[Scalar] | dict[str, Scalar | list[Scalar]]]  # a list of values, or a range (Katib's terms)
     strategy: Literal["grid", "random", "tpe"] = "grid"
     trials: int | None = None
     pruner: Literal["none", "asha", "median"] = "none"
     seed: int | None = None
-    train: dict[str, Any] = {}
+    train: dict[str, Scalar] = {}
     trial_timeout_seconds: float | None = None
     emulated: bool = False
     machine: Machine | None = None
@@ -112,7 +113,7 @@ class SearchSettingsRecord(_Shape):
 class Trial(_Shape):
     trial: int
     name: str
-    config: dict[str, Any]
+    config: dict[str, Scalar]
     status: RunStatus
     detail: str = ""
     start_time: float | None
@@ -131,7 +132,7 @@ class Trial(_Shape):
 class Best(_Shape):
     trial: int
     name: str
-    config: dict[str, Any]
+    config: dict[str, Scalar]
     val_loss: float
     test: SplitMetrics
     baseline_test: SplitMetrics | None
@@ -219,6 +220,16 @@ def _read_json(path: Path, kind: str) -> dict[str, Any]:
     if data.get("format_version") != 1:
         raise ValueError(f"has format_version {data.get('format_version')!r}; this stockscale reads 1")
     return data
+
+
+def read_search_summary(path: Path) -> SearchSummary:
+    """A search's summary.json, validated (what `--resume` reads back); InputError in one line naming it."""
+    try:
+        return SearchSummary.model_validate(_read_json(path, "hp_search"))
+    except ValidationError as error:
+        raise InputError(f"--resume: {one_line(error, str(path))}") from None
+    except ValueError as error:
+        raise InputError(f"--resume: {path} {error}") from None
 
 
 def _load(path: Path, model: type[BaseModel], kind: str, warnings: list[str]) -> Any:

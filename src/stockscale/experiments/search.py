@@ -334,14 +334,13 @@ def _finished_trials(out: Path, settings: SearchSettings, points: list[TrainOver
     """Trials of an earlier run in `out` that a resumed search keeps: those that finished (succeeded, or were
     pruned by a sampled search's pruner) and trained with the same full settings (trial_settings_hash); a grid
     trial also keeps its config at the same index of the grid."""
+    from stockscale.experiments.results import read_search_summary
+
     path = out / "summary.json"
     if not path.is_file():
         return {}
-    try:
-        earlier = json.loads(path.read_text())
-        results = earlier["results"]
-    except (ValueError, KeyError, TypeError):
-        raise InputError(f"--resume: {path} is not a readable search summary") from None
+    # Validated as compare reads it: a damaged summary is one line, and what is kept is well-typed.
+    results = [trial.model_dump() for trial in read_search_summary(path).results]
     finished = {}
     kept = ("success",) if settings.strategy == "grid" else ("success", "pruned")
     for entry in results:

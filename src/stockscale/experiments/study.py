@@ -12,7 +12,9 @@ they match (the like-with-like rule of trial_settings_hash, applied to the whole
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from stockscale.errors import InputError
 from stockscale.space import Parameter, Space
 
 STRATEGIES = ("grid", "random", "tpe")
@@ -28,6 +31,8 @@ PRUNERS = ("none", "asha", "median")
 JOURNAL = "study.journal"
 STUDY_NAME = "stockscale-search"
 _SETTINGS_ATTR = "stockscale_settings_hash"
+DUPLICATE_ATTR = "stockscale_duplicate"  # a sampled trial never run: its config had run already
+MAX_REDRAWS = 100
 
 
 def make_sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -37,6 +42,12 @@ def make_sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
     if strategy in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def resumed_seed(seed: int, trials_so_far: int) -> int:
+    """The sampler's seed for a study resumed after `trials_so_far` trials: a different stream for every
+    point a study can be resumed at, the same one for the same point (a resumed search stays reproducible)."""
+    return (seed + 1_000_003 * trials_so_far) % 2**32
 
 
 def make_pruner(pruner: str) -> optuna.pruners.BasePruner:
@@ -60,15 +71,21 @@ def open_study(out: Path, strategy: str, pruner: str, seed: int, settings_hash: 
     path = out / JOURNAL
     sampler, chosen_pruner = make_sampler(strategy, seed), make_pruner(pruner)
     if resume and path.is_file():
-        storage = JournalStorage(JournalFileBackend(str(path)))
+        check_journal(path)
         try:
+            storage = JournalStorage(JournalFileBackend(str(path)))
+            found = STUDY_NAME in optuna.get_all_study_names(storage)
             study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
-                                      pruner=chosen_pruner)
-        except KeyError:
-            study = None
+                                      pruner=chosen_pruner) if found else None
+        except Exception as error:  # noqa: BLE001 - Optuna replays operations; a damaged one raises anything
+            raise InputError(f"--resume: {path} is a damaged study journal ({error.__class__.__name__}); "
+                             "remove it, or run without --resume") from None
         if study is not None and study.user_attrs.get(_SETTINGS_ATTR) == settings_hash:
             for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            # The same seed would replay the same draws: trials 4-6 of a resumed random search would be
+            # trials 1-3 again. The sampler continues from (seed, trials already in the study) instead.
+            study.sampler = make_sampler(strategy, resumed_seed(seed, len(study.trials)))
             return study, True
     path.unlink(missing_ok=True)
     path.with_name(path.name + ".lock").unlink(missing_ok=True)
@@ -77,6 +94,32 @@ def open_study(out: Path, strategy: str, pruner: str, seed: int, settings_hash: 
                                 direction="minimize")
     study.set_user_attr(_SETTINGS_ATTR, settings_hash)
     return study, False
+
+
+def check_journal(path: Path) -> None:
+    """Recover a journal whose last operation was cut off, or refuse one that is damaged, in one line.
+
+    Optuna's journal is one JSON operation per line, each appended whole with its newline. A crash while
+    appending leaves a last line without one: Optuna's reader skips it (the operation never happened), but
+    the next append would glue a new operation onto it, and that line would then fail every later read. So
+    the torn tail is cut off here, as Optuna reads it. Any other line that is not a JSON operation is damage
+    that cannot be recovered: InputError naming the file and the line."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise InputError(f"--resume: {path} cannot be read ({error.strerror})") from None
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        os.truncate(path, complete)  # the operation being appended when the writer died
+    for number, line in enumerate(data[:complete].split(b"\n")[:-1], start=1):
+        try:
+            operation = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            operation = None
+        if not (isinstance(operation, dict) and isinstance(operation.get("op_code"), int)):
+            raise InputError(f"--resume: {path} line {number} is not a study journal operation (a damaged "
+                             "journal); remove it, or run without --resume")
 
 
 def suggest(trial: optuna.Trial, name: str, parameter: Parameter) -> Any:
@@ -100,12 +143,29 @@ class StudyDriver:
         self._reported: dict[int, set[int]] = {}
 
     def ask(self, fixed: dict[str, Any] | None = None) -> tuple[optuna.Trial, dict[str, Any]]:
-        """A new trial and its config: `fixed` (a grid point) or the sampler's choice."""
+        """A new trial and its config: `fixed` (a grid point) or the sampler's choice.
+
+        A sampled config equal to one the study already ran (or is running) is told failed, marked a
+        duplicate, and the sampler asked again (at most MAX_REDRAWS times: a space smaller than the trials
+        asked for must repeat in the end): a trial trains with the search's seed, so a repeat would be an
+        exact duplicate, budget spent for nothing."""
         with self._lock:
             if fixed is not None:
                 self.study.enqueue_trial(fixed, skip_if_exists=False)
-            trial = self.study.ask()
-            return trial, {name: suggest(trial, name, parameter) for name, parameter in self.space.items()}
+            taken = [] if fixed is not None else self._configs_so_far()
+            for _ in range(MAX_REDRAWS):
+                trial = self.study.ask()
+                config = {name: suggest(trial, name, parameter) for name, parameter in self.space.items()}
+                if config not in taken:
+                    break
+                trial.set_user_attr(DUPLICATE_ATTR, True)
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return trial, config
+
+    def _configs_so_far(self) -> list[dict[str, Any]]:
+        states = optuna.trial.TrialState
+        trials = self.study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.RUNNING))
+        return [{name: trial.params.get(name) for name in self.space} for trial in trials]
 
     def report(self, trial: optuna.Trial, epoch: int, val_loss: float, last_epoch: int) -> bool:
         """Record an epoch's validation loss; True when the pruner stops the trial here (never after its

@@ -1,0 +1,99 @@
+"""What a run reads back is validated and damage is one line (issue 27): a study journal cut mid-line is
+recovered as Optuna reads it, a garbage line is refused naming the file, summaries with wrong types or nested
+configs never crash `--resume` or `compare`; and a resumed random or TPE search never repeats its trials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, assert_clean_error
+
+
+def _space(tmp_path: Path, text: str = "lr: {type: double, min: 0.0001, max: 0.01, log: true}\n") -> Path:
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    return space
+
+
+def _search(tmp_path: Path, *extra: object) -> list[object]:
+    return ["search", "--space", _space(tmp_path), "--strategy", "random", *TINY, "--out", tmp_path / "s", *extra]
+
+
+def test_a_journal_cut_mid_line_is_recovered_on_every_resume(cli, tmp_path):
+    assert cli(*_search(tmp_path, "--trials", "1")).code == 0
+    journal = tmp_path / "s" / "study.journal"
+    data = journal.read_bytes()
+    journal.write_bytes(data + data.splitlines(keepends=True)[-1][:25])  # a crash while appending
+    assert cli(*_search(tmp_path, "--trials", "2", "--resume")).code == 0
+    assert cli(*_search(tmp_path, "--trials", "3", "--resume")).code == 0  # this one used to crash
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert [entry["status"] for entry in summary["results"]] == ["success"] * 3
+    assert journal.read_bytes().endswith(b"\n")
+
+
+def test_a_journal_with_a_garbage_line_is_one_line_naming_it(cli, tmp_path):
+    assert cli(*_search(tmp_path, "--trials", "1")).code == 0
+    journal = tmp_path / "s" / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join([lines[0], b"this is not json\n", *lines[1:]]))
+    assert_clean_error(cli(*_search(tmp_path, "--trials", "2", "--resume")), str(journal), "line 2")
+
+
+def test_a_journal_operation_optuna_cannot_replay_is_one_line(cli, tmp_path):
+    assert cli(*_search(tmp_path, "--trials", "1")).code == 0
+    journal = tmp_path / "s" / "study.journal"
+    with journal.open("ab") as handle:
+        handle.write(b'{"op_code": 1, "worker_id": "x"}\n')  # a delete-study operation without its study
+    assert_clean_error(cli(*_search(tmp_path, "--trials", "2", "--resume")), str(journal), "damaged")
+
+
+def _damage_summary(tmp_path: Path, change) -> Path:
+    path = tmp_path / "s" / "summary.json"
+    summary = json.loads(path.read_text())
+    change(summary)
+    path.write_text(json.dumps(summary))
+    return path
+
+
+def test_resume_refuses_a_summary_with_wrong_types_in_one_line(cli, tmp_path):
+    assert cli(*_search(tmp_path, "--trials", "1")).code == 0
+    path = _damage_summary(tmp_path, lambda summary: summary["results"][0].update(trial="zero"))
+    assert_clean_error(cli(*_search(tmp_path, "--trials", "2", "--resume")), str(path), "results.0.trial")
+
+
+def test_a_nested_config_is_refused_on_read_and_compare_still_reports(cli, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("hidden_size: [4]\n")
+    results = tmp_path / "results"
+    out = results / "hp_search_local"
+    assert cli("search", "--space", grid, *TINY, "--out", out).code == 0
+    path = out / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["results"][0]["config"] = {"hidden_size": {"nested": [1, 2]}}
+    summary["best"]["config"] = {"hidden_size": {"nested": [1, 2]}}
+    path.write_text(json.dumps(summary))
+    ran = cli("compare", "--results", results)
+    assert ran.code == 0, ran.err
+    assert "Traceback" not in ran.err
+    assert str(path) in ran.out + ran.err and "config" in ran.out + ran.err
+    assert_clean_error(cli("search", "--space", grid, *TINY, "--out", out, "--resume"), str(path), "config")
+
+
+# ------------------------------------------------------------------------------ resumed samplers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["random", "tpe"])
+def test_a_resumed_sampled_search_never_repeats_a_completed_config(cli, tmp_path, strategy):
+    space = _space(tmp_path, "hidden_size: [4]\nlr: [0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.007, 0.008]\n")
+    args = ["search", "--space", space, "--strategy", strategy, *TINY, "--out", tmp_path / "s"]
+    assert cli(*args, "--trials", "3").code == 0
+    assert cli(*args, "--trials", "6", "--resume").code == 0
+    results = json.loads((tmp_path / "s" / "summary.json").read_text())["results"]
+    assert [entry["status"] for entry in results] == ["success"] * 6
+    first, resumed = [entry["config"]["lr"] for entry in results[:3]], [entry["config"]["lr"] for entry in results[3:]]
+    assert not set(first) & set(resumed), (first, resumed)
+    assert len(set(first + resumed)) == 6
