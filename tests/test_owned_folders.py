@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from stockscale.errors import InputError
@@ -182,3 +183,77 @@ def test_two_searches_started_together_never_share_a_folder(tmp_path):
     assert [code for code, _ in outcomes] == [0, 2], outcomes
     assert "in use by another run" in outcomes[1][1] and "Traceback" not in outcomes[1][1]
     assert json.loads((out / "summary.json").read_text())["complete"] is True
+
+
+# ------------------------------------------------------------------------------ a second Ctrl-C
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """`stockscale ARGS` in its own session (a terminal's process group): Ctrl-C reaches the whole group."""
+    env = {**os.environ, "STOCKSCALE_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "stockscale", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    # A shell started in the background ignores SIGINT, and its children inherit that: a terminal's does not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _wait_for(found, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not found():
+        assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "never started"
+        time.sleep(0.005)
+
+
+def _ctrl_c_twice(process: subprocess.Popen) -> str:
+    os.killpg(process.pid, signal.SIGINT)
+    time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, (process.returncode, err)
+    assert "Traceback" not in err
+    return err
+
+
+def test_ctrl_c_twice_during_data_scale_leaves_no_staging_folder(tmp_path):
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    process = _start(tmp_path, "data", "scale", "--multiplier", "50000", "--out", str(folder / "d"))
+    # Once the first shard is written: a Ctrl-C inside numpy's first import can be swallowed by the import.
+    _wait_for(lambda: any(any(p.glob("*.npy")) for p in folder.iterdir() if p.name.startswith(".d.tmp-")),
+              process)
+    _ctrl_c_twice(process)
+    assert list(folder.iterdir()) == []
+
+
+def test_a_dead_writers_staging_folder_is_swept_by_the_next_command_staging_there(cli, tmp_path):
+    from stockscale.files import _HOST
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".other.tmp-{int(dead.stdout)}@{_HOST}-x1"
+    (stale / "shards").mkdir(parents=True)
+    alive = tmp_path / f".mine.tmp-{os.getpid()}@{_HOST}-x2"
+    alive.mkdir()
+    assert cli("data", "scale", "--multiplier", "2", "--out", tmp_path / "d").code == 0
+    assert not stale.exists() and alive.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_during_train_with_two_workers_leaves_no_scratch_or_staging(tmp_path):
+    process = _start(tmp_path, "train", "--workers", "2", "--epochs", "50", "--hidden-size", "8",
+                     "--num-layers", "1", "--threads", "1", "--out", str(tmp_path / "run"))
+    scratch = tmp_path / "tmp"
+    _wait_for(lambda: any(p.name.startswith("stockscale-job-") for p in scratch.iterdir()), process)
+    _wait_for(lambda: len(psutil.Process(process.pid).children(recursive=True)) >= 2, process)
+    time.sleep(1)  # the workers are training
+    children = psutil.Process(process.pid).children(recursive=True)
+    _ctrl_c_twice(process)
+    assert not [p for p in scratch.iterdir() if p.name.startswith("stockscale-job-")]
+    assert {p.name for p in tmp_path.iterdir()} <= {"cache", "tmp"}  # no run, no staging, no lock
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive

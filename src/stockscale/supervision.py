@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 PARENT_ENV = "STOCKSCALE_PARENT_PID"
 SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -48,40 +49,63 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+CLEANUP_SECONDS = 30.0  # later signals are ignored this long after the one that started the cleanup
+_stopping: list[float] = []  # when the signal that started the cleanup arrived (empty: none yet)
+
+
+def _first_signal() -> bool:
+    """Whether a signal arriving now should start the cleanup. Later ones are ignored while it runs, so it
+    finishes; after CLEANUP_SECONDS one counts again: a cleanup that hangs, or a first KeyboardInterrupt that
+    third-party code swallowed (one raised inside an import is), must not leave the user unable to stop."""
+    now = time.monotonic()
+    if _stopping and now - _stopping[0] < CLEANUP_SECONDS:
+        return False
+    _stopping[:] = [now]
+    return True
+
+
 def _raise_terminated(signum: int, _frame: object) -> None:
     # Later SIGTERMs/SIGHUPs (and Ctrl-Cs) must not interrupt the cleanup this one starts; the launcher's
-    # SIGKILL after its grace period still ends a cleanup that hangs.
-    _ignore_further()
-    raise Terminated(signum)
+    # SIGKILL after its grace period still ends a cleanup that hangs. (No signal.signal() call in here: it
+    # runs pending handlers itself, so a second signal would re-enter this one.)
+    if _first_signal():
+        raise Terminated(signum)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
     # The first Ctrl-C starts the cleanup (every `finally` and `except KeyboardInterrupt` on the way out);
     # a second one pressed while it runs would cut it short and leave staging and scratch folders behind.
-    _ignore_further()
-    raise KeyboardInterrupt
-
-
-def _ignore_further() -> None:
-    for sig in (*SIGNALS, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
+    if _first_signal():
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt(leaving: bool = False) -> Iterator[None]:
     """SIGTERM and SIGHUP raise Terminated, and SIGINT KeyboardInterrupt, in the main thread while the block
-    runs (then restored); once one has arrived, later ones are ignored, so the cleanup it starts finishes."""
+    runs (then restored); once one has arrived, later ones are ignored, so the cleanup it starts finishes.
+    `leaving`: the process ends after the block, so after a signal they stay ignored to its last line."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _stopping.clear()
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in SIGNALS}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored already
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    except KeyboardInterrupt:
+        # Leaving: ignored for good (the interpreter's finalization would put back the default action, and a
+        # late second Ctrl-C would kill the process by SIGINT after its cleanup).
+        _restore({sig: signal.SIG_IGN for sig in previous} if leaving else previous)
+        raise
+    else:
+        _restore(previous)
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    _stopping.clear()
 
 
 def follow_parent() -> None:

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        with terminate_as_interrupt():
+        with terminate_as_interrupt(leaving=argv is None):
             follow_parent()
             args = parser.parse_args(argv)
             if getattr(args, "handler", None) is None:
