@@ -187,6 +187,7 @@ def replace_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Replace `path` in one step with what `write(handle)` writes to a binary handle (torch.save, bytes).
 
     A full disk is one InputError naming `path`, and the partial temporary file is removed."""
+    created = not path.parent.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -199,6 +200,9 @@ def replace_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{owner_tag()}-", dir=path.parent)
     except OSError as error:
         if disk_full(error, path.parent):
+            if created:
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
             raise InputError(f"cannot write {path}: no space left on device") from None
         raise
     try:
@@ -213,6 +217,9 @@ def replace_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         full = disk_full(error, path.parent)
         Path(tmp).unlink(missing_ok=True)
         if full:
+            if created:
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()  # the folder made for it, empty again
             raise InputError(f"cannot write {path}: no space left on device") from None
         raise
 

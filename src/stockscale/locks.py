@@ -63,8 +63,9 @@ def lock_holder(path: Path) -> str:
 def _held(path: Path, shown: Path, command: str) -> Iterator[Path]:
     fd = _acquire(path, shown)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{owner_tag()} {command}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, and the run's own
+            os.ftruncate(fd, 0)              # first write says the disk is full, naming its path
+            os.pwrite(fd, f"{owner_tag()} {command}\n".encode(), 0)
         yield path
     finally:
         with contextlib.suppress(OSError):

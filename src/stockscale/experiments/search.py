@@ -203,7 +203,7 @@ def _run_search(settings: SearchSettings, launcher: Launcher, out: Path, points:
         },
         "results": list(previous.values()),
     }
-    driver = StudyDriver(study, settings.parameters, pruning=settings.pruner != "none")
+    driver = StudyDriver(study, settings.parameters, pruning=settings.pruner != "none", journal=out / JOURNAL)
     lock = threading.Lock()
     running: dict[str, tuple[int, TrainOverrides, optuna.Trial | None]] = {}
 

@@ -12,10 +12,12 @@ they match (the like-with-like rule of trial_settings_hash, applied to the whole
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from stockscale.errors import InputError
+from stockscale.files import disk_full
 from stockscale.space import Parameter, Space
 
 STRATEGIES = ("grid", "random", "tpe")
@@ -89,11 +92,23 @@ def open_study(out: Path, strategy: str, pruner: str, seed: int, settings_hash: 
             return study, True
     path.unlink(missing_ok=True)
     path.with_name(path.name + ".lock").unlink(missing_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(path)))
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=chosen_pruner,
-                                direction="minimize")
-    study.set_user_attr(_SETTINGS_ATTR, settings_hash)
+    with journal_writes(path):
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
+                                    pruner=chosen_pruner, direction="minimize")
+        study.set_user_attr(_SETTINGS_ATTR, settings_hash)
     return study, False
+
+
+@contextlib.contextmanager
+def journal_writes(path: Path | None) -> Iterator[None]:
+    """Optuna appends every operation to the journal: a full disk there is one line naming it."""
+    try:
+        yield
+    except OSError as error:
+        if path is not None and disk_full(error, path.parent):
+            raise InputError(f"cannot write {path}: no space left on device") from None
+        raise
 
 
 def check_journal(path: Path) -> None:
@@ -137,8 +152,8 @@ class StudyDriver:
     """Asks the study for trials and tells it their epochs and ends; thread-safe (the launcher's reader and
     slot threads call it)."""
 
-    def __init__(self, study: optuna.Study, space: Space, pruning: bool) -> None:
-        self.study, self.space, self.pruning = study, space, pruning
+    def __init__(self, study: optuna.Study, space: Space, pruning: bool, journal: Path | None = None) -> None:
+        self.study, self.space, self.pruning, self.journal = study, space, pruning, journal
         self._lock = threading.Lock()
         self._reported: dict[int, set[int]] = {}
 
@@ -149,7 +164,7 @@ class StudyDriver:
         duplicate, and the sampler asked again (at most MAX_REDRAWS times: a space smaller than the trials
         asked for must repeat in the end): a trial trains with the search's seed, so a repeat would be an
         exact duplicate, budget spent for nothing."""
-        with self._lock:
+        with self._lock, journal_writes(self.journal):
             if fixed is not None:
                 self.study.enqueue_trial(fixed, skip_if_exists=False)
             taken = [] if fixed is not None else self._configs_so_far()
@@ -170,7 +185,7 @@ class StudyDriver:
     def report(self, trial: optuna.Trial, epoch: int, val_loss: float, last_epoch: int) -> bool:
         """Record an epoch's validation loss; True when the pruner stops the trial here (never after its
         last epoch: a finished trial is a result, not a pruned one)."""
-        with self._lock:
+        with self._lock, journal_writes(self.journal):
             reported = self._reported.setdefault(trial.number, set())
             if epoch in reported:
                 return False  # a trial resumed from its checkpoint reports an epoch again
@@ -181,7 +196,7 @@ class StudyDriver:
     def tell(self, trial: optuna.Trial, status: str, val_loss: float | None) -> None:
         """A trial's end: its loss when it succeeded, pruned, or failed (any other status)."""
         states = optuna.trial.TrialState
-        with self._lock:
+        with self._lock, journal_writes(self.journal):
             if status == "success" and val_loss is not None and val_loss == val_loss:
                 self.study.tell(trial, val_loss)
             elif status == "pruned":
