@@ -10,7 +10,9 @@ Validation errors become `InputError` with one line that names the field.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypedDict, cast
@@ -18,7 +20,7 @@ from typing import Any, Literal, TypedDict, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stockscale.bounds import MAX_COUNT, MAX_MULTIPLIER, MAX_SEED
+from stockscale.bounds import MAX_COUNT, MAX_MULTIPLIER, MAX_SEED, MAX_YAML_BYTES
 from stockscale.errors import InputError
 
 SEQ_LEN = 60
@@ -157,13 +159,38 @@ def build_train_config(values: dict[str, Any], what: str = "config") -> TrainCon
         raise InputError(one_line(error, what)) from None
 
 
+def read_regular_file(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most `limit` bytes: a FIFO, a device
+    (/dev/zero) or a folder is refused before any byte is read (opened non-blocking, checked with fstat),
+    and so is a file larger than the bound."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist or is not a file") from None
+    except OSError as error:
+        raise InputError(f"{what} {path} cannot be read ({error.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{what} {path} is not a regular file")
+        if info.st_size > limit:
+            raise InputError(f"{what} {path} is {info.st_size:,} bytes; at most {limit:,} are read")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise InputError(f"{what} {path} cannot be read ({error.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise InputError(f"{what} {path} grew past {limit:,} bytes while read")
+    return data
+
+
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; every failure is an InputError naming the file."""
-    if not path.is_file():
-        raise InputError(f"{what} {path} does not exist or is not a file")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        text = read_regular_file(path, what, MAX_YAML_BYTES).decode("utf-8")
+    except UnicodeDecodeError as error:
         raise InputError(f"{what} {path} cannot be read as UTF-8 text ({error.__class__.__name__})") from None
     if "\x00" in text:
         raise InputError(f"{what} {path} is a binary file, not YAML")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from stockscale.bounds import MAX_GRID_POINTS
 from stockscale.config import TRAIN_FIELDS, build_train_config, one_line, read_yaml_mapping
 from stockscale.errors import InputError
 
@@ -147,6 +148,10 @@ def grid(space: Space) -> list[dict[str, Any]]:
     if ranges:
         raise InputError(f"--strategy grid needs a list of values for every parameter; {', '.join(ranges)} "
                          f"{'is a range' if len(ranges) == 1 else 'are ranges'} (use --strategy random or tpe)")
+    size = grid_size(space) or 0
+    if size > MAX_GRID_POINTS:
+        raise InputError(f"the grid has {size:,} points, more than the {MAX_GRID_POINTS:,} a grid search runs; "
+                         "use --strategy random or tpe with --trials N (they never list the grid)")
     names = list(space)
     choices = [space[name].choices or [] for name in names]
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*choices)]

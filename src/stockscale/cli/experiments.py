@@ -18,7 +18,7 @@ from stockscale.cli.parser import (
     boundary_range,
     load_config,
     multipliers,
-    non_negative_float,
+    positive_float,
     positive_int,
     resolution,
     size,
@@ -81,7 +81,7 @@ def add_scale_test_parser(commands: argparse._SubParsersAction) -> None:
                             "sqrt-2 grid)")
     scale_test.add_argument("--memory-limit", type=size, default=defaults.memory_limit,
                             help=f"memory limit per process or worker (default {size_text(defaults.memory_limit)})")
-    scale_test.add_argument("--timeout", type=non_negative_float("--timeout"), default=defaults.timeout,
+    scale_test.add_argument("--timeout", type=positive_float("--timeout"), default=defaults.timeout,
                             help=f"seconds per run (default {defaults.timeout:g})")
     scale_test.add_argument("--loader", choices=("memory", "lazy", "stream"), default=defaults.loader,
                             help=f"how workers hold the data (default {defaults.loader}, as the original "
@@ -171,7 +171,7 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--pruner", choices=("none", "asha", "median"), default="none",
                         help="stop trials early by their validation loss after each epoch: asha (successive "
                         "halving), median, or none")
-    search.add_argument("--trial-timeout", type=non_negative_float("--trial-timeout"),
+    search.add_argument("--trial-timeout", type=positive_float("--trial-timeout"),
                         help="seconds per trial (default: no limit)")
     search.add_argument("--resume", action="store_true",
                         help="keep trials already finished in --out with the same settings and continue the study")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stockscale.bounds import MAX_MULTIPLIER, MAX_WORKERS
-from stockscale.cli.parser import Parser, int_at_least, non_negative_float, positive_int
+from stockscale.cli.parser import Parser, int_at_least, positive_float, positive_int
 from stockscale.errors import InputError, StockscaleError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def add_k8s_flags(parser: argparse.ArgumentParser, run_flags: bool = True, conne
     if run_flags:
         group.add_argument("--keep", action="store_true", help="keep finished objects on the cluster")
         group.add_argument("--dry-run", action="store_true", help="write the manifests to --out, submit nothing")
-        group.add_argument("--startup-timeout", type=non_negative_float("--startup-timeout"), default=600.0,
+        group.add_argument("--startup-timeout", type=positive_float("--startup-timeout"), default=600.0,
                            help="seconds a pod may stay Pending (unscheduled, pulling its image) before the run "
                                 "ends (default 600)")
 

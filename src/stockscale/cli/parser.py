@@ -128,6 +128,20 @@ def _is_float(text: str) -> bool:
     return True
 
 
+def positive_float(what: str, maximum: float = MAX_SECONDS) -> Callable[[str], float]:
+    """An argparse type: a finite number in (0, maximum]: a timeout of 0 seconds could never be met, so it is
+    refused before anything is written rather than failing the first job."""
+    at_least_zero = non_negative_float(what, maximum)
+
+    def parse(text: str) -> float:
+        value = at_least_zero(text)
+        if value == 0:
+            raise argparse.ArgumentTypeError(f"{_named(what)}must be more than 0, not {text}")
+        return value
+
+    return parse
+
+
 def non_negative_float(what: str, maximum: float = MAX_SECONDS) -> Callable[[str], float]:
     """An argparse type: a finite number in [0, maximum] (inf and nan are refused)."""
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
 from stockscale.cli.launchers import choose_launcher
-from stockscale.cli.parser import add_train_flags, load_config, non_negative_float, positive_int, size
+from stockscale.cli.parser import add_train_flags, load_config, positive_float, positive_int, size
 from stockscale.errors import InputError, WorkerFailure
 from stockscale.worker import EXIT_MEMORY, result_line
 
@@ -172,7 +172,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                      help="DDP workers: local processes with a PyTorchJob's environment (default 1)")
     run.add_argument("--memory-limit", type=size,
                      help="memory limit per worker: 512MiB, 2GiB, 4Gi (default: no limit)")
-    run.add_argument("--timeout", type=non_negative_float("--timeout"),
+    run.add_argument("--timeout", type=positive_float("--timeout"),
                      help="seconds before the run is stopped (default: no limit)")
     run.add_argument("--backend", choices=("local", "docker", "kubernetes"), default="local",
                      help="local processes (default), containers of the image on this machine (docker or "

@@ -7,6 +7,7 @@ A plot whose data is missing raises `PlotSkipped` with the reason, which the rep
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 from datetime import date
@@ -244,6 +245,9 @@ def _config_value(config: dict[str, Any], key: str) -> Any:
     return config.get(key)
 
 
+MAX_GRID_CELLS = 400  # cells of the grid plot: beyond this a cell's label cannot be read anyway
+
+
 def plot_grid(run: SearchRun | None, path: Path | BinaryIO) -> Any:
     """Validation loss as a learning rate x hidden size heatmap, one panel per number of layers. Cells with
     no successful trial are grey; when the space has other parameters, a cell shows its lowest loss."""
@@ -257,22 +261,28 @@ def plot_grid(run: SearchRun | None, path: Path | BinaryIO) -> Any:
     if not all(isinstance(values, list) for values in space.values()):
         raise PlotSkipped(f"the {run.role} search samples ranges: it has no grid to draw")
     trials = run.data.results
-    lrs = sorted({v for v in space.get("lr", []) if v is not None} |
-                 {_config_value(t.config, "lr") for t in trials} - {None})
-    hiddens = sorted({v for v in space.get("hidden_size", []) if v is not None} |
-                     {_config_value(t.config, "hidden_size") for t in trials} - {None})
+    # The whole grid when it is small; else only the values trials ran: the work (and the picture) is bounded
+    # by what ran, never by a long list in the space (a 3-trial random search over 100,000 values).
+    keys = ("lr", "hidden_size", "num_layers")
+    whole = math.prod(max(1, len(space.get(key) or [])) for key in keys) <= MAX_GRID_CELLS
+    ran = [t for t in trials if t.status == "success" and t.val_loss is not None] if not whole else trials
+    lrs, hiddens, layers = (sorted(({v for v in space.get(key) or [] if v is not None} if whole else set())
+                                   | {_config_value(t.config, key) for t in ran} - {None}) for key in keys)
     if not lrs or not hiddens:
         raise PlotSkipped(f"the {run.role} search does not vary lr and hidden_size")
-    layers = sorted({v for v in space.get("num_layers", []) if v is not None} |
-                    {_config_value(t.config, "num_layers") for t in trials} - {None}) or [None]
+    layers = layers or [None]
+    if len(layers) * len(lrs) * len(hiddens) > MAX_GRID_CELLS:
+        raise PlotSkipped(f"the {run.role} search ran {len(lrs)} lr x {len(hiddens)} hidden_size x {len(layers)} "
+                          f"num_layers values: more than the {MAX_GRID_CELLS} cells a grid plot shows")
     cells = np.full((len(layers), len(lrs), len(hiddens)), np.nan)
+    index = [{value: i for i, value in enumerate(axis)} for axis in (layers, lrs, hiddens)]
     for trial in trials:
         if trial.status != "success" or trial.val_loss is None:
             continue
         n, lr, hidden = (_config_value(trial.config, key) for key in ("num_layers", "lr", "hidden_size"))
-        if n not in layers or lr not in lrs or hidden not in hiddens:
+        if n not in index[0] or lr not in index[1] or hidden not in index[2]:
             continue
-        i, j, k = layers.index(n), lrs.index(lr), hiddens.index(hidden)
+        i, j, k = index[0][n], index[1][lr], index[2][hidden]
         cells[i, j, k] = np.fmin(cells[i, j, k], trial.val_loss)
     finite = cells[np.isfinite(cells)]
     if not finite.size:
