@@ -97,3 +97,18 @@ def test_a_resumed_sampled_search_never_repeats_a_completed_config(cli, tmp_path
     first, resumed = [entry["config"]["lr"] for entry in results[:3]], [entry["config"]["lr"] for entry in results[3:]]
     assert not set(first) & set(resumed), (first, resumed)
     assert len(set(first + resumed)) == 6
+
+
+@pytest.mark.parametrize(("field", "value"), [("steps", "three"), ("loader", {"next_epoch": [1]}),
+                                              ("history", [{"epoch": {"nested": 1}}])])
+def test_a_checkpoint_with_a_mistyped_field_is_one_line(cli, tmp_path, field, value):
+    import torch
+
+    args = ["train", *TINY, "--checkpoint-dir", tmp_path / "ck"]
+    assert cli(*args, "--out", tmp_path / "r1").code == 0
+    path = tmp_path / "ck" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state[field] = value
+    torch.save(state, path)
+    assert_clean_error(cli(*args, "--out", tmp_path / "r2"), str(path), field)
+    assert not (tmp_path / "r2").exists()

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from stockscale.config import TrainConfig
+from stockscale.config import TrainConfig, one_line
 from stockscale.errors import DataIntegrityError, InputError
 from stockscale.files import replace_with
 
@@ -96,14 +97,49 @@ def load(directory: Path, identity: str) -> dict[str, Any] | None:
     if state.get("identity") != identity:
         raise InputError(f"checkpoint {path} was written by a run with other settings or workers; "
                          "use another --checkpoint-dir or remove it")
+    try:
+        CheckpointState.model_validate(state)
+    except ValidationError as error:
+        raise DataIntegrityError(one_line(error, f"checkpoint {path}")) from None
     return state
+
+
+class CheckpointState(BaseModel):
+    """The checkpoint's layout, checked on load: numbers where numbers go, mappings of tensors where the
+    model and the optimizer go. A file of the right version with a damaged field is one line, not a crash
+    (KeyError, TypeError) halfway through restoring it."""
+
+    model_config = ConfigDict(strict=True, extra="allow", arbitrary_types_allowed=True)
+
+    format_version: int
+    identity: str
+    epoch: int
+    loader: _LoaderPosition
+    steps: int
+    samples: int
+    epochs_completed: int
+    train_seconds: float
+    history: list[dict[str, int | float | None]]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    rng: dict[str, Any]
+
+
+class _LoaderPosition(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    next_epoch: int
 
 
 def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
     """Load a checkpoint's weights, optimizer and RNG states; return where training stands."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # shapes, keys or types of another model
+        raise DataIntegrityError(f"checkpoint's model, optimizer or RNG state does not fit this run "
+                                 f"({error.__class__.__name__})") from None
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return Progress(epoch=int(state["loader"]["next_epoch"]) - 1, steps=int(state["steps"]),
