@@ -257,3 +257,21 @@ def test_ctrl_c_twice_during_train_with_two_workers_leaves_no_scratch_or_staging
     assert {p.name for p in tmp_path.iterdir()} <= {"cache", "tmp"}  # no run, no staging, no lock
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
+
+
+@pytest.mark.slow
+def test_compare_reads_a_search_in_progress_without_waiting_for_its_lock(cli, tmp_path):
+    grid = tmp_path / "space.yaml"
+    grid.write_text("hidden_size: [4, 8, 16]\n")
+    results = tmp_path / "results"
+    out = results / "hp_search_local"
+    process = _start(tmp_path, "search", "--space", str(grid), "--epochs", "3", "--num-layers", "1", "--threads",
+                     "1", "--out", str(out))
+    _wait_for(lambda: (out / LOCK_NAME).exists() and (out / "summary.json").exists(), process)
+    for _ in range(3):
+        ran = cli("compare", "--results", results)
+        assert ran.code == 0 and "Traceback" not in ran.err, ran.err
+        time.sleep(0.3)
+    assert process.poll() is None  # still running: compare did not wait for it
+    process.communicate(timeout=300)
+    assert process.returncode == 0
