@@ -203,17 +203,27 @@ def load_yahoo(ticker: str, start: date | None, end: date | None) -> PriceSeries
 # ------------------------------------------------------------------------------------ several tickers
 
 
-def parse_tickers(text: str | None) -> tuple[str, ...] | None:
-    """`A,B,...` -> ("A", "B", ...), upper case, each once; None stays None (every ticker of the source)."""
+# What --tickers picks: these tickers, in this order; the first N of the source's (sorted); or all (None).
+TickerPick = tuple[str, ...] | int | None
+
+
+def parse_tickers(text: str | None) -> TickerPick:
+    """`A,B,...` -> ("A", "B", ...), upper case, each once; a number N alone -> N (the source's first N
+    tickers, the size `scale-test --tickers 500` asks for); None stays None (every ticker of the source)."""
     if text is None:
         return None
+    if text.strip().isdigit():
+        count = int(text)
+        if count < 1:
+            raise InputError(f"tickers {text!r}: a ticker count must be at least 1")
+        return count
     tickers = tuple(dict.fromkeys(t.strip().upper() for t in text.split(",")))
     if not tickers or any(not t for t in tickers):
         raise InputError(f"tickers {text!r}: give comma-separated ticker names, e.g. AAPL,MSFT")
     return tickers
 
 
-def is_pooled(spec: str, tickers: tuple[str, ...] | None) -> bool:
+def is_pooled(spec: str, tickers: TickerPick) -> bool:
     """Whether `spec` (with `--tickers`) means one pooled model over tickers rather than today's single series:
     bundled:A,B or bundled:all, csv-dir:DIR, a CSV with a ticker column, or any source with --tickers."""
     kind, _, rest = spec.partition(":")
@@ -226,7 +236,7 @@ def is_pooled(spec: str, tickers: tuple[str, ...] | None) -> bool:
     return False
 
 
-def load_panel(spec: str, tickers: tuple[str, ...] | None = None, start: date | None = None,
+def load_panel(spec: str, tickers: TickerPick = None, start: date | None = None,
                end: date | None = None) -> list[PriceSeries]:
     """Every ticker of a source (or those in `tickers`, in that order), each checked and narrowed to
     [start, end] (bundled data: its last five years unless a range is given). A ticker asked for that the
@@ -235,8 +245,7 @@ def load_panel(spec: str, tickers: tuple[str, ...] | None = None, start: date | 
     kind, _, rest = spec.partition(":")
     if kind == "bundled":
         held = BUNDLED_TICKERS if rest.lower() == "all" else tuple(t.strip().upper() for t in rest.split(","))
-        _check_wanted(tickers, held, "bundled data")
-        series = [load_bundled(t) for t in (tickers or held)]
+        series = [load_bundled(t) for t in _picked(tickers, held, "bundled data")]
         if start is None and end is None:
             start = _years_before(max(s.dates[-1] for s in series), DEFAULT_YEARS)
         panel = [PriceSeries(s.name, s.dates, s.values, s.name.partition(":")[2]) for s in series]
@@ -245,7 +254,7 @@ def load_panel(spec: str, tickers: tuple[str, ...] | None = None, start: date | 
     elif kind == "csv-dir":
         panel = _csv_dir_panel(Path(rest), tickers)
     elif kind == "yahoo":
-        _check_wanted(tickers, (rest.upper(),), f"source {spec}")
+        _picked(tickers, (rest.upper(),), f"source {spec}")
         series = load_yahoo(rest, start, end)
         panel = [PriceSeries(series.name, series.dates, series.values, rest.upper())]
     else:
@@ -253,10 +262,29 @@ def load_panel(spec: str, tickers: tuple[str, ...] | None = None, start: date | 
     return [s.between(start, end) for s in panel]
 
 
-def _check_wanted(wanted: tuple[str, ...] | None, held: tuple[str, ...] | list[str], where: str) -> None:
-    missing = [t for t in (wanted or ()) if t not in set(held)]
+def _picked(wanted: TickerPick, held: tuple[str, ...] | list[str], where: str) -> list[str]:
+    """The tickers `wanted` names among those a source holds; one asked for that it lacks is an error."""
+    if wanted is None:
+        return list(held)
+    if isinstance(wanted, int):
+        if wanted > len(held):
+            raise InputError(f"{where} holds {len(held)} ticker(s); {wanted} were asked for")
+        return sorted(held)[:wanted]
+    missing = [t for t in wanted if t not in set(held)]
     if missing:
         raise InputError(f"{where} has no ticker {_listed(missing)} (it holds {_listed(list(held))})")
+    return list(wanted)
+
+
+def is_synthetic(spec: str) -> bool:
+    """Whether a CSV source was written by `stockscale data synth` (its marker file lies beside it), so that
+    everything reporting on it says "synthetic" and it is never shown as real data."""
+    kind, _, rest = spec.partition(":")
+    return kind == "csv" and synthetic_marker(Path(rest)).is_file()
+
+
+def synthetic_marker(path: Path) -> Path:
+    return path.with_name(path.name + ".synthetic.json")
 
 
 def has_ticker_column(path: Path) -> bool:
@@ -272,21 +300,20 @@ def has_ticker_column(path: Path) -> bool:
     return bool(names & set(TICKER_COLUMNS))
 
 
-def _csv_panel(path: Path, tickers: tuple[str, ...] | None) -> list[PriceSeries]:
+def _csv_panel(path: Path, tickers: TickerPick) -> list[PriceSeries]:
     """A long-format CSV (a ticker column, rows in any order) split into one checked series per ticker."""
     table = read_price_table(path)
     if table.tickers is None:
         ticker = path.stem.upper()
-        _check_wanted(tickers, (ticker,), table.where)
+        _picked(tickers, (ticker,), table.where)
         _check_order(table.dates, table.lines, table.where)
         return [PriceSeries(f"csv:{path}", table.dates, table.values, ticker)]
     order = np.lexsort((table.dates, table.tickers))
     names, starts = np.unique(table.tickers[order], return_index=True)
     held = [str(n) for n in names]
-    _check_wanted(tickers, held, table.where)
     bounds = dict(zip(held, zip(starts, [*starts[1:], len(order)], strict=True), strict=True))
     panel = []
-    for ticker in tickers or held:
+    for ticker in _picked(tickers, held, table.where):
         rows = order[bounds[ticker][0] : bounds[ticker][1]]
         dates = table.dates[rows]
         same = np.flatnonzero(np.diff(dates).astype(np.int64) == 0)
@@ -298,16 +325,15 @@ def _csv_panel(path: Path, tickers: tuple[str, ...] | None) -> list[PriceSeries]
     return panel
 
 
-def _csv_dir_panel(folder: Path, tickers: tuple[str, ...] | None) -> list[PriceSeries]:
+def _csv_dir_panel(folder: Path, tickers: TickerPick) -> list[PriceSeries]:
     """One CSV per ticker in a folder, the ticker from the file name (aapl.csv -> AAPL)."""
     if not folder.is_dir():
         raise InputError(f"CSV folder {folder} does not exist or is not a folder")
     files = {path.stem.upper(): path for path in sorted(folder.iterdir()) if path.suffix.lower() == ".csv"}
     if not files:
         raise InputError(f"CSV folder {folder} holds no .csv files")
-    _check_wanted(tickers, list(files), f"CSV folder {folder}")
     panel = []
-    for ticker in tickers or sorted(files):
+    for ticker in _picked(tickers, sorted(files), f"CSV folder {folder}"):
         table = read_price_table(files[ticker])
         _check_order(table.dates, table.lines, table.where)
         panel.append(PriceSeries(f"csv-dir:{folder}", table.dates, table.values, ticker))
