@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stockscale.data.csv_prices import read_regular_file
@@ -103,14 +104,36 @@ def test_a_semicolon_separated_file_is_named_as_such(tmp_path):
     _refused(path, "line 1", "semicolons")
 
 
-def test_bad_cells_are_quoted_short(tmp_path):
+def test_a_long_cell_under_the_csv_limit_is_refused_before_it_is_converted(tmp_path):
     def edit(lines):
         cells = lines[9].split(",")
         cells[2] = "y" * 5000
         lines[9] = ",".join(cells)
         return lines
-    message = _refused(_edited(tmp_path, edit), "line 10", "is not a number")
+    message = _refused(_edited(tmp_path, edit), "line 10", "a High cell of 5000 characters (at most 64)")
     assert len(message) < 300
+
+
+def test_bad_cells_are_quoted_short(tmp_path):
+    def edit(lines):
+        cells = lines[9].split(",")
+        cells[2] = "y" * 60
+        lines[9] = ",".join(cells)
+        return lines
+    message = _refused(_edited(tmp_path, edit), "line 10", "is not a number")
+    assert "y" * 40 + "..." in message and "y" * 41 not in message
+
+
+def test_quoted_cells_crlf_and_blank_lines_take_the_csv_modules_path(tmp_path):
+    def edit(lines):
+        cells = lines[3].split(",")
+        cells[1] = f'"{cells[1]}"'
+        lines[3] = ",".join(cells)
+        return [lines[0], "", *lines[1:]]
+    path = _edited(tmp_path, edit)
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    series = load_csv(path)
+    assert len(series) == 200 and str(series.dates[0]) == "2010-01-04"
 
 
 def _address_space(gib: int):
@@ -167,3 +190,16 @@ def test_the_series_cache_still_serves_a_regular_csv(tmp_path):
     first = load_series(f"csv:{path}", None, None, tmp_path / "cache")
     again = load_series(f"csv:{path}", None, None, tmp_path / "cache")
     assert len(first) == len(again) == 200
+
+
+def test_the_fast_reader_and_the_csv_modules_reader_give_the_same_table(tmp_path, monkeypatch):
+    from stockscale.data import csv_prices
+    from stockscale.data.synthetic import write_synthetic_csv
+
+    path = write_synthetic_csv(tmp_path / "syn.csv", tickers=5, days=300)
+    fast = csv_prices.read_price_table(path)
+    monkeypatch.setattr(csv_prices, "_read_plain", lambda *args: None)
+    slow = csv_prices.read_price_table(path)
+    for name in ("lines", "dates", "values", "tickers", "ticker_codes"):
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+    assert fast.ticker_names == slow.ticker_names == tuple(f"SYN000{i}" for i in range(1, 6))

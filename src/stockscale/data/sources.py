@@ -43,6 +43,8 @@ class PriceSeries:
         return self.values[:, 3]
 
     def between(self, start: date | None, end: date | None) -> PriceSeries:
+        if start is None and end is None:
+            return self
         keep = np.ones(len(self.dates), dtype=bool)
         if start is not None:
             keep &= self.dates >= np.datetime64(start, "D")
@@ -308,10 +310,11 @@ def _csv_panel(path: Path, tickers: TickerPick) -> list[PriceSeries]:
         _picked(tickers, (ticker,), table.where)
         _check_order(table.dates, table.lines, table.where)
         return [PriceSeries(f"csv:{path}", table.dates, table.values, ticker)]
-    order = np.lexsort((table.dates, table.tickers))
-    names, starts = np.unique(table.tickers[order], return_index=True)
-    held = [str(n) for n in names]
-    bounds = dict(zip(held, zip(starts, [*starts[1:], len(order)], strict=True), strict=True))
+    assert table.ticker_codes is not None
+    order = np.lexsort((table.dates.astype(np.int64), table.ticker_codes))
+    starts = np.searchsorted(table.ticker_codes[order], np.arange(len(table.ticker_names) + 1))
+    held = list(table.ticker_names)
+    bounds = {ticker: (starts[i], starts[i + 1]) for i, ticker in enumerate(held)}
     panel = []
     for ticker in _picked(tickers, held, table.where):
         rows = order[bounds[ticker][0] : bounds[ticker][1]]
