@@ -192,3 +192,24 @@ def test_ddp_over_a_long_csv_gives_each_worker_its_own_tickers(tmp_path):
     assert [w["tickers"] for w in workers] == [[0, 1], [2, 3]]
     assert workers[0]["windows"] == workers[1]["windows"] == metrics["train_samples"] // 2
     assert metrics["tickers"]["count"] == 4 and metrics["data"]["synthetic"] is True
+
+
+def test_the_dataset_size_for_a_ticker_count_is_tickers_times_their_windows(tmp_path):
+    from stockscale.data.dataset import dataset_size
+
+    path = _long_csv(tmp_path / "l.csv", tickers=4)
+    cfg = TrainConfig(source=f"csv:{path}")
+    one, three = dataset_size(cfg, 1), dataset_size(cfg, 3)
+    assert (one.tickers, three.tickers) == (1, 3)
+    assert three.windows == 3 * one.windows == 3 * (350 - SEQ_LEN)  # 500 days, the same calendar: 350 train days
+    assert three.materialized_bytes == three.windows * SEQ_LEN * 5 * 4
+    with pytest.raises(InputError, match="holds 4 ticker"):
+        dataset_size(cfg, 5)
+
+
+def test_demo_refuses_a_bad_source_in_one_line_before_running(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "stockscale", "demo", "--quick", "--source", "csv-dir:" +
+                           str(tmp_path / "none"), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "does not exist" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -23,7 +23,7 @@ from typing import Any
 
 from stockscale.config import TrainConfig
 from stockscale.data.loaders import ReplicaSource, TrainLoader
-from stockscale.data.replicas import ReplicaSpec
+from stockscale.data.replicas import ReplicaSpec, materialized_bytes
 from stockscale.data.series_cache import load_series
 from stockscale.data.shards import read_manifest, source_record, verify_dataset, write_dataset
 from stockscale.data.sources import is_pooled, is_synthetic, load_panel, parse_tickers
@@ -185,3 +185,22 @@ def open_training_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Train
     loader = TrainLoader(cfg.loader, source, prepared.stats, rank, world, cfg.batch_size, cfg.seed)
     return TrainingData(prepared, loader, source.total_windows, multiplier, noise,
                         str(dataset) if dataset else None)
+
+
+@dataclass(frozen=True)
+class DatasetSize:
+    """The natural size of a source's training data at multiplier 1: tickers x their training days' windows."""
+
+    tickers: int
+    windows: int
+    materialized_bytes: int  # the memory loader's footprint (1,200 bytes a window)
+
+
+def dataset_size(cfg: TrainConfig, tickers: int | None = None) -> DatasetSize:
+    """The training data `cfg` describes at multiplier 1, or with its source's first `tickers` tickers: what a
+    planner multiplies by --multiplier (`scale-test --source csv:FILE --tickers 500` trains on exactly this)."""
+    if tickers is not None:
+        cfg = cfg.model_copy(update={"tickers": str(tickers)})
+    prepared = prepare_from_config(cfg)
+    count = len(prepared.tickers) if isinstance(prepared, PooledData) else 1
+    return DatasetSize(count, prepared.train_windows, materialized_bytes(prepared.train_windows))
