@@ -213,3 +213,25 @@ def test_demo_refuses_a_bad_source_in_one_line_before_running(tmp_path):
                           timeout=120)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "does not exist" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_report_shows_pooled_figures_best_and_worst_tickers_and_says_synthetic(tmp_path):
+    from stockscale.experiments.report import write_report
+    from stockscale.experiments.results import load_results
+    from tests.test_report import write_search
+
+    results = tmp_path / "results"
+    write_search(results, "hp_search_local", "sequential", 1, dict.fromkeys(range(18), 5.0))
+    best = json.loads((results / "hp_search_local" / "summary.json").read_text())["best"]
+    path = write_synthetic_csv(tmp_path / "syn.csv", tickers=3, days=500)
+    metrics = train(TrainConfig(source=f"csv:{path}", epochs=1, max_steps=2, hidden_size=4, num_layers=1),
+                    tmp_path / best["run_dir"])  # the best trial's run directory holds a real pooled run
+    report = write_report(load_results(results), tmp_path / "report").read_text()
+    picks = metrics["tickers"]
+    assert "## Data: tickers" in report and "pooled over 3 **SYNTHETIC** tickers" in report
+    assert f"Best ticker by test MAPE: {picks['best']['ticker']}, {picks['best']['test_mape']:.2f}%" in report
+    assert f"Worst ticker by test MAPE: {picks['worst']['ticker']}" in report
+    assert f"Pooled test MAPE {metrics['test']['mape']:.2f}%" in report
+    predictions = json.loads((tmp_path / best["run_dir"] / "predictions.json").read_text())
+    assert predictions["ticker"] == "SYN0001" and len(predictions["dates"]) == picks["per_ticker"]["SYN0001"][
+        "test"]["windows"]

@@ -294,13 +294,16 @@ def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: n
         (tmp / "metrics.json").write_text(to_json(metrics) + "\n")
         (tmp / "history.json").write_text(to_json(metrics["history"]) + "\n")
         torch.save(model.state_dict(), tmp / "model.pt")
-        predictions = {
+        rows = slice(None) if test_set.ticker_index is None else test_set.ticker_index == 0
+        predictions: dict[str, Any] = {
             "split": "test",
-            "dates": [str(d) for d in test_set.dates],
-            "actual": test_set.next_price.tolist(),
-            "predicted": test_pred.tolist(),
-            "baseline": test_set.last_price.tolist(),
+            "dates": [str(d) for d in test_set.dates[rows]],
+            "actual": test_set.next_price[rows].tolist(),
+            "predicted": test_pred[rows].tolist(),
+            "baseline": test_set.last_price[rows].tolist(),
         }
+        if test_set.tickers:  # pooled: one price series to plot, the source's first ticker (not a chosen one)
+            predictions["ticker"] = test_set.tickers[0]
         (tmp / "predictions.json").write_text(to_json(predictions, indent=None) + "\n")
 
 
