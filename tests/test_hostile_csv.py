@@ -169,12 +169,16 @@ def test_a_source_that_is_not_a_regular_file_is_refused_before_a_byte_is_read(tm
         read_regular_file(path)
 
 
-def test_the_cli_refuses_dev_zero_with_one_line_and_exit_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "stockscale", "train", "--source", "csv:/dev/zero",
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_the_cli_refuses_a_device_or_fifo_with_one_line_and_exit_2(tmp_path, kind):
+    path = Path("/dev/zero") if kind == "device" else tmp_path / "prices.csv"
+    if kind == "fifo":
+        os.mkfifo(path)
+    done = subprocess.run([sys.executable, "-m", "stockscale", "train", "--source", f"csv:{path}",
                            "--epochs", "1", "--out", str(tmp_path / "run")], capture_output=True, text=True,
                           timeout=120, preexec_fn=_address_space(8))
     assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and "/dev/zero is not a regular file" in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and f"{path} is not a regular file" in done.stderr
     assert not (tmp_path / "run").exists()
 
 

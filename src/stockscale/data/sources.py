@@ -292,9 +292,12 @@ def synthetic_marker(path: Path) -> Path:
 def has_ticker_column(path: Path) -> bool:
     """Whether a CSV's header names a ticker column (read from its first line; a missing file says no)."""
     try:
-        with open(path, "rb") as handle:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # never opened (a FIFO would block the open): read_price_table refuses it in one line
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                return False  # read_price_table refuses it with its one line
+                return False
             first = handle.readline(1 << 16)
     except OSError:
         return False
