@@ -40,7 +40,7 @@ def _long_csv(path: Path, tickers: int = 3, days: int = 500, header: str = "date
 
 
 def test_bundled_lists_and_all():
-    two = load_panel("bundled:AAPL,msft")
+    two = load_panel("bundled:AAPL,msft,aapl")
     assert [s.ticker for s in two] == ["AAPL", "MSFT"]
     assert [s.ticker for s in load_panel("bundled:all")] == ["AAPL", "GOOG", "IBM", "MSFT"]
     assert all(str(s.dates[-1]) <= "2013-03-01" and len(s) > 1000 for s in two)

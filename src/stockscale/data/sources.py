@@ -246,7 +246,8 @@ def load_panel(spec: str, tickers: TickerPick = None, start: date | None = None,
     """
     kind, _, rest = spec.partition(":")
     if kind == "bundled":
-        held = BUNDLED_TICKERS if rest.lower() == "all" else tuple(t.strip().upper() for t in rest.split(","))
+        held = BUNDLED_TICKERS if rest.lower() == "all" else \
+            tuple(dict.fromkeys(t.strip().upper() for t in rest.split(",")))
         series = [load_bundled(t) for t in _picked(tickers, held, "bundled data")]
         if start is None and end is None:
             start = _years_before(max(s.dates[-1] for s in series), DEFAULT_YEARS)
