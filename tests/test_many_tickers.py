@@ -235,3 +235,20 @@ def test_the_report_shows_pooled_figures_best_and_worst_tickers_and_says_synthet
     predictions = json.loads((tmp_path / best["run_dir"] / "predictions.json").read_text())
     assert predictions["ticker"] == "SYN0001" and len(predictions["dates"]) == picks["per_ticker"]["SYN0001"][
         "test"]["windows"]
+
+
+@pytest.mark.slow
+def test_scale_test_takes_a_ticker_count_as_the_size(tmp_path):
+    from stockscale.data.dataset import dataset_size
+
+    path = write_synthetic_csv(tmp_path / "syn.csv", tickers=4, days=500)
+    done = subprocess.run([sys.executable, "-m", "stockscale", "scale-test", "--source", f"csv:{path}", "--tickers",
+                           "3", "--multipliers", "1,2", "--max-steps", "2", "--hidden-size", "4", "--num-layers",
+                           "1", "--memory-limit", "2G", "--out", str(tmp_path / "scale")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "scale" / "results.json").read_text())["results"]
+    natural = dataset_size(TrainConfig(source=f"csv:{path}"), 3).windows
+    assert [(row["status"], row["train_windows"]) for row in rows] == [("success", natural), ("success", 2 * natural)]
+    trained = json.loads((tmp_path / "scale" / "runs" / "m2" / "metrics.json").read_text())
+    assert trained["train_samples"] == 2 * natural and trained["tickers"]["count"] == 3
