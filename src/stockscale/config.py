@@ -36,7 +36,12 @@ class TrainConfig(BaseModel):
                               allow_inf_nan=False)
 
     # data
-    source: str = Field("bundled:AAPL", description="bundled:TICKER, csv:PATH or yahoo:TICKER (optional extra)")
+    source: str = Field("bundled:AAPL", description="bundled:TICKER, csv:PATH or yahoo:TICKER (optional extra); "
+                        "several tickers, one pooled model: bundled:A,B, bundled:all, a long-format csv:PATH "
+                        "(a Name, Symbol or Ticker column), csv-dir:DIR (one CSV per ticker)")
+    tickers: str | None = Field(None, pattern=r"^\s*[A-Za-z0-9.^=_-]+(\s*,\s*[A-Za-z0-9.^=_-]+)*\s*$",
+                                max_length=100_000,
+                                description="comma-separated tickers to pick from the source (default: all)")
     start: date | None = Field(None, description="first date, YYYY-MM-DD (default: five years before the bundled "
                                                  "series ends)")
     end: date | None = Field(None, description="last date, YYYY-MM-DD (default: the series' last day)")
@@ -77,7 +82,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"start {self.start} is not before end {self.end}")
         if self.data is not None:
             # A dataset's manifest fixes these; a different value beside it would be silently ignored.
-            fixed = {"source": "bundled:AAPL", "start": None, "end": None, "multiplier": 1, "noise": 0.01}
+            fixed = {"source": "bundled:AAPL", "tickers": None, "start": None, "end": None, "multiplier": 1,
+                     "noise": 0.01}
             clash = [name for name, default in fixed.items() if getattr(self, name) != default]
             if clash:
                 raise ValueError(f"data {self.data} fixes {', '.join(clash)} (its manifest says); do not set both")
@@ -87,8 +93,8 @@ class TrainConfig(BaseModel):
     @classmethod
     def _check_source(cls, value: str) -> str:
         kind, sep, rest = value.partition(":")
-        if not sep or kind not in ("bundled", "csv", "yahoo") or not rest:
-            raise ValueError(f"source {value!r} is not bundled:TICKER, csv:PATH or yahoo:TICKER")
+        if not sep or kind not in ("bundled", "csv", "csv-dir", "yahoo") or not rest:
+            raise ValueError(f"source {value!r} is not bundled:TICKER, csv:PATH, csv-dir:DIR or yahoo:TICKER")
         return value
 
     def to_dict(self) -> TrainOverrides:
@@ -106,6 +112,7 @@ class TrainOverrides(TypedDict, total=False):
     """
 
     source: str
+    tickers: str | None
     start: date | str | None
     end: date | str | None
     train_frac: float | str

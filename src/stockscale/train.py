@@ -32,6 +32,7 @@ from stockscale.memory import vm_hwm
 from stockscale.model import LSTMRegressor
 from stockscale.optim import Adam
 from stockscale.progress import TrainProgress
+from stockscale.ticker_metrics import ticker_metrics
 
 FORMAT_VERSION = 1
 
@@ -107,8 +108,10 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
     loader, stats = data.loader, data.prepared.stats
     val_set, test_set = data.prepared.eval_set("val"), data.prepared.eval_set("test")
     span = data.prepared.summary()
+    for warning in getattr(data.prepared, "warnings", list)():  # pooled tickers skipped for too few days
+        progress.message(warning)
     progress.message(
-        f"data: {data.prepared.series.name} {span['first_date']}..{span['last_date']}, "
+        f"data: {span['source']} {span['first_date']}..{span['last_date']}, "
         f"{data.total_windows} training windows (x{data.multiplier}), {len(val_set)} val, {len(test_set)} test, "
         f"loader {cfg.loader}" + (f", {env.world_size} workers" if env.is_distributed else "")
     )
@@ -175,7 +178,7 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
 
     phases["train"], mark = time.perf_counter() - mark, time.perf_counter()
     my_rate = samples / train_seconds if train_seconds > 0 else 0.0
-    workers = gather_worker_stats(env, peak_rss_bytes(), my_rate)
+    workers = gather_worker_stats(env, peak_rss_bytes(), my_rate, loader.windows, loader.ticker_span)
     if not env.is_main:
         return {"rank": env.rank, "peak_rss_bytes": peak_rss_bytes(), "samples_per_second": my_rate}
 
@@ -208,6 +211,9 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         "baseline": {"name": "persistence", "val": score(val_set.last_price, val_set),
                      "test": score(test_set.last_price, test_set)},
     }
+    if test_set.tickers:  # one model over several tickers: each ticker's figures beside the pooled ones above
+        metrics["tickers"] = ticker_metrics(val_pred, val_set, test_pred, test_set, score,
+                                            list(getattr(data.prepared, "skipped", [])))
     phases["evaluate"] = time.perf_counter() - mark
     metrics["phase_seconds"] = phases
     metrics["wall_seconds"] = time.perf_counter() - started
@@ -216,9 +222,13 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
     return metrics
 
 
-def gather_worker_stats(env: DistEnv, rss: int, rate: float) -> list[dict[str, Any]]:
-    """Every rank's peak RSS and samples/s, gathered as a tensor (no pickled objects on the wire)."""
-    mine = torch.tensor([float(env.rank), float(rss), rate], dtype=torch.float64)
+def gather_worker_stats(env: DistEnv, rss: int, rate: float, windows: int = 0,
+                        tickers: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """Every rank's peak RSS and samples/s (and, pooled over tickers, its training windows and the first and
+    last ticker index it holds), gathered as a tensor (no pickled objects on the wire)."""
+    span = tickers if tickers is not None else (-1, -1)
+    mine = torch.tensor([float(env.rank), float(rss), rate, float(windows), *map(float, span)],
+                        dtype=torch.float64)
     if not env.is_distributed:
         rows = [mine]
     else:
@@ -226,7 +236,11 @@ def gather_worker_stats(env: DistEnv, rss: int, rate: float) -> list[dict[str, A
 
         rows = [torch.zeros_like(mine) for _ in range(env.world_size)]
         dist.all_gather(rows, mine)
-    return [{"rank": int(r[0]), "peak_rss_bytes": int(r[1]), "samples_per_second": float(r[2])} for r in rows]
+    stats = [{"rank": int(r[0]), "peak_rss_bytes": int(r[1]), "samples_per_second": float(r[2])} for r in rows]
+    if tickers is not None:
+        for entry, r in zip(stats, rows, strict=True):
+            entry.update(windows=int(r[3]), tickers=[int(r[4]), int(r[5])])
+    return stats
 
 
 @torch.no_grad()
@@ -247,7 +261,8 @@ def evaluate_loss(outputs: np.ndarray, evalset: EvalSet, stats: NormStats) -> fl
 def predict(outputs: np.ndarray, evalset: EvalSet, stats: NormStats) -> np.ndarray:
     """Predicted next-day closes in dollars from the model's outputs: today's close moved by the predicted log
     return."""
-    return evalset.last_price * np.exp(outputs.astype(np.float64) * stats.return_std * stats.price_std)
+    unit = stats.return_std * stats.price_std if evalset.log_scale is None else evalset.log_scale
+    return evalset.last_price * np.exp(outputs.astype(np.float64) * unit)
 
 
 def score(predicted: np.ndarray, evalset: EvalSet) -> dict[str, Any]:
@@ -279,13 +294,16 @@ def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: n
         (tmp / "metrics.json").write_text(to_json(metrics) + "\n")
         (tmp / "history.json").write_text(to_json(metrics["history"]) + "\n")
         torch.save(model.state_dict(), tmp / "model.pt")
-        predictions = {
+        rows = slice(None) if test_set.ticker_index is None else test_set.ticker_index == 0
+        predictions: dict[str, Any] = {
             "split": "test",
-            "dates": [str(d) for d in test_set.dates],
-            "actual": test_set.next_price.tolist(),
-            "predicted": test_pred.tolist(),
-            "baseline": test_set.last_price.tolist(),
+            "dates": [str(d) for d in test_set.dates[rows]],
+            "actual": test_set.next_price[rows].tolist(),
+            "predicted": test_pred[rows].tolist(),
+            "baseline": test_set.last_price[rows].tolist(),
         }
+        if test_set.tickers:  # pooled: one price series to plot, the source's first ticker (not a chosen one)
+            predictions["ticker"] = test_set.tickers[0]
         (tmp / "predictions.json").write_text(to_json(predictions, indent=None) + "\n")
 
 

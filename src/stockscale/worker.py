@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypedDict, cast
+from typing import Literal, NotRequired, TypedDict, cast
 
 # Any value JSON can hold: what a result line's free-form parts (its config, its data summary) are made of.
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
@@ -54,6 +54,8 @@ class WorkerStats(TypedDict):
     rank: int
     peak_rss_bytes: int
     samples_per_second: float
+    windows: NotRequired[int]  # pooled over tickers: this rank's training windows
+    tickers: NotRequired[list[int]]  # and the first and last index (into data.tickers) of the tickers it holds
 
 
 class EpochRecord(TypedDict):
@@ -98,6 +100,7 @@ class RunMetrics(TypedDict, total=False):
     val: SplitScore
     test: SplitScore
     baseline: BaselineScores
+    tickers: JsonObject  # pooled over tickers: count, skipped, best, worst, per_ticker (docs/results.md)
     phase_seconds: dict[str, float | None]  # startup, setup, data, model, train, evaluate
     wall_seconds: float
     run_dir: str
@@ -115,7 +118,11 @@ def result_line(metrics: RunMetrics | Mapping[str, object]) -> str:
 
     Strict JSON: a NaN or infinity is refused here rather than written for a reader to choke on.
     """
-    return json.dumps({key: value for key, value in metrics.items() if key != "history"}, allow_nan=False)
+    line = {key: value for key, value in metrics.items() if key != "history"}
+    tickers = line.get("tickers")
+    if isinstance(tickers, dict):  # a pooled run's figures per ticker (hundreds of them) stay in metrics.json
+        line["tickers"] = {key: value for key, value in tickers.items() if key != "per_ticker"}
+    return json.dumps(line, allow_nan=False)
 
 
 def json_object(line: str) -> JsonObject | None:

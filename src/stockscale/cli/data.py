@@ -23,6 +23,11 @@ def cmd_data_scale(args: argparse.Namespace) -> int:
     cfg = build_train_config({k: v for k, v in values.items() if v is not None}, "flags")
     out = args.out or Path("datasets") / f"{cfg.source.split(':', 1)[-1].lower()}-x{cfg.multiplier}"
     prepared = prepare_from_config(cfg)
+    if not hasattr(prepared, "train_series"):
+        from stockscale.errors import InputError
+
+        raise InputError(f"data scale: source {cfg.source} holds several tickers; writing their shards is not "
+                         "built yet (train on it directly with --loader memory or lazy)")
     spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed)
     log(f"writing {cfg.multiplier} replicas ({spec.total_windows} training windows) to {out}")
 
@@ -33,6 +38,16 @@ def cmd_data_scale(args: argparse.Namespace) -> int:
     with beside_lock(out, "stockscale data scale"):  # one writer per --out
         manifest = write_dataset(prepared, spec, source_record(cfg, prepared), out, on_shard)
     print_dataset_info(out, manifest)
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from stockscale.console import log
+    from stockscale.data.synthetic import write_synthetic_csv
+
+    write_synthetic_csv(args.out, args.tickers, args.days, args.seed)
+    log(f"wrote {args.tickers} SYNTHETIC tickers x {args.days} days (geometric Brownian motion, seed {args.seed}) "
+        f"to {args.out}, marked by {args.out.name}.synthetic.json")
     return 0
 
 
@@ -75,6 +90,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     scale.add_argument("--end", help=field_help("end"))
     scale.add_argument("--out", type=Path, help="dataset directory (default datasets/<ticker>-x<N>)")
     scale.set_defaults(handler=cmd_data_scale)
+    synth = data_commands.add_parser("synth", help="write a SYNTHETIC long-format CSV of N tickers (geometric "
+                                     "Brownian motion) in the all_stocks_5yr layout, for tests and benchmarks")
+    synth.add_argument("--tickers", type=positive_int("--tickers", 100_000), required=True, help="tickers")
+    synth.add_argument("--days", type=int_at_least("--days", 2, 100_000), required=True, help="trading days")
+    synth.add_argument("--seed", type=int_at_least("--seed", 0, MAX_SEED - 1), default=0, help="random seed")
+    synth.add_argument("--out", type=Path, required=True, help="the CSV file to write")
+    synth.set_defaults(handler=cmd_data_synth)
     info = data_commands.add_parser("info", help="summarize a dataset directory")
     info.add_argument("directory", type=Path, help="a dataset directory written by `stockscale data scale`")
     info.set_defaults(handler=cmd_data_info)

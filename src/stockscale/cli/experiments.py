@@ -306,6 +306,8 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--backend", choices=("local", "docker"), default="local",
                       help="the cluster side (its scale test and the parallel search): local processes "
                            "(default) or containers of the image")
+    demo.add_argument("--source", help="the data of every stage (default bundled:AAPL; bundled:all pools the "
+                                       "four bundled tickers; any --source of train)")
     add_image_flags(demo, "containers (--backend docker)")
     demo.set_defaults(handler=cmd_demo)
 
@@ -317,7 +319,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = args.out or Path("results")
     log(f"stockscale demo{' --quick' if args.quick else ''}: both comparisons on this machine -> {out}/")
     cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
-    text, report = run_demo(out, args.quick, log, cluster)
+    if args.source is not None:
+        from stockscale.config import build_train_config
+
+        build_train_config({"source": args.source}, "flags")  # a bad --source is one line before anything runs
+    text, report = run_demo(out, args.quick, log, cluster, args.source)
     print(text, flush=True)
     log(f"report: {report}")
     return 0

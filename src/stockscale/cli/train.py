@@ -104,10 +104,27 @@ def print_run_summary(metrics: dict[str, Any]) -> None:
     log(row("LSTM", test))
     log(row("persistence", base))
     log(f"  the LSTM {verdict} the persistence baseline (tomorrow = today) on RMSE")
+    print_ticker_summary(metrics)
     log(f"{metrics['train_samples']} training windows, {metrics['steps']} steps, "
         f"{metrics['samples_per_second']:.0f} samples/s, peak RSS {metrics['peak_rss_bytes'] / 2**20:.0f} MiB, "
         f"{metrics['wall_seconds']:.1f}s")
     log(f"run directory: {metrics['run_dir']}")
+
+
+def print_ticker_summary(metrics: dict[str, Any]) -> None:
+    """A pooled run's extra lines: how many tickers (SYNTHETIC when they are), and the best and worst."""
+    from stockscale.console import log
+
+    tickers = metrics.get("tickers")
+    if not tickers:
+        return
+    kind = "SYNTHETIC tickers (not real data)" if metrics["data"].get("synthetic") else "tickers"
+    skipped = f", {len(tickers['skipped'])} skipped (too few days)" if tickers["skipped"] else ""
+    log(f"  pooled over {tickers['count']} {kind}{skipped}; by test MAPE:")
+    for label in ("best", "worst"):
+        pick = tickers[label]
+        log(f"  {label:<5} {pick['ticker']:<8} MAPE {pick['test_mape']:5.2f}%  persistence "
+            f"{pick['persistence_test_mape']:5.2f}%")
 
 
 def train_with_launcher(cfg: TrainConfig, out: Path, args: argparse.Namespace) -> int:

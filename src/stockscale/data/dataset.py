@@ -23,16 +23,17 @@ from typing import Any
 
 from stockscale.config import TrainConfig
 from stockscale.data.loaders import ReplicaSource, TrainLoader
-from stockscale.data.replicas import ReplicaSpec
+from stockscale.data.replicas import ReplicaSpec, materialized_bytes
 from stockscale.data.series_cache import load_series
 from stockscale.data.shards import read_manifest, source_record, verify_dataset, write_dataset
-from stockscale.data.windows import NormStats, PreparedData, prepare
+from stockscale.data.sources import is_pooled, is_synthetic, load_panel, parse_tickers
+from stockscale.data.windows import NormStats, PooledData, PreparedData, prepare, prepare_pooled
 from stockscale.errors import DataIntegrityError, InputError
 
 
 @dataclass
 class TrainingData:
-    prepared: PreparedData
+    prepared: PreparedData | PooledData
     loader: TrainLoader
     total_windows: int
     multiplier: int
@@ -74,7 +75,12 @@ def _prepared_key(cfg: TrainConfig) -> tuple[Any, ...] | None:
     return (cfg.source, cfg.start, cfg.end, cfg.train_frac, cfg.val_frac, stamp)
 
 
-def prepare_from_config(cfg: TrainConfig) -> PreparedData:
+def prepare_from_config(cfg: TrainConfig) -> PreparedData | PooledData:
+    """The prepared series of `cfg.source`: one ticker (PreparedData), or several pooled (PooledData)."""
+    tickers = parse_tickers(cfg.tickers)
+    if is_pooled(cfg.source, tickers):
+        panel = load_panel(cfg.source, tickers, cfg.start, cfg.end)
+        return prepare_pooled(cfg.source, panel, cfg.train_frac, cfg.val_frac, is_synthetic(cfg.source))
     key = _prepared_key(cfg) if _kept is not None else None
     if _kept is not None and key is not None and key in _kept:
         _kept.move_to_end(key)
@@ -160,6 +166,13 @@ def open_training_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Train
         multiplier, noise = int(manifest["multiplier"]), float(manifest["noise"])
     else:
         prepared = prepare_from_config(cfg)
+    if isinstance(prepared, PooledData):
+        if cfg.loader == "stream":
+            raise InputError("the stream loader is not built for several tickers yet: use --loader memory or lazy")
+        source = ReplicaSource.generated_pooled(
+            [ReplicaSpec(base, cfg.multiplier, cfg.noise, cfg.seed, key=(index + 1,))
+             for index, base in enumerate(prepared.train_bases())])
+    elif cfg.data is None:
         cached = cache_dir_for(cfg, prepared)
         if cfg.loader == "stream" or (cfg.multiplier > 1 and (cached / "manifest.json").is_file()):
             dataset, manifest = ensure_cached_dataset(cfg, prepared)
@@ -172,3 +185,22 @@ def open_training_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Train
     loader = TrainLoader(cfg.loader, source, prepared.stats, rank, world, cfg.batch_size, cfg.seed)
     return TrainingData(prepared, loader, source.total_windows, multiplier, noise,
                         str(dataset) if dataset else None)
+
+
+@dataclass(frozen=True)
+class DatasetSize:
+    """The natural size of a source's training data at multiplier 1: tickers x their training days' windows."""
+
+    tickers: int
+    windows: int
+    materialized_bytes: int  # the memory loader's footprint (1,200 bytes a window)
+
+
+def dataset_size(cfg: TrainConfig, tickers: int | None = None) -> DatasetSize:
+    """The training data `cfg` describes at multiplier 1, or with its source's first `tickers` tickers: what a
+    planner multiplies by --multiplier (`scale-test --source csv:FILE --tickers 500` trains on exactly this)."""
+    if tickers is not None:
+        cfg = cfg.model_copy(update={"tickers": str(tickers)})
+    prepared = prepare_from_config(cfg)
+    count = len(prepared.tickers) if isinstance(prepared, PooledData) else 1
+    return DatasetSize(count, prepared.train_windows, materialized_bytes(prepared.train_windows))

@@ -27,6 +27,7 @@ from stockscale.config import FEATURES, SEQ_LEN
 from stockscale.data.replicas import ReplicaSpec, owned_replicas
 from stockscale.data.shards import iter_owned_shards, map_shard, shard_array, verify_shard
 from stockscale.data.windows import NormStats, make_features
+from stockscale.errors import InputError
 
 LoaderKind = Literal["memory", "lazy", "stream"]
 
@@ -38,6 +39,13 @@ class ReplicaBlock:
     first_replica: int
     array: np.ndarray  # [R, T, 5] float32
     mapping: mmap.mmap | None = None
+    # The global index of the block's first window (its first replica's window 0); -1: first_replica x the
+    # source's windows per replica. Pooled tickers have blocks of different lengths, so each says its own.
+    first_window: int = -1
+
+    @property
+    def windows_per_replica(self) -> int:
+        return self.array.shape[1] - SEQ_LEN
 
     def release_pages(self) -> None:
         """Tell the kernel the mapped pages are not needed now (they are re-read from the file on demand)."""
@@ -55,10 +63,44 @@ class ReplicaSource:
     spec: ReplicaSpec | None = None
     directory: Path | None = None
     manifest: dict[str, Any] | None = None
+    pooled: list[ReplicaSpec] | None = None  # several tickers: one spec per ticker, windows ticker after ticker
 
     @classmethod
     def generated(cls, spec: ReplicaSpec) -> ReplicaSource:
         return cls(spec.windows_per_replica, spec.total_windows, len(spec.base), spec=spec)
+
+    @classmethod
+    def generated_pooled(cls, specs: list[ReplicaSpec]) -> ReplicaSource:
+        """Several tickers' replicas in RAM: ticker 0's M replicas' windows, then ticker 1's, and so on."""
+        return cls(0, sum(spec.total_windows for spec in specs), 0, pooled=specs)
+
+    def ticker_span(self, g0: int, g1: int) -> tuple[int, int] | None:
+        """Pooled tickers: the first and last ticker index whose windows overlap [g0, g1); else None."""
+        if self.pooled is None:
+            return None
+        ends = np.cumsum([spec.total_windows for spec in self.pooled])
+        return int(np.searchsorted(ends, g0, side="right")), int(np.searchsorted(ends, g1 - 1, side="right"))
+
+    def window_blocks(self, g0: int, g1: int, mapped: bool) -> list[ReplicaBlock]:
+        """Blocks covering global windows [g0, g1), each knowing its first window's global index."""
+        if self.pooled is None:
+            per = self.windows_per_replica
+            blocks = self.blocks(g0 // per, (g1 - 1) // per, mapped)
+            for block in blocks:
+                block.first_window = block.first_replica * per
+            return blocks
+        if mapped:
+            raise InputError("the stream loader is not built for several tickers yet: use --loader memory or lazy")
+        blocks, start = [], 0
+        for spec in self.pooled:  # only the tickers whose windows overlap [g0, g1) are generated
+            per, end = spec.windows_per_replica, start + spec.total_windows
+            if start < g1 and end > g0:
+                first, last = (max(g0, start) - start) // per, (min(g1, end) - 1 - start) // per
+                for block in ReplicaSource.generated(spec).blocks(first, last, mapped=False):
+                    block.first_window = start + block.first_replica * per
+                    blocks.append(block)
+            start = end
+        return blocks
 
     @classmethod
     def on_disk(cls, directory: Path, manifest: dict[str, Any]) -> ReplicaSource:
@@ -106,13 +148,12 @@ class TrainLoader:
         self.world = world
         self.batch_size = batch_size
         self.seed = seed
-        per = source.windows_per_replica
-        self.g0, self.g1, first = owned_replicas(source.total_windows, per, rank, world)
-        last = (self.g1 - 1) // per
+        self.g0, self.g1, _ = owned_replicas(source.total_windows, max(1, source.windows_per_replica), rank, world)
         self.windows = self.g1 - self.g0
-        self._per = per
-        self._blocks = source.blocks(first, last, mapped=kind == "stream")
-        self._block_starts = np.array([block.first_replica for block in self._blocks])
+        self.ticker_span = source.ticker_span(self.g0, self.g1)  # the pooled tickers this rank holds
+        self._blocks = source.window_blocks(self.g0, self.g1, mapped=kind == "stream")
+        self._block_starts = np.array([block.first_window for block in self._blocks])
+        self._block_per = np.array([block.windows_per_replica for block in self._blocks])
         self._views = [_window_view(block.array) for block in self._blocks]
         if kind == "memory":
             self._x, self._next = self._materialize()
@@ -130,9 +171,9 @@ class TrainLoader:
     def _locate(self, local: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rank-local window indices -> (block index, replica within block, window within replica)."""
         global_index = local + self.g0
-        replica, window = np.divmod(global_index, self._per)
-        block = np.searchsorted(self._block_starts, replica, side="right") - 1
-        return block, replica - self._block_starts[block], window
+        block = np.searchsorted(self._block_starts, global_index, side="right") - 1
+        replica, window = np.divmod(global_index - self._block_starts[block], self._block_per[block])
+        return block, replica, window
 
     def _gather(self, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Copy the windows (and next-day closes) at rank-local indices out of the replica views."""

@@ -48,6 +48,8 @@ class ReplicaSpec:
     noise: float
     seed: int
     replicas_per_shard: int = REPLICAS_PER_SHARD
+    # Several tickers pooled: ticker i's spec has key (i + 1,), so each ticker's noise is its own stream.
+    key: tuple[int, ...] = ()
 
     @property
     def windows_per_replica(self) -> int:
@@ -66,7 +68,7 @@ class ReplicaSpec:
 
     def generate(self, shard: ShardPlan) -> np.ndarray:
         """The replicas of one shard, float32 [R, T, 5]: base + noise from generator (seed, shard index)."""
-        rng = np.random.default_rng([self.seed, shard.index])
+        rng = np.random.default_rng([self.seed, *self.key, shard.index])
         out = rng.standard_normal((shard.replicas, *self.base.shape), dtype=np.float32)
         out *= np.float32(self.noise)
         out += self.base

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from stockscale.data.csv_prices import read_regular_file
 from stockscale.data.sources import PriceSeries, load_source
 from stockscale.files import replace_with
 
@@ -41,7 +42,7 @@ def source_bytes(spec: str) -> bytes | None:
         if kind == "bundled":
             return resources.files("bokeh_sampledata").joinpath("_data", "stocks.csv.gz").read_bytes()
         if kind == "csv":
-            return Path(rest).read_bytes()
+            return read_regular_file(Path(rest))  # a device or FIFO is refused here, before a byte is read
     except (OSError, ModuleNotFoundError):
         return None
     return None

@@ -18,7 +18,7 @@ and no window crosses a split boundary.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -109,6 +109,11 @@ class EvalSet:
     last_price: np.ndarray  # [N] dollars, the close on the window's last day
     next_price: np.ndarray  # [N] dollars, the close to predict
     dates: np.ndarray  # [N] the date being predicted
+    # Several tickers pooled (PooledData.eval_set): each window's log-price unit and its ticker's index in
+    # `tickers`. None for one series, whose unit is its stats' return_std * price_std.
+    log_scale: np.ndarray | None = None
+    ticker_index: np.ndarray | None = None
+    tickers: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.next_close)
@@ -171,3 +176,106 @@ def prepare(series: PriceSeries, train_frac: float, val_frac: float) -> Prepared
             )
     stats = NormStats.fit(series.values[:train_end])
     return PreparedData(series, stats, stats.normalize(series.values), train_end, val_end)
+
+
+# ------------------------------------------------------------------------------------ several tickers
+
+# A pooled model's inputs are built with these statistics: every ticker's series is stored already divided by
+# its own return_std (PooledData.train_bases), so make_features gives exactly the per-ticker features.
+UNIT_STATS = NormStats(0.0, 1.0, 0.0, 1.0, 1.0)
+
+
+@dataclass
+class PooledData:
+    """Several tickers for one pooled model, split on one calendar: every ticker's training days end on the
+    same date and its test days begin on the same date, so no ticker's test days come before another's
+    training days. Each ticker is normalized with statistics of its own training days (`parts`)."""
+
+    name: str
+    parts: list[PreparedData]  # one per ticker kept, in source order; part.series.ticker names it
+    first_val_day: np.datetime64
+    first_test_day: np.datetime64
+    skipped: list[str] = field(default_factory=list)
+    synthetic: bool = False
+    stats: NormStats = UNIT_STATS
+
+    @property
+    def tickers(self) -> tuple[str, ...]:
+        return tuple(part.series.ticker for part in self.parts)
+
+    @property
+    def train_windows(self) -> int:
+        return sum(part.train_windows for part in self.parts)
+
+    def train_bases(self) -> list[np.ndarray]:
+        """Each ticker's normalized training days, price columns in units of its own daily move, float32."""
+        bases = []
+        for part in self.parts:
+            base = part.train_series.copy()
+            base[:, :4] /= np.float32(part.stats.return_std)
+            bases.append(base)
+        return bases
+
+    def eval_set(self, which: str) -> EvalSet:
+        """The validation or test windows of every ticker, one after another, in the pooled units."""
+        sets = [part.eval_set(which) for part in self.parts]
+        windows, next_close, scale = [], [], []
+        for part, one in zip(self.parts, sets, strict=True):
+            unit = np.float32(part.stats.return_std)
+            w = one.windows.copy()
+            w[..., :4] /= unit
+            windows.append(w)
+            next_close.append(one.next_close / unit)
+            scale.append(np.full(len(one), part.stats.return_std * part.stats.price_std))
+        return EvalSet(which, np.concatenate(windows), np.concatenate(next_close),
+                       np.concatenate([one.last_price for one in sets]),
+                       np.concatenate([one.next_price for one in sets]), np.concatenate([one.dates for one in sets]),
+                       log_scale=np.concatenate(scale),
+                       ticker_index=np.concatenate([np.full(len(one), i) for i, one in enumerate(sets)]),
+                       tickers=self.tickers)
+
+    def warnings(self) -> list[str]:
+        if not self.skipped:
+            return []
+        return [f"skipped {len(self.skipped)} ticker(s) with too few days for a {SEQ_LEN}-day window in every "
+                f"split: {', '.join(self.skipped)}"]
+
+    def summary(self) -> dict[str, object]:
+        first = min(part.series.dates[0] for part in self.parts)
+        last = max(part.series.dates[-1] for part in self.parts)
+        summary: dict[str, object] = {
+            "source": self.name, "first_date": str(first), "last_date": str(last),
+            "days": sum(len(part.series) for part in self.parts),
+            "train_days": sum(part.train_end for part in self.parts),
+            "val_days": sum(part.val_end - part.train_end for part in self.parts),
+            "test_days": sum(len(part.series) - part.val_end for part in self.parts),
+            "tickers": list(self.tickers), "skipped_tickers": list(self.skipped),
+            "first_val_day": str(self.first_val_day), "first_test_day": str(self.first_test_day),
+        }
+        if self.synthetic:
+            summary["synthetic"] = True
+        return summary
+
+
+def prepare_pooled(name: str, panel: list[PriceSeries], train_frac: float, val_frac: float,
+                   synthetic: bool = False) -> PooledData:
+    """Split every ticker at the same two calendar dates (the train/val/test shares of all trading days any
+    ticker has), normalize each on its own training days, and skip (and name) those too short to have a
+    window in each split."""
+    calendar = np.unique(np.concatenate([series.dates for series in panel]))
+    first_val = calendar[min(len(calendar) - 1, int(round(len(calendar) * train_frac)))]
+    first_test = calendar[min(len(calendar) - 1, int(round(len(calendar) * (train_frac + val_frac))))]
+    parts, skipped = [], []
+    for series in panel:
+        train_end = int(np.searchsorted(series.dates, first_val))
+        val_end = int(np.searchsorted(series.dates, first_test))
+        lengths = (train_end, val_end - train_end, len(series) - val_end)
+        if min(window_count(length) for length in lengths) < 1:
+            skipped.append(series.ticker)
+            continue
+        stats = NormStats.fit(series.values[:train_end])
+        parts.append(PreparedData(series, stats, stats.normalize(series.values), train_end, val_end))
+    if not parts:
+        raise InputError(f"{name}: no ticker has {SEQ_LEN + 1} days in each split (train before {first_val}, "
+                         f"validation before {first_test}, test after)")
+    return PooledData(name, parts, first_val, first_test, skipped, synthetic)

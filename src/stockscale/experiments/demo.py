@@ -69,12 +69,12 @@ def memory_limit_for(baseline: int, plan: DemoPlan) -> int:
     return int(math.ceil((baseline + plan.headroom) / (16 * MiB)) * 16 * MiB)
 
 
-def measure_baseline(launcher: Launcher, out: Path) -> int:
+def measure_baseline(launcher: Launcher, out: Path, data: TrainOverrides | None = None) -> int:
     """Peak RSS of one worker training on the 1x data with the memory loader, no limit."""
     run_dir = out / "calibration"
     shutil.rmtree(run_dir, ignore_errors=True)
-    result = launcher.run(TrainJob(name="calibration", config={"loader": "memory", "max_steps": 2, "epochs": 1},
-                                   run_dir=run_dir, workers=1))
+    config: TrainOverrides = {**(data or {}), "loader": "memory", "max_steps": 2, "epochs": 1}
+    result = launcher.run(TrainJob(name="calibration", config=config, run_dir=run_dir, workers=1))
     if result.status != "success":
         raise RuntimeError(f"the calibration run failed: {result.status} {result.detail}")
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -82,12 +82,14 @@ def measure_baseline(launcher: Launcher, out: Path) -> int:
 
 
 def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
-             cluster: Launcher | None = None) -> tuple[str, Path]:
+             cluster: Launcher | None = None, source: str | None = None) -> tuple[str, Path]:
     """Run every stage into `out` (a results folder); return the printed comparison and the report path.
 
     `cluster` runs the cluster side (its scale tests and the parallel search), for example containers of
-    the image; by default it is the same local launcher as the one-machine side.
+    the image; by default it is the same local launcher as the one-machine side. `source` is the data of
+    every stage (default the bundled AAPL series; `bundled:all` pools the four bundled tickers).
     """
+    data: TrainOverrides = {"source": source} if source else {}
     plan = QUICK if quick else FULL
     cpus = os.cpu_count() or 1
     launcher = LocalLauncher(log_dir=out / "logs")
@@ -98,9 +100,9 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
     def announce(text: str) -> None:
         on_event(f"[{next(stage)}/{stages}] {text}")
 
-    announce("data: the bundled AAPL series, split and normalized")
-    windows = prepare_from_config(build_train_config({})).train_windows
-    baseline = measure_baseline(launcher, out)
+    announce(f"data: {source or 'the bundled AAPL series'}, split and normalized")
+    windows = prepare_from_config(build_train_config(dict(data))).train_windows
+    baseline = measure_baseline(launcher, out, data)
     limit = memory_limit_for(baseline, plan)
     local_search, cluster_search = plan.search(windows, 1), plan.search(windows, plan.workers)
     on_event(f"      one worker needs {baseline / MiB:.0f} MiB with the base data; limit per process/worker: "
@@ -118,7 +120,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
         announce(f"scale test, {who}, {loader} loader")
         settings = ScaleTestSettings(mode=mode, workers=workers, multipliers=[], memory_limit=limit,
                                      timeout=plan.timeout, loader=loader, max_steps=plan.scale_steps, epochs=1,
-                                     threads=max(1, cpus // workers), search=search)
+                                     threads=max(1, cpus // workers), search=search, train=dict(data))
 
         def report(run: ScaleRunEntry) -> None:
             peak = max(run["peak_rss_bytes"]) / MiB if run["peak_rss_bytes"] else 0.0
@@ -141,7 +143,8 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
     def search(backend: str, workers: int) -> None:
         trials = math.prod(len(values) for values in plan.space.values())
         announce(f"search, {backend}: {trials} configs, {workers} at a time")
-        settings = SearchSettings(backend=backend, workers=workers, space=plan.space, train=plan.search_train,
+        settings = SearchSettings(backend=backend, workers=workers, space=plan.space,
+                                  train={**plan.search_train, **data},
                                   threads_per_trial=max(1, cpus // workers))
         done = [0]
 

@@ -323,6 +323,9 @@ def load_predictions(results: LoadedResults) -> tuple[Predictions | None, str, s
     if len(lengths) != 1 or not predictions.dates:
         return None, "", f"{path}: dates, actual, predicted and baseline are empty or of different lengths"
     title = f"Best model ({search.role} {best.name}: {config_text(best.config)})"
+    ticker = (predictions.model_extra or {}).get("ticker")
+    if isinstance(ticker, str):  # a model pooled over tickers: the series shown is one of them
+        title += f", ticker {ticker}"
     return predictions, title, ""
 
 

@@ -11,6 +11,7 @@ from stockscale.experiments.projection import Projection, ProjectionSettings, bu
 from stockscale.experiments.report.comparison import format_comparison
 from stockscale.experiments.report.scale_table import scale_headlines
 from stockscale.experiments.report.search_table import search_headline
+from stockscale.experiments.report.tickers import ticker_section
 from stockscale.experiments.results import LoadedResults, SearchRun, load_predictions
 from stockscale.experiments.strategy_plot import plot_best_so_far
 from stockscale.experiments.timings import find_outliers
@@ -137,6 +138,7 @@ def _report_markdown(results: LoadedResults, projection: Projection, notes: dict
         "one line per search in the results (the grid, random or TPE, with or without a pruner). Pruned trials "
         "do not count: their loss is from fewer epochs.", "",
         _figure("best_so_far.png", "best validation loss so far", notes), "",
+        *ticker_section(results),
         "## Best model: predicted against actual prices (test period)", "",
         _figure("predictions.png", "predictions", notes), "",
         "## Projection for a real cluster", "",

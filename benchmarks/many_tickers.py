@@ -1,0 +1,129 @@
+"""Many tickers (issue 24), on the SYNTHETIC fixture at all_stocks_5yr's size (505 tickers, ~619,000 rows):
+
+1. loading the long-format CSV (data.sources.load_panel: strict parsing, split per ticker) against
+   pandas.read_csv on the same file, interleaved, medians of --runs (goal: <= 10 s and within 3x of pandas);
+2. resident bytes per training window of the memory and lazy loaders over every ticker against one ticker of
+   the same length (goal: within 10%); the stream loader is refused for several tickers (not built yet);
+3. one epoch over the first 500 tickers with 1, 2 and 4 DDP workers (local processes, 1 thread each, a tiny
+   model so the data path shows): samples/s and each worker's share of the windows and tickers.
+
+Prints the load average beside each part: the machine is shared. Usage:
+python benchmarks/many_tickers.py [--runs 5] [--epoch-runs 3] [--tickers 505] [--days 1226]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas
+import psutil
+
+from stockscale.config import TrainConfig
+from stockscale.data.dataset import open_training_data
+from stockscale.data.sources import load_panel
+from stockscale.data.synthetic import write_synthetic_csv
+from stockscale.launch.base import TrainJob
+from stockscale.launch.local import LocalLauncher
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f}, n={len(values)})"
+
+
+def loading(path: Path, runs: int) -> None:
+    ours, theirs = [], []
+    load_panel(f"csv:{path}")  # warm the page cache and the imports for both
+    pandas.read_csv(path)
+    for _ in range(runs):
+        start = time.perf_counter()
+        panel = load_panel(f"csv:{path}")
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        pandas.read_csv(path)
+        theirs.append(time.perf_counter() - start)
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    print(f"\n1. loading {path.stat().st_size / 2**20:.1f} MiB, {sum(len(s) for s in panel):,} rows, {len(panel)} "
+          f"tickers ({load_average()})")
+    print(f"   stockscale load_panel: {spread(ours)}")
+    print(f"   pandas.read_csv:       {spread(theirs)}")
+    print(f"   ratio of medians {ratio:.2f}x (goal <= 3x; and <= 10 s: {max(ours) <= 10})")
+
+
+def one_ticker_csv(path: Path, out: Path) -> Path:
+    """The fixture's first ticker alone, without its Name column: today's single-series path."""
+    lines = path.read_text().splitlines()
+    first = lines[1].rsplit(",", 1)[1]
+    out.write_text("\n".join([lines[0].rsplit(",", 1)[0]] + [line.rsplit(",", 1)[0] for line in lines[1:]
+                                                              if line.endswith("," + first)]) + "\n")
+    return out
+
+
+def bytes_per_window(path: Path, single: Path) -> None:
+    print(f"\n2. resident bytes per training window ({load_average()})")
+    for loader in ("memory", "lazy"):
+        rates = []
+        for spec in (f"csv:{path}", f"csv:{single}"):
+            data = open_training_data(TrainConfig(source=spec, loader=loader))
+            rates.append((data.loader.data_resident_bytes / data.loader.windows, data.loader.windows))
+            del data
+        (many, many_windows), (one, one_windows) = rates
+        print(f"   {loader:<6}: every ticker {many:8.2f} B/window ({many_windows:,} windows), one ticker "
+              f"{one:8.2f} B/window ({one_windows:,}); ratio {many / one:.3f} (goal within 10%)")
+    print("   stream: refused for several tickers (shards by ticker are not built yet)")
+
+
+def epochs(path: Path, runs: int, tickers: int) -> None:
+    config = {"source": f"csv:{path}", "tickers": str(tickers), "loader": "lazy", "epochs": 1, "hidden_size": 8,
+              "num_layers": 1, "batch_size": 512}
+    print(f"\n3. one epoch over {tickers} tickers, lazy loader, hidden 8, 1 layer, batch 512 per worker, "
+          f"1 thread per worker, local processes ({load_average()} before)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in (1, 2, 4):
+            rates, shares = [], []
+            for run in range(runs):
+                job = TrainJob(name=f"w{workers}-{run}", config=config, run_dir=Path(tmp) / f"w{workers}-{run}",
+                               workers=workers, threads=1)
+                result = LocalLauncher().run(job)
+                if result.status != "success":
+                    raise SystemExit(f"{job.name}: {result.status} {result.detail}")
+                rates.append(result.metrics["samples_per_second"])
+                shares = [(w["windows"], w["tickers"]) for w in result.metrics["workers"]]
+                total = result.metrics["train_samples"]
+            rate = statistics.median(rates)
+            held = ", ".join(f"{windows / total:.3f} of the windows (tickers {lo}-{hi})" for windows, (lo, hi)
+                             in shares)
+            print(f"   {workers} worker(s): {rate:8.0f} samples/s median (min {min(rates):.0f}, max "
+                  f"{max(rates):.0f}, n={runs}); each holds {held} ({load_average()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--epoch-runs", type=int, default=3)
+    parser.add_argument("--tickers", type=int, default=505)
+    parser.add_argument("--days", type=int, default=1226)
+    parser.add_argument("--skip-epochs", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM; data: SYNTHETIC fixture (stockscale data synth), "
+          f"{args.tickers} tickers x {args.days} days")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_synthetic_csv(Path(tmp) / "all_stocks_synthetic.csv", args.tickers, args.days)
+        loading(path, args.runs)
+        bytes_per_window(path, one_ticker_csv(path, Path(tmp) / "one.csv"))
+        if not args.skip_epochs:
+            epochs(path, args.epoch_runs, min(500, args.tickers))
+
+
+if __name__ == "__main__":
+    main()
