@@ -290,6 +290,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     results = load_results(args.results)
     print(format_report_text(results, settings), flush=True)
     report = write_report(results, args.out or args.results / "report", settings)
+    print(f"page: {report.with_name('report.html')} (self-contained: open it in a browser)", flush=True)
     print(f"report: {report}", flush=True)
     return 0
 
@@ -319,6 +320,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
     text, report = run_demo(out, args.quick, log, cluster)
     print(text, flush=True)
+    log(f"page: {report.with_name('report.html')} (self-contained: open it in a browser)")
     log(f"report: {report}")
     return 0
 
