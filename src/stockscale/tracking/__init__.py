@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlparse
 
 from stockscale.errors import InputError
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from stockscale.worker import JsonValue
 
 KINDS = ("mlflow",)
+_LOOPBACK = ("localhost", "::1", "0.0.0.0")
 
 
 class Tracker(Protocol):
@@ -85,6 +87,15 @@ def parse_track(text: str) -> TrackSpec:
     if sep and not uri.strip():
         raise ValueError(f"--track {text!r}: the URI after 'mlflow:' is empty")
     return TrackSpec(kind, uri.strip() or None)
+
+
+def reachable_from_pods(uri: str) -> bool:
+    """Whether containers and pods could reach `uri` too: a server on a host name or address other than this
+    machine's loopback (a file or sqlite store, or 127.0.0.1, is only the driver's)."""
+    parsed = urlparse(uri)
+    host = parsed.hostname or ""
+    return parsed.scheme in ("http", "https") and bool(host) and host not in _LOOPBACK \
+        and not host.startswith("127.")
 
 
 def open_tracker(spec: TrackSpec, results_dir: Path, on_warning: Callable[[str], None]) -> Tracker:

@@ -25,11 +25,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from stockscale.tracking import reachable_from_pods
 from stockscale.worker import EpochReport
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ EXPERIMENT = "stockscale"
 FLUSH_SECONDS = 60.0  # the most on_end waits for the queue to drain (a dead server fails fast: see above)
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-_LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 _STATUS = {"success": "FINISHED", "pruned": "KILLED"}  # anything else: FAILED
 
 
@@ -51,14 +50,6 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     for module in ("mlflow", "sqlalchemy", "alembic", "pydantic"):
         warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
-
-
-def reachable_from_pods(uri: str) -> bool:
-    """Whether containers and pods could reach `uri` too: a server on a host name or address other than this
-    machine's loopback (a file or sqlite store, or 127.0.0.1, is only the driver's)."""
-    parsed = urlparse(uri)
-    return parsed.scheme in ("http", "https") and (parsed.hostname or "") not in _LOOPBACK \
-        and not (parsed.hostname or "").startswith("127.")
 
 
 @dataclass
@@ -282,6 +273,8 @@ def _epoch_metrics(result: JobResult, metrics: Mapping[str, object]) -> list[Met
 def _final_metrics(result: JobResult, metrics: Mapping[str, object]) -> list[Metric]:
     """The run's end: scores per split (and the baseline's), its times and throughput, and per worker its peak
     memory (as the launcher measured it) and samples/s (as each rank reported it)."""
+    history = _epoch_history(result, metrics)
+    step = history[-1].epoch if history else 0  # the last epoch's step: the final values sit on its curve end
     values: dict[str, object] = {"wall_seconds": result.wall_seconds}
     for key in ("train_seconds", "samples_per_second", "steps", "epochs_completed", "train_samples",
                 "data_resident_bytes", "world_size"):
@@ -291,15 +284,13 @@ def _final_metrics(result: JobResult, metrics: Mapping[str, object]) -> list[Met
             values[f"{split}_{key}"] = value
     for key, value in ((metrics.get("baseline") or {}).get("test") or {}).items():  # type: ignore[union-attr]
         values[f"baseline_test_{key}"] = value
-    if result.status == "pruned" and result.epochs:
-        values["val_loss"] = result.epochs[-1].val_loss
+    if history:
+        values.pop("val_loss", None)  # the last epoch's, already on the per-epoch curve
     for index, peak in enumerate(result.peak_rss_bytes):
         values[f"peak_rss_bytes/worker_{index}"] = peak
     for worker in metrics.get("workers") or []:  # type: ignore[union-attr]
         if isinstance(worker, dict) and "rank" in worker:
             values[f"samples_per_second/rank_{worker['rank']}"] = worker.get("samples_per_second")
-    history = _epoch_history(result, metrics)
-    step = history[-1].epoch if history else 0  # the last epoch's step: the final values sit on its curve end
     now = int(time.time() * 1000)
     return [Metric(key, float(value), now, step) for key, value in values.items()
             if isinstance(value, int | float) and not isinstance(value, bool) and value == value]
