@@ -255,7 +255,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     log(f"search, {args.backend}{how}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) "
         f"each -> {out}/summary.json")
     if not getattr(launcher, "searches_itself", False):
-        log(f"watch it live: {dashboard_command(out)}")
+        log(f"watch it live: {dashboard_command(out)}  (pip install optuna-dashboard)")
     done = [0]
 
     def on_result(entry: TrialEntry) -> None:
