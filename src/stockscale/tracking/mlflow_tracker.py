@@ -10,6 +10,11 @@ Logging runs on one background thread, in order, so a slow server never slows a 
 fails (a server that is down, a store that cannot be written) gives one warning and switches tracking off for
 the rest of the command: the results files stay the record. The HTTP client's retries are kept short
 (MLFLOW_HTTP_REQUEST_MAX_RETRIES / _TIMEOUT, unless set), so a dead server costs seconds, not minutes.
+
+Optuna's own MLflowCallback (optuna-integration) does not fit here: it is called by study.optimize, which this
+search does not use (it asks and tells), it opens each trial's run through MLflow's fluent API, whose active
+run is per thread (trials end on the launcher's threads, so they would not nest under the search), and it
+logs only the sampled parameters and the final value: not the full config, the epochs, the memory or files.
 """
 
 from __future__ import annotations
