@@ -29,7 +29,7 @@ from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSetti
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
-from stockscale.tracking import Tracker
+from stockscale.tracking import NO_TRACKING, Tracker
 from stockscale.worker import RunMetrics
 
 FORMAT_VERSION = 1
@@ -51,6 +51,7 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
                    tracker: Tracker | None = None) -> ScaleTestRecord:
     """Run the grid (smallest first) or the boundary search and write `<out>/results.json`; return its content.
     A `tracker` is told the test (a parent run) and each probe's result (its children)."""
+    tracker = tracker or NO_TRACKING
     base_cfg = run_config(settings, 1)
     windows_per_replica = prepare_from_config(base_cfg).train_windows  # also checks the source up front
     runs_dir = out / "runs"
@@ -84,14 +85,12 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
             doc["settings"]["multipliers"] = [run["multiplier"] for run in doc["results"]]
         doc["boundary"] = boundary_record(doc["results"])
         write_json_atomic(out / "results.json", doc)
-        if tracker is not None:
-            tracker.on_result(result, job.config, {"stockscale.kind": "probe", "multiplier": str(multiplier)})
+        tracker.on_result(result, job.config, {"stockscale.kind": "probe", "multiplier": str(multiplier)})
         if on_result is not None:
             on_result(entry)
         return entry["status"]
 
-    if tracker is not None:
-        tracker.on_start("scale-test", out.name, doc["settings"])
+    tracker.on_start("scale-test", out.name, doc["settings"])
     try:
         if settings.search is None:
             for multiplier in sorted(settings.multipliers):
@@ -100,13 +99,11 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
         else:
             find_boundary(settings.search, probe)
     except BaseException:
-        if tracker is not None:
-            tracker.on_end(False, [out / "results.json"])
+        tracker.on_end(False, [out / "results.json"])
         raise
     doc["finished_at"], doc["complete"] = utc_timestamp(), True
     write_json_atomic(out / "results.json", doc)
-    if tracker is not None:
-        tracker.on_end(True, [out / "results.json"])
+    tracker.on_end(True, [out / "results.json"])
     return doc
 
 

@@ -36,7 +36,7 @@ from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atom
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.machine import machine_info
 from stockscale.space import Parameter, Space, grid, grid_size, load_space, parse_space, space_record
-from stockscale.tracking import Tracker
+from stockscale.tracking import NO_TRACKING, Tracker
 from stockscale.worker import EpochReport, JsonValue
 
 if TYPE_CHECKING:
@@ -165,6 +165,7 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
                tracker: Tracker | None = None) -> SearchSummaryRecord:
     """Run the search and write `<out>/summary.json` after every trial; return the final summary. A `tracker`
     is told the search (a parent run) and each trial's result as it arrives (its children)."""
+    tracker = tracker or NO_TRACKING
     points = grid(settings.parameters) if settings.strategy == "grid" else []
     for index, config in enumerate(points):
         build_train_config({**settings.train, **config}, f"trial {index} {config}")
@@ -226,8 +227,7 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
         with lock:
             summary["results"].append(entry)
             _write(out, summary)
-        if tracker is not None:
-            tracker.on_result(result, {**settings.train, **config}, {"stockscale.kind": "trial", "trial": str(index)})
+        tracker.on_result(result, {**settings.train, **config}, {"stockscale.kind": "trial", "trial": str(index)})
         if on_result is not None:
             on_result(entry)
 
@@ -255,8 +255,7 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
         jobs = grid_jobs() if settings.strategy == "grid" else sampled_jobs()
     summary["launched_at"] = time.time()  # the total counts from here: a warm launcher's start is in it
     _write(out, summary)
-    if tracker is not None:
-        tracker.on_start("search", out.name, summary["settings"])
+    tracker.on_start("search", out.name, summary["settings"])
     try:
         if getattr(launcher, "streams_jobs", False):
             launcher.run_many(jobs, settings.workers, record)
@@ -267,15 +266,13 @@ def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
             while batch := list(itertools.islice(jobs, max(1, wave))):
                 launcher.run_many(batch, settings.workers, record)
     except BaseException:
-        if tracker is not None:
-            tracker.on_end(False, [out / "summary.json"])
+        tracker.on_end(False, [out / "summary.json"])
         raise
     finally:
         _write(out, summary)  # on Ctrl-C too: a valid partial summary
     summary["complete"], summary["finished_at"] = True, utc_timestamp()
     _write(out, summary)
-    if tracker is not None:
-        tracker.on_end(True, [out / "summary.json"])
+    tracker.on_end(True, [out / "summary.json"])
     return summary
 
 

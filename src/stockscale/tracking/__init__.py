@@ -55,6 +55,27 @@ class Tracker(Protocol):
         ...
 
 
+class _NoTracking:
+    """The tracker when none was asked for: every call does nothing (so callers need no `if tracker`)."""
+
+    uri = ""
+
+    def on_start(self, kind: str, name: str, params: Mapping[str, JsonValue]) -> None:
+        pass
+
+    def on_result(self, result: JobResult, config: TrainOverrides, tags: Mapping[str, str]) -> None:
+        pass
+
+    def on_end(self, complete: bool, artifacts: Sequence[Path]) -> None:
+        pass
+
+    def pod_env(self) -> dict[str, str]:
+        return {}
+
+
+NO_TRACKING: Tracker = _NoTracking()
+
+
 @contextmanager
 def tracked(tracker: Tracker | None, kind: str, name: str, params: Mapping[str, JsonValue],
             artifacts: Callable[[], Sequence[Path]] = tuple) -> Iterator[None]:
