@@ -36,6 +36,8 @@ def test_demo_runs_both_comparisons_and_writes_the_report(demo):
     for png in re.findall(r"\(([\w-]+\.png)\)", report):
         assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "projection" in report.lower()
+    page = (out / "report" / "report.html").read_text()  # the same report as one page (tests/test_report_html.py)
+    assert page.count("<img src=\"data:image/png;base64,") == len(re.findall(r"\(([\w-]+\.png)\)", report))
 
 
 @pytest.mark.slow

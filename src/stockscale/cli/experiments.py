@@ -25,6 +25,7 @@ from stockscale.cli.parser import (
     size_text,
     train_overrides,
 )
+from stockscale.cli.tracking import add_track_flag, open_track
 from stockscale.errors import InputError
 from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 
@@ -96,6 +97,7 @@ def add_scale_test_parser(commands: argparse._SubParsersAction) -> None:
     scale_test.add_argument("--out", type=Path, help="results folder (default results/scale_test_<mode>)")
     add_train_flags(scale_test, skip=("multiplier", "loader", "max_steps", "epochs", "data", "checkpoint_dir"))
     add_image_flags(scale_test, "containers (--backend docker)")
+    add_track_flag(scale_test)
     scale_test.set_defaults(handler=cmd_scale_test)
 
 
@@ -141,7 +143,10 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
         log(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f}s, peak {peak:.0f} MiB/worker"
             + (f" ({run['detail']})" if run["detail"] else ""))
 
-    doc = run_scale_test(settings, choose_launcher(args, "scale", log_dir=out / "logs"), out, on_result)
+    tracker = open_track(args, out.parent)
+    if tracker is not None:
+        args.pod_env = tracker.pod_env()
+    doc = run_scale_test(settings, choose_launcher(args, "scale", log_dir=out / "logs"), out, on_result, tracker)
     log(format_table(doc))
     log(f"results: {out / 'results.json'}")
     return 0
@@ -184,6 +189,7 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
                         help="optimizationjob and katib: the older spelling of --strategy")
     add_train_flags(search, skip=("data", "checkpoint_dir"))
     add_k8s_flags(search)
+    add_track_flag(search)
     search.set_defaults(handler=cmd_search)
 
 
@@ -193,10 +199,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from stockscale.experiments.search import (
         DEFAULT_SPACE,
         SearchSettings,
-        format_summary,
         load_space,
         run_search,
     )
+    from stockscale.experiments.search_summary import format_summary
     from stockscale.files import prepare_results_dir
     from stockscale.space import grid_size, parse_space
 
@@ -228,6 +234,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     # On a cluster, a controller that searches itself (Katib) gets the strategy, the space and the pruner.
     cluster = ({"algorithm": strategy, "space": settings.parameters, "trials": settings.trials,
                 "pruner": args.pruner} if args.backend == "kubernetes" else {})
+    tracker = None if args.dry_run else open_track(args, out.parent)
+    if tracker is not None:
+        args.pod_env = tracker.pod_env()
     launcher = choose_launcher(args, "search", warm=True, log_dir=out / "logs", **cluster)
     if args.dry_run:
         from stockscale.experiments.dry_run import write_dry_run_marker
@@ -245,6 +254,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     how = "" if strategy == "grid" else f" ({strategy}, pruner {args.pruner})"
     log(f"search, {args.backend}{how}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) "
         f"each -> {out}/summary.json")
+    if not getattr(launcher, "searches_itself", False):
+        log(f"watch it live: {dashboard_command(out)}  (pip install optuna-dashboard)")
     done = [0]
 
     def on_result(entry: TrialEntry) -> None:
@@ -253,10 +264,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         log(f"  [{done[0]}/{trials}] {entry['name']} {entry['config']}: {entry['status']} in "
             f"{entry['wall_seconds']:.1f}s{loss}" + (f" ({entry['detail']})" if entry["detail"] else ""))
 
-    summary = on_cluster(launcher, lambda: run_search(settings, launcher, out, on_result))
+    summary = on_cluster(launcher, lambda: run_search(settings, launcher, out, on_result, tracker))
     log(format_summary(summary))
     log(f"summary: {out / 'summary.json'}")
     return 0
+
+
+def dashboard_command(out: Path) -> str:
+    """The command that shows a search live in optuna-dashboard (pip install optuna-dashboard), which opens
+    the study's journal file itself."""
+    import shlex
+
+    from stockscale.experiments.study import JOURNAL
+
+    return f"optuna-dashboard {shlex.quote(str(out / JOURNAL))}"
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -290,6 +311,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     results = load_results(args.results)
     print(format_report_text(results, settings), flush=True)
     report = write_report(results, args.out or args.results / "report", settings)
+    print(f"page: {report.with_name('report.html')} (self-contained: open it in a browser)", flush=True)
     print(f"report: {report}", flush=True)
     return 0
 
@@ -309,6 +331,7 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--source", help="the data of every stage (default bundled:AAPL; bundled:all pools the "
                                        "four bundled tickers; any --source of train)")
     add_image_flags(demo, "containers (--backend docker)")
+    add_track_flag(demo)
     demo.set_defaults(handler=cmd_demo)
 
 
@@ -317,17 +340,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from stockscale.experiments.demo import run_demo
 
     out = args.out or Path("results")
-    log(f"stockscale demo{' --quick' if args.quick else ''}: both comparisons on this machine -> {out}/")
-    cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
     if args.source is not None:
         from stockscale.config import build_train_config
 
         build_train_config({"source": args.source}, "flags")  # a bad --source is one line before anything runs
-    text, report = run_demo(out, args.quick, log, cluster, args.source)
+    log(f"stockscale demo{' --quick' if args.quick else ''}: both comparisons on this machine -> {out}/")
+    tracker = open_track(args, out)
+    if tracker is not None:
+        args.pod_env = tracker.pod_env()
+    cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
+    text, report = run_demo(out, args.quick, log, cluster, args.source, tracker)
     print(text, flush=True)
+    log(f"page: {report.with_name('report.html')} (self-contained: open it in a browser)")
     log(f"report: {report}")
     return 0
-
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:

@@ -62,7 +62,8 @@ def refuse_kubernetes_only_flags(args: argparse.Namespace) -> None:
 def cluster_spec(args: argparse.Namespace, **more: Any) -> ClusterSpec:
     from stockscale.launch.kubernetes import load_cluster_spec
 
-    overrides = {"image": args.image, "namespace": getattr(args, "namespace", None), **more}
+    overrides = {"image": args.image, "namespace": getattr(args, "namespace", None),
+                 "env": getattr(args, "pod_env", None) or None, **more}
     return load_cluster_spec(args.k8s_config, {k: v for k, v in overrides.items() if v is not None})
 
 

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,12 +18,14 @@ from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
 from stockscale.cli.launchers import choose_launcher
 from stockscale.cli.parser import add_train_flags, load_config, positive_float, positive_int, size
+from stockscale.cli.tracking import add_track_flag, open_track
 from stockscale.errors import InputError, WorkerFailure
 from stockscale.worker import EXIT_MEMORY, result_line
 
 if TYPE_CHECKING:
     from stockscale.config import TrainConfig
     from stockscale.distributed import DistEnv
+    from stockscale.tracking import Tracker
 
 
 def default_run_dir(prefix: str = "train") -> Path:
@@ -46,7 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         trial = read_trial(args.trials, os.environ.get("JOB_COMPLETION_INDEX"))
     cfg = load_config(args, trial)
     if args.backend == "kubernetes":
-        return train_on_kubernetes(cfg, args)
+        return tracked_train(args, args.out or Path("runs") / "kubernetes", lambda tracker:
+                             train_on_kubernetes(cfg, args, tracker))
     refuse_kubernetes_only_flags(args)
     out = args.out or default_run_dir()
     env = DistEnv.from_environ()
@@ -54,18 +58,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     if launch and env.is_distributed:
         raise InputError("--workers/--memory-limit launch workers; this process is already a worker "
                          f"(WORLD_SIZE={env.world_size} in the environment)")
+    if env.is_distributed and getattr(args, "track", None) is not None:
+        raise InputError("--track is for the process that starts the workers (--workers N), not for a rank "
+                         f"(WORLD_SIZE={env.world_size} in the environment)")
     # One run per --out: the command that owns it holds the lock (a DDP rank's launcher already does).
     with contextlib.nullcontext() if env.is_distributed else beside_lock(out, "stockscale train"):
-        return train_with_launcher(cfg, out, args) if launch else train_here(cfg, out, env)
+        return tracked_train(args, out, lambda tracker: train_with_launcher(cfg, out, args, tracker) if launch
+                             else train_here(cfg, out, env, tracker))
 
 
-def train_here(cfg: TrainConfig, out: Path, env: DistEnv) -> int:
+def tracked_train(args: argparse.Namespace, out: Path, work: Callable[[Tracker | None], int]) -> int:
+    """Run `work` as one tracked run named after its run directory (--track), its store beside that folder."""
+    from stockscale.tracking import tracked
+
+    if getattr(args, "dry_run", False):
+        return work(None)  # manifests only: nothing runs, nothing to track
+    tracker = open_track(args, out.parent)
+    if tracker is not None:
+        args.pod_env = tracker.pod_env()
+    with tracked(tracker, "train", out.name, {}, lambda: [out / "metrics.json", out / "config.yaml"]):
+        return work(tracker)
+
+
+def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | None = None) -> int:
     """Train in this process (one process, or one rank when the environment says so)."""
+    import time
+
     from stockscale.console import RichTrainProgress, train_progress
     from stockscale.errors import TrainingDiverged
+    from stockscale.launch.base import JobResult
     from stockscale.train import train
 
     progress = train_progress() if env.is_main else None
+    started = time.time()
     try:
         result = train(cfg, out, progress, env)
     except MemoryError:
@@ -79,6 +104,11 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv) -> int:
             progress.close()
     if env.is_main:
         print_run_summary(result)
+    if tracker is not None:
+        peaks = [worker["peak_rss_bytes"] for worker in result.get("workers", [])]
+        tracker.on_result(JobResult(name=out.name, status="success", metrics=result, start_time=started,
+                                    end_time=time.time(), peak_rss_bytes=peaks, run_dir=str(out)),
+                          cfg.to_dict(), {"stockscale.kind": "train"})
     print(result_line(result), flush=True)
     if env.is_distributed:
         # Gloo's worker threads can still hold work objects when the interpreter finalizes, which aborts the
@@ -127,7 +157,7 @@ def print_ticker_summary(metrics: dict[str, Any]) -> None:
             f"{pick['persistence_test_mape']:5.2f}%")
 
 
-def train_with_launcher(cfg: TrainConfig, out: Path, args: argparse.Namespace) -> int:
+def train_with_launcher(cfg: TrainConfig, out: Path, args: argparse.Namespace, tracker: Tracker | None = None) -> int:
     """Workers in child processes or containers (an emulated cluster, or one limited process)."""
     from stockscale.console import log
     from stockscale.launch.base import TrainJob
@@ -142,6 +172,8 @@ def train_with_launcher(cfg: TrainConfig, out: Path, args: argparse.Namespace) -
     job = TrainJob(name=out.name, config=cfg.to_dict(), run_dir=out, workers=args.workers,
                    memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
     result = choose_launcher(args, "train", on_line=relay, on_event=log).run(job)
+    if tracker is not None:
+        tracker.on_result(result, job.config, {"stockscale.kind": "train"})
     if result.status != "success" or result.metrics is None:
         raise WorkerFailure(f"training failed: {result.status}: {result.detail}")
     print(json.dumps(result.metrics), flush=True)
@@ -149,7 +181,7 @@ def train_with_launcher(cfg: TrainConfig, out: Path, args: argparse.Namespace) -
 
 
 
-def train_on_kubernetes(cfg: TrainConfig, args: argparse.Namespace) -> int:
+def train_on_kubernetes(cfg: TrainConfig, args: argparse.Namespace, tracker: Tracker | None = None) -> int:
     """Submit a PyTorchJob (Master + workers-1 Workers) or a Trainer v2 TrainJob (--k8s-kind trainjob), follow
     rank 0's log, collect its metrics."""
     from stockscale.console import log
@@ -169,6 +201,8 @@ def train_on_kubernetes(cfg: TrainConfig, args: argparse.Namespace) -> int:
 
     def work() -> int:
         result = launcher.run(job)
+        if tracker is not None:
+            tracker.on_result(result, job.config, {"stockscale.kind": "train"})
         if result.status != "success" or result.metrics is None:
             raise WorkerFailure(f"training on the cluster failed: {result.status}: {result.detail}")
         print(json.dumps(result.metrics), flush=True)
@@ -197,4 +231,5 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--k8s-kind", choices=("pytorchjob", "trainjob"), default="pytorchjob",
                      help="kubernetes: a Training Operator v1 PyTorchJob (default) or a Trainer v2 TrainJob")
     add_k8s_flags(train)
+    add_track_flag(train)
     train.set_defaults(handler=cmd_train)

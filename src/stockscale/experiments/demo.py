@@ -31,6 +31,7 @@ from stockscale.launch.base import Launcher, TrainJob
 from stockscale.launch.local import LocalLauncher
 from stockscale.launch.warm import WarmLauncher
 from stockscale.space import Value
+from stockscale.tracking import Tracker, tracked
 
 MiB = 2**20
 
@@ -82,13 +83,24 @@ def measure_baseline(launcher: Launcher, out: Path, data: TrainOverrides | None 
 
 
 def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
-             cluster: Launcher | None = None, source: str | None = None) -> tuple[str, Path]:
+             cluster: Launcher | None = None, source: str | None = None,
+             tracker: Tracker | None = None) -> tuple[str, Path]:
     """Run every stage into `out` (a results folder); return the printed comparison and the report path.
 
     `cluster` runs the cluster side (its scale tests and the parallel search), for example containers of
     the image; by default it is the same local launcher as the one-machine side. `source` is the data of
-    every stage (default the bundled AAPL series; `bundled:all` pools the four bundled tickers).
+    every stage (default the bundled AAPL series; `bundled:all` pools the four bundled tickers). A `tracker`
+    gets the demo as a parent run over its scale tests and searches (each a parent of its runs), the report as
+    its artifacts.
     """
+    report_dir = out / "report"
+    with tracked(tracker, "demo", out.name, {"quick": quick, "cluster": (cluster.name if cluster else "local")},
+                 lambda: [*sorted(report_dir.glob("report.*")), *sorted(report_dir.glob("*.png"))]):
+        return _run_demo(out, quick, on_event, cluster, source, tracker)
+
+
+def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: Launcher | None,
+              source: str | None, tracker: Tracker | None) -> tuple[str, Path]:
     data: TrainOverrides = {"source": source} if source else {}
     plan = QUICK if quick else FULL
     cpus = os.cpu_count() or 1
@@ -128,7 +140,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
             on_event(f"      x{run['multiplier']}: {run['status']}, {run['wall_seconds']:.1f}s, "
                      f"peak {peak:.0f} MiB/worker{detail}")
 
-        return run_scale_test(settings, runner, out / scale_test_folder(mode, loader), report)
+        return run_scale_test(settings, runner, out / scale_test_folder(mode, loader), report, tracker)
 
     def from_failure(search: BoundarySearch, memory: ScaleTestRecord) -> BoundarySearch:
         """The lazy loader's search: first probe where the memory loader failed (its own start if it never did)."""
@@ -154,7 +166,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
 
         # Trials here run on warm workers (launch/warm.py): a process per trial would spend seconds starting up.
         runner = WarmLauncher(log_dir=out / "logs") if cluster.name == "local" or backend == "sequential" else cluster
-        run_search(settings, runner, out / SEARCH_FOLDERS[backend], report)
+        run_search(settings, runner, out / SEARCH_FOLDERS[backend], report, tracker)
 
     search("sequential", 1)
     search("parallel" if cluster.name == "local" else cluster.name, cpus)

@@ -30,6 +30,7 @@ from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atom
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
+from stockscale.tracking import NO_TRACKING, Tracker
 from stockscale.worker import RunMetrics
 
 FORMAT_VERSION = 1
@@ -47,18 +48,20 @@ def run_config(settings: ScaleTestSettings, multiplier: int) -> TrainConfig:
 
 
 def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
-                   on_result: Callable[[ScaleRunEntry], None] | None = None) -> ScaleTestRecord:
+                   on_result: Callable[[ScaleRunEntry], None] | None = None,
+                   tracker: Tracker | None = None) -> ScaleTestRecord:
     """Run the grid (smallest first) or the boundary search and write `<out>/results.json`; return its content.
-    The folder is locked while it runs (locks.folder_lock)."""
+    The folder is locked while it runs (locks.folder_lock). A `tracker` is told the test (a parent run) and
+    each probe's result (its children)."""
     base_cfg = run_config(settings, 1)
     windows_per_replica = prepare_from_config(base_cfg).train_windows  # also checks the source up front
     prepare_results_dir(out, "results.json", KIND, (), clear=False)  # exists and is writable, to hold the lock
     with folder_lock(out, "stockscale scale-test"):
-        return _run_scale_test(settings, launcher, out, windows_per_replica, on_result)
+        return _run_scale_test(settings, launcher, out, windows_per_replica, on_result, tracker or NO_TRACKING)
 
 
 def _run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path, windows_per_replica: int,
-                    on_result: Callable[[ScaleRunEntry], None] | None) -> ScaleTestRecord:
+                    on_result: Callable[[ScaleRunEntry], None] | None, tracker: Tracker) -> ScaleTestRecord:
     runs_dir = out / "runs"
     # An earlier test's results and run directories are replaced, but only where results.json says so.
     prepare_results_dir(out, "results.json", KIND, ("runs", "logs", "results.json"), clear=True)
@@ -90,18 +93,25 @@ def _run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path, 
             doc["settings"]["multipliers"] = [run["multiplier"] for run in doc["results"]]
         doc["boundary"] = boundary_record(doc["results"])
         write_json_atomic(out / "results.json", doc)
+        tracker.on_result(result, job.config, {"stockscale.kind": "probe", "multiplier": str(multiplier)})
         if on_result is not None:
             on_result(entry)
         return entry["status"]
 
-    if settings.search is None:
-        for multiplier in sorted(settings.multipliers):
-            if probe(multiplier) in STOPPING and not settings.keep_going:
-                break
-    else:
-        find_boundary(settings.search, probe)
+    tracker.on_start("scale-test", out.name, doc["settings"])
+    try:
+        if settings.search is None:
+            for multiplier in sorted(settings.multipliers):
+                if probe(multiplier) in STOPPING and not settings.keep_going:
+                    break
+        else:
+            find_boundary(settings.search, probe)
+    except BaseException:
+        tracker.on_end(False, [out / "results.json"])
+        raise
     doc["finished_at"], doc["complete"] = utc_timestamp(), True
     write_json_atomic(out / "results.json", doc)
+    tracker.on_end(True, [out / "results.json"])
     return doc
 
 

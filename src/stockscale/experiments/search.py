@@ -36,12 +36,13 @@ from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
 from stockscale.space import Parameter, Space, grid, grid_size, load_space, parse_space, space_record
+from stockscale.tracking import NO_TRACKING, Tracker
 from stockscale.worker import EpochReport, JsonValue
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DEFAULT_SPACE", "KIND", "SearchSettings", "expected_cost", "format_summary", "grid", "load_space",
+__all__ = ["DEFAULT_SPACE", "KIND", "SearchSettings", "expected_cost", "grid", "load_space",
            "run_search", "trial_jobs", "trial_name"]
 
 FORMAT_VERSION = 1
@@ -160,19 +161,21 @@ def _job(settings: SearchSettings, out: Path, index: int, config: TrainOverrides
 
 
 def run_search(settings: SearchSettings, launcher: Launcher, out: Path,
-               on_result: Callable[[TrialEntry], None] | None = None) -> SearchSummaryRecord:
+               on_result: Callable[[TrialEntry], None] | None = None,
+               tracker: Tracker | None = None) -> SearchSummaryRecord:
     """Run the search and write `<out>/summary.json` after every trial; return the final summary. The folder
-    is locked for the whole search (locks.folder_lock): a second search on it is refused, never mixed in."""
+    is locked for the whole search (locks.folder_lock): a second search on it is refused, never mixed in. A
+    `tracker` is told the search (a parent run) and each trial's result as it arrives (its children)."""
     points = grid(settings.parameters) if settings.strategy == "grid" else []
     for index, config in enumerate(points):
         build_train_config({**settings.train, **config}, f"trial {index} {config}")
     prepare_results_dir(out, "summary.json", KIND, (), clear=False)  # exists and is writable, to hold the lock
     with folder_lock(out, "stockscale search"):
-        return _run_search(settings, launcher, out, points, on_result)
+        return _run_search(settings, launcher, out, points, on_result, tracker or NO_TRACKING)
 
 
 def _run_search(settings: SearchSettings, launcher: Launcher, out: Path, points: list[TrainOverrides],
-                on_result: Callable[[TrialEntry], None] | None) -> SearchSummaryRecord:
+                on_result: Callable[[TrialEntry], None] | None, tracker: Tracker) -> SearchSummaryRecord:
     prepare_results_dir(out, "summary.json", KIND, CONTENTS, clear=not settings.resume)
     study_hash = search_settings_hash(settings)
     previous = _finished_trials(out, settings, points) if settings.resume else {}
@@ -230,6 +233,7 @@ def _run_search(settings: SearchSettings, launcher: Launcher, out: Path, points:
         with lock:
             summary["results"].append(entry)
             _write(out, summary)
+        tracker.on_result(result, {**settings.train, **config}, {"stockscale.kind": "trial", "trial": str(index)})
         if on_result is not None:
             on_result(entry)
 
@@ -257,6 +261,7 @@ def _run_search(settings: SearchSettings, launcher: Launcher, out: Path, points:
         jobs = grid_jobs() if settings.strategy == "grid" else sampled_jobs()
     summary["launched_at"] = time.time()  # the total counts from here: a warm launcher's start is in it
     _write(out, summary)
+    tracker.on_start("search", out.name, summary["settings"])
     try:
         if getattr(launcher, "streams_jobs", False):
             launcher.run_many(jobs, settings.workers, record)
@@ -266,10 +271,14 @@ def _run_search(settings: SearchSettings, launcher: Launcher, out: Path, points:
             wave = settings.workers if adaptive else settings.trial_count
             while batch := list(itertools.islice(jobs, max(1, wave))):
                 launcher.run_many(batch, settings.workers, record)
+    except BaseException:
+        tracker.on_end(False, [out / "summary.json"])
+        raise
     finally:
         _write(out, summary)  # on Ctrl-C too: a valid partial summary
     summary["complete"], summary["finished_at"] = True, utc_timestamp()
     _write(out, summary)
+    tracker.on_end(True, [out / "summary.json"])
     return summary
 
 
@@ -374,22 +383,3 @@ def _write(out: Path, summary: SearchSummaryRecord) -> None:
         baseline_test=best["baseline_test"], run_dir=best["run_dir"])
     write_json_atomic(out / "summary.json", summary)
 
-
-def format_summary(summary: SearchSummaryRecord) -> str:
-    settings = summary["settings"]
-    strategy = settings.get("strategy", "grid")
-    how = "" if strategy == "grid" else f" ({strategy}, pruner {settings.get('pruner', 'none')})"
-    pruned = f", {summary['pruned']} pruned" if summary.get("pruned") else ""
-    lines = [
-        f"search, {settings['backend']}{how}: {len(summary['results'])} trials, {settings['workers']} at a time, "
-        f"{settings['threads_per_trial']} thread(s) each",
-        f"total {summary['total_wall_seconds']:.1f} s, sum of trial times {summary['sum_trial_seconds']:.1f} s, "
-        f"{summary['successes']} succeeded{pruned}, {summary['failures']} failed",
-    ]
-    best = summary.get("best")
-    if best:
-        test, base = best["test"] or {}, best["baseline_test"] or {}
-        lines.append(f"best by validation loss: {best['name']} {best['config']} val_loss {best['val_loss']:.4f}")
-        if "rmse" in test and "rmse" in base:
-            lines.append(f"  test RMSE ${test['rmse']:.3f} (persistence baseline ${base['rmse']:.3f})")
-    return "\n".join(lines)

@@ -9,8 +9,10 @@ from pathlib import Path
 from stockscale.errors import InputError
 from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
 from stockscale.experiments.report.comparison import format_comparison
+from stockscale.experiments.report.html import write_html_report
 from stockscale.experiments.report.scale_table import scale_headlines
 from stockscale.experiments.report.search_table import search_headline
+from stockscale.experiments.report.tables import runs_section
 from stockscale.experiments.report.tickers import ticker_section
 from stockscale.experiments.results import LoadedResults, SearchRun, load_predictions
 from stockscale.experiments.strategy_plot import plot_best_so_far
@@ -77,7 +79,8 @@ def write_report(results: LoadedResults, out_dir: Path,
 
     `out_dir` is a report folder: report.md and the PNGs named in PLOTS are replaced there, each written to
     a temporary file and renamed; a plot whose data is missing is skipped with a note (and an older PNG of
-    that name removed, so the folder never shows a stale picture). report.md is written last."""
+    that name removed, so the folder never shows a stale picture). report.md is written after the plots, and
+    report.html (the same content as one self-contained page, experiments/report/html.py) after it."""
     from stockscale.experiments import plots
 
     out_dir = Path(out_dir)
@@ -102,8 +105,10 @@ def write_report(results: LoadedResults, out_dir: Path,
             notes[name] = str(skipped)
             (out_dir / name).unlink(missing_ok=True)
     text = _report_markdown(results, build_projection(results, settings), notes, grid_run)
+    text += "\n".join(runs_section(results)) + "\n"
     report = out_dir / "report.md"
     write_text_atomic(report, text)
+    write_html_report(report)
     return report
 
 

@@ -85,6 +85,9 @@ class ClusterSpec(BaseModel):
                     "parameters (the Trainer's constants.EnvVarPrefix; not verified offline, check your release)")
     network_policy: bool = Field(True, description="training jobs get a NetworkPolicy: only the run's own pods "
                                                    "reach their rendezvous port")
+    env: dict[str, str] = Field(default_factory=dict,
+                                description="more environment variables of every stockscale container (--track "
+                                            "sets MLFLOW_TRACKING_URI here when the pods can reach the server)")
 
     @field_validator("namespace", "pvc_name")
     @classmethod

@@ -117,6 +117,7 @@ def pod_template(
             {"name": "STOCKSCALE_CACHE", "value": "/tmp/stockscale-cache"},
             {"name": "OMP_NUM_THREADS", "value": str(threads)},
             *extra_env,
+            *({"name": name, "value": value} for name, value in sorted(spec.env.items())),
         ],
         "resources": {
             "requests": {"cpu": spec.cpu_request, "memory": memory_request},
