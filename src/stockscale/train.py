@@ -3,7 +3,7 @@
 1. seed, threads, device; join the process group when the environment says this is one of several ranks
 2. open this rank's share of the training data (validation and test are always the original data)
 3. train: Adam on MSE, every rank the same number of steps, gradients averaged by DDP
-4. score the model on validation and test in dollars, beside the persistence baseline
+4. score the model on validation and test in dollars, beside the baselines (baselines.py)
 5. rank 0 writes the run directory (temporary directory renamed at the end) and returns the metrics
 """
 
@@ -22,6 +22,7 @@ import yaml
 from torch import nn
 
 from stockscale import checkpoint
+from stockscale.baselines import Baselines, prediction_summary, score, to_price
 from stockscale.config import TrainConfig
 from stockscale.data.dataset import open_training_data
 from stockscale.data.windows import EvalSet, NormStats, make_features
@@ -184,6 +185,7 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         val_outputs = model_outputs(core, val_set, stats, device)
     test_outputs = model_outputs(core, test_set, stats, device)
     val_pred, test_pred = predict(val_outputs, val_set, stats), predict(test_outputs, test_set, stats)
+    baselines = Baselines.fit(data.prepared)  # on the original training days only
     metrics: dict[str, Any] = {
         "kind": "train_run",
         "format_version": FORMAT_VERSION,
@@ -203,16 +205,19 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         "device": device.type,
         "threads": torch.get_num_threads(),
         "history": history,
-        "val": {"loss": history[-1]["val_loss"], **score(val_pred, val_set)},
-        "test": {"loss": evaluate_loss(test_outputs, test_set, stats), **score(test_pred, test_set)},
+        "val": {"loss": history[-1]["val_loss"], **score(val_pred, val_set),
+                **prediction_summary(val_pred, val_set)},
+        "test": {"loss": evaluate_loss(test_outputs, test_set, stats), **score(test_pred, test_set),
+                 **prediction_summary(test_pred, test_set)},
         "baseline": {"name": "persistence", "val": score(val_set.last_price, val_set),
                      "test": score(test_set.last_price, test_set)},
+        "baselines": baselines.scores({"val": val_set, "test": test_set}),
     }
     phases["evaluate"] = time.perf_counter() - mark
     metrics["phase_seconds"] = phases
     metrics["wall_seconds"] = time.perf_counter() - started
     metrics["run_dir"] = str(out)
-    write_run_dir(out, cfg, metrics, core, test_set, test_pred)
+    write_run_dir(out, cfg, metrics, core, test_set, test_pred, baselines.predictions(test_set))
     return metrics
 
 
@@ -247,32 +252,11 @@ def evaluate_loss(outputs: np.ndarray, evalset: EvalSet, stats: NormStats) -> fl
 def predict(outputs: np.ndarray, evalset: EvalSet, stats: NormStats) -> np.ndarray:
     """Predicted next-day closes in dollars from the model's outputs: today's close moved by the predicted log
     return."""
-    return evalset.last_price * np.exp(outputs.astype(np.float64) * stats.return_std * stats.price_std)
-
-
-def score(predicted: np.ndarray, evalset: EvalSet) -> dict[str, Any]:
-    """RMSE, MAE (dollars), MAPE (%) and directional accuracy of predicted closes against the actual ones.
-
-    A prediction equal to today's close (the persistence baseline) has no direction: directional accuracy
-    is then null rather than a number that pretends it guessed.
-    """
-    actual, last = evalset.next_price, evalset.last_price
-    error = predicted - actual
-    predicted_move, actual_move = np.sign(predicted - last), np.sign(actual - last)
-    directional = None
-    if np.any(predicted_move != 0):
-        directional = float(np.mean(predicted_move == actual_move))
-    return {
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "mae": float(np.mean(np.abs(error))),
-        "mape": float(np.mean(np.abs(error) / actual) * 100),
-        "directional_accuracy": directional,
-        "windows": len(actual),
-    }
+    return to_price(outputs, evalset, stats)
 
 
 def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: nn.Module,
-                  test_set: EvalSet, test_pred: np.ndarray) -> None:
+                  test_set: EvalSet, test_pred: np.ndarray, baselines: dict[str, np.ndarray] | None = None) -> None:
     """Everything in a temporary directory beside `out`, renamed to `out` only when complete."""
     with staged_dir(out) as tmp:
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -285,6 +269,8 @@ def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: n
             "actual": test_set.next_price.tolist(),
             "predicted": test_pred.tolist(),
             "baseline": test_set.last_price.tolist(),
+            "baselines": {name: values.tolist() for name, values in (baselines or {}).items()
+                          if name != "persistence"},
         }
         (tmp / "predictions.json").write_text(to_json(predictions, indent=None) + "\n")
 

@@ -98,6 +98,7 @@ class RunMetrics(TypedDict, total=False):
     val: SplitScore
     test: SplitScore
     baseline: BaselineScores
+    baselines: JsonObject  # every baseline by name, each split's score (baselines.Baselines.scores)
     phase_seconds: dict[str, float | None]  # startup, setup, data, model, train, evaluate
     wall_seconds: float
     run_dir: str
