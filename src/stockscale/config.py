@@ -23,6 +23,10 @@ from stockscale.errors import InputError
 
 SEQ_LEN = 60
 FEATURES = ("open", "high", "low", "close", "volume")
+# Replica noise, a daily log return: about a tenth of AAPL's training daily std (2.44 %), so a replica's daily
+# moves have sqrt(1 + 0.1**2) = 1.005x the original's std, less than that std's own sampling error over the
+# 881 training days (about 2.4 %): a replica is another path of the same kind of days, not a noisier stock.
+NOISE = 0.0025
 
 
 class TrainConfig(BaseModel):
@@ -41,7 +45,9 @@ class TrainConfig(BaseModel):
     train_frac: float = Field(0.70, gt=0, lt=1, description="training share of the days")
     val_frac: float = Field(0.15, gt=0, lt=1, description="validation share of the days")
     multiplier: int = Field(1, ge=1, le=MAX_MULTIPLIER, description="grow the training data to N noisy replicas")
-    noise: float = Field(0.01, ge=0, le=100, description="replica noise sigma in normalized units")
+    noise: float = Field(NOISE, ge=0, le=100, description="replica noise: sigma of the N(0, sigma) added to each "
+                                                       "training day's log return, then cumulated (0.0025 = "
+                                                       "0.25 percent a day, ~0.1x AAPL's daily std)")
     data: Path | None = Field(None, description="train on a dataset directory written by `stockscale data scale` "
                                                 "(default: none, the bundled series and --multiplier)")
     loader: Literal["memory", "lazy", "stream"] = Field("lazy", description="memory | lazy | stream: how "
@@ -75,7 +81,7 @@ class TrainConfig(BaseModel):
             raise ValueError(f"start {self.start} is not before end {self.end}")
         if self.data is not None:
             # A dataset's manifest fixes these; a different value beside it would be silently ignored.
-            fixed = {"source": "bundled:AAPL", "start": None, "end": None, "multiplier": 1, "noise": 0.01}
+            fixed = {"source": "bundled:AAPL", "start": None, "end": None, "multiplier": 1, "noise": NOISE}
             clash = [name for name, default in fixed.items() if getattr(self, name) != default]
             if clash:
                 raise ValueError(f"data {self.data} fixes {', '.join(clash)} (its manifest says); do not set both")

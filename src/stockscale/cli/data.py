@@ -22,7 +22,8 @@ def cmd_data_scale(args: argparse.Namespace) -> int:
     cfg = build_train_config({k: v for k, v in values.items() if v is not None}, "flags")
     out = args.out or Path("datasets") / f"{cfg.source.split(':', 1)[-1].lower()}-x{cfg.multiplier}"
     prepared = prepare_from_config(cfg)
-    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed)
+    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
+                       price_std=prepared.stats.price_std)
     log(f"writing {cfg.multiplier} replicas ({spec.total_windows} training windows) to {out}")
 
     def on_shard(done: int, total: int) -> None:

@@ -127,7 +127,7 @@ def series_cache_dir() -> Path:
 
 def cache_dir_for(cfg: TrainConfig, prepared: PreparedData) -> Path:
     key = json.dumps({**source_record(cfg, prepared), "multiplier": cfg.multiplier, "noise": cfg.noise,
-                      "seed": cfg.seed}, sort_keys=True)
+                      "noise_units": "daily_log_return", "seed": cfg.seed}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_root() / "datasets" / f"x{cfg.multiplier}-{digest}"
 
@@ -138,7 +138,8 @@ def ensure_cached_dataset(cfg: TrainConfig, prepared: PreparedData) -> tuple[Pat
     Several ranks on one machine may race here: each writes its own temporary directory and the first
     rename wins; the others find the finished dataset and use it.
     """
-    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed)
+    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
+                       price_std=prepared.stats.price_std)
     target = cache_dir_for(cfg, prepared)
     try:
         return target, write_dataset(prepared, spec, source_record(cfg, prepared), target)
@@ -165,7 +166,8 @@ def open_training_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Train
             dataset, manifest = ensure_cached_dataset(cfg, prepared)
             source = ReplicaSource.on_disk(dataset, manifest)
         else:
-            spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed)
+            spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
+                       price_std=prepared.stats.price_std)
             source = ReplicaSource.generated(spec)
     if source.total_windows < world:
         raise InputError(f"{source.total_windows} training windows cannot be shared by {world} workers")
