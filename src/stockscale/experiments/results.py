@@ -124,6 +124,7 @@ class Trial(_Shape):
     test_rmse: float | None = None
     test: SplitMetrics | None = None
     baseline_test: SplitMetrics | None = None
+    baselines_test: dict[str, dict[str, Any]] = {}  # by baseline name (issue 23; older files lack it)
     peak_rss_bytes: int | None = None
     run_dir: str | None = None
 
@@ -136,6 +137,7 @@ class Best(_Shape):
     test: SplitMetrics
     baseline_test: SplitMetrics | None
     run_dir: str | None = None
+    baselines_test: dict[str, dict[str, Any]] = {}  # by baseline name (issue 23; older files lack it)
 
 
 class SearchSummary(_Shape):

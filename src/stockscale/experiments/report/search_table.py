@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from stockscale.experiments.report.reading import reading
 from stockscale.experiments.report.text import STATUS_WORDS, machine_text, seconds_text, wrap
 from stockscale.experiments.results import LoadedResults, SearchRun, config_text
 from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median_speedup
@@ -142,7 +143,9 @@ def _format_best(run: SearchRun) -> list[str]:
             diff = rmse - base
             verdict = "beats persistence by" if diff < 0 else "is worse than persistence by"
             text += f": the LSTM {verdict} ${abs(diff):.2f} ({abs(diff) / base * 100:.1f}%)"
-    return lines + wrap(f"  {'':<12}", text)
+    lines += wrap(f"  {'':<12}", text)
+    said = reading(best.test.model_dump(), best.baselines_test) if best.baselines_test else ""
+    return lines + (wrap(f"  {'':<12}", f"Reading: {said}") if said else [])
 
 
 def search_headline(results: LoadedResults) -> str:
