@@ -35,7 +35,7 @@ class TrialEntry(TypedDict):
     test_rmse: float | None
     test: SplitScore | None
     baseline_test: SplitScore | None
-    baselines_test: NotRequired[dict[str, dict[str, Any]]]  # every baseline's test score (split_baselines)
+    baselines_test: NotRequired[dict[str, JsonObject]]  # every baseline's test score (split_baselines)
     peak_rss_bytes: int | None
     run_dir: str | None
     settings_hash: NotRequired[str]
@@ -52,7 +52,7 @@ class BestTrial(TypedDict):
     test: SplitScore | None
     baseline_test: SplitScore | None
     run_dir: str | None
-    baselines_test: NotRequired[dict[str, dict[str, Any]]]
+    baselines_test: NotRequired[dict[str, JsonObject]]
 
 
 class SearchSettingsRecord(TypedDict):
