@@ -58,7 +58,11 @@ class TrainConfig(BaseModel):
     num_layers: int = Field(2, gt=0, le=64, description="LSTM layers")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout between LSTM layers")
     lr: float = Field(1e-3, gt=0, le=10, alias="learning_rate", description="Adam learning rate")
-    batch_size: int = Field(64, gt=0, le=1_000_000, description="batch size per worker")
+    batch_size: int = Field(64, gt=0, le=1_000_000, description="batch size per worker (see batch_scope)")
+    batch_scope: Literal["per_worker", "global"] = Field(
+        "per_worker", description="per_worker: batch_size is each worker's (N workers step on N x batch_size "
+                                  "windows); global: batch_size is split over the workers, the same optimisation "
+                                  "as one process")
     epochs: int = Field(10, gt=0, le=1_000_000, description="epochs")
     max_steps: int | None = Field(None, gt=0, le=MAX_COUNT, description="stop after this many optimizer steps "
                                                                        "(default: no limit, run every epoch)")
@@ -124,6 +128,7 @@ class TrainOverrides(TypedDict, total=False):
     lr: float | str
     learning_rate: float | str  # lr's alias, as a config file may spell it
     batch_size: int | str
+    batch_scope: Literal["per_worker", "global"] | str
     epochs: int | str
     max_steps: int | str | None
     seed: int | str
@@ -133,6 +138,18 @@ class TrainOverrides(TypedDict, total=False):
 
 
 TRAIN_FIELDS = frozenset(TrainConfig.model_fields) | {"learning_rate"}
+
+
+def worker_batch_size(cfg: TrainConfig, world: int) -> int:
+    """Each worker's batch: batch_size itself, or with batch_scope global its share of batch_size, so that N DDP
+    workers (gradients averaged) take the steps one process takes. A share must be whole: an uneven split would
+    be a different global batch than the one asked for."""
+    if cfg.batch_scope == "per_worker" or world == 1:
+        return cfg.batch_size
+    if cfg.batch_size % world:
+        raise InputError(f"batch_size {cfg.batch_size} cannot be split evenly over {world} workers "
+                         "(batch_scope global): use a multiple of the workers")
+    return cfg.batch_size // world
 
 
 def field_help(name: str) -> str:

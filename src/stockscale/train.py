@@ -116,7 +116,7 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
 
     phases["data"], mark = time.perf_counter() - mark, time.perf_counter()
 
-    core = LSTMRegressor(5, cfg.hidden_size, cfg.num_layers, cfg.dropout).to(device)
+    core = build_model(cfg, device)
     optimizer = Adam(core.parameters(), lr=cfg.lr)  # torch.optim.Adam's update without importing dynamo
     identity = checkpoint.run_identity(cfg, env.world_size)
     saved = checkpoint.load(cfg.checkpoint_dir, identity) if cfg.checkpoint_dir is not None else None
@@ -140,6 +140,8 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         if cfg.max_steps is not None:
             steps_this_epoch = min(steps_this_epoch, cfg.max_steps - steps)
         progress.epoch_start(epoch, cfg.epochs, steps_this_epoch)
+        if env.is_distributed:
+            seed_dropout(cfg.seed, env.rank, epoch)
         model.train()
         loss_sum, loss_count = 0.0, 0
         for step, (x, y) in enumerate(loader.epoch(epoch), start=1):
@@ -201,6 +203,9 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         "samples_per_second": sum(w["samples_per_second"] for w in workers),
         "peak_rss_bytes": peak_rss_bytes(),
         "world_size": env.world_size,
+        "batch_scope": cfg.batch_scope,
+        "batch_per_worker": loader.batch_size,
+        "global_batch": loader.batch_size * env.world_size,
         "workers": workers,
         "device": device.type,
         "threads": torch.get_num_threads(),
@@ -219,6 +224,28 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
     metrics["run_dir"] = str(out)
     write_run_dir(out, cfg, metrics, core, test_set, test_pred, baselines.predictions(test_set))
     return metrics
+
+
+def build_model(cfg: TrainConfig, device: torch.device) -> LSTMRegressor:
+    """The model, its weights drawn from `cfg.seed` alone: every rank builds the same one (DDP would broadcast
+    rank 0's anyway), and a single process draws what it always did."""
+    torch.manual_seed(cfg.seed)
+    return LSTMRegressor(5, cfg.hidden_size, cfg.num_layers, cfg.dropout).to(device)
+
+
+def dropout_seed(seed: int, rank: int, epoch: int) -> int:
+    """The torch seed of one DDP rank's dropout in one epoch: from (seed, rank, epoch) through numpy's
+    SeedSequence, so no two ranks share a stream (seed + rank would: seed 42 rank 1 is seed 43 rank 0) and a
+    resumed epoch draws what it drew the first time (the checkpoint holds rank 0's RNG state only)."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+
+
+def seed_dropout(seed: int, rank: int, epoch: int) -> None:
+    """Give this rank its own dropout stream for `epoch`: ranks that drew the same masks would waste the
+    regularisation that a larger batch of independent masks gives."""
+    torch.manual_seed(dropout_seed(seed, rank, epoch))
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(dropout_seed(seed, rank, epoch))
 
 
 def gather_worker_stats(env: DistEnv, rss: int, rate: float) -> list[dict[str, Any]]:

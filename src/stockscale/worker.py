@@ -91,6 +91,9 @@ class RunMetrics(TypedDict, total=False):
     samples_per_second: float
     peak_rss_bytes: int
     world_size: int
+    batch_scope: str  # per_worker | global (TrainConfig.batch_scope)
+    batch_per_worker: int
+    global_batch: int  # batch_per_worker x world_size: the windows one optimizer step averages over
     workers: list[WorkerStats]
     device: str
     threads: int

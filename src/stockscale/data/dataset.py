@@ -21,7 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from stockscale.config import TrainConfig
+from stockscale.config import TrainConfig, worker_batch_size
 from stockscale.data.loaders import ReplicaSource, TrainLoader
 from stockscale.data.replicas import ReplicaSpec
 from stockscale.data.series_cache import load_series
@@ -171,6 +171,6 @@ def open_training_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Train
             source = ReplicaSource.generated(spec)
     if source.total_windows < world:
         raise InputError(f"{source.total_windows} training windows cannot be shared by {world} workers")
-    loader = TrainLoader(cfg.loader, source, prepared.stats, rank, world, cfg.batch_size, cfg.seed)
+    loader = TrainLoader(cfg.loader, source, prepared.stats, rank, world, worker_batch_size(cfg, world), cfg.seed)
     return TrainingData(prepared, loader, source.total_windows, multiplier, noise,
                         str(dataset) if dataset else None)
