@@ -45,6 +45,7 @@ class DemoPlan:
     space: dict[str, list[Value]]
     search_train: TrainOverrides = field(default_factory=lambda: TrainOverrides())
     timeout: float = 300.0
+    recheck: tuple[int, int] = (3, 2)  # the best config again: rolling origins x seeds (stockscale evaluate)
 
     def search(self, windows_per_replica: int, workers: int) -> BoundarySearch:
         """The boundary search for `workers` workers on the sqrt-2 lattice around what one process should hold
@@ -61,7 +62,7 @@ FULL = DemoPlan(workers=4, headroom=512 * MiB, scale_steps=20, space=DEFAULT_SPA
                 search_train={"epochs": 2})
 QUICK = DemoPlan(workers=2, headroom=256 * MiB, scale_steps=3,
                  space={"lr": [1e-3, 5e-3], "hidden_size": [16, 32], "num_layers": [1]},
-                 search_train={"max_steps": 5, "epochs": 1})
+                 search_train={"max_steps": 5, "epochs": 1}, recheck=(2, 2))
 
 
 def memory_limit_for(baseline: int, plan: DemoPlan) -> int:
@@ -79,6 +80,27 @@ def measure_baseline(launcher: Launcher, out: Path) -> int:
         raise RuntimeError(f"the calibration run failed: {result.status} {result.detail}")
     shutil.rmtree(run_dir, ignore_errors=True)
     return max(result.peak_rss_bytes)
+
+
+def recheck_best(out: Path, plan: DemoPlan, cpus: int, on_event: Callable[[str], None]) -> None:
+    """The search's best config trained again over a few rolling origins and seeds (a small `stockscale
+    evaluate`), so the report shows how much one trial at one seed on one split moves, not one number."""
+    from stockscale.experiments.evaluate import FOLDER, run_evaluation
+    from stockscale.experiments.evaluate_settings import EvaluateSettings
+    from stockscale.experiments.results import best_search
+
+    best = best_search(load_results(out))
+    if best is None or best.data.best is None:
+        on_event("      no successful trial: the best config is not re-checked")
+        return
+    origins, seeds = plan.recheck
+    config = {key: value for key, value in best.data.best.config.items() if key != "seed"}
+    on_event(f"      the best config again ({', '.join(f'{k}={v}' for k, v in config.items())}): {origins} rolling "
+             f"origins x {seeds} seeds")
+    settings = EvaluateSettings(origins=origins, seeds=seeds, train={**plan.search_train, **config},
+                                parallel=cpus, threads_per_run=1)
+    run_evaluation(settings, WarmLauncher(log_dir=out / "logs"), out / FOLDER,
+                   lambda name, result: on_event(f"      {name} {result.status}"))
 
 
 def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
@@ -155,6 +177,7 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
 
     search("sequential", 1)
     search("parallel" if cluster.name == "local" else cluster.name, cpus)
+    recheck_best(out, plan, cpus, on_event)
 
     announce("report")
     results = load_results(out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stockscale.experiments.evaluation_stats import SIGNIFICANCE
+from stockscale.experiments.evaluation_stats import SIGNIFICANCE, spread
 from stockscale.experiments.report.reading import ONE_WAY_SHARE
 from stockscale.experiments.report.text import wrap
 
@@ -59,6 +59,26 @@ def evaluation_reading(record: Mapping[str, Any]) -> str:
     return "; ".join(parts) + "." if parts else ""
 
 
+def _last_fold_seeds(folds: list[Mapping[str, Any]]) -> list[str]:
+    """The configured span itself (the last fold: a search's own split) over its seeds: how much one trial at
+    one seed moves."""
+    if not folds:
+        return []
+    runs = [run for run in folds[-1].get("runs", []) if run.get("status") == "success" and run.get("test")]
+    if not runs:
+        return []
+    rmse = spread([run["test"].get("rmse") for run in runs])
+    base = (runs[0].get("baselines_test") or {}).get("persistence", {}).get("rmse")
+    last = folds[-1]
+    text = (f"On the configured span alone (fold {last.get('fold')}, test days to {last.get('test_last_date')}): "
+            f"the LSTM's test RMSE over {rmse['n']} seed(s) is ${_stat(rmse, '.3f')} (from ${rmse['min']:.3f} to "
+            f"${rmse['max']:.3f})")
+    if base is not None:
+        beats = sum(run["test"].get("rmse", float("inf")) < base for run in runs)
+        text += f"; persistence ${base:.3f}; {beats} of {len(runs)} seed(s) beat it"
+    return wrap("  ", text + ".", indent=2)
+
+
 def format_evaluation_record(record: Mapping[str, Any], path: str | None = None) -> list[str]:
     """Fixed-width lines for one evaluation.json (as a dict)."""
     settings, folds = record.get("settings") or {}, record.get("folds") or []
@@ -87,6 +107,7 @@ def format_evaluation_record(record: Mapping[str, Any], path: str | None = None)
                      f"{_stat(m.get('mean_predicted_move'), '+.3f', 100):>18}  {_stat(m.get('up_share'), '.2f'):>11}")
     lines += wrap("  ", "mean ± sample standard deviation over the runs (folds x seeds); RMSE and MAE in dollars, "
                   "direction and mean move (per day) in %.", indent=2)
+    lines += _last_fold_seeds(folds)
     tests = record.get("diebold_mariano") or {}
     if tests:
         any_test = next(iter(tests.values()))
