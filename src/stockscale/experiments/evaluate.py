@@ -168,6 +168,13 @@ def run_evaluation(settings: EvaluateSettings, launcher: Launcher, out: Path,
     jobs = _jobs(settings, folds, seeds, out)
     prepare_results_dir(out, "evaluation.json", KIND, CONTENTS, clear=True)
     started = utc_timestamp()
+    run_settings = {"origins": settings.origins, "seeds": seeds, "train": dict(settings.train),
+                    "parallel": settings.parallel, "threads_per_run": settings.threads_per_run,
+                    "timeout_seconds": settings.timeout, "machine": machine_info()}
+    # Written first, so that an interrupted evaluation leaves a folder the next one may clear and compare reads.
+    write_json_atomic(out / "evaluation.json", {
+        "kind": KIND, "format_version": FORMAT_VERSION, "started_at": started, "finished_at": None,
+        "complete": False, "settings": run_settings, "folds": [], "models": {}, "diebold_mariano": {}})
 
     def told(result: JobResult) -> None:
         if on_result is not None:
@@ -186,9 +193,7 @@ def run_evaluation(settings: EvaluateSettings, launcher: Launcher, out: Path,
         "kind": KIND, "format_version": FORMAT_VERSION, "started_at": started, "finished_at": utc_timestamp(),
         "complete": all(run["status"] == "success" for fold in fold_records for run in fold["runs"])
         and len(results) == len(jobs),
-        "settings": {"origins": settings.origins, "seeds": seeds, "train": dict(settings.train),
-                     "parallel": settings.parallel, "threads_per_run": settings.threads_per_run,
-                     "timeout_seconds": settings.timeout, "machine": machine_info()},
+        "settings": run_settings,
         "folds": fold_records,
         "models": model_scores(fold_records),
         "diebold_mariano": dm_tests(fold_records),

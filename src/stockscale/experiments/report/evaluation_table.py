@@ -90,10 +90,14 @@ def format_evaluation_record(record: Mapping[str, Any], path: str | None = None)
     days = folds[0].get("predicted_days") if folds else None
     train = ", ".join(f"{k} {v}" for k, v in (settings.get("train") or {}).items()) or "default training"
     lines = ["WALK-FORWARD EVALUATION", "=" * 23]
+    if not folds:
+        return lines + wrap("  ", f"{settings.get('origins')} rolling origins x {len(seeds)} seeds: no results "
+                            "(interrupted before its runs ended)" + (f"; file {path}" if path else ""), indent=4)
     lines += wrap("  ", f"{settings.get('origins')} rolling origins x {len(seeds)} seeds = {len(runs)} runs, "
                   f"{ok} succeeded; {train}; predicted test days end to end from {first} to {last}, {days} per fold"
                   + (f"; file {path}" if path else "")
-                  + ("" if record.get("complete", True) else "; INCOMPLETE (some runs failed)"), indent=4)
+                  + ("" if record.get("complete", True) else "; INCOMPLETE (interrupted, or some runs failed)"),
+                  indent=4)
     models = record.get("models") or {}
     head = (f"  {'model':<12} {'test RMSE':>17}  {'MAE':>17}  {'direction':>15}  {'mean move':>18}  "
             f"{'up share':>11}")
