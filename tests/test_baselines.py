@@ -104,3 +104,12 @@ def test_metrics_json_holds_every_baseline_on_the_same_test_windows(tmp_path):
     drift = np.array(predictions["baselines"]["drift"])
     assert np.sqrt(np.mean((drift - actual) ** 2)) == pytest.approx(baselines["drift"]["test"]["rmse"])
     assert 0.0 <= metrics["test"]["up_share"] <= 1.0
+
+
+def test_cheap_baselines_leave_only_the_ridge_out(tmp_path):
+    cfg = build_train_config({"epochs": 1, "max_steps": 1, "hidden_size": 8, "num_layers": 1, "threads": 1,
+                              "baselines": "cheap"})
+    metrics = train(cfg, tmp_path / "run")
+    assert set(metrics["baselines"]) == {"persistence", "drift", "always_up", "training_majority"}
+    predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert set(predictions["baselines"]) == {"drift"}

@@ -126,27 +126,30 @@ class Baselines:
 
     drift: float
     up_share: float
-    ridge: RidgeBaseline
+    ridge: RidgeBaseline | None  # None: left out (TrainConfig.baselines "cheap")
 
     @classmethod
-    def fit(cls, prepared: PreparedData) -> Baselines:
+    def fit(cls, prepared: PreparedData, ridge: bool = True) -> Baselines:
         train_close = prepared.series.close[: prepared.train_end]
         return cls(training_drift(train_close), training_up_share(train_close),
-                   RidgeBaseline.fit(prepared.train_series, prepared.stats))
+                   RidgeBaseline.fit(prepared.train_series, prepared.stats) if ridge else None)
 
     def predictions(self, evalset: EvalSet) -> dict[str, np.ndarray]:
         """Next-day closes in dollars by every baseline that predicts a price."""
-        return {"persistence": evalset.last_price, "drift": drift_prediction(evalset, self.drift),
-                "ridge": to_price(self.ridge.outputs(evalset), evalset, self.ridge.stats)}
+        out = {"persistence": evalset.last_price, "drift": drift_prediction(evalset, self.drift)}
+        if self.ridge is not None:
+            out["ridge"] = to_price(self.ridge.outputs(evalset), evalset, self.ridge.stats)
+        return out
 
     def scores(self, sets: dict[str, EvalSet]) -> dict[str, Any]:
         """metrics.json's `baselines`: each baseline's score on each split (docs/results.md)."""
         out: dict[str, Any] = {
-            "persistence": {}, "drift": {"daily_log_return": self.drift}, "ridge": {"alpha": self.ridge.alpha},
-            "always_up": {},
+            "persistence": {}, "drift": {"daily_log_return": self.drift}, "always_up": {},
             "training_majority": {"direction": "up" if self.up_share >= 0.5 else "down",
                                   "train_up_share": self.up_share},
         }
+        if self.ridge is not None:
+            out["ridge"] = {"alpha": self.ridge.alpha}
         for split, evalset in sets.items():
             for name, predicted in self.predictions(evalset).items():
                 out[name][split] = {**score(predicted, evalset), **prediction_summary(predicted, evalset)}

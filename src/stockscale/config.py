@@ -68,6 +68,12 @@ class TrainConfig(BaseModel):
                                                                        "(default: no limit, run every epoch)")
     seed: int = Field(42, ge=0, lt=MAX_SEED, description="random seed")
 
+    # evaluation
+    baselines: Literal["all", "cheap"] = Field(
+        "all", description="all: persistence, drift, ridge and the direction baselines beside the model; cheap: "
+                           "all but ridge, whose library (scikit-learn) costs rank 0 about a second and 110 MiB "
+                           "(runs that measure memory or speed, not accuracy)")
+
     # execution
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda (auto: CUDA when "
                                                                       "present)")
@@ -132,6 +138,7 @@ class TrainOverrides(TypedDict, total=False):
     epochs: int | str
     max_steps: int | str | None
     seed: int | str
+    baselines: Literal["all", "cheap"] | str
     device: Literal["auto", "cpu", "cuda"] | str
     threads: int | str | None
     checkpoint_dir: Path | str | None

@@ -192,7 +192,7 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
     summary, total_windows, prepared = data.summary(), data.total_windows, data.prepared
     held, batch = int(loader.data_resident_bytes), loader.batch_size
     del data, loader
-    baselines = Baselines.fit(prepared)  # on the original training days only
+    baselines = Baselines.fit(prepared, ridge=cfg.baselines == "all")  # on the original training days only
     metrics: dict[str, Any] = {
         "kind": "train_run",
         "format_version": FORMAT_VERSION,

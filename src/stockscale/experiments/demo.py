@@ -74,7 +74,8 @@ def measure_baseline(launcher: Launcher, out: Path) -> int:
     """Peak RSS of one worker training on the 1x data with the memory loader, no limit."""
     run_dir = out / "calibration"
     shutil.rmtree(run_dir, ignore_errors=True)
-    result = launcher.run(TrainJob(name="calibration", config={"loader": "memory", "max_steps": 2, "epochs": 1},
+    result = launcher.run(TrainJob(name="calibration", config={"loader": "memory", "max_steps": 2, "epochs": 1,
+                                                                   "baselines": "cheap"},
                                    run_dir=run_dir, workers=1))
     if result.status != "success":
         raise RuntimeError(f"the calibration run failed: {result.status} {result.detail}")
