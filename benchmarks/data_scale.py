@@ -45,7 +45,8 @@ def generation_rate(multiplier: int, out: Path) -> float:
 
     cfg = build_train_config({"multiplier": multiplier})
     prepared = prepare_from_config(cfg)
-    spec = ReplicaSpec(prepared.train_series, multiplier, cfg.noise, cfg.seed)
+    spec = ReplicaSpec(prepared.train_series, multiplier, cfg.noise, cfg.seed,
+                       price_std=prepared.stats.price_std)
     start = time.perf_counter()
     manifest = write_dataset(prepared, spec, source_record(cfg, prepared), out)
     return sum(shard["bytes"] for shard in manifest["shards"]) / (time.perf_counter() - start) / 1e6

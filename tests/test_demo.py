@@ -41,6 +41,18 @@ def test_demo_runs_both_comparisons_and_writes_the_report(demo):
 
 
 @pytest.mark.slow
+def test_demo_rechecks_the_best_config_over_origins_and_seeds(demo):
+    out, stdout = demo
+    record = json.loads((out / "evaluate" / "evaluation.json").read_text())
+    assert record["complete"] and len(record["folds"]) == 2 and len(record["settings"]["seeds"]) == 2
+    best = json.loads((out / "hp_search_local" / "summary.json").read_text())["best"]["config"]
+    assert all(record["settings"]["train"][key] == value for key, value in best.items())
+    assert "WALK-FORWARD EVALUATION" in stdout and "Diebold-Mariano" in stdout
+    assert "On the configured span alone" in stdout and "Reading:" in stdout
+    assert "WALK-FORWARD EVALUATION" in (out / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_demo_shows_the_memory_boundary_of_one_process(demo):
     out, _ = demo
     local = json.loads((out / "scale_test_local" / "results.json").read_text())

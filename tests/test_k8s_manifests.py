@@ -153,6 +153,7 @@ def test_flags_are_the_train_commands_own_and_carry_every_config_field():
     generated = {"source": "bundled:MSFT", "start": "2009-01-02", "end": "2012-12-31", "train_frac": 0.6,
                  "val_frac": 0.2, "multiplier": 3, "noise": 0.02, "loader": "stream",
                  "hidden_size": 16, "num_layers": 3, "dropout": 0.1, "lr": 0.0005, "batch_size": 32, "epochs": 2,
+                 "batch_scope": "global", "baselines": "cheap", "tickers": "MSFT",
                  "max_steps": 7, "seed": 9, "device": "cpu", "threads": 3}
     on_disk = {"data": "/results/data/x3", "loader": "lazy", "threads": 1,  # a dataset fixes source, dates, size
                "checkpoint_dir": "/results/checkpoints/x"}

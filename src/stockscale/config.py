@@ -25,6 +25,10 @@ from stockscale.errors import InputError
 
 SEQ_LEN = 60
 FEATURES = ("open", "high", "low", "close", "volume")
+# Replica noise, a daily log return: about a tenth of AAPL's training daily std (2.44 %), so a replica's daily
+# moves have sqrt(1 + 0.1**2) = 1.005x the original's std, less than that std's own sampling error over the
+# 881 training days (about 2.4 %): a replica is another path of the same kind of days, not a noisier stock.
+NOISE = 0.0025
 
 
 class TrainConfig(BaseModel):
@@ -48,7 +52,9 @@ class TrainConfig(BaseModel):
     train_frac: float = Field(0.70, gt=0, lt=1, description="training share of the days")
     val_frac: float = Field(0.15, gt=0, lt=1, description="validation share of the days")
     multiplier: int = Field(1, ge=1, le=MAX_MULTIPLIER, description="grow the training data to N noisy replicas")
-    noise: float = Field(0.01, ge=0, le=100, description="replica noise sigma in normalized units")
+    noise: float = Field(NOISE, ge=0, le=100, description="replica noise: sigma of the N(0, sigma) added to each "
+                                                       "training day's log return, then cumulated (0.0025 = "
+                                                       "0.25 percent a day, ~0.1x AAPL's daily std)")
     data: Path | None = Field(None, description="train on a dataset directory written by `stockscale data scale` "
                                                 "(default: none, the bundled series and --multiplier)")
     loader: Literal["memory", "lazy", "stream"] = Field("lazy", description="memory | lazy | stream: how "
@@ -59,11 +65,21 @@ class TrainConfig(BaseModel):
     num_layers: int = Field(2, gt=0, le=64, description="LSTM layers")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout between LSTM layers")
     lr: float = Field(1e-3, gt=0, le=10, alias="learning_rate", description="Adam learning rate")
-    batch_size: int = Field(64, gt=0, le=1_000_000, description="batch size per worker")
+    batch_size: int = Field(64, gt=0, le=1_000_000, description="batch size per worker (see batch_scope)")
+    batch_scope: Literal["per_worker", "global"] = Field(
+        "per_worker", description="per_worker: batch_size is each worker's (N workers step on N x batch_size "
+                                  "windows); global: batch_size is split over the workers, the same optimisation "
+                                  "as one process")
     epochs: int = Field(10, gt=0, le=1_000_000, description="epochs")
     max_steps: int | None = Field(None, gt=0, le=MAX_COUNT, description="stop after this many optimizer steps "
                                                                        "(default: no limit, run every epoch)")
     seed: int = Field(42, ge=0, lt=MAX_SEED, description="random seed")
+
+    # evaluation
+    baselines: Literal["all", "cheap"] = Field(
+        "all", description="all: persistence, drift, ridge and the direction baselines beside the model; cheap: "
+                           "all but ridge, whose library (scikit-learn) costs rank 0 about a second and 110 MiB "
+                           "(runs that measure memory or speed, not accuracy)")
 
     # execution
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda (auto: CUDA when "
@@ -83,7 +99,7 @@ class TrainConfig(BaseModel):
         if self.data is not None:
             # A dataset's manifest fixes these; a different value beside it would be silently ignored.
             fixed = {"source": "bundled:AAPL", "tickers": None, "start": None, "end": None, "multiplier": 1,
-                     "noise": 0.01}
+                     "noise": NOISE}
             clash = [name for name, default in fixed.items() if getattr(self, name) != default]
             if clash:
                 raise ValueError(f"data {self.data} fixes {', '.join(clash)} (its manifest says); do not set both")
@@ -127,15 +143,29 @@ class TrainOverrides(TypedDict, total=False):
     lr: float | str
     learning_rate: float | str  # lr's alias, as a config file may spell it
     batch_size: int | str
+    batch_scope: Literal["per_worker", "global"] | str
     epochs: int | str
     max_steps: int | str | None
     seed: int | str
+    baselines: Literal["all", "cheap"] | str
     device: Literal["auto", "cpu", "cuda"] | str
     threads: int | str | None
     checkpoint_dir: Path | str | None
 
 
 TRAIN_FIELDS = frozenset(TrainConfig.model_fields) | {"learning_rate"}
+
+
+def worker_batch_size(cfg: TrainConfig, world: int) -> int:
+    """Each worker's batch: batch_size itself, or with batch_scope global its share of batch_size, so that N DDP
+    workers (gradients averaged) take the steps one process takes. A share must be whole: an uneven split would
+    be a different global batch than the one asked for."""
+    if cfg.batch_scope == "per_worker" or world == 1:
+        return cfg.batch_size
+    if cfg.batch_size % world:
+        raise InputError(f"batch_size {cfg.batch_size} cannot be split evenly over {world} workers "
+                         "(batch_scope global): use a multiple of the workers")
+    return cfg.batch_size // world
 
 
 def field_help(name: str) -> str:

@@ -3,7 +3,7 @@
 1. seed, threads, device; join the process group when the environment says this is one of several ranks
 2. open this rank's share of the training data (validation and test are always the original data)
 3. train: Adam on MSE, every rank the same number of steps, gradients averaged by DDP
-4. score the model on validation and test in dollars, beside the persistence baseline
+4. score the model on validation and test in dollars, beside the baselines (baselines.py)
 5. rank 0 writes the run directory (temporary directory renamed at the end) and returns the metrics
 """
 
@@ -22,6 +22,7 @@ import yaml
 from torch import nn
 
 from stockscale import checkpoint
+from stockscale.baselines import Baselines, prediction_summary, score, to_price
 from stockscale.config import TrainConfig
 from stockscale.data.dataset import open_training_data
 from stockscale.data.windows import EvalSet, NormStats, make_features
@@ -118,7 +119,7 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
 
     phases["data"], mark = time.perf_counter() - mark, time.perf_counter()
 
-    core = LSTMRegressor(5, cfg.hidden_size, cfg.num_layers, cfg.dropout).to(device)
+    core = build_model(cfg, device)
     optimizer = Adam(core.parameters(), lr=cfg.lr)  # torch.optim.Adam's update without importing dynamo
     identity = checkpoint.run_identity(cfg, env.world_size)
     saved = checkpoint.load(cfg.checkpoint_dir, identity) if cfg.checkpoint_dir is not None else None
@@ -142,6 +143,8 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         if cfg.max_steps is not None:
             steps_this_epoch = min(steps_this_epoch, cfg.max_steps - steps)
         progress.epoch_start(epoch, cfg.epochs, steps_this_epoch)
+        if env.is_distributed:
+            seed_dropout(cfg.seed, env.rank, epoch)
         model.train()
         loss_sum, loss_count = 0.0, 0
         for step, (x, y) in enumerate(loader.epoch(epoch), start=1):
@@ -187,39 +190,73 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         val_outputs = model_outputs(core, val_set, stats, device)
     test_outputs = model_outputs(core, test_set, stats, device)
     val_pred, test_pred = predict(val_outputs, val_set, stats), predict(test_outputs, test_set, stats)
+    # The training data is let go before the baselines: their library (scikit-learn, about 110 MiB resident)
+    # then takes the place of the data instead of adding to it at this process's peak.
+    summary, total_windows, prepared = data.summary(), data.total_windows, data.prepared
+    held, batch = int(loader.data_resident_bytes), loader.batch_size
+    del data, loader
+    baselines = Baselines.fit(prepared, ridge=cfg.baselines == "all")  # on the original training days only
     metrics: dict[str, Any] = {
         "kind": "train_run",
         "format_version": FORMAT_VERSION,
         "status": "success",
         "config": cfg.to_dict(),
-        "data": data.summary(),
+        "data": summary,
         "loader": cfg.loader,
-        "train_samples": data.total_windows,
-        "data_resident_bytes": int(loader.data_resident_bytes),
+        "train_samples": total_windows,
+        "data_resident_bytes": held,
         "steps": steps,
         "epochs_completed": epochs_completed,
         "train_seconds": train_seconds,
         "samples_per_second": sum(w["samples_per_second"] for w in workers),
         "peak_rss_bytes": peak_rss_bytes(),
         "world_size": env.world_size,
+        "batch_scope": cfg.batch_scope,
+        "batch_per_worker": batch,
+        "global_batch": batch * env.world_size,
         "workers": workers,
         "device": device.type,
         "threads": torch.get_num_threads(),
         "history": history,
-        "val": {"loss": history[-1]["val_loss"], **score(val_pred, val_set)},
-        "test": {"loss": evaluate_loss(test_outputs, test_set, stats), **score(test_pred, test_set)},
+        "val": {"loss": history[-1]["val_loss"], **score(val_pred, val_set),
+                **prediction_summary(val_pred, val_set)},
+        "test": {"loss": evaluate_loss(test_outputs, test_set, stats), **score(test_pred, test_set),
+                 **prediction_summary(test_pred, test_set)},
         "baseline": {"name": "persistence", "val": score(val_set.last_price, val_set),
                      "test": score(test_set.last_price, test_set)},
+        "baselines": baselines.scores({"val": val_set, "test": test_set}),
     }
     if test_set.tickers:  # one model over several tickers: each ticker's figures beside the pooled ones above
         metrics["tickers"] = ticker_metrics(val_pred, val_set, test_pred, test_set, score,
-                                            list(getattr(data.prepared, "skipped", [])))
+                                            list(getattr(prepared, "skipped", [])))
     phases["evaluate"] = time.perf_counter() - mark
     metrics["phase_seconds"] = phases
     metrics["wall_seconds"] = time.perf_counter() - started
     metrics["run_dir"] = str(out)
-    write_run_dir(out, cfg, metrics, core, test_set, test_pred)
+    write_run_dir(out, cfg, metrics, core, test_set, test_pred, baselines.predictions(test_set))
     return metrics
+
+
+def build_model(cfg: TrainConfig, device: torch.device) -> LSTMRegressor:
+    """The model, its weights drawn from `cfg.seed` alone: every rank builds the same one (DDP would broadcast
+    rank 0's anyway), and a single process draws what it always did."""
+    torch.manual_seed(cfg.seed)
+    return LSTMRegressor(5, cfg.hidden_size, cfg.num_layers, cfg.dropout).to(device)
+
+
+def dropout_seed(seed: int, rank: int, epoch: int) -> int:
+    """The torch seed of one DDP rank's dropout in one epoch: from (seed, rank, epoch) through numpy's
+    SeedSequence, so no two ranks share a stream (seed + rank would: seed 42 rank 1 is seed 43 rank 0) and a
+    resumed epoch draws what it drew the first time (the checkpoint holds rank 0's RNG state only)."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+
+
+def seed_dropout(seed: int, rank: int, epoch: int) -> None:
+    """Give this rank its own dropout stream for `epoch`: ranks that drew the same masks would waste the
+    regularisation that a larger batch of independent masks gives."""
+    torch.manual_seed(dropout_seed(seed, rank, epoch))
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(dropout_seed(seed, rank, epoch))
 
 
 def gather_worker_stats(env: DistEnv, rss: int, rate: float, windows: int = 0,
@@ -261,33 +298,11 @@ def evaluate_loss(outputs: np.ndarray, evalset: EvalSet, stats: NormStats) -> fl
 def predict(outputs: np.ndarray, evalset: EvalSet, stats: NormStats) -> np.ndarray:
     """Predicted next-day closes in dollars from the model's outputs: today's close moved by the predicted log
     return."""
-    unit = stats.return_std * stats.price_std if evalset.log_scale is None else evalset.log_scale
-    return evalset.last_price * np.exp(outputs.astype(np.float64) * unit)
-
-
-def score(predicted: np.ndarray, evalset: EvalSet) -> dict[str, Any]:
-    """RMSE, MAE (dollars), MAPE (%) and directional accuracy of predicted closes against the actual ones.
-
-    A prediction equal to today's close (the persistence baseline) has no direction: directional accuracy
-    is then null rather than a number that pretends it guessed.
-    """
-    actual, last = evalset.next_price, evalset.last_price
-    error = predicted - actual
-    predicted_move, actual_move = np.sign(predicted - last), np.sign(actual - last)
-    directional = None
-    if np.any(predicted_move != 0):
-        directional = float(np.mean(predicted_move == actual_move))
-    return {
-        "rmse": float(np.sqrt(np.mean(error**2))),
-        "mae": float(np.mean(np.abs(error))),
-        "mape": float(np.mean(np.abs(error) / actual) * 100),
-        "directional_accuracy": directional,
-        "windows": len(actual),
-    }
+    return to_price(outputs, evalset, stats)
 
 
 def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: nn.Module,
-                  test_set: EvalSet, test_pred: np.ndarray) -> None:
+                  test_set: EvalSet, test_pred: np.ndarray, baselines: dict[str, np.ndarray] | None = None) -> None:
     """Everything in a temporary directory beside `out`, renamed to `out` only when complete."""
     with staged_dir(out) as tmp:
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -301,6 +316,8 @@ def write_run_dir(out: Path, cfg: TrainConfig, metrics: dict[str, Any], model: n
             "actual": test_set.next_price[rows].tolist(),
             "predicted": test_pred[rows].tolist(),
             "baseline": test_set.last_price[rows].tolist(),
+            "baselines": {name: values[rows].tolist() for name, values in (baselines or {}).items()
+                          if name != "persistence"},
         }
         if test_set.tickers:  # pooled: one price series to plot, the source's first ticker (not a chosen one)
             predictions["ticker"] = test_set.tickers[0]

@@ -93,6 +93,9 @@ class RunMetrics(TypedDict, total=False):
     samples_per_second: float
     peak_rss_bytes: int
     world_size: int
+    batch_scope: str  # per_worker | global (TrainConfig.batch_scope)
+    batch_per_worker: int
+    global_batch: int  # batch_per_worker x world_size: the windows one optimizer step averages over
     workers: list[WorkerStats]
     device: str
     threads: int
@@ -101,6 +104,7 @@ class RunMetrics(TypedDict, total=False):
     test: SplitScore
     baseline: BaselineScores
     tickers: JsonObject  # pooled over tickers: count, skipped, best, worst, per_ticker (docs/results.md)
+    baselines: JsonObject  # every baseline by name, each split's score (baselines.Baselines.scores)
     phase_seconds: dict[str, float | None]  # startup, setup, data, model, train, evaluate
     wall_seconds: float
     run_dir: str

@@ -28,7 +28,8 @@ def cmd_data_scale(args: argparse.Namespace) -> int:
 
         raise InputError(f"data scale: source {cfg.source} holds several tickers; writing their shards is not "
                          "built yet (train on it directly with --loader memory or lazy)")
-    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed)
+    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
+                       price_std=prepared.stats.price_std)
     log(f"writing {cfg.multiplier} replicas ({spec.total_windows} training windows) to {out}")
 
     def on_shard(done: int, total: int) -> None:

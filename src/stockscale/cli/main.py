@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from stockscale.cli.data import add_parsers as add_data_commands
+from stockscale.cli.evaluate import add_parsers as add_evaluate_command
 from stockscale.cli.experiments import add_parsers as add_experiment_commands
 from stockscale.cli.k8s import add_parsers as add_k8s_commands
 from stockscale.cli.parser import Parser
@@ -30,7 +31,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser,
                                      help="`stockscale COMMAND --help` lists its flags")
-    for add_commands in (add_train_command, add_data_commands, add_experiment_commands, add_k8s_commands):
+    for add_commands in (add_train_command, add_data_commands, add_experiment_commands, add_evaluate_command,
+                         add_k8s_commands):
         add_commands(commands)
     return parser
 

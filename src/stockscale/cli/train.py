@@ -121,6 +121,9 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
 
 def print_run_summary(metrics: dict[str, Any]) -> None:
     from stockscale.console import log
+    from stockscale.experiments.records import split_baselines
+    from stockscale.experiments.report.reading import reading
+    from stockscale.experiments.report.text import wrap
 
     def row(name: str, m: dict[str, Any]) -> str:
         direction = m.get("directional_accuracy")
@@ -133,8 +136,18 @@ def print_run_summary(metrics: dict[str, Any]) -> None:
     log(f"test set: {test['windows']} days, {metrics['data']['source']}, dollars (split-adjusted)")
     log(row("LSTM", test))
     log(row("persistence", base))
+    baselines = split_baselines(metrics.get("baselines"))
+    for name in ("drift", "ridge"):
+        if name in baselines:
+            log(row(name, baselines[name]))
+    for name, label in (("always_up", "always up"), ("training_majority", "majority")):
+        if name in baselines and baselines[name].get("directional_accuracy") is not None:
+            log(f"  {label:<12} direction {baselines[name]['directional_accuracy'] * 100:5.1f}%")
     log(f"  the LSTM {verdict} the persistence baseline (tomorrow = today) on RMSE")
     print_ticker_summary(metrics)
+    if baselines:
+        for line in wrap("  ", "reading: " + reading(test, baselines)):
+            log(line)
     log(f"{metrics['train_samples']} training windows, {metrics['steps']} steps, "
         f"{metrics['samples_per_second']:.0f} samples/s, peak RSS {metrics['peak_rss_bytes'] / 2**20:.0f} MiB, "
         f"{metrics['wall_seconds']:.1f}s")

@@ -21,7 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from stockscale.config import TrainConfig
+from stockscale.config import TrainConfig, worker_batch_size
 from stockscale.data.loaders import ReplicaSource, TrainLoader
 from stockscale.data.replicas import ReplicaSpec, materialized_bytes
 from stockscale.data.series_cache import load_series
@@ -133,7 +133,7 @@ def series_cache_dir() -> Path:
 
 def cache_dir_for(cfg: TrainConfig, prepared: PreparedData) -> Path:
     key = json.dumps({**source_record(cfg, prepared), "multiplier": cfg.multiplier, "noise": cfg.noise,
-                      "seed": cfg.seed}, sort_keys=True)
+                      "noise_units": "daily_log_return", "seed": cfg.seed}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_root() / "datasets" / f"x{cfg.multiplier}-{digest}"
 
@@ -144,7 +144,8 @@ def ensure_cached_dataset(cfg: TrainConfig, prepared: PreparedData) -> tuple[Pat
     Several ranks on one machine may race here: each writes its own temporary directory and the first
     rename wins; the others find the finished dataset and use it.
     """
-    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed)
+    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
+                       price_std=prepared.stats.price_std)
     target = cache_dir_for(cfg, prepared)
     try:
         return target, write_dataset(prepared, spec, source_record(cfg, prepared), target)
@@ -170,19 +171,21 @@ def open_training_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Train
         if cfg.loader == "stream":
             raise InputError("the stream loader is not built for several tickers yet: use --loader memory or lazy")
         source = ReplicaSource.generated_pooled(
-            [ReplicaSpec(base, cfg.multiplier, cfg.noise, cfg.seed, key=(index + 1,))
-             for index, base in enumerate(prepared.train_bases())])
+            [ReplicaSpec(base, cfg.multiplier, cfg.noise, cfg.seed, key=(index + 1,),
+                         price_std=part.stats.price_std * part.stats.return_std)  # train_bases' price units
+             for index, (base, part) in enumerate(zip(prepared.train_bases(), prepared.parts, strict=True))])
     elif cfg.data is None:
         cached = cache_dir_for(cfg, prepared)
         if cfg.loader == "stream" or (cfg.multiplier > 1 and (cached / "manifest.json").is_file()):
             dataset, manifest = ensure_cached_dataset(cfg, prepared)
             source = ReplicaSource.on_disk(dataset, manifest)
         else:
-            spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed)
+            spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
+                               price_std=prepared.stats.price_std)
             source = ReplicaSource.generated(spec)
     if source.total_windows < world:
         raise InputError(f"{source.total_windows} training windows cannot be shared by {world} workers")
-    loader = TrainLoader(cfg.loader, source, prepared.stats, rank, world, cfg.batch_size, cfg.seed)
+    loader = TrainLoader(cfg.loader, source, prepared.stats, rank, world, worker_batch_size(cfg, world), cfg.seed)
     return TrainingData(prepared, loader, source.total_windows, multiplier, noise,
                         str(dataset) if dataset else None)
 

@@ -1,5 +1,13 @@
 """Step 3 of the data path, the replica spec: the training series replicated N times with Gaussian noise.
 
+The noise is in return units: each replica adds iid N(0, noise) to the *daily log returns* of the series and
+cumulates it, so a replica is another plausible path of the same days (its close-to-close moves have the
+original's autocorrelation, only slightly diluted), not the original with each day jittered on its own. Noise
+on the levels would plant a mean reversion: the target holds -e_t while the window's last close holds +e_t.
+The open, high and low move with the close (one offset per day shifts the day's four prices), so a day's
+range stays its own; volume is left as it was. `noise` is a log return (0.002 = 0.2 % a day), converted to
+the normalized series' units by the training log-price std (`price_std`).
+
 A scaled dataset holds replica *series* (float32 [R, T_train, 5] per shard), not materialized windows: a
 replica is 17 KB where its 821 windows would be 1 MB. Replica 0 is the original series, so 1x is the base
 dataset. Each shard's noise comes from its own generator seeded by (seed, shard index), so
@@ -45,11 +53,14 @@ class ReplicaSpec:
 
     base: np.ndarray  # normalized training series, float32 [T, 5]
     multiplier: int
-    noise: float
+    noise: float  # sigma of the noise added to each day's log return (not normalized)
     seed: int
     replicas_per_shard: int = REPLICAS_PER_SHARD
     # Several tickers pooled: ticker i's spec has key (i + 1,), so each ticker's noise is its own stream.
     key: tuple[int, ...] = ()
+    # The normalization's log-price std (NormStats.price_std): a log return divided by it is in the base
+    # series' units. 1.0 reads `noise` in those units already.
+    price_std: float = 1.0
 
     @property
     def windows_per_replica(self) -> int:
@@ -67,11 +78,18 @@ class ReplicaSpec:
         ]
 
     def generate(self, shard: ShardPlan) -> np.ndarray:
-        """The replicas of one shard, float32 [R, T, 5]: base + noise from generator (seed, shard index)."""
+        """The replicas of one shard, float32 [R, T, 5]: base + cumulated return noise from generator
+        (seed, shard index). Day 0 of every replica is the original's; the offsets then random-walk."""
         rng = np.random.default_rng([self.seed, *self.key, shard.index])
-        out = rng.standard_normal((shard.replicas, *self.base.shape), dtype=np.float32)
-        out *= np.float32(self.noise)
-        out += self.base
+        days = len(self.base)
+        offsets = np.zeros((shard.replicas, days), dtype=np.float32)
+        if days > 1:
+            steps = rng.standard_normal((shard.replicas, days - 1), dtype=np.float32)
+            steps *= np.float32(self.noise / self.price_std)
+            np.cumsum(steps, axis=1, out=offsets[:, 1:])
+        out = np.empty((shard.replicas, *self.base.shape), dtype=np.float32)
+        out[:] = self.base
+        out[..., :4] += offsets[..., None]
         if shard.first_replica == 0:
             out[0] = self.base  # replica 0 is the original series
         return out

@@ -5,7 +5,7 @@ raw (or globally standardized) prices sees inputs it never trained on. Instead:
 
 - the *normalized series* is log price standardized with one mean/std shared by open/high/low/close, and
   log1p(volume) standardized on its own, both fitted on the training days; scaled datasets store replicas
-  of this series (noise sigma is in these units);
+  of this series (their noise is added to daily log returns: data/replicas.py);
 - a window's *features* are its price columns minus its last close (so only the shape of the last 60 days
   matters, not the level), divided by the typical 60-day move, plus the standardized volume;
 - the *target* is the next day's close minus today's, in units of the training daily move. A prediction

@@ -46,6 +46,7 @@ class DemoPlan:
     space: dict[str, list[Value]]
     search_train: TrainOverrides = field(default_factory=lambda: TrainOverrides())
     timeout: float = 300.0
+    recheck: tuple[int, int] = (2, 2)  # the best config again: rolling origins x seeds (stockscale evaluate)
 
     def search(self, windows_per_replica: int, workers: int) -> BoundarySearch:
         """The boundary search for `workers` workers on the sqrt-2 lattice around what one process should hold
@@ -74,12 +75,34 @@ def measure_baseline(launcher: Launcher, out: Path, data: TrainOverrides | None 
     """Peak RSS of one worker training on the 1x data with the memory loader, no limit."""
     run_dir = out / "calibration"
     shutil.rmtree(run_dir, ignore_errors=True)
-    config: TrainOverrides = {**(data or {}), "loader": "memory", "max_steps": 2, "epochs": 1}
+    config: TrainOverrides = {**(data or {}), "loader": "memory", "max_steps": 2, "epochs": 1, "baselines": "cheap"}
     result = launcher.run(TrainJob(name="calibration", config=config, run_dir=run_dir, workers=1))
     if result.status != "success":
         raise RuntimeError(f"the calibration run failed: {result.status} {result.detail}")
     shutil.rmtree(run_dir, ignore_errors=True)
     return max(result.peak_rss_bytes)
+
+
+def recheck_best(out: Path, plan: DemoPlan, cpus: int, on_event: Callable[[str], None],
+                 data: TrainOverrides | None = None) -> None:
+    """The search's best config trained again over a few rolling origins and seeds (a small `stockscale
+    evaluate`), so the report shows how much one trial at one seed on one split moves, not one number."""
+    from stockscale.experiments.evaluate import FOLDER, run_evaluation
+    from stockscale.experiments.evaluate_settings import EvaluateSettings
+    from stockscale.experiments.results import best_search
+
+    best = best_search(load_results(out))
+    if best is None or best.data.best is None:
+        on_event("      no successful trial: the best config is not re-checked")
+        return
+    origins, seeds = plan.recheck
+    config = {key: value for key, value in best.data.best.config.items() if key != "seed"}
+    on_event(f"      the best config again ({', '.join(f'{k}={v}' for k, v in config.items())}): {origins} rolling "
+             f"origins x {seeds} seeds")
+    settings = EvaluateSettings(origins=origins, seeds=seeds, train={**plan.search_train, **(data or {}), **config},
+                                parallel=cpus, threads_per_run=1)
+    run_evaluation(settings, WarmLauncher(log_dir=out / "logs"), out / FOLDER,
+                   lambda name, result: on_event(f"      {name} {result.status}"))
 
 
 def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
@@ -170,6 +193,7 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
 
     search("sequential", 1)
     search("parallel" if cluster.name == "local" else cluster.name, cpus)
+    recheck_best(out, plan, cpus, on_event, data)
 
     announce("report")
     results = load_results(out)

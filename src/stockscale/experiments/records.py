@@ -8,7 +8,8 @@ validate the same files when the report reads them back.
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict
 
 from stockscale.config import TrainOverrides
 from stockscale.launch.base import Status
@@ -34,6 +35,7 @@ class TrialEntry(TypedDict):
     test_rmse: float | None
     test: SplitScore | None
     baseline_test: SplitScore | None
+    baselines_test: NotRequired[dict[str, JsonObject]]  # every baseline's test score (split_baselines)
     peak_rss_bytes: int | None
     run_dir: str | None
     settings_hash: NotRequired[str]
@@ -50,6 +52,7 @@ class BestTrial(TypedDict):
     test: SplitScore | None
     baseline_test: SplitScore | None
     run_dir: str | None
+    baselines_test: NotRequired[dict[str, JsonObject]]
 
 
 class SearchSettingsRecord(TypedDict):
@@ -143,3 +146,14 @@ class ScaleTestRecord(TypedDict):
     settings: ScaleSettingsRecord
     boundary: BoundaryRecord
     results: list[ScaleRunEntry]
+
+
+def split_baselines(baselines: Mapping[str, Any] | None, split: str = "test") -> dict[str, dict[str, Any]]:
+    """metrics.json's `baselines` narrowed to one split: name -> score (drift's with its daily_log_return)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in (baselines or {}).items():
+        if isinstance(entry, Mapping) and isinstance(entry.get(split), Mapping):
+            out[name] = dict(entry[split])
+            if "daily_log_return" in entry:
+                out[name]["daily_log_return"] = entry["daily_log_return"]
+    return out

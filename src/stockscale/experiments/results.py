@@ -125,6 +125,7 @@ class Trial(_Shape):
     test_rmse: float | None = None
     test: SplitMetrics | None = None
     baseline_test: SplitMetrics | None = None
+    baselines_test: dict[str, dict[str, Any]] = {}  # by baseline name (issue 23; older files lack it)
     peak_rss_bytes: int | None = None
     run_dir: str | None = None
 
@@ -137,6 +138,7 @@ class Best(_Shape):
     test: SplitMetrics
     baseline_test: SplitMetrics | None
     run_dir: str | None = None
+    baselines_test: dict[str, dict[str, Any]] = {}  # by baseline name (issue 23; older files lack it)
 
 
 class SearchSummary(_Shape):
@@ -161,6 +163,23 @@ class Predictions(_Shape):
     actual: list[float]
     predicted: list[float]
     baseline: list[float]
+
+
+class Evaluation(_Shape):
+    """results/evaluate/evaluation.json (experiments/evaluate.py); the report reads it as a dict."""
+
+    kind: Literal["evaluation"]
+    format_version: Literal[1]
+    settings: dict[str, Any]
+    folds: list[dict[str, Any]]
+    models: dict[str, Any]
+    diebold_mariano: dict[str, Any]
+
+
+@dataclass
+class EvaluationRun:
+    path: Path
+    data: Evaluation
 
 
 @dataclass
@@ -196,6 +215,7 @@ class LoadedResults:
     searches: list[SearchRun] = field(default_factory=list)
     dry_runs: dict[str, DryRun] = field(default_factory=dict)  # by role: folders where only manifests were written
     warnings: list[str] = field(default_factory=list)
+    evaluation: EvaluationRun | None = None  # results/evaluate/evaluation.json, when `stockscale evaluate` ran
 
     def search(self, role: str) -> SearchRun | None:
         return next((run for run in self.searches if run.role == role), None)
@@ -270,6 +290,9 @@ def load_results(results_dir: Path) -> LoadedResults:
                 loaded.warnings.append(f"skipped {folder}: no summary.json (an interrupted run?)")
             elif (summary := _load(path, SearchSummary, "hp_search", loaded.warnings)) is not None:
                 loaded.searches.append(SearchRun(SEARCH_DIRS.get(folder.name, folder.name), path, summary))
+    evaluation = results_dir / "evaluate" / "evaluation.json"
+    if evaluation.is_file() and (data := _load(evaluation, Evaluation, "evaluation", loaded.warnings)) is not None:
+        loaded.evaluation = EvaluationRun(evaluation, data)
     order = list(SEARCH_DIRS.values())
     loaded.searches.sort(key=lambda run: (order.index(run.role) if run.role in order else len(order), run.role))
     return loaded

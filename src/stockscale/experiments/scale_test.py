@@ -39,7 +39,8 @@ STOPPING = ("oom", "timeout")
 
 
 def run_config(settings: ScaleTestSettings, multiplier: int) -> TrainConfig:
-    overrides = {**settings.train, "multiplier": multiplier, "loader": settings.loader}
+    # A probe measures memory and time: no ridge baseline (its library would add to rank 0's peak).
+    overrides = {"baselines": "cheap", **settings.train, "multiplier": multiplier, "loader": settings.loader}
     if settings.max_steps is not None:
         overrides["max_steps"] = settings.max_steps
     if settings.epochs is not None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from stockscale.config import TrainConfig, TrainOverrides, build_train_config
 from stockscale.errors import InputError
-from stockscale.experiments.records import BestTrial, SearchSummaryRecord, TrialEntry
+from stockscale.experiments.records import BestTrial, SearchSummaryRecord, TrialEntry, split_baselines
 from stockscale.experiments.study import JOURNAL, PRUNERS, STRATEGIES, StudyDriver, open_study
 from stockscale.files import prepare_results_dir, remove_entry, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
@@ -303,6 +303,7 @@ def trial_entry(index: int, config: TrainOverrides, result: JobResult) -> TrialE
         "test_rmse": test["rmse"] if test else None,
         "test": test,
         "baseline_test": (metrics.get("baseline") or {}).get("test"),
+        "baselines_test": split_baselines(metrics.get("baselines")),
         "peak_rss_bytes": max(result.peak_rss_bytes) if result.peak_rss_bytes else metrics.get("peak_rss_bytes"),
         "run_dir": result.run_dir if result.status == "success" else None,
     }
@@ -380,6 +381,6 @@ def _write(out: Path, summary: SearchSummaryRecord) -> None:
     best = min(scored, key=lambda entry: entry["val_loss"], default=None)
     summary["best"] = None if best is None else BestTrial(
         trial=best["trial"], name=best["name"], config=best["config"], val_loss=best["val_loss"], test=best["test"],
-        baseline_test=best["baseline_test"], run_dir=best["run_dir"])
+        baseline_test=best["baseline_test"], run_dir=best["run_dir"], baselines_test=best.get("baselines_test", {}))
     write_json_atomic(out / "summary.json", summary)
 

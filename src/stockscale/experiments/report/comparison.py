@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stockscale.experiments.projection import ProjectionSettings, build_projection, format_projection
+from stockscale.experiments.report.evaluation_table import format_evaluation_record
 from stockscale.experiments.report.scale_table import format_scale
 from stockscale.experiments.report.search_table import format_search
 from stockscale.experiments.report.text import wrap
@@ -15,6 +16,8 @@ def format_comparison(results: LoadedResults) -> str:
     lines += format_scale(results)
     lines += [""]
     lines += format_search(results)
+    if results.evaluation is not None:
+        lines += [""] + format_evaluation_record(results.evaluation.data.model_dump(), str(results.evaluation.path))
     if results.warnings:
         lines += ["", "WARNINGS (files left out of this report)"]
         for warning in results.warnings:

@@ -126,6 +126,27 @@ def boundary(local: list[ScaleRow], cluster: list[ScaleRow]) -> list[str]:
     return lines
 
 
+def bracket(local: ScaleRun, cluster: ScaleRun) -> list[str]:
+    """What the boundary ratio can be, given the sizes between which each side's boundary was found, and the
+    memory each side had in all: N workers under the same per-worker limit hold N times one process's memory.
+
+    A boundary lies somewhere between the largest success and the smallest failure, so the true ratio lies
+    between cluster success / local failure and cluster failure / local success."""
+    l_max, l_fail = _reach(local.data.results)
+    c_max, c_fail = _reach(cluster.data.results)
+    lines = []
+    if l_max is not None and l_fail is not None and c_max is not None and c_fail is not None:
+        low, high = c_max / l_fail.multiplier, c_fail.multiplier / l_max
+        lines.append(f"The boundaries lie between measured sizes (one process: {l_max}x to {l_fail.multiplier}x; "
+                     f"the cluster: {c_max}x to {c_fail.multiplier}x), so the ratio lies between {low:.2f}x and "
+                     f"{high:.2f}x.")
+    limit, workers = local.data.settings.memory_limit_bytes, cluster.data.settings.workers
+    if limit and limit == cluster.data.settings.memory_limit_bytes:
+        lines.append(f"Memory in all: one process with 1 x {format_size(limit)}; the cluster with {workers} x "
+                     f"{format_size(limit)} = {format_size(workers * limit)} ({workers}x as much).")
+    return lines
+
+
 def _like_for_like(a: ScaleRun, b: ScaleRun) -> list[str]:
     keys = ("memory_limit_bytes", "max_steps", "epochs", "timeout_seconds", "limit_mechanism")
     differ = [key for key in keys if getattr(a.data.settings, key) != getattr(b.data.settings, key)]
@@ -181,7 +202,7 @@ def _format_scale_group(group: ScaleGroup, name_folders: bool) -> list[str]:
     if group.local is not None and group.cluster is not None:
         lines.append("")
         for line in boundary(group.local.data.results, group.cluster.data.results) + \
-                _like_for_like(group.local, group.cluster):
+                bracket(group.local, group.cluster) + _like_for_like(group.local, group.cluster):
             lines += wrap("  ", line, indent=5)
         for name, run in present:
             if not run.data.complete:

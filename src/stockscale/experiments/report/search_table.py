@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from stockscale.experiments.report.reading import reading
 from stockscale.experiments.report.text import STATUS_WORDS, machine_text, seconds_text, wrap
 from stockscale.experiments.results import LoadedResults, SearchRun, config_text
 from stockscale.experiments.timings import OUTLIER_FACTOR, find_outliers, median_speedup
@@ -77,7 +78,7 @@ def format_search(results: LoadedResults) -> list[str]:
     base = results.search("sequential")
     lines.append("")
     head = (f"  {'search':<12} {'configs':>7}  {'ok/failed':>9}  {'total time':>10}  "
-            f"{'sum of trials':>13}  {'speedup':>7}  {'(medians)':>9}  {'time saved':>13}  {'pruned':>6}")
+            f"{'sum of trials':>13}  {'speedup':>7}  {'ideal':>9}  {'time saved':>13}  {'pruned':>6}")
     lines += [head, "  " + "-" * (len(head) - 2)]
     notes = []
     for run in runs:
@@ -104,9 +105,10 @@ def format_search(results: LoadedResults) -> list[str]:
     if base is None:
         notes.append("  Speedups need the sequential search: run `stockscale search --backend sequential`.")
     else:
-        notes += wrap("  ", "speedup: the sequential total time over this search's; (medians): the median over "
-                       "configs of sequential / this search's trial time, times the trials it ran at once — "
-                       "what a full lane of typical trials gives, which one slow trial does not move.", indent=2)
+        notes += wrap("  ", "speedup: the sequential total time over this search's (measured); ideal: the median "
+                       "over configs of sequential / this search's trial time, times the trials it ran at once — "
+                       "what full lanes of typical trials would give, an ideal computed from the trials, not a "
+                       "measured speed-up (one slow trial does not move it).", indent=2)
     for outlier in find_outliers(runs):
         notes += wrap("  ", f"Outlier: {outlier.role} {outlier.name} took {seconds_text(outlier.seconds)}, "
                        f"{outlier.ratio:.1f}x the {seconds_text(outlier.peer_seconds)} the same config took in the "
@@ -142,7 +144,9 @@ def _format_best(run: SearchRun) -> list[str]:
             diff = rmse - base
             verdict = "beats persistence by" if diff < 0 else "is worse than persistence by"
             text += f": the LSTM {verdict} ${abs(diff):.2f} ({abs(diff) / base * 100:.1f}%)"
-    return lines + wrap(f"  {'':<12}", text)
+    lines += wrap(f"  {'':<12}", text)
+    said = reading(best.test.model_dump(), best.baselines_test) if best.baselines_test else ""
+    return lines + (wrap(f"  {'':<12}", f"Reading: {said}") if said else [])
 
 
 def search_headline(results: LoadedResults) -> str:

@@ -1,0 +1,19 @@
+"""What `stockscale evaluate` runs and its defaults, without numpy or torch: `--help` reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stockscale.config import TrainOverrides
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """K rolling origins x S seeds of one training configuration (`train`: TrainConfig overrides)."""
+
+    origins: int = 5
+    seeds: int = 3
+    train: TrainOverrides = field(default_factory=lambda: TrainOverrides())
+    parallel: int = 1  # runs at once
+    threads_per_run: int | None = None
+    timeout: float | None = None  # seconds per run
