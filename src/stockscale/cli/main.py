@@ -18,6 +18,7 @@ from stockscale.cli.data import add_parsers as add_data_commands
 from stockscale.cli.experiments import add_parsers as add_experiment_commands
 from stockscale.cli.k8s import add_parsers as add_k8s_commands
 from stockscale.cli.parser import Parser
+from stockscale.cli.plan import add_parsers as add_plan_commands
 from stockscale.cli.train import add_parsers as add_train_command
 from stockscale.errors import StockscaleError
 from stockscale.worker import EXIT_INPUT, EXIT_INTERRUPTED
@@ -30,7 +31,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser,
                                      help="`stockscale COMMAND --help` lists its flags")
-    for add_commands in (add_train_command, add_data_commands, add_experiment_commands, add_k8s_commands):
+    for add_commands in (add_train_command, add_data_commands, add_experiment_commands, add_k8s_commands,
+                         add_plan_commands):
         add_commands(commands)
     return parser
 

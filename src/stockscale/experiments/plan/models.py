@@ -1,0 +1,31 @@
+"""The calibrated models of one loader, built from a calibration file (calibration.py)."""
+
+from __future__ import annotations
+
+from stockscale.experiments.plan.calibration import CalibrationFile
+from stockscale.experiments.plan.memory_model import MIN_RELATIVE_MARGIN, MemoryModel
+from stockscale.experiments.plan.time_model import TimeModel
+
+
+def memory_model(calibration: CalibrationFile, loader: str) -> MemoryModel:
+    """The loader's memory model: the layout's bytes per window, the measured fixed costs, and margins from
+    the layout check (how far the measured peak at the second size was from the layout's prediction)."""
+    entry = calibration.loaders[loader]
+    layout = entry.layout_bytes_per_window
+    if layout > 0:
+        relative = abs(entry.measured_bytes_per_window - layout) / layout
+        residual = 0.0
+    else:  # stream: nothing should grow with the data; what did is a fixed-cost uncertainty
+        relative, residual = MIN_RELATIVE_MARGIN, abs(entry.layout_residual_bytes)
+    shared = calibration.shared_file_bytes if calibration.limit_mechanism.startswith("cgroup") else 0
+    return MemoryModel(loader=loader, bytes_per_window=layout, windows_per_replica=calibration.windows_per_replica,
+                       fixed_bytes=entry.fixed_bytes, shared_bytes=shared,
+                       data_relative_error=max(relative, MIN_RELATIVE_MARGIN), fixed_residual_bytes=residual,
+                       largest_calibrated_windows=entry.largest_windows_per_worker)
+
+
+def time_model(calibration: CalibrationFile, loader: str) -> TimeModel:
+    entry = calibration.loaders[loader]
+    return TimeModel(cores=int(calibration.key.machine["cores"]), windows_per_replica=calibration.windows_per_replica,
+                     batch_size=int(calibration.key.model["batch_size"]), step_seconds=entry.step_seconds,
+                     overhead_seconds=entry.overhead_seconds)
