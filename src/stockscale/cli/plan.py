@@ -106,8 +106,54 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(text: str | None, default: list[Any], parse: Any, what: str) -> list[Any]:
+    if text is None:
+        return default
+    try:
+        values = [parse(part.strip()) for part in text.split(",") if part.strip()]
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        raise InputError(f"{what}: {error}") from None
+    if not values:
+        raise InputError(f"{what} needs at least one value")
+    return values
+
+
+def _loader_name(text: str) -> str:
+    if text not in ("memory", "lazy", "stream"):
+        raise ValueError(f"{text!r} is not memory, lazy or stream")
+    return text
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    raise InputError("--verify is not available yet")
+    """Predict, then measure with the scale test's boundary search, per loader and world size."""
+    from stockscale.console import log
+    from stockscale.data.dataset import prepare_from_config
+    from stockscale.experiments.plan.calibration import calibration_key, default_folder, ensure_calibration
+    from stockscale.experiments.plan.verify import format_verification, verify_point, write_verification
+    from stockscale.launch.local import LocalLauncher
+    from stockscale.limits import check_limit
+
+    if args.multiplier is not None:
+        raise InputError("--verify measures the boundary for --verify-workers (or --workers); it takes no --multiplier")
+    loaders = _list(args.verify_loaders, [args.loader], _loader_name, "--verify-loaders")
+    worlds = _list(args.verify_workers, [args.workers or 1], positive_int("value", MAX_WORKERS), "--verify-workers")
+    cfg = load_config(args, {"loader": loaders[0]})
+    limit = check_limit(args.memory_limit)
+    assert limit is not None
+    folder = args.calibration or default_folder(calibration_key(cfg))
+    prepared = prepare_from_config(cfg)
+    launcher = LocalLauncher(log_dir=args.out / "logs")
+    calibration = ensure_calibration(cfg, loaders, folder, args.calibration is not None, launcher,
+                                     prepared.train_windows, prepared.train_end, args.recalibrate, log)
+    points = []
+    for loader in loaders:
+        for world in worlds:
+            points.append(verify_point(calibration, cfg, loader, world, limit, launcher, args.out, on_event=log))
+    path = args.out / "verification.json"
+    write_verification(path, points, limit, {name: entry.seconds for name, entry in calibration.loaders.items()})
+    log(format_verification(points))
+    log(f"results: {path}")
+    return 0
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:

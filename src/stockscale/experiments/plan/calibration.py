@@ -89,6 +89,7 @@ class LoaderCalibration(BaseModel):
     fixed_bytes: dict[int, float]
     step_seconds: dict[int, float]
     overhead_seconds: dict[int, float]
+    warmup_seconds: float = 0.0           # the first steps' extra time, once per run
     layout_bytes_per_window: float
     measured_bytes_per_window: float      # the slope between the small and the second size, one worker
     layout_residual_bytes: float          # measured peak at the second size less the layout's prediction
@@ -236,19 +237,26 @@ def calibrate_loader(cfg: TrainConfig, loader: str, launcher: Launcher, folder: 
     if failed:
         raise RuntimeError(f"calibration run {failed[0].name} failed: {failed[0].status} {failed[0].detail}")
     layout = bytes_per_window(loader, train_days, windows_per_replica)
+    small, second = runs[0], runs[-1]
+    assert small.train_seconds is not None and small.steps and second.train_seconds is not None and second.steps
+    # The first steps are slower (lazy initialization in torch): one worker's two runs of different lengths
+    # split its training loop into a warm-up and a steady step time; the warm-up is taken as the same for
+    # every world size (stated in time_model).
+    steady = (small.train_seconds - second.train_seconds) / max(1, small.steps - second.steps)
+    warmup = min(max(0.0, second.train_seconds - second.steps * steady), 0.5 * small.train_seconds)
     fixed, steps, overhead = {}, {}, {}
     for run in runs[:-1]:
         fixed[run.workers] = max(run.peak_rss_bytes) - layout * run.windows_per_worker
         assert run.train_seconds is not None and run.steps
-        steps[run.workers] = run.train_seconds / run.steps
+        steps[run.workers] = max(0.0, run.train_seconds - warmup) / run.steps
         overhead[run.workers] = max(0.0, run.wall_seconds - run.train_seconds)
-    small, second = runs[0], runs[-1]
     slope = ((max(second.peak_rss_bytes) - max(small.peak_rss_bytes))
              / (second.windows_per_worker - small.windows_per_worker))
     residual = max(second.peak_rss_bytes) - (fixed[1] + layout * second.windows_per_worker)
     return LoaderCalibration(
         loader=loader, runs=runs, fixed_bytes=fixed, step_seconds=steps, overhead_seconds=overhead,
-        layout_bytes_per_window=layout, measured_bytes_per_window=slope, layout_residual_bytes=residual,
+        warmup_seconds=warmup, layout_bytes_per_window=layout, measured_bytes_per_window=slope,
+        layout_residual_bytes=residual,
         largest_windows_per_worker=max(run.windows_per_worker for run in runs),
         seconds=time.perf_counter() - started, made_at=utc_timestamp())
 

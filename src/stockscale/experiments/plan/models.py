@@ -28,4 +28,4 @@ def time_model(calibration: CalibrationFile, loader: str) -> TimeModel:
     entry = calibration.loaders[loader]
     return TimeModel(cores=int(calibration.key.machine["cores"]), windows_per_replica=calibration.windows_per_replica,
                      batch_size=int(calibration.key.model["batch_size"]), step_seconds=entry.step_seconds,
-                     overhead_seconds=entry.overhead_seconds)
+                     overhead_seconds=entry.overhead_seconds, warmup_seconds=entry.warmup_seconds)

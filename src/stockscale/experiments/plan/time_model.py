@@ -7,7 +7,8 @@ step time grows with the cores' oversubscription, workers x threads / cores (eac
 of the same cores), and the all-reduce's rounds grow with log2(workers): the step time of the largest
 calibrated size times that ratio (on one machine the all-reduce is CPU work too, so it shares the cores the
 same way). Between two calibrated sizes: the straight line between them. Verification checks the rule at
-held-out sizes.
+held-out sizes. The first epoch of a run also pays a warm-up (torch's lazy initialization of the first
+steps), measured at one worker and taken as the same for every world size.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class TimeModel(BaseModel):
     batch_size: int
     step_seconds: dict[int, float]       # world -> rank 0's seconds per optimizer step
     overhead_seconds: dict[int, float]   # world -> a fresh worker set's wall time less its training loop
+    warmup_seconds: float = 0.0          # the first steps' extra time, once per run (measured at one worker)
 
     def step_for(self, world: int) -> tuple[float, float, str]:
         """(seconds per step, relative margin, how it was obtained) for `world` workers."""
@@ -70,5 +72,5 @@ class TimeModel(BaseModel):
 
     def epoch(self, multiplier: int, world: int) -> Interval:
         step, margin, _ = self.step_for(world)
-        value = self.steps_per_epoch(multiplier, world) * step
+        value = self.warmup_seconds + self.steps_per_epoch(multiplier, world) * step
         return Interval(value=value, low=value * (1 - margin), high=value * (1 + margin))
