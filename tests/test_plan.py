@@ -205,3 +205,26 @@ def test_plan_json_answers_with_every_documented_key(cli, calibrated):
 ])
 def test_bad_input_is_one_line_and_exit_2(cli, calibrated, flags, words):
     assert_clean_error(cli("plan", *flags, "--calibration", calibrated), *words)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_the_planned_boundary_is_what_the_scale_test_finds(cli, tmp_path):
+    """A real calibration of a tiny model, `plan --workers 2 --json`, then the real scale test's boundary search
+    from the prediction: the measured bracket lies within one sqrt-2 step of it (about a minute here)."""
+    model = ["--hidden-size", "8", "--num-layers", "1"]
+    ran = cli("plan", "--memory-limit", "600MiB", "--workers", "2", "--json", "--calibration", tmp_path / "cal",
+              *model)
+    assert ran.code == 0, ran.err
+    plan = json.loads(ran.out)
+    predicted = plan["largest_multiplier"]
+    assert plan["calibration"]["seconds"] <= 60 and (tmp_path / "cal" / "calibration.json").is_file()
+    ran = cli("scale-test", "--mode", "cluster", "--workers", "2", "--memory-limit", "600MiB", "--search",
+              f"{predicted}:{4 * predicted}", "--max-steps", "2", "--out", tmp_path / "st", *model)
+    assert ran.code == 0, ran.err
+    boundary = json.loads((tmp_path / "st" / "results.json").read_text())["boundary"]
+    step = 2**0.5
+    assert boundary["largest_success"] is not None and boundary["largest_success"] >= predicted / step - 1
+    assert boundary["smallest_failure"] is not None and boundary["smallest_failure"] <= predicted * step + 1
