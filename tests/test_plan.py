@@ -228,3 +228,30 @@ def test_the_planned_boundary_is_what_the_scale_test_finds(cli, tmp_path):
     step = 2**0.5
     assert boundary["largest_success"] is not None and boundary["largest_success"] >= predicted / step - 1
     assert boundary["smallest_failure"] is not None and boundary["smallest_failure"] <= predicted * step + 1
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+def test_the_report_sets_the_demo_predictions_beside_the_measured_boundaries(tmp_path, prepared):
+    from stockscale.experiments.plan.report import predict_cases, write_predictions
+    from stockscale.experiments.report import write_report
+    from stockscale.experiments.results import load_results
+    from tests.test_report import scale_row, write_scale
+
+    results = tmp_path / "results"
+    key = calibration_key(build_train_config({"loader": "memory"}))
+    doc = CalibrationFile(key=key, windows_per_replica=prepared.train_windows, train_days=prepared.train_end,
+                          shared_file_bytes=95 * MiB, limit_mechanism="cgroup-v1", loaders={"memory": loader_entry()})
+    predictions = predict_cases(doc, [("local", "memory", 1), ("cluster", "memory", 4)], 560 * MiB)
+    local = predictions.predictions[0].largest_multiplier
+    write_predictions(results, predictions)
+    # one process: measured exactly around the prediction; the cluster side was not run
+    write_scale(results, "scale_test_local", "local", [scale_row(local, "success", [650 * MiB]),
+                                                       scale_row(round(local * 1.41), "oom", [700 * MiB])])
+    report = write_report(load_results(results), tmp_path / "report")
+    text = report.read_text()
+    assert "## The planner: predicted boundaries against measured ones" in text
+    assert f"{local}..{round(local * 1.41)}  yes" in text and "not run" in text
+    assert "](plan.png)" in text and (tmp_path / "report" / "plan.png").read_bytes()[:4] == b"\x89PNG"
+    assert "straight" not in text.split("## Projection for a real cluster")[1]
