@@ -10,7 +10,7 @@ The full matrix (memory, lazy and stream at 1, 2, 4 and 8 workers, two model siz
 machine; choose parts with the flags.
 
 Usage: python benchmarks/planner.py [--loaders memory,lazy,stream] [--worlds 1,2,4,8] [--models 64x2,256x3]
-       [--memory-limit 700MiB] [--out results/plan/benchmark]
+       [--memory-limit 700MiB] [--time-steps 150] [--out results/plan/benchmark]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--models", default="64x2,256x3", help="HIDDENxLAYERS, comma-separated")
     parser.add_argument("--memory-limit", default="700MiB")
     parser.add_argument("--out", type=Path, default=Path("results/plan/benchmark"))
+    parser.add_argument("--time-steps", type=int, default=150, help="steps per worker of the epoch-time run")
     args = parser.parse_args()
     limit = parse_size(args.memory_limit)
     if limit > EIGHT_IN_24_GIB:
@@ -66,7 +67,7 @@ def main() -> None:
         for loader in loaders:
             for world in worlds:
                 points.append(verify_point(calibration, cfg, loader, world, limit, launcher, args.out / text,
-                                           on_event=lambda line: print(line, flush=True)))
+                                           time_steps=args.time_steps, on_event=lambda line: print(line, flush=True)))
                 write_verification(args.out / "benchmark.json", points, limit, calibration_seconds)
     print(format_verification(points))
     hits = {name: sum(1 for p in points if getattr(p, f"{name}_hit")) for name in ("boundary", "peak", "epoch")}

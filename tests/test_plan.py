@@ -189,6 +189,7 @@ def test_plan_json_answers_with_every_documented_key(cli, calibrated):
     assert low <= plan["largest_multiplier"] <= high
     assert plan["limit_counts_bytes"] <= 700 * MiB
     assert plan["startup"]["pod"]["source"].startswith("assumption")
+    assert plan["bytes_per_window_source"].startswith("the layout's")  # 1221 measured against 1225.5: agrees
     ran = cli("plan", "--memory-limit", "700MiB", "--multiplier", str(plan["largest_multiplier"] * 3), "--json",
               "--calibration", calibrated)
     assert json.loads(ran.out)["workers_needed"] > 3
@@ -220,7 +221,7 @@ def test_the_planned_boundary_is_what_the_scale_test_finds(cli, tmp_path):
     assert ran.code == 0, ran.err
     plan = json.loads(ran.out)
     predicted = plan["largest_multiplier"]
-    assert plan["calibration"]["seconds"] <= 60 and (tmp_path / "cal" / "calibration.json").is_file()
+    assert plan["calibration"]["ran"] and (tmp_path / "cal" / "calibration.json").is_file()
     ran = cli("scale-test", "--mode", "cluster", "--workers", "2", "--memory-limit", "600MiB", "--search",
               f"{predicted}:{4 * predicted}", "--max-steps", "2", "--out", tmp_path / "st", *model)
     assert ran.code == 0, ran.err

@@ -19,7 +19,7 @@ from stockscale.experiments.plan.calibration import CalibrationFile
 from stockscale.experiments.plan.cost import BuyComparison, CostSettings, RentCost, buy_comparison, rent, search_cost
 from stockscale.experiments.plan.layout import disk_bytes
 from stockscale.experiments.plan.memory_model import Interval, MemoryModel
-from stockscale.experiments.plan.models import memory_model, time_model
+from stockscale.experiments.plan.models import bytes_per_window, memory_model, time_model
 from stockscale.experiments.plan.time_model import TimeModel
 
 KIND = "plan"
@@ -46,6 +46,7 @@ class Plan(BaseModel):
     fixed_bytes_per_worker: float
     fixed_source: str
     bytes_per_window: float
+    bytes_per_window_source: str                  # the layout's figure, or the measured one where its check failed
     windows_per_worker: int
     depends_on_workers: bool
     disk_bytes: int | None                        # the stream loader's dataset on disk
@@ -64,6 +65,10 @@ class Plan(BaseModel):
     assumptions: list[str]
     notes: list[str]
     calibration: dict[str, Any]
+
+
+def window_source(calibration: CalibrationFile, loader: str) -> str:
+    return bytes_per_window(calibration, loader)[1]
 
 
 def _interval(value: Interval) -> list[float]:
@@ -126,7 +131,8 @@ def make_plan(calibration: CalibrationFile, loader: str, limit: int, epochs: int
         loader=loader, memory_limit_bytes=limit, workers=target_w, multiplier=target_m,
         peak_bytes_per_worker=peak.value, peak_bytes_per_worker_interval=_interval(peak),
         limit_counts_bytes=memory.charged(peak.value), fixed_bytes_per_worker=fixed, fixed_source=fixed_source,
-        bytes_per_window=memory.bytes_per_window, windows_per_worker=windows,
+        bytes_per_window=memory.bytes_per_window,
+        bytes_per_window_source=window_source(calibration, loader), windows_per_worker=windows,
         depends_on_workers=memory.bytes_per_window > 0,
         disk_bytes=disk_bytes(target_m, calibration.train_days) if loader == "stream" else None,
         steps_per_epoch=timing.steps_per_epoch(target_m, target_w), step_seconds=step, step_source=step_source,
@@ -174,6 +180,7 @@ def format_plan(plan: Plan) -> str:
         f"  peak per worker: {size(plan.peak_bytes_per_worker)} ({size(low)}..{size(high)}) = fixed "
         f"{size(plan.fixed_bytes_per_worker)} ({plan.fixed_source}) + {plan.bytes_per_window:.1f} B x "
         f"{plan.windows_per_worker:,} windows; the limit counts {size(plan.limit_counts_bytes)}",
+        f"  bytes per window: {plan.bytes_per_window_source}",
         f"  extrapolation: {plan.extrapolation:.1f}x the largest calibrated windows per worker, "
         f"{plan.world_extrapolation:.2f}x the largest calibrated world size",
     ]

@@ -74,7 +74,7 @@ def _steps(value: int | None, base: int) -> float | None:
 
 
 def verify_point(calibration: CalibrationFile, cfg: TrainConfig, loader: str, world: int, limit: int,
-                 launcher: Launcher, out: Path, stream_multiplier: int = 2000,
+                 launcher: Launcher, out: Path, stream_multiplier: int = 2000, time_steps: int = TIME_STEPS,
                  on_event: Callable[[str], None] = lambda _: None) -> VerifiedPoint:
     """Measure one (loader, world) point against its prediction (see the module's docstring)."""
     started = time.perf_counter()
@@ -109,7 +109,7 @@ def verify_point(calibration: CalibrationFile, cfg: TrainConfig, loader: str, wo
     peak_predicted = memory.peak(success, world).value if success is not None else None
     peak_error = (peak_predicted - peak_measured) / peak_measured if peak_measured and peak_predicted else None
 
-    time_multiplier = max(1, round(TIME_STEPS * cfg.batch_size * world / calibration.windows_per_replica))
+    time_multiplier = max(1, round(time_steps * cfg.batch_size * world / calibration.windows_per_replica))
     predicted_epoch = timing.epoch(time_multiplier, world).value
     job = TrainJob(name=f"epoch-{loader}-w{world}", run_dir=folder / "epoch-run",
                    config={**train, "loader": loader, "multiplier": time_multiplier, "epochs": 1, "max_steps": None},
