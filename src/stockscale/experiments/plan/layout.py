@@ -1,7 +1,11 @@
 """Bytes a worker holds per training window, from the data layout the loaders use (data/loaders.py).
 
 These are the figures the memory model multiplies by the windows a worker holds; they are not fitted. The
-calibration checks them against a run at a second data size and records both (calibration.py).
+calibration checks them against a run at a second data size and records both (calibration.py); where the
+check is off by more than 10% the measured figure is used instead (models.bytes_per_window). On our machine
+the memory loader's figure held within 3%; the lazy loader's process held about 29 B a window, a third
+more than its replica series (the cause is not established: allocator retention around the generated
+shards is the likely one).
 
 - `memory`: the materialized window float32 [60, 5] and its next-day close (float32), plus the replica series
   it was cut from, which are still held while the last windows are copied out (the peak is at the end of
