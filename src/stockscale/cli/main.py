@@ -19,6 +19,7 @@ from stockscale.cli.evaluate import add_parsers as add_evaluate_command
 from stockscale.cli.experiments import add_parsers as add_experiment_commands
 from stockscale.cli.k8s import add_parsers as add_k8s_commands
 from stockscale.cli.parser import Parser
+from stockscale.cli.plan import add_parsers as add_plan_commands
 from stockscale.cli.train import add_parsers as add_train_command
 from stockscale.errors import StockscaleError
 from stockscale.worker import EXIT_INPUT, EXIT_INTERRUPTED
@@ -32,7 +33,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser,
                                      help="`stockscale COMMAND --help` lists its flags")
     for add_commands in (add_train_command, add_data_commands, add_experiment_commands, add_evaluate_command,
-                         add_k8s_commands):
+                         add_k8s_commands, add_plan_commands):
         add_commands(commands)
     return parser
 

@@ -143,6 +143,10 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
     on_event(f"      one worker needs {baseline / MiB:.0f} MiB with the base data; limit per process/worker: "
              f"{limit / MiB:.0f} MiB; boundary search from {local_search.start}x (one process) and "
              f"{cluster_search.start}x ({plan.workers} workers), up to {local_search.ceiling}x")
+    # The planner predicts each boundary before the scale tests measure it; the report sets them side by side.
+    from stockscale.experiments.plan.report import predict_for_demo
+
+    predict_for_demo(out, limit, plan.workers, ("memory",) if quick else ("memory", "lazy"), launcher, on_event)
 
     def scale(mode: str, loader: str, search: BoundarySearch) -> ScaleTestRecord:
         workers = 1 if mode == "local" else plan.workers

@@ -210,6 +210,9 @@ class Projection:
     search_note: str            # why there is no search projection
     scale: list[ScaleProjection]
     scale_note: str             # why there is no scale projection
+    # The planner's predictions against the measured boundaries (experiments/plan/report.py); when set, the
+    # report shows them in place of the straight line above, which mixes world sizes and loaders' fixed costs.
+    planner: str = ""
 
 
 def build_projection(results: LoadedResults, settings: ProjectionSettings) -> Projection:
@@ -261,7 +264,7 @@ def format_projection(projection: Projection) -> str:
     s = projection.settings
     lines = ["PROJECTION FOR A REAL CLUSTER (projection, not a measurement)", "=" * 62]
     lines.append(f"Assumed node: {s.node_cpus:g} vCPU, {format_size(s.node_memory_bytes)}; "
-                 f"pod start-up {s.pod_startup_seconds:g} s per trial;")
+                 f"pod start-up {s.pod_startup_seconds:g} s per trial (an assumption: not measured here);")
     lines.append(f"price ${s.price_vcpu_hour:g}/vCPU-hour + ${s.price_gib_hour:g}/GiB-hour "
                  f"= ${s.node_price_per_hour():.4f} per node-hour.")
     lines += ["", "Hyperparameter search on K nodes"]
@@ -288,6 +291,11 @@ def format_projection(projection: Projection) -> str:
                          f"{row.node_hours:>10.4f}  {'$' + format(row.cost_dollars, '.4f'):>9}")
         bound = max(search.longest_seconds + s.pod_startup_seconds, 0.0)
         lines.append(f"  No K does better than the longest trial plus start-up: {_seconds(bound)}.")
+    if projection.planner:
+        lines += ["", "Dataset scale: the planner's predictions (`stockscale plan`), each with its interval and "
+                  "extrapolation factor"]
+        lines += ["  " + line if line else "" for line in projection.planner.splitlines()]
+        return "\n".join(lines)
     lines += ["", f"Dataset scale with K workers of {format_size(s.node_memory_bytes)} each"]
     if not projection.scale:
         lines.append(f"  not projected: {projection.scale_note}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stockscale.experiments.projection import ProjectionSettings, build_projection, format_projection
+from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
 from stockscale.experiments.report.evaluation_table import format_evaluation_record
 from stockscale.experiments.report.scale_table import format_scale
 from stockscale.experiments.report.search_table import format_search
@@ -27,7 +27,20 @@ def format_comparison(results: LoadedResults) -> str:
 
 def format_report_text(results: LoadedResults, settings: ProjectionSettings | None = None) -> str:
     """What `compare` (and `demo`) print: the two comparisons, then the projection for a real cluster."""
-    projection = build_projection(results, settings or ProjectionSettings())
+    projection = report_projection(results, settings or ProjectionSettings())
     return format_comparison(results) + "\n\n" + format_projection(projection)
+
+
+def report_projection(results: LoadedResults, settings: ProjectionSettings) -> Projection:
+    """The projection as the report shows it: the search on K nodes, and for the dataset scale the planner's
+    predictions against the measured boundaries where the planner made some (the demo does), in place of the
+    straight line."""
+    from dataclasses import replace
+
+    from stockscale.experiments.plan.report import planner_section
+
+    projection = build_projection(results, settings)
+    text, _ = planner_section(results)
+    return replace(projection, scale=[], planner=text) if not text.startswith("not shown") else projection
 
 

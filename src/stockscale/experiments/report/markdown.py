@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stockscale.errors import InputError
-from stockscale.experiments.projection import Projection, ProjectionSettings, build_projection, format_projection
-from stockscale.experiments.report.comparison import format_comparison
+from stockscale.experiments.plan.report import planner_section, plot_compared
+from stockscale.experiments.projection import Projection, ProjectionSettings, format_projection
+from stockscale.experiments.report.comparison import format_comparison, report_projection
 from stockscale.experiments.report.html import write_html_report
 from stockscale.experiments.report.scale_table import scale_headlines
 from stockscale.experiments.report.search_table import search_headline
@@ -32,7 +33,7 @@ def grid_search(results: LoadedResults) -> SearchRun | None:
     return max(candidates, key=filled, default=None)  # max keeps the first of equals: sequential first
 
 
-PLOTS = ("memory.png", "timeline.png", "grid.png", "best_so_far.png", "predictions.png")
+PLOTS = ("memory.png", "timeline.png", "grid.png", "best_so_far.png", "predictions.png", "plan.png")
 REPORT_MARKER = "stockscale-report.json"  # what makes a folder a stockscale report folder, which compare may replace
 
 
@@ -89,6 +90,7 @@ def write_report(results: LoadedResults, out_dir: Path,
     predictions, title, predictions_note = load_predictions(results)
     grid_run = grid_search(results)
     outliers = [(outlier.role, outlier.trial) for outlier in find_outliers(results.searches)]
+    planner_text, planner_rows = planner_section(results)
     # Each figure is drawn into the temporary file that then replaces the PNG, so no reader sees half of one.
     drawers = {
         "memory.png": lambda out: plots.plot_memory(results.scale_tests, out, scale_headlines(results)),
@@ -97,6 +99,10 @@ def write_report(results: LoadedResults, out_dir: Path,
         "best_so_far.png": lambda out: plot_best_so_far(results.searches, out),
         "predictions.png": lambda out: plots.plot_predictions(predictions, title, predictions_note, out),
     }
+    if planner_rows:  # the demo's predictions; without them the section says so and has no figure
+        drawers["plan.png"] = lambda out: plot_compared(planner_rows, out)
+    else:
+        (out_dir / "plan.png").unlink(missing_ok=True)
     notes: dict[str, str] = {}
     for name, draw in drawers.items():
         try:
@@ -104,7 +110,8 @@ def write_report(results: LoadedResults, out_dir: Path,
         except plots.PlotSkipped as skipped:
             notes[name] = str(skipped)
             (out_dir / name).unlink(missing_ok=True)
-    text = _report_markdown(results, build_projection(results, settings), notes, grid_run)
+    text = _report_markdown(results, report_projection(results, settings), notes, grid_run,
+                            planner_text if planner_rows else "")
     text += "\n".join(runs_section(results)) + "\n"
     report = out_dir / "report.md"
     write_text_atomic(report, text)
@@ -117,7 +124,7 @@ def _figure(name: str, alt: str, notes: dict[str, str]) -> str:
 
 
 def _report_markdown(results: LoadedResults, projection: Projection, notes: dict[str, str],
-                     grid_run: SearchRun | None) -> str:
+                     grid_run: SearchRun | None, planner_text: str = "") -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     grid_from = f" (from the {grid_run.role} search)" if grid_run is not None else ""
     parts = [
@@ -146,6 +153,13 @@ def _report_markdown(results: LoadedResults, projection: Projection, notes: dict
         *ticker_section(results),
         "## Best model: predicted against actual prices (test period)", "",
         _figure("predictions.png", "predictions", notes), "",
+        "## The planner: predicted boundaries against measured ones", "",
+        "Before its scale tests ran, the demo asked `stockscale plan` where each side's boundary would be (a "
+        "calibrated model per loader and world size: fixed cost + the layout's bytes per window x windows held). "
+        "Diamonds: the prediction and its interval; bars: the measured bracket.", "",
+        *(["```text", planner_text, "```", "", _figure("plan.png", "planner predictions", notes), ""]
+          if planner_text else ["Not shown: no planner predictions in these results (`stockscale demo` writes "
+                                "them before its scale tests).", ""]),
         "## Projection for a real cluster", "",
         "**A projection, not a measurement**: what the measured numbers suggest under the assumptions "
         "printed with it.", "", "```text", format_projection(projection), "```", "",
