@@ -55,6 +55,24 @@ def test_lazy_layout_is_the_replica_series_the_lazy_loader_holds(prepared):
     assert share.data_resident_bytes == pytest.approx(per_window * share.windows)
 
 
+def test_a_pooled_source_is_planned_on_the_days_and_windows_its_loaders_hold(tmp_path):
+    """Several tickers: the planner's inputs (dataset_size: windows and training days summed over tickers) give
+    the bytes per window the lazy and memory loaders really hold for that source."""
+    from stockscale.data.dataset import dataset_size, open_training_data
+    from stockscale.data.synthetic import write_synthetic_csv
+
+    path = write_synthetic_csv(tmp_path / "three.csv", tickers=3, days=500)
+    cfg = build_train_config({"source": f"csv:{path}", "multiplier": 2})
+    size = dataset_size(cfg)
+    assert size.tickers == 3 and size.windows == prepare_from_config(cfg).train_windows
+    lazy = open_training_data(cfg.model_copy(update={"loader": "lazy"})).loader
+    per_window = layout.bytes_per_window("lazy", size.train_days, size.windows)
+    assert lazy.windows == 2 * size.windows
+    assert lazy.data_resident_bytes == pytest.approx(per_window * lazy.windows, rel=0.01)
+    memory = open_training_data(cfg.model_copy(update={"loader": "memory"})).loader
+    assert memory.data_resident_bytes == memory.windows * layout.window_bytes()  # the series go once windows exist
+
+
 def test_stream_holds_nothing_per_window_and_its_disk_is_the_shards(prepared, tmp_path):
     cfg = build_train_config({"multiplier": 5})
     spec = ReplicaSpec(prepared.train_series, 5, 0.01, 42)

@@ -294,11 +294,12 @@ def open_beneath(root: Path, relative: Path, flags: int = os.O_WRONLY | os.O_CRE
     Every folder of `relative` is created if missing and opened relative to its parent with O_NOFOLLOW, and
     so is the file: a symlink planted at any level (a `logs/<trial>` folder pointing elsewhere, a log file
     pointing at someone's file) is refused with an InputError instead of being written through. `root` itself
-    is the user's choice and may be a link. This is the one way a run writes a file it does not rename into
-    place (the launchers' logs)."""
+    is the user's choice and may be a link; it is created when missing (a run's first log may come before its
+    first result). This is the one way a run writes a file it does not rename into place (the launchers' logs)."""
     parts = Path(relative).parts
     if not parts or any(part in ("", ".", "..") for part in parts) or Path(relative).is_absolute():
         raise InputError(f"{relative} is not a path inside {root}")
+    root.mkdir(parents=True, exist_ok=True)
     folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for index, part in enumerate(parts[:-1]):

@@ -75,7 +75,7 @@ def _progress(as_json: bool) -> Any:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from stockscale.data.dataset import prepare_from_config
+    from stockscale.data.dataset import dataset_size
     from stockscale.experiments.plan.calibration import calibration_key, default_folder, ensure_calibration
     from stockscale.experiments.plan.planner import format_plan, make_plan
     from stockscale.files import to_json
@@ -93,10 +93,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cost = cost_settings(args)
     key = calibration_key(cfg)
     folder = args.calibration or default_folder(key)
-    prepared = prepare_from_config(cfg)
+    size = dataset_size(cfg)  # one ticker or several pooled (--source, --tickers)
     on_event = _progress(args.json)
     calibration = ensure_calibration(cfg, [args.loader], folder, args.calibration is not None, LocalLauncher(),
-                                     prepared.train_windows, prepared.train_end, args.recalibrate, on_event)
+                                     size.windows, size.train_days, args.recalibrate, on_event)
     info = {"folder": str(folder), "made_at": calibration.loaders[args.loader].made_at,
             "seconds": calibration.loaders[args.loader].seconds,
             "ran": [run.name for run in calibration.loaders[args.loader].runs]}
@@ -127,7 +127,7 @@ def _loader_name(text: str) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Predict, then measure with the scale test's boundary search, per loader and world size."""
     from stockscale.console import log
-    from stockscale.data.dataset import prepare_from_config
+    from stockscale.data.dataset import dataset_size
     from stockscale.experiments.plan.calibration import calibration_key, default_folder, ensure_calibration
     from stockscale.experiments.plan.verify import format_verification, verify_point, write_verification
     from stockscale.launch.local import LocalLauncher
@@ -141,10 +141,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     limit = check_limit(args.memory_limit)
     assert limit is not None
     folder = args.calibration or default_folder(calibration_key(cfg))
-    prepared = prepare_from_config(cfg)
+    size = dataset_size(cfg)  # one ticker or several pooled (--source, --tickers)
     launcher = LocalLauncher(log_dir=args.out / "logs")
     calibration = ensure_calibration(cfg, loaders, folder, args.calibration is not None, launcher,
-                                     prepared.train_windows, prepared.train_end, args.recalibrate, log)
+                                     size.windows, size.train_days, args.recalibrate, log)
     points = []
     for loader in loaders:
         for world in worlds:

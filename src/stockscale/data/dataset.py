@@ -197,6 +197,7 @@ class DatasetSize:
     tickers: int
     windows: int
     materialized_bytes: int  # the memory loader's footprint (1,200 bytes a window)
+    train_days: int  # training days summed over the tickers: what the lazy loader's replica series hold
 
 
 def dataset_size(cfg: TrainConfig, tickers: int | None = None) -> DatasetSize:
@@ -205,5 +206,8 @@ def dataset_size(cfg: TrainConfig, tickers: int | None = None) -> DatasetSize:
     if tickers is not None:
         cfg = cfg.model_copy(update={"tickers": str(tickers)})
     prepared = prepare_from_config(cfg)
-    count = len(prepared.tickers) if isinstance(prepared, PooledData) else 1
-    return DatasetSize(count, prepared.train_windows, materialized_bytes(prepared.train_windows))
+    if isinstance(prepared, PooledData):
+        count, days = len(prepared.tickers), sum(part.train_end for part in prepared.parts)
+    else:
+        count, days = 1, prepared.train_end
+    return DatasetSize(count, prepared.train_windows, materialized_bytes(prepared.train_windows), days)

@@ -146,7 +146,8 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
     # The planner predicts each boundary before the scale tests measure it; the report sets them side by side.
     from stockscale.experiments.plan.report import predict_for_demo
 
-    predict_for_demo(out, limit, plan.workers, ("memory",) if quick else ("memory", "lazy"), launcher, on_event)
+    predict_for_demo(out, limit, plan.workers, ("memory",) if quick else ("memory", "lazy"), launcher, on_event,
+                     dict(data))
 
     def scale(mode: str, loader: str, search: BoundarySearch) -> ScaleTestRecord:
         workers = 1 if mode == "local" else plan.workers

@@ -41,8 +41,8 @@ from stockscale.limits import detect_mechanism
 KIND = "plan_calibration"
 FORMAT_VERSION = 1
 WORLDS = (1, 2)  # larger worlds are modelled (memory_model, time_model) and checked by --verify
-MODEL_FIELDS = ("source", "start", "end", "train_frac", "val_frac", "noise", "seed", "hidden_size", "num_layers",
-                "dropout", "batch_size", "device")
+MODEL_FIELDS = ("source", "tickers", "start", "end", "train_frac", "val_frac", "noise", "seed", "hidden_size",
+                "num_layers", "dropout", "batch_size", "device")
 SECOND_SIZE_BYTES = {"memory": 160 * 2**20, "lazy": 64 * 2**20, "stream": 8 * 2**20}  # data at the check point
 MIN_TIME_STEPS = 20
 

@@ -184,19 +184,19 @@ def planner_section(results: LoadedResults) -> tuple[str, list[Compared]]:
 
 
 def predict_for_demo(out: Path, limit: int, workers: int, loaders: tuple[str, ...], launcher: Any,
-                     on_event: Any) -> Path:
-    """The demo's own predictions, made before it measures: calibrate the demo's model (kept in
-    <out>/calibration/<model digest>, reused while valid), predict one process and `workers` workers for each
-    loader under the demo's limit, and write <out>/plan/predictions.json."""
+                     on_event: Any, data: dict[str, Any] | None = None) -> Path:
+    """The demo's own predictions, made before it measures: calibrate the demo's model on the demo's data
+    (`data`: its --source; kept in <out>/calibration/<model digest>, reused while valid), predict one process
+    and `workers` workers for each loader under the demo's limit, and write <out>/plan/predictions.json."""
     from stockscale.config import build_train_config
-    from stockscale.data.dataset import prepare_from_config
+    from stockscale.data.dataset import dataset_size
     from stockscale.experiments.plan.calibration import calibration_key, default_folder, ensure_calibration
 
-    cfg = build_train_config({"loader": loaders[0]})
-    prepared = prepare_from_config(cfg)
+    cfg = build_train_config({**(data or {}), "loader": loaders[0]})
+    size = dataset_size(cfg)
     folder = default_folder(calibration_key(cfg), out)
-    calibration = ensure_calibration(cfg, list(loaders), folder, False, launcher, prepared.train_windows,
-                                     prepared.train_end, on_event=on_event)
+    calibration = ensure_calibration(cfg, list(loaders), folder, False, launcher, size.windows, size.train_days,
+                                     on_event=on_event)
     cases = [(mode, loader, 1 if mode == "local" else workers) for loader in loaders for mode in ("local", "cluster")]
     predictions = predict_cases(calibration, cases, limit)
     for p in predictions.predictions:
