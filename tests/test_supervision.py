@@ -133,3 +133,13 @@ def _space(tmp_path: Path) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text("lr: [0.001]\n")
     return path
+
+
+def test_main_called_in_process_puts_back_the_callers_signal_handlers_after_an_error():
+    """An error (one line, exit 2) leaves main() by an exception: the caller's handlers still come back, so a
+    later Ctrl-C in the caller is its own again (not ignored as a second one would be during cleanup)."""
+    from stockscale.cli import main
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    assert main(["train", "--epochs", "0"]) == 2
+    assert {sig: signal.getsignal(sig) for sig in before} == before

@@ -91,15 +91,17 @@ def terminate_as_interrupt(leaving: bool = False) -> Iterator[None]:
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in SIGNALS}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored already
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
+    stopped = False
     try:
         yield
-    except KeyboardInterrupt:
-        # Leaving: ignored for good (the interpreter's finalization would put back the default action, and a
-        # late second Ctrl-C would kill the process by SIGINT after its cleanup).
-        _restore({sig: signal.SIG_IGN for sig in previous} if leaving else previous)
+    except KeyboardInterrupt:  # Terminated too
+        stopped = True
         raise
-    else:
-        _restore(previous)
+    finally:
+        # Leaving after a signal: ignored for good (the interpreter's finalization would put back the default
+        # action, and a late second Ctrl-C would kill the process by SIGINT after its cleanup). Otherwise, on
+        # any way out (an error too), the caller's handlers come back: main() called in-process leaves none.
+        _restore({sig: signal.SIG_IGN for sig in previous} if leaving and stopped else previous)
 
 
 def _restore(previous: dict[int, Any]) -> None:
