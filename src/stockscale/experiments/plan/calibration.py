@@ -39,7 +39,7 @@ from stockscale.launch.local import default_threads
 from stockscale.limits import detect_mechanism
 
 KIND = "plan_calibration"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: runs with baselines "cheap"; a version-1 file is remade
 WORLDS = (1, 2)  # larger worlds are modelled (memory_model, time_model) and checked by --verify
 MODEL_FIELDS = ("source", "tickers", "start", "end", "train_frac", "val_frac", "noise", "seed", "hidden_size",
                 "num_layers", "dropout", "batch_size", "device")
@@ -177,6 +177,8 @@ def read_calibration(folder: Path, key: CalibrationKey, explicit: bool) -> tuple
     for part in ("machine", "versions"):
         if getattr(calibration.key, part) != getattr(key, part):
             return None, f"stale: another {part}"
+    if calibration.format_version != FORMAT_VERSION:
+        return None, f"stale: format version {calibration.format_version}, now {FORMAT_VERSION}"
     return calibration, "valid"
 
 
@@ -194,7 +196,10 @@ def calibration_jobs(cfg: TrainConfig, loader: str, windows_per_replica: int, tr
                      worlds: tuple[int, ...] = WORLDS) -> list[TrainJob]:
     """The loader's runs: each world size on a small dataset (a full epoch), one worker at the second size."""
     base = {name: value for name, value in cfg.to_dict().items() if name in MODEL_FIELDS}
-    base.update(loader=loader, epochs=1, checkpoint_dir=None)
+    # baselines "cheap", as the scale test's probes run (scale_test.run_config): the ridge baseline's library
+    # loads after the data is let go, so its ~110 MiB would be the peak of a small run and not of a large one,
+    # and the slope between them would not be the data's.
+    base.update(loader=loader, epochs=1, checkpoint_dir=None, baselines="cheap")
     jobs = []
     for world in worlds:
         multiplier = max(2 * world, -(-MIN_TIME_STEPS * cfg.batch_size * world // windows_per_replica))
