@@ -42,7 +42,8 @@ class Startup(BaseModel):
 def tiny_job(cfg: TrainConfig, fields: tuple[str, ...], run_dir: Path, name: str) -> TrainJob:
     """A trial of the calibrated model that trains TINY_STEPS steps on the smallest dataset (multiplier 1)."""
     config = {key: value for key, value in cfg.to_dict().items() if key in fields}
-    config.update(loader="memory", epochs=1, checkpoint_dir=None, multiplier=1, max_steps=TINY_STEPS)
+    config.update(loader="memory", epochs=1, checkpoint_dir=None, multiplier=1, max_steps=TINY_STEPS,
+                  baselines="cheap")
     return TrainJob(name=name, config=config, run_dir=run_dir, workers=1, threads=default_threads(1),
                     timeout=TRIAL_TIMEOUT)
 
