@@ -24,6 +24,7 @@ from stockscale.experiments.plan.calibration import (
     read_calibration,
 )
 from stockscale.experiments.plan.memory_model import MemoryModel
+from stockscale.experiments.plan.startup import Startup
 from stockscale.experiments.plan.time_model import TimeModel
 from tests.conftest import assert_clean_error
 
@@ -159,8 +160,14 @@ def write_calibration(folder, key: CalibrationKey, prepared) -> None:
     which must not spend 40 s calibrating)."""
     folder.mkdir(parents=True, exist_ok=True)
     doc = CalibrationFile(key=key, windows_per_replica=prepared.train_windows, train_days=prepared.train_end,
-                          shared_file_bytes=95 * MiB, limit_mechanism="cgroup-v1", loaders={"memory": loader_entry()})
+                          shared_file_bytes=95 * MiB, limit_mechanism="cgroup-v1", loaders={"memory": loader_entry()},
+                          startup=MEASURED_STARTUP)
     (folder / "calibration.json").write_text(json.dumps(doc.model_dump(mode="json")))
+
+
+# The start-ups as a calibration records them (the bad-input tests must not start a worker or a container).
+MEASURED_STARTUP = {"warm_worker": Startup(seconds=0.4, source="measured: median of 2 tiny trials", samples=[0.4, 0.4]),
+                    "container": Startup(seconds=None, source="not measured: no engine (none here)")}
 
 
 def test_calibration_key_names_the_model_machine_and_versions():

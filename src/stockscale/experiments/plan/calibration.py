@@ -1,10 +1,23 @@
 """Calibration: a few short real runs that measure what the models need, kept in a folder and remade when stale.
 
-Per loader, one LocalLauncher batch run one job at a time (so no run's memory or time is measured beside
-another's): 1 and 2 workers on a small dataset (a full epoch of about 20+ steps each: the fixed cost per
-worker, the seconds per step and the time outside the training loop at that world size), and one worker at a
-second, larger size (two steps: the check of the layout's bytes per window). A subprocess that imports what a
-worker imports reports the file pages in its RSS (the shared libraries a cgroup does not charge again).
+Per loader, LocalLauncher runs one job at a time (so no run's memory or time is measured beside another's):
+first one worker at a second, larger size (two steps: the check of the layout's bytes per window, and the
+short run of the time model), then 1 and 2 workers on a small dataset (the fixed cost per worker, the seconds
+per step and the time outside the training loop at that world size). A subprocess that imports what a worker
+imports reports the file pages in its RSS (the shared libraries a cgroup does not charge again). Every run has
+cheap baselines, as the scale test's probes have: with "all", rank 0 lets its data go and then loads
+scikit-learn (~110 MiB), so a small run's peak is the library's, not its data's. The
+start-up of a warm worker and of a container are measured once per calibration (startup.py).
+
+Time budget (any model size): each loader's calibration aims at BUDGET_SECONDS (60 s; the first loader's
+includes the shared-pages probe and the start-up measurements). The short run gives a step time (its
+train_seconds / its steps, an over-estimate: it holds the warm-up) and a time outside training (wall less
+train_seconds); the two time runs are then given the steps that fit in what is left, each run's cost taken
+as that outside time plus steps x the short run's step time x its world size (a step of w workers on these
+cores taken as w times one worker's, an over-estimate here): `time_run_steps`. At most a full epoch of the
+small dataset (about MIN_TIME_STEPS+), at least MIN_BUDGET_STEPS (twice the short run's, so two run lengths
+still split the warm-up from the steady step time); a model whose MIN_BUDGET_STEPS steps alone overrun the
+budget goes over it, and `seconds` records what it took.
 
 The folder holds `calibration.json` (format: docs/results.md). It belongs to one model: its key names the
 model settings (model, batch, data source), the machine (CPU model, cores, memory, limit mechanism) and the
@@ -33,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from stockscale.config import TrainConfig
 from stockscale.errors import InputError
 from stockscale.experiments.plan.layout import bytes_per_window, windows_held
+from stockscale.experiments.plan.startup import Startup, measure_container, measure_warm
 from stockscale.files import utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.launch.local import default_threads
@@ -44,7 +58,10 @@ WORLDS = (1, 2)  # larger worlds are modelled (memory_model, time_model) and che
 MODEL_FIELDS = ("source", "tickers", "start", "end", "train_frac", "val_frac", "noise", "seed", "hidden_size",
                 "num_layers", "dropout", "batch_size", "device")
 SECOND_SIZE_BYTES = {"memory": 160 * 2**20, "lazy": 64 * 2**20, "stream": 8 * 2**20}  # data at the check point
-MIN_TIME_STEPS = 20
+MIN_TIME_STEPS = 20     # the small dataset's full epoch has at least this many steps
+BUDGET_SECONDS = 60.0   # what one loader's calibration aims at (module docstring)
+SHORT_STEPS = 2         # the second-size run: the layout check and the time model's short run
+MIN_BUDGET_STEPS = 2 * SHORT_STEPS
 
 _SHARED_PROBE = """
 import torch, stockscale.train
@@ -107,6 +124,7 @@ class CalibrationFile(BaseModel):
     shared_file_bytes: int
     limit_mechanism: str
     loaders: dict[str, LoaderCalibration]
+    startup: dict[str, Startup] = {}   # warm_worker, container (startup.py); absent in older files: measured then
 
 
 def cpu_model() -> str:
@@ -193,27 +211,40 @@ def measure_shared_bytes() -> int:
 
 
 def calibration_jobs(cfg: TrainConfig, loader: str, windows_per_replica: int, train_days: int, folder: Path,
-                     worlds: tuple[int, ...] = WORLDS) -> list[TrainJob]:
-    """The loader's runs: each world size on a small dataset (a full epoch), one worker at the second size."""
+                     worlds: tuple[int, ...] = WORLDS, time_steps: int | None = None) -> list[TrainJob]:
+    """The loader's runs: each world size on a small dataset (a full epoch, or `time_steps` steps when fewer),
+    then one worker at the second size (SHORT_STEPS steps)."""
     base = {name: value for name, value in cfg.to_dict().items() if name in MODEL_FIELDS}
-    # baselines "cheap", as the scale test's probes run (scale_test.run_config): the ridge baseline's library
-    # loads after the data is let go, so its ~110 MiB would be the peak of a small run and not of a large one,
-    # and the slope between them would not be the data's.
+    # As the scale test's probes (which --verify measures against): cheap baselines. With "all", rank 0 lets its
+    # data go and then loads scikit-learn (~110 MiB), so a small run's peak is that library's, not its data's,
+    # and the two sizes' slope no longer measures the bytes per window.
     base.update(loader=loader, epochs=1, checkpoint_dir=None, baselines="cheap")
     jobs = []
     for world in worlds:
         multiplier = max(2 * world, -(-MIN_TIME_STEPS * cfg.batch_size * world // windows_per_replica))
+        full = -(-windows_held(multiplier, windows_per_replica, world) // cfg.batch_size)
+        steps = time_steps if time_steps is not None and time_steps < full else None
         jobs.append(TrainJob(name=f"{loader}-w{world}-m{multiplier}", run_dir=folder / "runs" / f"{loader}-w{world}",
-                             config={**base, "multiplier": multiplier, "max_steps": None}, workers=world,
+                             config={**base, "multiplier": multiplier, "max_steps": steps}, workers=world,
                              threads=default_threads(world), timeout=300))
     per_window = bytes_per_window(loader, train_days, windows_per_replica) or bytes_per_window(
         "lazy", train_days, windows_per_replica)
     second = max(jobs[0].config["multiplier"] * 8,  # type: ignore[operator]
                  round(SECOND_SIZE_BYTES[loader] / (per_window * windows_per_replica)))
     jobs.append(TrainJob(name=f"{loader}-w1-m{second}", run_dir=folder / "runs" / f"{loader}-second",
-                         config={**base, "multiplier": second, "max_steps": 2}, workers=1,
+                         config={**base, "multiplier": second, "max_steps": SHORT_STEPS}, workers=1,
                          threads=default_threads(1), timeout=300))
     return jobs
+
+
+def time_run_steps(seconds_left: float, short_wall: float, short_train: float, short_steps: int,
+                   worlds: tuple[int, ...] = WORLDS) -> int:
+    """Steps for each time run so that they all end within `seconds_left` (the rule in the module docstring):
+    each costs the short run's time outside training plus steps x its step time x the run's world size."""
+    per_step = short_train / max(1, short_steps)
+    outside = max(0.0, short_wall - short_train)
+    affordable = (seconds_left - outside * len(worlds)) / max(1e-9, per_step * sum(worlds))
+    return max(MIN_BUDGET_STEPS, int(affordable))
 
 
 def _run_record(job: TrainJob, result: JobResult, windows_per_replica: int) -> CalibrationRun:
@@ -228,15 +259,32 @@ def _run_record(job: TrainJob, result: JobResult, windows_per_replica: int) -> C
 
 
 def calibrate_loader(cfg: TrainConfig, loader: str, launcher: Launcher, folder: Path, windows_per_replica: int,
-                     train_days: int, on_event: Callable[[str], None] = lambda _: None) -> LoaderCalibration:
-    """Run the loader's calibration jobs (one LocalLauncher batch, one at a time) and derive its figures."""
-    started = time.perf_counter()
+                     train_days: int, on_event: Callable[[str], None] = lambda _: None,
+                     started: float | None = None) -> LoaderCalibration:
+    """Run the loader's calibration jobs (one at a time: the short run, then the time runs sized to the budget
+    from it) and derive its figures. `started`: when this loader's budget began (default now)."""
+    started = time.perf_counter() if started is None else started
     jobs = calibration_jobs(cfg, loader, windows_per_replica, train_days, folder)
     for job in jobs:
         shutil.rmtree(job.run_dir, ignore_errors=True)
-    results = launcher.run_many(jobs, 1, lambda r: on_event(f"  calibration {r.name}: {r.status} in "
-                                                            f"{r.wall_seconds:.1f} s"))
-    shutil.rmtree(folder / "runs", ignore_errors=True)
+
+    def told(result: JobResult) -> None:
+        on_event(f"  calibration {result.name}: {result.status} in {result.wall_seconds:.1f} s")
+
+    try:
+        results = launcher.run_many(jobs[-1:], 1, told)
+        short = results[0]
+        train = (short.metrics or {}).get("train_seconds")
+        if short.status == "success" and train is not None:
+            steps = time_run_steps(BUDGET_SECONDS - (time.perf_counter() - started), short.wall_seconds,
+                                   float(train), int((short.metrics or {}).get("steps") or SHORT_STEPS))
+            jobs = [*calibration_jobs(cfg, loader, windows_per_replica, train_days, folder, time_steps=steps)[:-1],
+                    jobs[-1]]
+            results = launcher.run_many(jobs[:-1], 1, told) + results
+        else:
+            jobs = jobs[-1:]
+    finally:
+        shutil.rmtree(folder / "runs", ignore_errors=True)
     runs = [_run_record(job, result, windows_per_replica) for job, result in zip(jobs, results, strict=True)]
     failed = [run for run in runs if run.status != "success" or not run.peak_rss_bytes]
     if failed:
@@ -277,12 +325,33 @@ def ensure_calibration(cfg: TrainConfig, loaders: list[str], folder: Path, expli
         calibration = CalibrationFile(key=key, windows_per_replica=windows_per_replica, train_days=train_days,
                                       shared_file_bytes=measure_shared_bytes(), limit_mechanism=detect_mechanism(),
                                       loaders={})
+    started = time.perf_counter()
+    if calibration.loaders and not calibration.startup:
+        on_event("calibration: this folder has no start-up measurements; measuring them")
+    measured = measure_startups(cfg, folder, calibration.startup, on_event)
     missing = [loader for loader in loaders if loader not in calibration.loaders]
     for loader in missing:
-        on_event(f"calibrating the {loader} loader: worlds {', '.join(map(str, WORLDS))} and a second size")
+        on_event(f"calibrating the {loader} loader: worlds {', '.join(map(str, WORLDS))} and a second size "
+                 f"(aiming at {BUDGET_SECONDS:g} s)")
         calibration.loaders[loader] = calibrate_loader(cfg, loader, launcher, folder, windows_per_replica,
-                                                       train_days, on_event)
-    if missing:
+                                                       train_days, on_event, started)
+        started = time.perf_counter()
+    if missing or measured != calibration.startup:
+        calibration.startup = measured
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / "calibration.json", calibration.model_dump(mode="json"))
     return calibration
+
+
+def measure_startups(cfg: TrainConfig, folder: Path, known: dict[str, Startup],
+                     on_event: Callable[[str], None] = lambda _: None) -> dict[str, Startup]:
+    """The warm worker's and the container's start-up: the known ones as they are (a "not measured" too, until
+    --recalibrate: an engine started since is measured then), the absent ones measured now."""
+    found = dict(known)
+    for name, measure in (("warm_worker", measure_warm), ("container", measure_container)):
+        if name in found:
+            continue
+        found[name] = measure(cfg, MODEL_FIELDS, folder)
+        value = found[name].seconds
+        on_event(f"  start-up, {name}: " + (found[name].source if value is None else f"{value:.2f} s"))
+    return found

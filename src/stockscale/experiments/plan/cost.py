@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stockscale.config import format_size, one_line
 from stockscale.errors import InputError
+from stockscale.experiments.plan.startup import Startup
 from stockscale.experiments.projection import ProjectionSettings
 
 GIB = 2**30
@@ -87,6 +88,23 @@ def rent(workers: int, seconds: float, settings: CostSettings, memory_bytes: int
 def search_cost(workers: int, run_seconds: float, settings: CostSettings, memory_bytes: int) -> RentCost:
     """`trials` runs of this plan one after another on the same `workers` nodes, each with a pod start-up."""
     return rent(workers, settings.trials * (run_seconds + settings.pod_startup_seconds), settings, memory_bytes)
+
+
+class BackendSearch(BaseModel):
+    """A search of `trials` trials on the plan's nodes with one backend's per-trial start-up (None: not priced,
+    the start-up was not measured)."""
+
+    trials: int
+    startup: Startup
+    cost: RentCost | None
+
+
+def search_on_backend(workers: int, train_seconds: float, startup: Startup, settings: CostSettings,
+                      memory_bytes: int) -> BackendSearch:
+    """`trials` trials one after another on the same nodes, each its training plus the backend's start-up."""
+    cost = None if startup.seconds is None else rent(
+        workers, settings.trials * (train_seconds + startup.seconds), settings, memory_bytes)
+    return BackendSearch(trials=settings.trials, startup=startup, cost=cost)
 
 
 def buy_comparison(workers: int, run_seconds: float, settings: CostSettings, memory_bytes: int) -> BuyComparison:

@@ -16,18 +16,23 @@ from stockscale.bounds import MAX_MULTIPLIER
 from stockscale.config import format_size
 from stockscale.errors import InputError
 from stockscale.experiments.plan.calibration import CalibrationFile
-from stockscale.experiments.plan.cost import BuyComparison, CostSettings, RentCost, buy_comparison, rent, search_cost
+from stockscale.experiments.plan.cost import (
+    BackendSearch,
+    BuyComparison,
+    CostSettings,
+    RentCost,
+    buy_comparison,
+    rent,
+    search_cost,
+    search_on_backend,
+)
 from stockscale.experiments.plan.layout import disk_bytes
 from stockscale.experiments.plan.memory_model import Interval, MemoryModel
 from stockscale.experiments.plan.models import bytes_per_window, memory_model, time_model
+from stockscale.experiments.plan.startup import Startup
 from stockscale.experiments.plan.time_model import TimeModel
 
 KIND = "plan"
-
-
-class Startup(BaseModel):
-    seconds: float | None
-    source: str          # "measured ...", "not measured ...", or "assumption ..."
 
 
 class Plan(BaseModel):
@@ -61,6 +66,7 @@ class Plan(BaseModel):
     world_extrapolation: float                    # workers / largest calibrated world size
     startup: dict[str, Startup]
     cost: dict[str, RentCost]
+    search_by_backend: dict[str, BackendSearch]   # the search's cost with each backend's per-trial start-up
     buy: BuyComparison
     assumptions: list[str]
     notes: list[str]
@@ -77,8 +83,7 @@ def _interval(value: Interval) -> list[float]:
 
 def make_plan(calibration: CalibrationFile, loader: str, limit: int, epochs: int, cost: CostSettings,
               workers: int | None = None, multiplier: int | None = None,
-              calibration_info: dict[str, Any] | None = None, warm_startup: Startup | None = None,
-              container_startup: Startup | None = None) -> Plan:
+              calibration_info: dict[str, Any] | None = None) -> Plan:
     """Answer one sizing question: exactly one of `workers` (-> largest multiplier) or `multiplier`
     (-> fewest workers). InputError when nothing fits or the answer is beyond the bounds."""
     if (workers is None) == (multiplier is None):
@@ -118,13 +123,23 @@ def make_plan(calibration: CalibrationFile, loader: str, limit: int, epochs: int
     epoch = timing.epoch(target_m, target_w)
     overhead, overhead_source = timing.overhead_for(target_w)
     run_seconds = overhead + epochs * epoch.value
+    not_measured = Startup(seconds=None, source="not measured: this calibration predates start-up measurements")
+    process = Startup(seconds=overhead, source=f"measured: a fresh worker set's wall time less its training loop "
+                                               f"({overhead_source})")
     startup = {
-        "process": Startup(seconds=overhead, source=f"measured: a fresh worker set's wall time less its training "
-                                                    f"loop ({overhead_source})"),
-        "warm_worker": warm_startup or Startup(seconds=None, source="not measured by plan"),
-        "container": container_startup or Startup(seconds=None, source="not measured by plan"),
+        "process": process,
+        "warm_worker": calibration.startup.get("warm_worker", not_measured),
+        "container": calibration.startup.get("container", not_measured),
         "pod": Startup(seconds=cost.pod_startup_seconds, source="assumption (--pod-startup-seconds)"),
     }
+    train_seconds = epochs * epoch.value
+    # WarmLauncher runs a DDP trial (workers > 1) cold: then a trial here pays a fresh worker set's start-up.
+    local = startup["warm_worker"] if target_w == 1 else process.model_copy(
+        update={"source": f"{process.source}; WarmLauncher runs DDP trials cold"})
+    pod = Startup(seconds=cost.pod_startup_seconds + overhead,
+                  source="assumption (--pod-startup-seconds) + the measured process start-up")
+    by_backend = {name: search_on_backend(target_w, train_seconds, item, cost, limit)
+                  for name, item in (("local", local), ("docker", startup["container"]), ("kubernetes", pod))}
     windows = memory.windows(target_m, target_w)
     entry = calibration.loaders[loader]
     return Plan(
@@ -142,6 +157,7 @@ def make_plan(calibration: CalibrationFile, loader: str, limit: int, epochs: int
         startup=startup,
         cost={"run": rent(target_w, run_seconds, cost, limit),
               "search": search_cost(target_w, run_seconds, cost, limit)},
+        search_by_backend=by_backend,
         buy=buy_comparison(target_w, run_seconds, cost, limit),
         assumptions=[
             *cost.assumptions(limit),
@@ -195,6 +211,10 @@ def format_plan(plan: Plan) -> str:
     run, search = plan.cost["run"], plan.cost["search"]
     lines.append(f"  cost, one run on {plan.workers} node(s): {run.node_hours:.4f} node-hours, ${run.dollars:.4f}; "
                  f"search: {search.node_hours:.4f} node-hours, ${search.dollars:.4f}")
+    for name, item in plan.search_by_backend.items():
+        found = ("not priced: its start-up was not measured" if item.cost is None else
+                 f"{item.cost.node_hours:.4f} node-hours, ${item.cost.dollars:.4f}")
+        lines.append(f"  search with {name} trials ({item.trials} x start-up + training): {found}")
     buy = plan.buy
     even = "never" if buy.break_even_hours is None else f"{buy.break_even_hours:,.0f} hours of use"
     runs = "" if buy.break_even_runs is None else f" ({buy.break_even_runs:,.0f} runs)"
