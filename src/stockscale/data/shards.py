@@ -114,7 +114,7 @@ def write_planned(planned: DatasetManifest, jobs: list[ShardJob], out: Path,
     if out.exists():
         existing = _existing_manifest(out)
         if existing is not None and _same_dataset(existing, planned):
-            return verify_dataset(out, existing.model_dump())
+            return verify_dataset(out, _as_read(existing))
         raise InputError(f"output directory {out} already holds something that is not this dataset")
     # Hashing and writing one shard overlaps generating the next (numpy, hashlib and file writes release the
     # GIL), so at most two shards are in memory at once.
@@ -192,7 +192,20 @@ def load_manifest(directory: Path) -> DatasetManifest:
 
 def read_manifest(directory: Path) -> dict[str, Any]:
     """The manifest of a dataset directory as DatasetManifest's dict, as the loaders and the CLI read it."""
-    return load_manifest(directory).model_dump()
+    return _as_read(load_manifest(directory))
+
+
+def _as_read(model: DatasetManifest) -> dict[str, Any]:
+    """One ticker's manifest reads as written: the fields only several tickers have are left out, not None."""
+    manifest = model.model_dump()
+    if manifest["tickers"] is None:
+        del manifest["tickers"]
+    if manifest["source"]["tickers"] is None:
+        del manifest["source"]["tickers"]
+    for shard in manifest["shards"]:
+        if shard["ticker"] is None:
+            del shard["ticker"]
+    return manifest
 
 
 _verified: set[tuple[str, int, int, str]] = set()
