@@ -88,7 +88,10 @@ def test_the_rank_rule_cuts_at_the_ticker_boundary_nearest_an_even_share():
         rank_tickers([1, 1, 1], 4)
 
 
-def test_a_damaged_tickers_shard_is_named_and_only_the_rank_holding_it_fails(uneven, tmp_path):
+@pytest.mark.parametrize("damage, words", [("truncated", "shard-00007.npy is truncated"),
+                                           ("altered", "shard-00007.npy is altered"),
+                                           ("missing", "shard-00007.npy is missing")])
+def test_a_damaged_tickers_shard_is_named_and_only_the_rank_holding_it_fails(uneven, tmp_path, damage, words):
     _, _, out = uneven
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -96,9 +99,15 @@ def test_a_damaged_tickers_shard_is_named_and_only_the_rank_holding_it_fails(une
         if path.name != ".verified.json":
             (copy / path.name).write_bytes(path.read_bytes())
     shard = copy / "shard-00007.npy"  # the last ticker's second shard
-    shard.write_bytes(shard.read_bytes()[:-100])
+    data = shard.read_bytes()
+    if damage == "truncated":
+        shard.write_bytes(data[:-100])
+    elif damage == "altered":
+        shard.write_bytes(data[:-100] + bytes(100))
+    else:
+        shard.unlink()
     source = ReplicaSource.on_disk(copy, read_manifest(copy))
-    with pytest.raises(DataIntegrityError, match="shard-00007.npy is truncated"):
+    with pytest.raises(DataIntegrityError, match=words):
         TrainLoader("stream", source, UNIT_STATS, 1, 2, 32, 0)
     assert TrainLoader("stream", source, UNIT_STATS, 0, 2, 32, 0).windows > 0  # rank 0 never opens it
 
