@@ -93,7 +93,8 @@ def print_dataset_info(directory: Path, manifest: dict[str, Any]) -> None:
     log(f"dataset        {directory}")
     log(f"source         {source['spec']} {source['start']}..{source['end']}")
     log(f"multiplier     {manifest['multiplier']} (noise {manifest['noise']}, seed {manifest['seed']})")
-    log(f"train windows  {manifest['train_windows']:,} ({manifest['windows_per_replica']} per replica)")
+    every = " of every ticker" if manifest.get("tickers") else ""
+    log(f"train windows  {manifest['train_windows']:,} ({manifest['windows_per_replica']} per replica{every})")
     log(f"shards         {len(manifest['shards'])}")
     tickers = manifest.get("tickers")
     if tickers:
