@@ -3,7 +3,12 @@
 1. loading the long-format CSV (data.sources.load_panel: strict parsing, split per ticker) against
    pandas.read_csv on the same file, interleaved, medians of --runs (goal: <= 10 s and within 3x of pandas);
 2. resident bytes per training window of the memory and lazy loaders over every ticker against one ticker of
-   the same length (goal: within 10%); the stream loader is refused for several tickers (not built yet);
+   the same length (goal: within 10%); for the stream loader (shards holding whole tickers, memory-mapped,
+   pages released after each batch) the resident shard pages at their peak in a batch (smaps Rss of the
+   mapped shards, read after the batch is gathered and before its pages are released, the most over
+   --stream-batches batches) plus the batch's windows, over every ticker against one ticker with as many
+   replicas as there are tickers (the same number of windows: the stream loader's resident memory is one
+   batch's, so per window it only compares at equal window counts);
 3. one epoch over the first 500 tickers with 1, 2 and 4 DDP workers (local processes, 1 thread each, a tiny
    model so the data path shows): samples/s and each worker's share of the windows and tickers.
 
@@ -79,7 +84,52 @@ def bytes_per_window(path: Path, single: Path) -> None:
         (many, many_windows), (one, one_windows) = rates
         print(f"   {loader:<6}: every ticker {many:8.2f} B/window ({many_windows:,} windows), one ticker "
               f"{one:8.2f} B/window ({one_windows:,}); ratio {many / one:.3f} (goal within 10%)")
-    print("   stream: refused for several tickers (shards by ticker are not built yet)")
+
+
+
+def mapped_rss(directory: Path) -> int:
+    """Bytes of this process's resident pages mapped from files in `directory` (/proc/self/smaps)."""
+    total, inside = 0, False
+    prefix = str(directory.resolve())
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            first = line.split(None, 1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line: ADDR-ADDR PERMS ... PATH
+                inside = line.rstrip().split(None, 5)[-1].startswith(prefix)
+            elif inside and first == "Rss:":
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def stream_peak(loader, directory: Path, batches: int) -> int:
+    """The most shard pages resident during one batch plus that batch's windows, over the first `batches`."""
+    order, peak = loader.order(0), 0
+    for step in range(min(batches, loader.steps_per_epoch)):
+        batch = order[step * loader.batch_size : (step + 1) * loader.batch_size]
+        windows, next_close = loader._gather(batch)  # what TrainLoader.epoch does before releasing the pages
+        peak = max(peak, mapped_rss(directory) + windows.nbytes + next_close.nbytes)
+        for block in loader._blocks:
+            block.release_pages()
+    return peak
+
+
+def stream_bytes_per_window(path: Path, single: Path, tickers: int, batches: int, runs: int) -> None:
+    rates: dict[str, list[float]] = {"every ticker": [], "one ticker": []}
+    windows = {}
+    for _ in range(runs):
+        for label, config in (("every ticker", TrainConfig(source=f"csv:{path}", loader="stream")),
+                              ("one ticker", TrainConfig(source=f"csv:{single}", loader="stream",
+                                                         multiplier=tickers, noise=0.01))):
+            data = open_training_data(config)
+            rates[label].append(stream_peak(data.loader, Path(data.dataset), batches) / data.loader.windows)
+            windows[label] = data.loader.windows
+            del data
+    many, one = (statistics.median(rates[label]) for label in ("every ticker", "one ticker"))
+    print(f"   stream: every ticker {many:8.3f} B/window ({windows['every ticker']:,} windows, "
+          f"{min(rates['every ticker']):.3f}-{max(rates['every ticker']):.3f}), one ticker x {tickers} replicas "
+          f"{one:8.3f} B/window ({windows['one ticker']:,}, {min(rates['one ticker']):.3f}-"
+          f"{max(rates['one ticker']):.3f}); ratio {many / one:.3f} (goal within 10%; peak over {batches} "
+          f"batches of 64, median of {runs}, {load_average()})")
 
 
 def epochs(path: Path, runs: int, tickers: int) -> None:
@@ -112,6 +162,7 @@ def main() -> None:
     parser.add_argument("--epoch-runs", type=int, default=3)
     parser.add_argument("--tickers", type=int, default=505)
     parser.add_argument("--days", type=int, default=1226)
+    parser.add_argument("--stream-batches", type=int, default=20)
     parser.add_argument("--skip-epochs", action="store_true")
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
@@ -120,7 +171,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = write_synthetic_csv(Path(tmp) / "all_stocks_synthetic.csv", args.tickers, args.days)
         loading(path, args.runs)
-        bytes_per_window(path, one_ticker_csv(path, Path(tmp) / "one.csv"))
+        single = one_ticker_csv(path, Path(tmp) / "one.csv")
+        bytes_per_window(path, single)
+        os.environ["STOCKSCALE_CACHE"] = str(Path(tmp) / "cache")  # the stream loader's shards, removed after
+        stream_bytes_per_window(path, single, args.tickers, args.stream_batches, args.runs)
         if not args.skip_epochs:
             epochs(path, args.epoch_runs, min(500, args.tickers))
 

@@ -173,10 +173,14 @@ def test_one_ticker_runs_keep_their_output():
     assert not hasattr(prepare_from_config(TrainConfig(source="bundled:AAPL")), "tickers")
 
 
-def test_the_stream_loader_over_several_tickers_is_refused_in_one_line(tmp_path):
+def test_the_stream_loader_over_several_tickers_gives_the_lazy_loaders_batches(tmp_path):
     path = _long_csv(tmp_path / "l.csv")
-    with pytest.raises(InputError, match="stream loader is not built for several tickers"):
-        open_training_data(TrainConfig(source=f"csv:{path}", loader="stream"))
+    cfg = TrainConfig(source=f"csv:{path}", multiplier=2, noise=0.01, batch_size=64)
+    stream = open_training_data(cfg.model_copy(update={"loader": "stream"}), 1, 2)
+    lazy = open_training_data(cfg.model_copy(update={"loader": "lazy"}), 1, 2)
+    assert stream.dataset is not None and lazy.loader.ticker_span == stream.loader.ticker_span == (1, 2)
+    for (x, y), (lx, ly) in zip(stream.loader.epoch(3), lazy.loader.epoch(3), strict=True):
+        assert np.array_equal(x, lx) and np.array_equal(y, ly)
 
 
 @pytest.mark.slow

@@ -68,8 +68,8 @@ def test_training_measures_its_peak_memory_without_the_limit_code() -> None:
 
 
 # The data path in the order the data flows; each file may import only the files before it, never one after.
-DATA_PIPELINE = ["csv_prices", "sources", "synthetic", "series_cache", "windows", "replicas", "shards", "loaders",
-                 "dataset"]
+DATA_PIPELINE = ["csv_prices", "sources", "synthetic", "series_cache", "windows", "replicas", "manifest", "shards",
+                 "ticker_shards", "loaders", "dataset"]
 
 
 def test_the_data_path_only_imports_its_earlier_steps() -> None:

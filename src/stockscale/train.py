@@ -181,7 +181,8 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
 
     phases["train"], mark = time.perf_counter() - mark, time.perf_counter()
     my_rate = samples / train_seconds if train_seconds > 0 else 0.0
-    workers = gather_worker_stats(env, peak_rss_bytes(), my_rate, loader.windows, loader.ticker_span)
+    workers = gather_worker_stats(env, peak_rss_bytes(), my_rate, loader.windows, loader.ticker_span,
+                                  loader.shards_opened)
     if not env.is_main:
         return {"rank": env.rank, "peak_rss_bytes": peak_rss_bytes(), "samples_per_second": my_rate}
 
@@ -260,11 +261,15 @@ def seed_dropout(seed: int, rank: int, epoch: int) -> None:
 
 
 def gather_worker_stats(env: DistEnv, rss: int, rate: float, windows: int = 0,
-                        tickers: tuple[int, int] | None = None) -> list[dict[str, Any]]:
-    """Every rank's peak RSS and samples/s (and, pooled over tickers, its training windows and the first and
-    last ticker index it holds), gathered as a tensor (no pickled objects on the wire)."""
+                        tickers: tuple[int, int] | None = None,
+                        shards: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every rank's peak RSS and samples/s (and, pooled over tickers, its training windows, the first and
+    last ticker index it holds, and the first and last shard number it read or mapped and how many: shard
+    files of a dataset on disk), gathered as a tensor (no pickled objects on the wire)."""
     span = tickers if tickers is not None else (-1, -1)
-    mine = torch.tensor([float(env.rank), float(rss), rate, float(windows), *map(float, span)],
+    numbers = [int(name[6:11]) for name in shards or []]  # shard-NNNNN.npy
+    opened = (min(numbers), max(numbers), len(numbers)) if numbers else (-1, -1, 0)
+    mine = torch.tensor([float(env.rank), float(rss), rate, float(windows), *map(float, span), *map(float, opened)],
                         dtype=torch.float64)
     if not env.is_distributed:
         rows = [mine]
@@ -277,6 +282,8 @@ def gather_worker_stats(env: DistEnv, rss: int, rate: float, windows: int = 0,
     if tickers is not None:
         for entry, r in zip(stats, rows, strict=True):
             entry.update(windows=int(r[3]), tickers=[int(r[4]), int(r[5])])
+            if int(r[8]) > 0:
+                entry["shards"] = [int(r[6]), int(r[7]), int(r[8])]
     return stats
 
 

@@ -56,6 +56,7 @@ class WorkerStats(TypedDict):
     samples_per_second: float
     windows: NotRequired[int]  # pooled over tickers: this rank's training windows
     tickers: NotRequired[list[int]]  # and the first and last index (into data.tickers) of the tickers it holds
+    shards: NotRequired[list[int]]  # and, from a dataset on disk, the first and last shard it opened, and how many
 
 
 class EpochRecord(TypedDict):

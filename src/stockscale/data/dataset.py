@@ -7,6 +7,7 @@ Three ways in, one result:
 - `--multiplier N` with the memory or lazy loader: the rank generates the replicas it owns in RAM (seeded
   per shard, so exactly what `data scale` would write), unless a verified cached copy exists;
 - `--multiplier N` with the stream loader: a verified on-disk cache is written (once) and memory-mapped.
+The same holds for several tickers pooled (data/ticker_shards.py): their shards hold whole tickers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stockscale.data.replicas import ReplicaSpec, materialized_bytes
 from stockscale.data.series_cache import load_series
 from stockscale.data.shards import read_manifest, source_record, verify_dataset, write_dataset
 from stockscale.data.sources import is_pooled, is_synthetic, load_panel, parse_tickers
+from stockscale.data.ticker_shards import pooled_source_record, pooled_specs, write_pooled_dataset
 from stockscale.data.windows import NormStats, PooledData, PreparedData, prepare, prepare_pooled
 from stockscale.errors import DataIntegrityError, InputError
 
@@ -96,8 +98,12 @@ def prepare_from_config(cfg: TrainConfig) -> PreparedData | PooledData:
     return prepared
 
 
-def prepare_from_manifest(manifest: dict[str, Any], where: Path) -> PreparedData:
+def prepare_from_manifest(manifest: dict[str, Any], where: Path) -> PreparedData | PooledData:
+    """The prepared series a dataset's manifest names, fitted again from its source and checked against the
+    manifest's statistics and training days (per ticker, over several)."""
     source = manifest["source"]
+    if manifest.get("tickers") is not None:
+        return _pooled_from_manifest(manifest, where)
     try:
         series = load_series(source["spec"], date.fromisoformat(source["start"]), date.fromisoformat(source["end"]),
                              series_cache_dir())
@@ -113,6 +119,26 @@ def prepare_from_manifest(manifest: dict[str, Any], where: Path) -> PreparedData
         raise DataIntegrityError(f"{where}/manifest.json: {manifest['train_days']} training days, source has "
                                  f"{prepared.train_end}")
     return prepared
+
+
+def _pooled_from_manifest(manifest: dict[str, Any], where: Path) -> PooledData:
+    source = manifest["source"]
+    try:
+        spec = source["spec"]
+        panel = load_panel(spec, parse_tickers(source.get("tickers")), date.fromisoformat(source["start"]),
+                           date.fromisoformat(source["end"]))
+        pooled = prepare_pooled(spec, panel, float(source["train_frac"]), float(source["val_frac"]),
+                                is_synthetic(spec))
+    except (KeyError, TypeError, ValueError):
+        raise DataIntegrityError(f"{where}/manifest.json: its source record is incomplete") from None
+    records = manifest["tickers"]
+    if list(pooled.tickers) != [record["ticker"] for record in records]:
+        raise DataIntegrityError(f"{where}/manifest.json does not match its source {spec}: the tickers differ")
+    for part, record in zip(pooled.parts, records, strict=True):
+        if not NormStats.from_dict(record["stats"]).matches(part.stats) or part.train_end != record["train_days"]:
+            raise DataIntegrityError(f"{where}/manifest.json does not match its source {spec}: ticker "
+                                     f"{record['ticker']}'s training days or normalization statistics differ")
+    return pooled
 
 
 def cache_root() -> Path:
@@ -131,23 +157,28 @@ def series_cache_dir() -> Path:
     return cache_root() / "series"
 
 
-def cache_dir_for(cfg: TrainConfig, prepared: PreparedData) -> Path:
-    key = json.dumps({**source_record(cfg, prepared), "multiplier": cfg.multiplier, "noise": cfg.noise,
+def cache_dir_for(cfg: TrainConfig, prepared: PreparedData | PooledData) -> Path:
+    record = pooled_source_record(cfg, prepared) if isinstance(prepared, PooledData) else \
+        source_record(cfg, prepared)
+    key = json.dumps({**record, "multiplier": cfg.multiplier, "noise": cfg.noise,
                       "noise_units": "daily_log_return", "seed": cfg.seed}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_root() / "datasets" / f"x{cfg.multiplier}-{digest}"
 
 
-def ensure_cached_dataset(cfg: TrainConfig, prepared: PreparedData) -> tuple[Path, dict[str, Any]]:
+def ensure_cached_dataset(cfg: TrainConfig, prepared: PreparedData | PooledData) -> tuple[Path, dict[str, Any]]:
     """Write the dataset to the cache unless a copy whose checksums verify is there already.
 
     Several ranks on one machine may race here: each writes its own temporary directory and the first
     rename wins; the others find the finished dataset and use it.
     """
-    spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
-                       price_std=prepared.stats.price_std)
     target = cache_dir_for(cfg, prepared)
     try:
+        if isinstance(prepared, PooledData):
+            specs = pooled_specs(prepared, cfg.multiplier, cfg.noise, cfg.seed)
+            return target, write_pooled_dataset(prepared, specs, pooled_source_record(cfg, prepared), target)
+        spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
+                           price_std=prepared.stats.price_std)
         return target, write_dataset(prepared, spec, source_record(cfg, prepared), target)
     except OSError:
         if (target / "manifest.json").is_file():
@@ -167,22 +198,15 @@ def open_training_data(cfg: TrainConfig, rank: int = 0, world: int = 1) -> Train
         multiplier, noise = int(manifest["multiplier"]), float(manifest["noise"])
     else:
         prepared = prepare_from_config(cfg)
-    if isinstance(prepared, PooledData):
-        if cfg.loader == "stream":
-            raise InputError("the stream loader is not built for several tickers yet: use --loader memory or lazy")
-        source = ReplicaSource.generated_pooled(
-            [ReplicaSpec(base, cfg.multiplier, cfg.noise, cfg.seed, key=(index + 1,),
-                         price_std=part.stats.price_std * part.stats.return_std)  # train_bases' price units
-             for index, (base, part) in enumerate(zip(prepared.train_bases(), prepared.parts, strict=True))])
-    elif cfg.data is None:
         cached = cache_dir_for(cfg, prepared)
         if cfg.loader == "stream" or (cfg.multiplier > 1 and (cached / "manifest.json").is_file()):
             dataset, manifest = ensure_cached_dataset(cfg, prepared)
             source = ReplicaSource.on_disk(dataset, manifest)
         else:
-            spec = ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
-                               price_std=prepared.stats.price_std)
-            source = ReplicaSource.generated(spec)
+            source = ReplicaSource.generated_pooled(pooled_specs(prepared, cfg.multiplier, cfg.noise, cfg.seed)) \
+                if isinstance(prepared, PooledData) else \
+                ReplicaSource.generated(ReplicaSpec(prepared.train_series, cfg.multiplier, cfg.noise, cfg.seed,
+                                                    price_std=prepared.stats.price_std))
     if source.total_windows < world:
         raise InputError(f"{source.total_windows} training windows cannot be shared by {world} workers")
     loader = TrainLoader(cfg.loader, source, prepared.stats, rank, world, worker_batch_size(cfg, world), cfg.seed)

@@ -8,7 +8,8 @@ yielding identical batches.
 - `stream`: shards memory-mapped, batches read on demand and the pages given back after each batch, so
   resident memory does not grow with the dataset.
 
-All three take (rank, world) and touch only the replicas that rank owns, shuffle with the same generator
+All three take (rank, world) and touch only the replicas that rank owns (over several tickers: whole tickers,
+data/ticker_shards.py), shuffle with the same generator
 (seed, epoch, rank), and build features with the same function, so for the same seed they yield the same
 batches in the same order.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,8 +27,8 @@ import numpy as np
 from stockscale.config import FEATURES, SEQ_LEN
 from stockscale.data.replicas import ReplicaSpec, owned_replicas
 from stockscale.data.shards import iter_owned_shards, map_shard, shard_array, verify_shard
+from stockscale.data.ticker_shards import rank_tickers
 from stockscale.data.windows import NormStats, make_features
-from stockscale.errors import InputError
 
 LoaderKind = Literal["memory", "lazy", "stream"]
 
@@ -55,7 +56,8 @@ class ReplicaBlock:
 
 @dataclass
 class ReplicaSource:
-    """Where replicas come from: generated in memory from a ReplicaSpec, or a dataset directory on disk."""
+    """Where replicas come from: generated in memory from a ReplicaSpec, or a dataset directory on disk; one
+    ticker, or several pooled (their windows ticker after ticker, each ticker's M replicas in a row)."""
 
     windows_per_replica: int
     total_windows: int
@@ -63,7 +65,8 @@ class ReplicaSource:
     spec: ReplicaSpec | None = None
     directory: Path | None = None
     manifest: dict[str, Any] | None = None
-    pooled: list[ReplicaSpec] | None = None  # several tickers: one spec per ticker, windows ticker after ticker
+    pooled: list[ReplicaSpec] | None = None  # several tickers in RAM: one spec per ticker
+    opened: list[str] = field(default_factory=list)  # the shard files read or mapped, in the order opened
 
     @classmethod
     def generated(cls, spec: ReplicaSpec) -> ReplicaSource:
@@ -74,42 +77,76 @@ class ReplicaSource:
         """Several tickers' replicas in RAM: ticker 0's M replicas' windows, then ticker 1's, and so on."""
         return cls(0, sum(spec.total_windows for spec in specs), 0, pooled=specs)
 
-    def ticker_span(self, g0: int, g1: int) -> tuple[int, int] | None:
-        """Pooled tickers: the first and last ticker index whose windows overlap [g0, g1); else None."""
-        if self.pooled is None:
-            return None
-        ends = np.cumsum([spec.total_windows for spec in self.pooled])
-        return int(np.searchsorted(ends, g0, side="right")), int(np.searchsorted(ends, g1 - 1, side="right"))
-
-    def window_blocks(self, g0: int, g1: int, mapped: bool) -> list[ReplicaBlock]:
-        """Blocks covering global windows [g0, g1), each knowing its first window's global index."""
-        if self.pooled is None:
-            per = self.windows_per_replica
-            blocks = self.blocks(g0 // per, (g1 - 1) // per, mapped)
-            for block in blocks:
-                block.first_window = block.first_replica * per
-            return blocks
-        if mapped:
-            raise InputError("the stream loader is not built for several tickers yet: use --loader memory or lazy")
-        blocks, start = [], 0
-        for spec in self.pooled:  # only the tickers whose windows overlap [g0, g1) are generated
-            per, end = spec.windows_per_replica, start + spec.total_windows
-            if start < g1 and end > g0:
-                first, last = (max(g0, start) - start) // per, (min(g1, end) - 1 - start) // per
-                for block in ReplicaSource.generated(spec).blocks(first, last, mapped=False):
-                    block.first_window = start + block.first_replica * per
-                    blocks.append(block)
-            start = end
-        return blocks
-
     @classmethod
     def on_disk(cls, directory: Path, manifest: dict[str, Any]) -> ReplicaSource:
         return cls(manifest["windows_per_replica"], manifest["train_windows"], manifest["train_days"],
                    directory=directory, manifest=manifest)
 
+    @property
+    def tickers_on_disk(self) -> list[dict[str, Any]] | None:
+        return self.manifest.get("tickers") if self.manifest is not None else None
+
+    def ticker_windows(self) -> list[int] | None:
+        """Several tickers: each ticker's windows (all its replicas), in order; one ticker: None."""
+        if self.pooled is not None:
+            return [spec.total_windows for spec in self.pooled]
+        if self.tickers_on_disk is not None:
+            assert self.manifest is not None
+            return [self.manifest["multiplier"] * t["windows_per_replica"] for t in self.tickers_on_disk]
+        return None
+
+    def rank_share(self, rank: int, world: int) -> tuple[int, int, int, tuple[int, int] | None]:
+        """Rank's global windows [g0, g1), the smallest rank's window count (which sets every rank's steps per
+        epoch) and, over several tickers, the first and last ticker it holds: whole tickers only
+        (data.ticker_shards.rank_tickers); one ticker's windows are split evenly (replicas.owned_replicas)."""
+        per_ticker = self.ticker_windows()
+        if per_ticker is None:
+            g0, g1, _ = owned_replicas(self.total_windows, max(1, self.windows_per_replica), rank, world)
+            return g0, g1, g1 - g0, None
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in a world of {world}")
+        cuts = rank_tickers(per_ticker, world)
+        ends = np.concatenate([[0], np.cumsum(per_ticker)]).astype(int)
+        lo, hi = cuts[rank]
+        smallest = min(int(ends[b] - ends[a]) for a, b in cuts)
+        return int(ends[lo]), int(ends[hi]), smallest, (lo, hi - 1)
+
+    def window_blocks(self, g0: int, g1: int, mapped: bool) -> list[ReplicaBlock]:
+        """Blocks covering global windows [g0, g1), each knowing its first window's global index; only the
+        tickers (and their shards) whose windows overlap [g0, g1) are generated or opened."""
+        if self.pooled is None and self.tickers_on_disk is None:
+            per = self.windows_per_replica
+            blocks = self.blocks(g0 // per, (g1 - 1) // per, mapped)
+            for block in blocks:
+                block.first_window = block.first_replica * per
+            return blocks
+        if self.pooled is not None and mapped:
+            raise ValueError("the stream loader needs a dataset on disk")
+        blocks, start = [], 0
+        for ticker, windows in enumerate(self.ticker_windows() or []):
+            end = start + windows
+            if start < g1 and end > g0:
+                found = self._ticker_blocks(ticker, max(g0, start) - start, min(g1, end) - start, mapped)
+                for block in found:
+                    block.first_window = start + block.first_replica * block.windows_per_replica
+                    blocks.append(block)
+            start = end
+        return blocks
+
+    def _ticker_blocks(self, ticker: int, w0: int, w1: int, mapped: bool) -> list[ReplicaBlock]:
+        """Blocks of one pooled ticker covering its windows [w0, w1): generated, or from its own shards."""
+        if self.pooled is not None:
+            spec = self.pooled[ticker]
+            per = spec.windows_per_replica
+            return ReplicaSource.generated(spec).blocks(w0 // per, (w1 - 1) // per, mapped=False)
+        assert self.manifest is not None and self.tickers_on_disk is not None
+        record = self.tickers_on_disk[ticker]
+        per, first_shard = record["windows_per_replica"], record["first_shard"]
+        shards = self.manifest["shards"][first_shard : first_shard + record["shards"]]
+        return self._disk_blocks(shards, w0 // per, (w1 - 1) // per, record["train_days"], mapped)
+
     def blocks(self, first: int, last: int, mapped: bool) -> list[ReplicaBlock]:
         """Blocks covering replicas [first, last], trimmed to them; only the shards that hold them are opened."""
-        shape = (self.train_days, len(FEATURES))
         blocks = []
         if self.spec is not None:
             if mapped:
@@ -121,9 +158,18 @@ class ReplicaSource:
                     start = lo - plan.first_replica
                     blocks.append(ReplicaBlock(lo, np.ascontiguousarray(replicas[start : start + hi - lo])))
             return blocks
-        assert self.directory is not None and self.manifest is not None
-        for shard in iter_owned_shards(self.manifest, first, last):
+        assert self.manifest is not None
+        return self._disk_blocks(self.manifest["shards"], first, last, self.train_days, mapped)
+
+    def _disk_blocks(self, shards: list[dict[str, Any]], first: int, last: int, train_days: int,
+                     mapped: bool) -> list[ReplicaBlock]:
+        """Of `shards` (one ticker's), those holding replicas [first, last]: verified, then mapped or read."""
+        assert self.directory is not None
+        shape = (train_days, len(FEATURES))
+        blocks = []
+        for shard in iter_owned_shards({"shards": shards}, first, last):
             path = verify_shard(self.directory, shard)
+            self.opened.append(shard["file"])
             lo = max(first, shard["first_replica"])
             hi = min(last + 1, shard["first_replica"] + shard["replicas"])
             start = lo - shard["first_replica"]
@@ -148,10 +194,12 @@ class TrainLoader:
         self.world = world
         self.batch_size = batch_size
         self.seed = seed
-        self.g0, self.g1, _ = owned_replicas(source.total_windows, max(1, source.windows_per_replica), rank, world)
+        # ticker_span: the first and last pooled ticker this rank holds (whole tickers), None for one ticker.
+        self.g0, self.g1, self._epoch_windows, self.ticker_span = source.rank_share(rank, world)
         self.windows = self.g1 - self.g0
-        self.ticker_span = source.ticker_span(self.g0, self.g1)  # the pooled tickers this rank holds
+        opened_before = len(source.opened)
         self._blocks = source.window_blocks(self.g0, self.g1, mapped=kind == "stream")
+        self.shards_opened = source.opened[opened_before:]  # the shard files this rank read or mapped
         self._block_starts = np.array([block.first_window for block in self._blocks])
         self._block_per = np.array([block.windows_per_replica for block in self._blocks])
         self._views = [_window_view(block.array) for block in self._blocks]
@@ -166,7 +214,10 @@ class TrainLoader:
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-self.windows // self.batch_size)
+        """The same on every rank: ceil(smallest rank's windows / batch). One ticker's ranks hold equal shares;
+        over several tickers a rank holding more windows leaves the rest of its reshuffled windows out of the
+        epoch (a different rest each epoch)."""
+        return -(-self._epoch_windows // self.batch_size)
 
     def _locate(self, local: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rank-local window indices -> (block index, replica within block, window within replica)."""
@@ -201,8 +252,8 @@ class TrainLoader:
 
     def epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = self.order(epoch)
-        for lo in range(0, self.windows, self.batch_size):
-            batch = order[lo : lo + self.batch_size]
+        for step in range(self.steps_per_epoch):
+            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
             if self.kind == "memory":
                 windows, next_close = self._x[batch], self._next[batch]
             else:

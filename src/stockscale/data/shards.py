@@ -2,9 +2,9 @@
 
 Writing is streamed one shard at a time into a temporary directory renamed at the end: peak memory is one
 shard, and an interrupted run leaves nothing that looks like a dataset. The manifest has one model,
-DatasetManifest: it is built through it when written and checked whole through it when read, before anything
-of the dataset is trusted; the functions here hand it on as that model's dict. Reading checks each shard's
-size and sha256 once, and never unpickles. This module needs numpy, not torch.
+DatasetManifest (data/manifest.py): it is built through it when written and checked whole through it when read,
+before anything of the dataset is trusted; the functions here hand it on as that model's dict. Reading checks
+each shard's size and sha256 once, and never unpickles. This module needs numpy, not torch.
 """
 
 from __future__ import annotations
@@ -16,21 +16,20 @@ import json
 import mmap
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from stockscale.bounds import MAX_MULTIPLIER, MAX_SEED
 from stockscale.config import FEATURES, SEQ_LEN, TrainConfig, one_line
-from stockscale.data.replicas import REPLICAS_PER_SHARD, ReplicaSpec, materialized_bytes
-from stockscale.data.windows import NormStats, PreparedData, window_count
+from stockscale.data.manifest import FORMAT, FORMAT_VERSION, DatasetManifest, ShardEntry, SourceRecord
+from stockscale.data.replicas import ReplicaSpec, ShardPlan, materialized_bytes
+from stockscale.data.windows import NormStats, PreparedData
 from stockscale.errors import DataIntegrityError, InputError
 from stockscale.files import staged_dir, utc_timestamp, write_text_atomic
 
-FORMAT = "stockscale-scaled-dataset"
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 VERIFIED_CACHE = ".verified.json"
 
@@ -38,80 +37,10 @@ VERIFIED_CACHE = ".verified.json"
 # --------------------------------------------------------------------------------------------- manifest
 
 
-class ShardEntry(BaseModel):
-    """One shard as the manifest lists it; its file name is the only form a shard's name can take."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    file: str = Field(pattern=r"^shard-[0-9]{5}\.npy$")
-    first_replica: int = Field(ge=0)
-    replicas: int = Field(ge=1, le=REPLICAS_PER_SHARD)
-    windows: int = Field(ge=1)
-    bytes: int = Field(ge=1)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class SourceRecord(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
-
-    spec: str
-    # Needed to rebuild the base series (prepare_from_manifest says so when one is missing); `data info` and
-    # the shard checks do without them.
-    start: str | None = None
-    end: str | None = None
-    train_frac: float | None = Field(None, gt=0, lt=1)
-    val_frac: float | None = Field(None, gt=0, lt=1)
-
-
-class DatasetManifest(BaseModel):
-    """A dataset's manifest.json, checked whole before anything of the dataset is trusted: types, ranges,
-    shard names, contiguous replica ranges and the counts that follow from them."""
-
-    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
-
-    format: Literal["stockscale-scaled-dataset"]
-    format_version: Literal[1]
-    source: SourceRecord
-    multiplier: int = Field(ge=1, le=MAX_MULTIPLIER)
-    noise: float = Field(ge=0)
-    seed: int = Field(ge=0, lt=MAX_SEED)
-    seq_len: Literal[60] = SEQ_LEN
-    features: list[str] = Field(default_factory=lambda: list(FEATURES))
-    train_days: int = Field(ge=1)
-    windows_per_replica: int = Field(ge=1)
-    train_windows: int = Field(ge=1)
-    materialized_bytes: int = Field(0, ge=0)
-    replicas_per_shard: int = Field(REPLICAS_PER_SHARD, ge=1)
-    stats: dict[str, float]
-    shards: list[ShardEntry] = Field(min_length=1)
-    created_at: str | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DatasetManifest:
-        if self.windows_per_replica != window_count(self.train_days):
-            raise ValueError(f"windows_per_replica {self.windows_per_replica} does not follow from "
-                             f"{self.train_days} training days")
-        if self.train_windows != self.multiplier * self.windows_per_replica:
-            raise ValueError("train_windows does not match multiplier x windows_per_replica")
-        expected_first = 0
-        for index, shard in enumerate(self.shards):
-            if shard.file != f"shard-{index:05d}.npy":
-                raise ValueError(f"shard {index} is named {shard.file!r}, not shard-{index:05d}.npy")
-            if shard.first_replica != expected_first:
-                raise ValueError(f"{shard.file} starts at replica {shard.first_replica}, not {expected_first}: "
-                                 "replica ranges must be contiguous")
-            if shard.windows != shard.replicas * self.windows_per_replica:
-                raise ValueError(f"{shard.file}: windows does not match replicas x windows_per_replica")
-            expected_first += shard.replicas
-        if expected_first != self.multiplier:
-            raise ValueError(f"shards hold {expected_first} replicas but the multiplier is {self.multiplier}")
-        return self
-
-
 def source_record(cfg: TrainConfig, prepared: PreparedData) -> dict[str, Any]:
     """How to rebuild the base series: stored in a manifest so `--data DIR` needs no other flags."""
     return SourceRecord(spec=cfg.source, start=str(prepared.series.dates[0]), end=str(prepared.series.dates[-1]),
-                        train_frac=cfg.train_frac, val_frac=cfg.val_frac).model_dump()
+                        train_frac=cfg.train_frac, val_frac=cfg.val_frac).model_dump(exclude_none=True)
 
 
 def planned_manifest(prepared: PreparedData, spec: ReplicaSpec, source: dict[str, Any]) -> DatasetManifest:
@@ -151,6 +80,17 @@ def write_shard(path: Path, replicas: np.ndarray) -> tuple[int, str]:
 
 
 
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to write: its plan (the file is named by `file`), how to generate its replicas, its windows
+    per replica, and, over several tickers, the ticker index it holds."""
+
+    file: str
+    plan: ShardPlan
+    spec: ReplicaSpec
+    ticker: int | None = None
+
+
 def write_dataset(
     prepared: PreparedData,
     spec: ReplicaSpec,
@@ -163,30 +103,37 @@ def write_dataset(
     `out` may already hold this very dataset (same parameters, shards verify): then nothing is written.
     Anything else already there is refused.
     """
-    planned = planned_manifest(prepared, spec, source)
+    jobs = [ShardJob(plan.file, plan, spec) for plan in spec.shards()]
+    return write_planned(planned_manifest(prepared, spec, source), jobs, out, on_shard)
+
+
+def write_planned(planned: DatasetManifest, jobs: list[ShardJob], out: Path,
+                  on_shard: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write the shards `jobs` lists, then the manifest `planned` with their sizes and hashes (write_dataset;
+    data.ticker_shards for several tickers)."""
     if out.exists():
         existing = _existing_manifest(out)
         if existing is not None and _same_dataset(existing, planned):
-            return verify_dataset(out, existing.model_dump())
+            return verify_dataset(out, _as_read(existing))
         raise InputError(f"output directory {out} already holds something that is not this dataset")
     # Hashing and writing one shard overlaps generating the next (numpy, hashlib and file writes release the
     # GIL), so at most two shards are in memory at once.
     shards: list[dict[str, Any]] = []
     with staged_dir(out) as tmp, ThreadPoolExecutor(max_workers=1) as writer:
-        plans = spec.shards()
         pending: Future[tuple[int, str]] | None = None
-        for number, plan in enumerate([*plans, None]):
-            replicas = spec.generate(plan) if plan is not None else None
+        for number, job in enumerate([*jobs, None]):
+            replicas = job.spec.generate(job.plan) if job is not None else None
             if pending is not None:
                 size, sha256 = pending.result()
-                done = plans[number - 1]
-                shards.append(ShardEntry(file=done.file, first_replica=done.first_replica, replicas=done.replicas,
-                                         windows=done.replicas * spec.windows_per_replica, bytes=size,
-                                         sha256=sha256).model_dump())
+                done = jobs[number - 1]
+                shards.append(ShardEntry(file=done.file, first_replica=done.plan.first_replica,
+                                         replicas=done.plan.replicas,
+                                         windows=done.plan.replicas * done.spec.windows_per_replica, bytes=size,
+                                         sha256=sha256, ticker=done.ticker).model_dump(exclude_none=True))
                 if on_shard is not None:
-                    on_shard(number, len(plans))
-            if plan is not None:
-                pending = writer.submit(write_shard, tmp / plan.file, replicas)
+                    on_shard(number, len(jobs))
+            if job is not None:
+                pending = writer.submit(write_shard, tmp / job.file, replicas)
         written = {**planned.model_dump(exclude_unset=True), "shards": shards, "created_at": utc_timestamp()}
         manifest = _validated(written, tmp / MANIFEST).model_dump(exclude_unset=True)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -208,11 +155,18 @@ def _same_dataset(existing: DatasetManifest, wanted: DatasetManifest) -> bool:
             "replicas_per_shard")
     if any(getattr(existing, key) != getattr(wanted, key) for key in keys):
         return False
+    pairs = [(existing.stats, wanted.stats)]
+    if (existing.tickers is None) != (wanted.tickers is None):
+        return False
+    if existing.tickers is not None and wanted.tickers is not None:
+        if [(t.ticker, t.train_days, t.shards) for t in existing.tickers] != \
+                [(t.ticker, t.train_days, t.shards) for t in wanted.tickers]:
+            return False
+        pairs += [(have.stats, want.stats) for have, want in zip(existing.tickers, wanted.tickers, strict=True)]
     try:
-        stored = NormStats.from_dict(existing.stats)
+        return all(NormStats.from_dict(have).matches(NormStats.from_dict(want)) for have, want in pairs)
     except (KeyError, TypeError, ValueError):
         return False
-    return stored.matches(NormStats.from_dict(wanted.stats))
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -238,7 +192,20 @@ def load_manifest(directory: Path) -> DatasetManifest:
 
 def read_manifest(directory: Path) -> dict[str, Any]:
     """The manifest of a dataset directory as DatasetManifest's dict, as the loaders and the CLI read it."""
-    return load_manifest(directory).model_dump()
+    return _as_read(load_manifest(directory))
+
+
+def _as_read(model: DatasetManifest) -> dict[str, Any]:
+    """One ticker's manifest reads as written: the fields only several tickers have are left out, not None."""
+    manifest = model.model_dump()
+    if manifest["tickers"] is None:
+        del manifest["tickers"]
+    if manifest["source"]["tickers"] is None:
+        del manifest["source"]["tickers"]
+    for shard in manifest["shards"]:
+        if shard["ticker"] is None:
+            del shard["ticker"]
+    return manifest
 
 
 _verified: set[tuple[str, int, int, str]] = set()
