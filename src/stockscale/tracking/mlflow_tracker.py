@@ -1,7 +1,9 @@
-"""Runs tracked in MLflow, logged from the driver (the process running the CLI) through MLflow's own client.
+"""Runs tracked in MLflow through MLflow's own client, from the driver (the process running the CLI), or from
+the pods themselves when they can reach the server (tracking_route: pod; pod_env, cli/pod_tracking.py).
 
-The driver sees every JobResult whatever the backend (processes, warm workers, containers, pods), so it is the
-one place that logs: a search is a parent run with a child per trial (a pruned one tagged `pruned`), a scale
+The driver sees every JobResult whatever the backend (processes, warm workers, containers, pods), so it logs
+them unless the pods do (then it logs only the parent, which it creates before the pods start, since its id
+is in their env): a search is a parent run with a child per trial (a pruned one tagged `pruned`), a scale
 test a parent with a child per probe, a demo a parent over both, `train` one run. Each child gets the full
 TrainConfig as parameters, train/val loss per epoch, the final metrics, the peak memory of every worker, the
 samples/s of every rank, the status and the limit mechanism as tags, and metrics.json as an artifact.
