@@ -18,7 +18,7 @@ from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
 from stockscale.cli.launchers import choose_launcher
 from stockscale.cli.parser import add_train_flags, load_config, positive_float, positive_int, size
-from stockscale.cli.tracking import add_track_flag, open_track
+from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
 from stockscale.errors import InputError, WorkerFailure
 from stockscale.worker import EXIT_MEMORY, result_line
 
@@ -75,7 +75,7 @@ def tracked_train(args: argparse.Namespace, out: Path, work: Callable[[Tracker |
         return work(None)  # manifests only: nothing runs, nothing to track
     tracker = open_track(args, out.parent)
     if tracker is not None:
-        args.pod_env = tracker.pod_env(args.backend)
+        args.pod_env = pods_tracking_env(tracker, args.backend)
     with tracked(tracker, "train", out.name, {}, lambda: [out / "metrics.json", out / "config.yaml"]):
         return work(tracker)
 
