@@ -63,3 +63,13 @@ def test_a_pod_reads_back_the_tracking_the_driver_put_into_its_env() -> None:
     pod = PodTracking("http://mlflow.tracking.svc:5000", "3", "a" * 32)
     assert PodTracking.from_env(pod.env()) == pod
     assert PodTracking.from_env({"MLFLOW_TRACKING_URI": "http://mlflow.tracking.svc:5000"}) is None  # no parent
+
+
+def test_the_driver_says_it_logs_docker_trials_itself(tmp_path, capsys) -> None:
+    pytest.importorskip("mlflow")
+    from stockscale.cli.tracking import pods_tracking_env
+    from stockscale.tracking.mlflow_tracker import MlflowTracker
+
+    tracker = MlflowTracker("http://mlflow.tracking.svc:5000", tmp_path, print)
+    assert pods_tracking_env(tracker, "docker") == {}  # no network in the containers: nothing to contact
+    assert "tracking route: driver (the docker trials cannot reach" in capsys.readouterr().out
