@@ -16,6 +16,13 @@ from pathlib import Path
 READY_SECONDS = 180.0  # a fresh store's migrations and the server's imports take tens of seconds on 2 busy cores
 
 
+def allowed_hosts() -> str:
+    """The Host headers the server answers: loopback, and this machine's host name, by which the pod-route test
+    reaches it (a name that is not loopback, as a pod's would be; MLflow refuses unknown names by default)."""
+    names = ["localhost", "127.0.0.1", socket.gethostname()]
+    return ",".join(f"{name}{port}" for name in names for port in ("", ":*"))
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -34,6 +41,7 @@ class MlflowServer:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+                 "--allowed-hosts", allowed_hosts(),
                  "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
                  "--artifacts-destination", str(folder / "artifacts")],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

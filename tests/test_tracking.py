@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stockscale.tracking import TrackSpec, parse_track, reachable_from_pods
+from stockscale.tracking import PodTracking, TrackSpec, parse_track, reachable_from_pods, tracking_route
 from tests.conftest import assert_clean_error
 
 
@@ -48,3 +48,28 @@ def test_the_pods_env_carries_the_cluster_specs_extra_variables() -> None:
                             port=False)
     env = template["spec"]["containers"][0]["env"]
     assert {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow.tracking.svc:5000"} in env
+
+
+@pytest.mark.parametrize(("uri", "backend", "route"), [
+    ("http://mlflow.tracking.svc:5000", "kubernetes", "pod"), ("https://mlflow.example.org", "kubernetes", "pod"),
+    ("http://127.0.0.1:5000", "kubernetes", "driver"), ("sqlite:///results/mlflow.db", "kubernetes", "driver"),
+    ("http://mlflow.tracking.svc:5000", "docker", "driver"),  # containers run with no network at all
+    ("http://mlflow.tracking.svc:5000", "local", "driver"), ("http://mlflow.tracking.svc:5000", "parallel", "driver")])
+def test_only_pods_that_reach_the_server_log_their_own_runs(uri, backend, route) -> None:
+    assert tracking_route(uri, backend) == route
+
+
+def test_a_pod_reads_back_the_tracking_the_driver_put_into_its_env() -> None:
+    pod = PodTracking("http://mlflow.tracking.svc:5000", "3", "a" * 32)
+    assert PodTracking.from_env(pod.env()) == pod
+    assert PodTracking.from_env({"MLFLOW_TRACKING_URI": "http://mlflow.tracking.svc:5000"}) is None  # no parent
+
+
+def test_the_driver_says_it_logs_docker_trials_itself(tmp_path, capsys) -> None:
+    pytest.importorskip("mlflow")
+    from stockscale.cli.tracking import pods_tracking_env
+    from stockscale.tracking.mlflow_tracker import MlflowTracker
+
+    tracker = MlflowTracker("http://mlflow.tracking.svc:5000", tmp_path, print)
+    assert pods_tracking_env(tracker, "docker") == {}  # no network in the containers: nothing to contact
+    assert "tracking route: driver (the docker trials cannot reach" in capsys.readouterr().out

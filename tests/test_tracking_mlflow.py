@@ -184,3 +184,86 @@ def test_a_server_stopped_during_a_search_gives_one_warning_and_the_search_compl
     warnings = [line for line in (stdout + stderr).splitlines() if "warning" in line.lower()]
     assert len(warnings) == 1 and "MLflow tracking at" in warnings[0] and "results files" in warnings[0], warnings
     assert "Traceback" not in stderr
+
+
+# ------------------------------------------------------------------ trials that log themselves (route `pod`)
+
+def _pod_tracking_vars(pod_env: dict[str, str]) -> dict[str, str]:
+    """The tracking variables of the pod the kubernetes backend renders: the ClusterSpec the CLI builds from
+    args.pod_env (cli/k8s.py), through the pod template every stockscale pod is made from."""
+    from argparse import Namespace
+
+    from stockscale.cli.k8s import cluster_spec
+    from stockscale.launch.kubernetes.manifests.pods import pod_template
+
+    spec = cluster_spec(Namespace(image=None, namespace=None, pod_env=pod_env, k8s_config=None))
+    template = pod_template(spec, {}, ["train"], threads=1, memory_limit=None, results={"name": "results"},
+                            port=False)
+    return {entry["name"]: entry["value"] for entry in template["spec"]["containers"][0]["env"]
+            if entry["name"].startswith(("MLFLOW_", "STOCKSCALE_MLFLOW_"))}
+
+
+def _without_tracking(environ) -> dict[str, str]:
+    return {key: value for key, value in environ.items() if not key.startswith(("MLFLOW_", "STOCKSCALE_MLFLOW_"))}
+
+
+def test_a_pod_logs_its_own_child_run_and_the_driver_logs_no_duplicate(client, server_uri, tmp_path) -> None:
+    """The server by this machine's host name (not loopback, so pods could reach it), a driver that searches
+    on Kubernetes, and a `stockscale train` run with exactly the tracking env its pod template carries."""
+    import socket
+
+    from stockscale.launch.base import JobResult
+    from stockscale.tracking import EXPERIMENT_VARIABLE, PARENT_VARIABLE, URI_VARIABLE, reachable_from_pods
+    from stockscale.tracking.mlflow_tracker import MlflowTracker
+
+    uri = server_uri.replace("127.0.0.1", socket.gethostname())
+    if not reachable_from_pods(uri):
+        pytest.skip(f"this machine's host name is a loopback name ({uri})")
+    warnings: list[str] = []
+    driver = MlflowTracker(uri, tmp_path, warnings.append)
+    assert driver.pod_env("docker") == {}  # containers have no network: the driver logs
+    pod_vars = _pod_tracking_vars(driver.pod_env("kubernetes"))
+    assert set(pod_vars) == {URI_VARIABLE, EXPERIMENT_VARIABLE, PARENT_VARIABLE}, warnings
+    name = f"k8s-search-{uuid.uuid4().hex[:8]}"
+    driver.on_start("search", name, {"trials": 1})
+
+    run_dir = tmp_path / f"trial-{uuid.uuid4().hex[:8]}"
+    ran = subprocess.run([sys.executable, "-m", "stockscale", "train", *TINY, "--epochs", "2", "--out", str(run_dir)],
+                         env={**_without_tracking(os.environ), **pod_vars}, capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert "warning" not in ran.stderr, ran.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    driver.on_result(JobResult(name=run_dir.name, status="success", metrics=metrics, run_dir=str(run_dir)), {},
+                     {"stockscale.kind": "trial"})
+    driver.on_end(True, [])
+    assert warnings == []
+
+    [parent] = runs_named(client, name)
+    assert parent.info.run_id == pod_vars[PARENT_VARIABLE]
+    assert parent.data.tags["stockscale.tracking_route"] == "pod"
+    [child] = children(client, parent)  # the pod's own run; no second one from the driver
+    assert child.info.run_name == run_dir.name
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["stockscale.tracking_route"] == "pod"
+    assert child.data.params["hidden_size"] == "8" and child.data.params["loader"] == "lazy"  # the full config
+    assert [point.step for point in client.get_metric_history(child.info.run_id, "train_loss")] == [1, 2]
+    assert len(client.get_metric_history(child.info.run_id, "val_loss")) == 2
+    assert "peak_rss_bytes/worker_0" in child.data.metrics and "test_rmse" in child.data.metrics
+    assert "samples_per_second/rank_0" in child.data.metrics
+    assert "metrics.json" in {item.path for item in client.list_artifacts(child.info.run_id)}
+
+
+def test_a_pod_whose_server_is_down_trains_with_one_warning(tmp_path) -> None:
+    from stockscale.tracking import PodTracking
+    from tests.mlflow_server import free_port
+
+    _mlflow_or_skip()
+    down = PodTracking(f"http://127.0.0.1:{free_port()}", "1", "0" * 32).env()
+    ran = subprocess.run([sys.executable, "-m", "stockscale", "train", *TINY, "--epochs", "2",
+                          "--out", str(tmp_path / "run")], env={**_without_tracking(os.environ), **down},
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    warnings = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: MLflow tracking at"), ran.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["rmse"] > 0

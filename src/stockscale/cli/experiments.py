@@ -25,7 +25,7 @@ from stockscale.cli.parser import (
     size_text,
     train_overrides,
 )
-from stockscale.cli.tracking import add_track_flag, open_track
+from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
 from stockscale.errors import InputError
 from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 
@@ -145,7 +145,7 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 
     tracker = open_track(args, out.parent)
     if tracker is not None:
-        args.pod_env = tracker.pod_env()
+        args.pod_env = pods_tracking_env(tracker, args.backend)
     doc = run_scale_test(settings, choose_launcher(args, "scale", log_dir=out / "logs"), out, on_result, tracker)
     log(format_table(doc))
     log(f"results: {out / 'results.json'}")
@@ -236,7 +236,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 "pruner": args.pruner} if args.backend == "kubernetes" else {})
     tracker = None if args.dry_run else open_track(args, out.parent)
     if tracker is not None:
-        args.pod_env = tracker.pod_env()
+        args.pod_env = pods_tracking_env(tracker, args.backend)
     launcher = choose_launcher(args, "search", warm=True, log_dir=out / "logs", **cluster)
     if args.dry_run:
         from stockscale.experiments.dry_run import write_dry_run_marker
@@ -347,7 +347,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     log(f"stockscale demo{' --quick' if args.quick else ''}: both comparisons on this machine -> {out}/")
     tracker = open_track(args, out)
     if tracker is not None:
-        args.pod_env = tracker.pod_env()
+        args.pod_env = pods_tracking_env(tracker, args.backend)
     cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
     text, report = run_demo(out, args.quick, log, cluster, args.source, tracker)
     print(text, flush=True)

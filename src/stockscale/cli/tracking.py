@@ -43,3 +43,15 @@ def open_track(args: argparse.Namespace, results_dir: Path) -> Tracker | None:
     log(f"tracking in MLflow at {tracker.uri}" + ("" if spec.uri else
         f" (see it: mlflow ui --backend-store-uri {tracker.uri})"))
     return tracker
+
+
+def pods_tracking_env(tracker: Tracker, backend: str) -> dict[str, str]:
+    """The tracking env of `backend`'s pods (tracker.pod_env), and, off this machine, a line saying who logs."""
+    from stockscale.console import log
+
+    env = tracker.pod_env(backend)
+    if env:
+        log("tracking route: pod (each trial's pod logs its own run under this command's run)")
+    elif backend in ("docker", "kubernetes"):
+        log(f"tracking route: driver (the {backend} trials cannot reach {tracker.uri}: this process logs them)")
+    return env

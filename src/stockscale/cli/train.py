@@ -18,7 +18,7 @@ from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
 from stockscale.cli.launchers import choose_launcher
 from stockscale.cli.parser import add_train_flags, load_config, positive_float, positive_int, size
-from stockscale.cli.tracking import add_track_flag, open_track
+from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
 from stockscale.errors import InputError, WorkerFailure
 from stockscale.worker import EXIT_MEMORY, result_line
 
@@ -75,15 +75,17 @@ def tracked_train(args: argparse.Namespace, out: Path, work: Callable[[Tracker |
         return work(None)  # manifests only: nothing runs, nothing to track
     tracker = open_track(args, out.parent)
     if tracker is not None:
-        args.pod_env = tracker.pod_env()
+        args.pod_env = pods_tracking_env(tracker, args.backend)
     with tracked(tracker, "train", out.name, {}, lambda: [out / "metrics.json", out / "config.yaml"]):
         return work(tracker)
 
 
 def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | None = None) -> int:
-    """Train in this process (one process, or one rank when the environment says so)."""
+    """Train in this process (one process, or one rank when the environment says so). In a pod whose env
+    names the driver's MLflow run, rank 0 logs its own child run (cli/pod_tracking.py)."""
     import time
 
+    from stockscale.cli.pod_tracking import TrackedProgress, pod_run
     from stockscale.console import RichTrainProgress, train_progress
     from stockscale.errors import TrainingDiverged
     from stockscale.launch.base import JobResult
@@ -92,7 +94,14 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
     progress = train_progress() if env.is_main else None
     started = time.time()
     try:
-        result = train(cfg, out, progress, env)
+        with contextlib.nullcontext() if tracker is not None else pod_run(env, out) as pod:
+            tracker = tracker or pod
+            result = train(cfg, out, TrackedProgress(progress, pod) if pod is not None else progress, env)
+            if tracker is not None:
+                peaks = [worker["peak_rss_bytes"] for worker in result.get("workers", [])]
+                tracker.on_result(JobResult(name=out.name, status="success", metrics=result, start_time=started,
+                                            end_time=time.time(), peak_rss_bytes=peaks, run_dir=str(out)),
+                                  cfg.to_dict(), {"stockscale.kind": "train"})
     except MemoryError:
         print(json.dumps({"status": "oom", "detail": "MemoryError", "rank": env.rank}), flush=True)
         return EXIT_MEMORY
@@ -104,11 +113,6 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
             progress.close()
     if env.is_main:
         print_run_summary(result)
-    if tracker is not None:
-        peaks = [worker["peak_rss_bytes"] for worker in result.get("workers", [])]
-        tracker.on_result(JobResult(name=out.name, status="success", metrics=result, start_time=started,
-                                    end_time=time.time(), peak_rss_bytes=peaks, run_dir=str(out)),
-                          cfg.to_dict(), {"stockscale.kind": "train"})
     print(result_line(result), flush=True)
     if env.is_distributed:
         # Gloo's worker threads can still hold work objects when the interpreter finalizes, which aborts the

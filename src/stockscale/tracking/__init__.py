@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from stockscale.worker import JsonValue
 
 KINDS = ("mlflow",)
+# What the driver puts into a pod's env so that the pod's `stockscale train` logs its own run (docs/results.md).
+URI_VARIABLE = "MLFLOW_TRACKING_URI"
+PARENT_VARIABLE = "STOCKSCALE_MLFLOW_PARENT_RUN_ID"
+EXPERIMENT_VARIABLE = "STOCKSCALE_MLFLOW_EXPERIMENT_ID"
 _LOOPBACK = ("localhost", "::1", "0.0.0.0")
 
 
@@ -50,8 +54,9 @@ class Tracker(Protocol):
         """Where the runs go (shown to the user)."""
         ...
 
-    def pod_env(self) -> dict[str, str]:
-        """Environment for containers and pods so that they could reach the tracker too (may be empty)."""
+    def pod_env(self, backend: str) -> dict[str, str]:
+        """Environment for the pods of `backend` when they log their own runs (tracking_route: pod); else
+        empty, and the driver logs every run."""
         ...
 
 
@@ -69,7 +74,7 @@ class _NoTracking:
     def on_end(self, complete: bool, artifacts: Sequence[Path]) -> None:
         pass
 
-    def pod_env(self) -> dict[str, str]:
+    def pod_env(self, backend: str) -> dict[str, str]:
         return {}
 
 
@@ -117,6 +122,33 @@ def reachable_from_pods(uri: str) -> bool:
     host = parsed.hostname or ""
     return parsed.scheme in ("http", "https") and bool(host) and host not in _LOOPBACK \
         and not host.startswith("127.")
+
+
+def tracking_route(uri: str, backend: str) -> str:
+    """Who logs a job's run: `pod` when the job runs in a Kubernetes pod that can reach the server (its own
+    `stockscale train` logs it, live), else `driver` (the CLI logs it from the JobResult). Docker's containers
+    have no network at all (launch/containers.py), and local processes are the driver's own children."""
+    return "pod" if backend == "kubernetes" and reachable_from_pods(uri) else "driver"
+
+
+@dataclass(frozen=True)
+class PodTracking:
+    """Where a pod logs its run: the server, the experiment, and the driver's run it is a child of."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+
+    def env(self) -> dict[str, str]:
+        """The variables the pod template carries (ClusterSpec.env); from_env reads them back in the pod."""
+        return {URI_VARIABLE: self.uri, EXPERIMENT_VARIABLE: self.experiment_id,
+                PARENT_VARIABLE: self.parent_run_id}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PodTracking | None:
+        """The pod's tracking, when the driver set all three variables (a URI alone is the user's own)."""
+        values = [environ.get(name, "").strip() for name in (URI_VARIABLE, EXPERIMENT_VARIABLE, PARENT_VARIABLE)]
+        return cls(*values) if all(values) else None
 
 
 def open_tracker(spec: TrackSpec, results_dir: Path, on_warning: Callable[[str], None]) -> Tracker:

@@ -1,7 +1,9 @@
-"""Runs tracked in MLflow, logged from the driver (the process running the CLI) through MLflow's own client.
+"""Runs tracked in MLflow through MLflow's own client, from the driver (the process running the CLI), or from
+the pods themselves when they can reach the server (tracking_route: pod; pod_env, cli/pod_tracking.py).
 
-The driver sees every JobResult whatever the backend (processes, warm workers, containers, pods), so it is the
-one place that logs: a search is a parent run with a child per trial (a pruned one tagged `pruned`), a scale
+The driver sees every JobResult whatever the backend (processes, warm workers, containers, pods), so it logs
+them unless the pods do (then it logs only the parent, which it creates before the pods start, since its id
+is in their env): a search is a parent run with a child per trial (a pruned one tagged `pruned`), a scale
 test a parent with a child per probe, a demo a parent over both, `train` one run. Each child gets the full
 TrainConfig as parameters, train/val loss per epoch, the final metrics, the peak memory of every worker, the
 samples/s of every rank, the status and the limit mechanism as tags, and metrics.json as an artifact.
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from stockscale.tracking import reachable_from_pods
+from stockscale.tracking import PodTracking, tracking_route
 from stockscale.worker import EpochReport
 
 if TYPE_CHECKING:
@@ -64,13 +66,16 @@ class _Run:
     kind: str
     name: str
     id: str | None = None
+    live_epochs: bool = False  # its epochs were logged as they happened (log_epoch): not again from the result
 
 
 class MlflowTracker:
     """The Tracker (stockscale.tracking) that logs to MLflow. `uri` None: `<results_dir>/mlflow.db`, with the
-    artifacts in `<results_dir>/mlartifacts` (what `mlflow ui --backend-store-uri sqlite:///...` opens)."""
+    artifacts in `<results_dir>/mlartifacts` (what `mlflow ui --backend-store-uri sqlite:///...` opens).
+    `pod`: this is a pod's own `stockscale train`, its run a child of the driver's run that `pod` names."""
 
-    def __init__(self, uri: str | None, results_dir: Path, on_warning: Callable[[str], None]) -> None:
+    def __init__(self, uri: str | None, results_dir: Path, on_warning: Callable[[str], None],
+                 pod: PodTracking | None = None) -> None:
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
         _quiet_mlflow()
@@ -83,7 +88,12 @@ class MlflowTracker:
         self._stack: list[_Run] = []
         self._lock = threading.Lock()
         self._failed = False
-        self._pods_env = False
+        self._route = "pod" if pod is not None else "driver"  # tag stockscale.tracking_route of every run
+        self._pods_log = False  # the driver's: its jobs' pods log their own runs, so on_result logs none
+        self._reserved: _Run | None = None  # the run pod_env created for the next outermost on_start
+        self._outer = _Run("driver", "", id=pod.parent_run_id) if pod is not None else None
+        if pod is not None:
+            self.uri, self._experiment = pod.uri, pod.experiment_id
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
@@ -91,16 +101,40 @@ class MlflowTracker:
 
     def on_start(self, kind: str, name: str, params: Mapping[str, JsonValue]) -> None:
         with self._lock:
-            parent = self._stack[-1] if self._stack else None
-            run = _Run(kind, name)
+            parent = self._stack[-1] if self._stack else self._outer
+            reserved, self._reserved = (self._reserved, None) if not self._stack else (None, self._reserved)
+            run = reserved or _Run(kind, name)
+            run.kind, run.name = kind, name
             self._stack.append(run)
         started = time.time()
+        if reserved is not None:  # created by pod_env, its id already in the pods' env
+            self._submit(lambda: self._adopt(run, _flat(params), {"stockscale.kind": kind}))
+            return
         self._submit(lambda: self._create(run, parent, _flat(params), {"stockscale.kind": kind}, started))
 
     def on_result(self, result: JobResult, config: TrainOverrides, tags: Mapping[str, str]) -> None:
         with self._lock:
-            parent = self._stack[-1] if self._stack else None
+            parent = self._stack[-1] if self._stack else self._outer
+        if self._pods_log:  # the pod logged this job's run itself (pod_env): no duplicate from the driver
+            return
         self._submit(lambda: self._log_result(parent, result, config, dict(tags)))
+
+    def log_epoch(self, epoch: int, train_loss: float, val_loss: float, seconds: float) -> None:
+        """One epoch of the innermost run as it ends (a pod's `stockscale train`: the curve grows live)."""
+        with self._lock:
+            run = self._stack[-1] if self._stack else None
+        if run is None:
+            return
+        run.live_epochs = True
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, epoch) for key, value in
+                   (("train_loss", train_loss), ("val_loss", val_loss), ("epoch_seconds", seconds))]
+
+        def log() -> None:
+            if run.id is not None:
+                _log_batch(self._mlflow()[0], run.id, metrics=metrics)
+
+        self._submit(log)
 
     def on_end(self, complete: bool, artifacts: Sequence[Path]) -> None:
         with self._lock:
@@ -111,13 +145,21 @@ class MlflowTracker:
         if outermost:
             self.flush()
 
-    def pod_env(self) -> dict[str, str]:
-        """MLFLOW_TRACKING_URI for the containers and pods of a run, when they could reach the server (else
-        nothing: the driver logs alone). Each run records which it was (tag stockscale.tracking_route)."""
-        if not reachable_from_pods(self.uri):
+    def pod_env(self, backend: str) -> dict[str, str]:
+        """When `backend`'s pods can reach the server (tracking_route), the env that has each pod log its own
+        run: the server, and the parent run, created now (its id must be in the pod template) and adopted by
+        the next outermost on_start. Otherwise, or when the server does not answer, nothing: the driver logs.
+        Every run records which it was (tag stockscale.tracking_route)."""
+        if tracking_route(self.uri, backend) != "pod" or self._stack:
             return {}
-        self._pods_env = True
-        return {"MLFLOW_TRACKING_URI": self.uri}
+        run = _Run("pending", "")
+        self._submit(lambda: self._create(run, None, {}, {}, time.time()))
+        self.flush()
+        if run.id is None or self._experiment is None:
+            return {}
+        self._reserved, self._pods_log, self._route = run, True, "pod"
+        self._submit(lambda: _log_batch(self._mlflow()[0], run.id or "", tags=self._route_tags()))
+        return PodTracking(self.uri, self._experiment, run.id).env()
 
     # --------------------------------------------------------------------------------- logging thread
 
@@ -153,8 +195,10 @@ class MlflowTracker:
     # ---------------------------------------------------------------------------------- MLflow calls
 
     def _mlflow(self) -> tuple[MlflowClient, str]:
-        if self._client is None or self._experiment is None:
-            client = MlflowClient(tracking_uri=self.uri)
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.uri)
+        if self._experiment is None:
+            client = self._client
             found = client.get_experiment_by_name(EXPERIMENT)
             if found is None:
                 try:
@@ -170,8 +214,7 @@ class MlflowTracker:
         return self._client, self._experiment
 
     def _route_tags(self) -> dict[str, str]:
-        route = "driver; MLFLOW_TRACKING_URI in the pods' env" if self._pods_env else "driver"
-        return {"stockscale.tracking_route": route}
+        return {"stockscale.tracking_route": self._route}
 
     def _create(self, run: _Run, parent: _Run | None, params: dict[str, str], tags: dict[str, str],
                 started: float) -> None:
@@ -182,6 +225,12 @@ class MlflowTracker:
         created = client.create_run(experiment, run_name=run.name, start_time=_ms(started), tags=tags)
         run.id = created.info.run_id
         _log_batch(client, run.id, params=params)
+
+    def _adopt(self, run: _Run, params: dict[str, str], tags: dict[str, str]) -> None:
+        if run.id is not None:
+            client, _ = self._mlflow()
+            client.update_run(run.id, name=run.name)
+            _log_batch(client, run.id, params=params, tags=tags)
 
     def _end(self, run: _Run, complete: bool, artifacts: list[Path]) -> None:
         if run.id is None:
@@ -212,8 +261,9 @@ class MlflowTracker:
             run_id, own = created.info.run_id, True
         if run_id is None:
             return
-        _log_batch(client, run_id, params=params, tags=tags,
-                   metrics=_epoch_metrics(result, metrics) + _final_metrics(result, metrics))
+        live = not own and parent is not None and parent.live_epochs  # its curve is already there
+        epochs = [] if live else _epoch_metrics(result, metrics)
+        _log_batch(client, run_id, params=params, tags=tags, metrics=epochs + _final_metrics(result, metrics))
         metrics_file = Path(result.run_dir) / "metrics.json" if result.run_dir else None
         if metrics_file is not None and metrics_file.is_file():
             client.log_artifact(run_id, str(metrics_file))
