@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stockscale.experiments.evaluation_stats import SIGNIFICANCE, spread
-from stockscale.experiments.report.reading import ONE_WAY_SHARE
+from stockscale.experiments.report.reading import moves_sentence
 from stockscale.experiments.report.text import wrap
 
 LABELS = {"lstm": "LSTM", "persistence": "persistence", "drift": "drift", "ridge": "ridge",
@@ -43,13 +43,8 @@ def evaluation_reading(record: Mapping[str, Any]) -> str:
     move, up = (lstm.get("mean_predicted_move") or {}).get("mean"), (lstm.get("up_share") or {}).get("mean")
     drift = ((models.get("drift") or {}).get("daily_log_return") or {}).get("mean")
     if move is not None and up is not None:
-        text = f"across the runs the LSTM predicted a mean move of {move * 100:+.3f} %/day"
-        if drift is not None:
-            text += f" (the training drifts average {drift * 100:+.3f} %/day)"
-        text += f" and \"up\" on {up * 100:.0f} % of the days"
-        if up >= ONE_WAY_SHARE or up <= 1 - ONE_WAY_SHARE:
-            text += " (a one-way, drift-like forecast)"
-        parts.append(text)
+        parts.append(moves_sentence("across the runs the LSTM", move, up, drift, "the training drifts average",
+                                    " (a one-way, drift-like forecast)"))
     better = [LABELS.get(n, n) for n, t in tests.items() if t.get("better") == "model"]
     worse = [LABELS.get(n, n) for n, t in tests.items() if t.get("better") == "baseline"]
     if tests:

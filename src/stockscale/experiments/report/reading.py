@@ -21,6 +21,19 @@ def _pct(value: float) -> str:
     return f"{value * 100:+.3f} %/day"
 
 
+def moves_sentence(subject: str, move: float, up: float, drift: float | None, drift_words: str,
+                   one_way_words: str) -> str:
+    """What the predictions did, in one clause: their mean move beside the training drift, the share of "up"
+    days, and `one_way_words` when nearly every day went one way (one split's reading, and across folds)."""
+    text = f"{subject} predicted a mean move of {_pct(move)}"
+    if drift is not None:
+        text += f" ({drift_words} {_pct(drift)})"
+    text += f" and \"up\" on {up * 100:.0f} % of the days"
+    if up >= ONE_WAY_SHARE or up <= 1 - ONE_WAY_SHARE:
+        text += one_way_words
+    return text
+
+
 def reading(model: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]], name: str = "the LSTM") -> str:
     """One paragraph on one split: `model` is the model's score (with mean_predicted_move and up_share),
     `baselines` each baseline's score on the same windows (split_baselines)."""
@@ -28,13 +41,9 @@ def reading(model: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]]
     move, up = model.get("mean_predicted_move"), model.get("up_share")
     drift = (baselines.get("drift") or {}).get("daily_log_return")
     if move is not None and up is not None:
-        text = f"{name} predicted a mean move of {_pct(move)}"
-        if drift is not None:
-            text += f" (training drift {_pct(drift)})"
-        text += f" and \"up\" on {up * 100:.0f} % of the days"
-        if up >= ONE_WAY_SHARE or up <= 1 - ONE_WAY_SHARE:
-            text += ": one direction nearly every day, a drift model rather than one that reads the window"
-        parts.append(text)
+        parts.append(moves_sentence(name, move, up, drift, "training drift",
+                                    ": one direction nearly every day, a drift model rather than one that reads "
+                                    "the window"))
     direction = model.get("directional_accuracy")
     always_up = (baselines.get("always_up") or {}).get("directional_accuracy")
     if direction is not None and always_up is not None:
