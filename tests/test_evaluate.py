@@ -10,7 +10,7 @@ from stockscale.config import build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.experiments.evaluate import plan_folds
 from stockscale.experiments.evaluation_stats import diebold_mariano, newey_west_lags, spread
-from tests.conftest import TINY
+from tests.conftest import TINY, assert_clean_error
 
 
 def test_dm_finds_the_clearly_better_forecast():
@@ -56,6 +56,12 @@ def test_folds_are_as_long_as_the_configured_span_and_their_predicted_days_lie_e
 def test_too_many_origins_for_the_history_is_one_line(cli):
     ran = cli("evaluate", "--origins", "100", *TINY, "--out", "unused")
     assert ran.code == 2 and "origins need" in ran.err and "Traceback" not in ran.err
+
+
+def test_several_tickers_are_refused_in_one_line_before_anything_runs(cli, tmp_path):
+    ran = cli("evaluate", "--source", "bundled:all", *TINY, "--out", tmp_path / "ev")
+    assert_clean_error(ran, "several tickers", "not built yet")
+    assert not (tmp_path / "ev").exists()
 
 
 @pytest.mark.slow

@@ -87,10 +87,16 @@ def recheck_best(out: Path, plan: DemoPlan, cpus: int, on_event: Callable[[str],
                  data: TrainOverrides | None = None) -> None:
     """The search's best config trained again over a few rolling origins and seeds (a small `stockscale
     evaluate`), so the report shows how much one trial at one seed on one split moves, not one number."""
+    from stockscale.data.sources import is_pooled, parse_tickers
     from stockscale.experiments.evaluate import FOLDER, run_evaluation
     from stockscale.experiments.evaluate_settings import EvaluateSettings
     from stockscale.experiments.results import best_search
 
+    source = build_train_config(dict(data or {}))
+    if is_pooled(source.source, parse_tickers(source.tickers)):
+        on_event("      the best config is not re-checked: walk-forward evaluation over several tickers is not "
+                 "built yet")
+        return
     best = best_search(load_results(out))
     if best is None or best.data.best is None:
         on_event("      no successful trial: the best config is not re-checked")

@@ -59,10 +59,13 @@ def plan_folds(train: TrainOverrides, origins: int) -> tuple[list[Fold], int]:
     little history before the configured span is an InputError."""
     from stockscale.data.dataset import prepare_from_config, series_cache_dir
     from stockscale.data.series_cache import load_series
-    from stockscale.data.windows import window_count
+    from stockscale.data.windows import PooledData, window_count
 
     cfg = build_train_config(dict(train), "evaluation settings")
     base = prepare_from_config(cfg)
+    if isinstance(base, PooledData):
+        raise InputError(f"{cfg.source}: walk-forward evaluation over several tickers is not built yet (its "
+                         "Diebold-Mariano test reads one series' daily losses): evaluate one ticker at a time")
     test_days = window_count(len(base.series) - base.val_end)  # the days a fold predicts
     history = load_series(cfg.source, date(1, 1, 1), base.series.dates[-1].astype(date), series_cache_dir())
     dates = history.dates
