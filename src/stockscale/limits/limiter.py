@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -289,7 +290,12 @@ class MemoryLimiter:
             self._stop.set()
 
     def _poll(self) -> None:
-        while not self._stop.wait(self._interval):
+        # The first second is sampled every 20 ms (from 5 ms): a child that lives well under one interval, as a
+        # fast-failing or tiny run does, would otherwise be sampled only as it execs (a few KiB).
+        wait, started = min(self._interval, 0.005), time.monotonic()
+        while not self._stop.wait(wait):
+            early = time.monotonic() - started < 1.0
+            wait = min(self._interval, 0.02, 2 * wait) if early else self._interval
             process = self._process
             if process is None:
                 return
