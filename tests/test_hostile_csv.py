@@ -25,6 +25,16 @@ def _edited(tmp_path: Path, edit, name: str = "hostile.csv") -> Path:
     return path
 
 
+def _cell(index: int, column: int, value: str):
+    """An edit for _edited: line `index` (0 is the header) with cell `column` replaced by `value`."""
+    def edit(lines):
+        cells = lines[index].split(",")
+        cells[column] = value
+        lines[index] = ",".join(cells)
+        return lines
+    return edit
+
+
 def _refused(path: Path, *words: str) -> str:
     with pytest.raises(InputError) as error:
         load_csv(path)
@@ -61,21 +71,11 @@ def test_an_impossible_calendar_date_is_refused(tmp_path):
 
 
 def test_prices_near_the_float_limit_are_refused_before_training(tmp_path):
-    def edit(lines):
-        cells = lines[10].split(",")
-        cells[4] = "1e308"
-        lines[10] = ",".join(cells)
-        return lines
-    _refused(_edited(tmp_path, edit), "line 11", "above 1e+12")
+    _refused(_edited(tmp_path, _cell(10, 4, "1e308")), "line 11", "above 1e+12")
 
 
 def test_a_non_finite_value_names_its_line(tmp_path):
-    def edit(lines):
-        cells = lines[7].split(",")
-        cells[5] = "inf"
-        lines[7] = ",".join(cells)
-        return lines
-    _refused(_edited(tmp_path, edit), "line 8", "Volume", "finite")
+    _refused(_edited(tmp_path, _cell(7, 5, "inf")), "line 8", "Volume", "finite")
 
 
 def test_a_huge_field_is_one_line_not_the_csv_modules_traceback(tmp_path):
@@ -105,22 +105,13 @@ def test_a_semicolon_separated_file_is_named_as_such(tmp_path):
 
 
 def test_a_long_cell_under_the_csv_limit_is_refused_before_it_is_converted(tmp_path):
-    def edit(lines):
-        cells = lines[9].split(",")
-        cells[2] = "y" * 5000
-        lines[9] = ",".join(cells)
-        return lines
-    message = _refused(_edited(tmp_path, edit), "line 10", "a High cell of 5000 characters (at most 64)")
+    message = _refused(_edited(tmp_path, _cell(9, 2, "y" * 5000)), "line 10",
+                       "a High cell of 5000 characters (at most 64)")
     assert len(message) < 300
 
 
 def test_bad_cells_are_quoted_short(tmp_path):
-    def edit(lines):
-        cells = lines[9].split(",")
-        cells[2] = "y" * 60
-        lines[9] = ",".join(cells)
-        return lines
-    message = _refused(_edited(tmp_path, edit), "line 10", "is not a number")
+    message = _refused(_edited(tmp_path, _cell(9, 2, "y" * 60)), "line 10", "is not a number")
     assert "y" * 40 + "..." in message and "y" * 41 not in message
 
 
