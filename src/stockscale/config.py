@@ -15,13 +15,14 @@ import re
 import stat
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from stockscale.bounds import MAX_COUNT, MAX_MULTIPLIER, MAX_SEED, MAX_YAML_BYTES
 from stockscale.errors import InputError
+from stockscale.worker import JsonValue
 
 SEQ_LEN = 60
 FEATURES = ("open", "high", "low", "close", "volume")
@@ -64,7 +65,8 @@ class TrainConfig(BaseModel):
     hidden_size: int = Field(64, gt=0, le=4096, description="LSTM hidden size")
     num_layers: int = Field(2, gt=0, le=64, description="LSTM layers")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout between LSTM layers")
-    lr: float = Field(1e-3, gt=0, le=10, alias="learning_rate", description="Adam learning rate")
+    lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate (a config file may say learning_rate: "
+                                                      "config._canonical reads that spelling)")
     batch_size: int = Field(64, gt=0, le=1_000_000, description="batch size per worker (see batch_scope)")
     batch_scope: Literal["per_worker", "global"] = Field(
         "per_worker", description="per_worker: batch_size is each worker's (N workers step on N x batch_size "
@@ -117,43 +119,27 @@ class TrainConfig(BaseModel):
         """Plain, YAML/JSON-friendly dict (dates as ISO strings, paths as strings): every field set."""
         return cast(TrainOverrides, self.model_dump(mode="json"))
 
+    def overrides(self) -> TrainOverrides:
+        """The one serialisation of a run's settings for another process: the fields this config was given
+        (not its defaults), by field name (`lr`, never its alias), as JSON values. A job's YAML, a pod's or a
+        container's flags and a warm worker's message are all written from this, and read back by
+        TrainConfig, so the alias and every format are handled here and nowhere else."""
+        return cast(TrainOverrides, self.model_dump(mode="json", include=self.model_fields_set))
 
-class TrainOverrides(TypedDict, total=False):
-    """TrainConfig overrides: the fields a run sets, by name (or `learning_rate`, lr's alias), the rest left to
-    their defaults. What a TrainJob carries and a launcher writes into a job's YAML or a pod's flags, as given.
-
-    Any value may still be text (`str`): a command-line flag's value stays a string until TrainConfig parses it,
-    and a launcher writes it as it came (a date or a path is text in TrainConfig.to_dict too). Kept in step with
-    TrainConfig by tests/test_structure.py: the same keys, and every field's own type among those allowed.
-    """
-
-    source: str
-    tickers: str | None
-    start: date | str | None
-    end: date | str | None
-    train_frac: float | str
-    val_frac: float | str
-    multiplier: int | str
-    noise: float | str
-    data: Path | str | None
-    loader: Literal["memory", "lazy", "stream"] | str
-    hidden_size: int | str
-    num_layers: int | str
-    dropout: float | str
-    lr: float | str
-    learning_rate: float | str  # lr's alias, as a config file may spell it
-    batch_size: int | str
-    batch_scope: Literal["per_worker", "global"] | str
-    epochs: int | str
-    max_steps: int | str | None
-    seed: int | str
-    baselines: Literal["all", "cheap"] | str
-    device: Literal["auto", "cpu", "cuda"] | str
-    threads: int | str | None
-    checkpoint_dir: Path | str | None
+    def updated(self, values: TrainOverrides, what: str = "config") -> TrainConfig:
+        """This config with `values` set on top (a search's point, a probe's multiplier), validated once:
+        one line naming `what` and the field when a value does not fit. The result remembers every field
+        either side set, so its overrides() carry both."""
+        return build_train_config({**self.overrides(), **_canonical(values)}, what)
 
 
-TRAIN_FIELDS = frozenset(TrainConfig.model_fields) | {"learning_rate"}
+# The settings a run sets, by TrainConfig field name, as JSON values: what `TrainConfig.overrides()` gives and
+# what a config file, a job's YAML, a pod's flags and a warm worker's message carry. Only TrainConfig reads
+# them (validated there, once per process), so this is a plain mapping, not a second copy of every field.
+TrainOverrides = dict[str, JsonValue]
+
+
+TRAIN_FIELDS = frozenset(TrainConfig.model_fields) | {"learning_rate"}  # with lr's alias (_canonical)
 
 
 def worker_batch_size(cfg: TrainConfig, world: int) -> int:
@@ -188,10 +174,16 @@ def one_line(error: ValidationError, what: str) -> str:
     return f"{what}: {loc}: {msg}{extra}"
 
 
+def _canonical(values: TrainOverrides) -> TrainOverrides:
+    """`values` with lr's alias (`learning_rate`, as a config file may spell it) under its field name: the one
+    place the alias is read, so a later `lr` replaces an earlier `learning_rate` and never clashes with it."""
+    return {("lr" if key == "learning_rate" else key): value for key, value in values.items()}
+
+
 def build_train_config(values: dict[str, Any], what: str = "config") -> TrainConfig:
     """Validate a dict into a TrainConfig, or raise InputError with one line."""
     try:
-        return TrainConfig.model_validate(values)
+        return TrainConfig.model_validate(_canonical(values))
     except ValidationError as error:
         raise InputError(one_line(error, what)) from None
 
@@ -275,16 +267,13 @@ def load_train_config(path: Path | None, overrides: dict[str, Any], flags: dict[
     # Validate the file alone first so an unknown key or a bad value is blamed on the file, not on a flag.
     if path is not None:
         build_train_config(values, what)
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    if "lr" in overrides:
-        values.pop("learning_rate", None)
-    values.update(overrides)
+    values = _canonical(values)
+    values.update({key: value for key, value in overrides.items() if value is not None})
     try:
         return TrainConfig.model_validate(values)
     except ValidationError as error:
         first = error.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
-        field = "lr" if field == "learning_rate" else field
         if flags and field in flags:
             raise InputError(one_line(error, flags[field]).replace(f"{flags[field]}: {field}: ", f"{flags[field]}: ")
                              ) from None

@@ -1,0 +1,1 @@
+"""Hyperparameter search: the Searcher interface, its strategy and pruner registry, and the searchers."""
