@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -168,18 +167,138 @@ def test_the_detector_finds_any_wherever_it_hides() -> None:
     assert not _any_in(Callable[[dict[str, int]], None]) and not _any_in(list[int] | None)
 
 
-def test_train_overrides_name_every_trainconfig_field_with_its_type() -> None:
-    """TrainJob.config's type (TrainOverrides) cannot drift from TrainConfig: the same keys (and aliases), and
-    each field's type among the values it allows."""
-    from stockscale.config import TrainConfig, TrainOverrides
+def test_a_job_carries_a_validated_config_whose_overrides_round_trip() -> None:
+    """TrainJob.config is a TrainConfig (validated once, where the job is made), and its one serialisation,
+    overrides(), names each field it was given by its field name: read back, it is the same config. (This
+    replaces the check that a TypedDict of overrides kept in step with TrainConfig: there is no second copy of
+    the fields left to drift.)"""
+    from stockscale.config import TrainConfig, build_train_config
+    from stockscale.launch.runner import TrainJob
 
-    def members(hint: object) -> set[object]:
-        return set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+    assert typing.get_type_hints(TrainJob)["config"] is TrainConfig
+    given = {"learning_rate": 0.01, "hidden_size": "32", "start": "2010-01-04", "max_steps": 3, "data": None}
+    config = build_train_config(given)
+    assert set(config.overrides()) == {"lr", "hidden_size", "start", "max_steps", "data"}
+    assert build_train_config(config.overrides()) == config
+    assert config.updated({"lr": 0.5}).lr == 0.5 and config.updated({"learning_rate": 0.5}).lr == 0.5
 
-    hints = typing.get_type_hints(TrainOverrides)
-    aliases = {info.alias for info in TrainConfig.model_fields.values() if info.alias}
-    assert set(hints) == set(TrainConfig.model_fields) | aliases
-    for name, info in TrainConfig.model_fields.items():
-        assert members(info.annotation) <= members(hints[name]), f"{name}: {info.annotation} not allowed"
-        if info.alias:
-            assert hints[info.alias] == hints[name]
+
+# ------------------------------------------------------------------------- the Runner and Searcher interfaces
+
+_LAYERS = ("launch", "search", "experiments", "cli")
+
+
+def _layer_files() -> list[Path]:
+    return [path for layer in _LAYERS for path in (SRC / "stockscale" / layer).rglob("*.py")]
+
+
+def _interface_names() -> set[str]:
+    from stockscale.launch.runner import Runner
+    from stockscale.search.searcher import Searcher
+
+    return {name for cls in (Runner, Searcher) for name in dir(cls) if not name.startswith("__")} | {
+        # abilities callers once discovered by getattr; none may come back that way
+        "searches_itself", "streams_jobs", "left_on_cluster", "delete_run", "run_id", "write_run_manifests",
+        "write_search_manifests"}
+
+
+def test_no_caller_discovers_a_runners_ability_by_getattr() -> None:
+    """Every ability a caller uses is declared on Runner or Searcher, so nothing asks `getattr(runner, ...)`
+    or `hasattr(...)` for one: neither by an interface member's name nor on a value named like a runner."""
+    interface = _interface_names()
+    found = []
+    for path in _layer_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("getattr", "hasattr") and len(node.args) >= 2):
+                continue
+            target, name = node.args[0], node.args[1]
+            named = isinstance(name, ast.Constant) and name.value in interface
+            subject = ast.unparse(target).lower()
+            if named or any(word in subject for word in ("runner", "launcher", "searcher", "backend")):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
+
+
+def test_the_detector_finds_getattr_discovery(tmp_path: Path) -> None:
+    """The check above can fail: the call it was written against is found."""
+    tree = ast.parse('getattr(launcher, "searches_itself", False)')
+    call = tree.body[0].value  # type: ignore[attr-defined]
+    assert call.func.id == "getattr" and call.args[1].value in _interface_names()
+
+
+def test_every_backend_is_a_runner_from_the_registry() -> None:
+    from stockscale.launch.registry import BACKENDS
+
+    from stockscale.launch.runner import Runner
+
+    assert {"local", "docker", "kubernetes"} <= set(BACKENDS)
+    runners = [cls for path in (SRC / "stockscale" / "launch").rglob("*.py")
+               for cls in _classes_deriving(path, "Runner")]
+    assert runners, "no Runner subclass found"
+    assert issubclass(Runner, __import__("abc").ABC)
+
+
+def _classes_deriving(path: Path, base: str) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+            and any(ast.unparse(parent).split(".")[-1] == base for parent in node.bases)]
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    return {item.value for item in ast.walk(node) if isinstance(item, ast.Constant) and isinstance(item.value, str)}
+
+
+def test_the_registry_is_the_one_source_of_strategy_and_pruner_names() -> None:
+    """No list, tuple, set or Literal outside search/registry.py spells two or more strategy (or pruner)
+    names: the CLI's choices, Katib's algorithm names and the results reader derive from the registry."""
+    from stockscale.search.registry import PRUNERS, STRATEGIES
+
+    found = []
+    for path in SRC.rglob("*.py"):
+        if path.name == "registry.py" and path.parent.name == "search":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            literal = isinstance(node, ast.Tuple | ast.List | ast.Set) or (
+                isinstance(node, ast.Subscript) and ast.unparse(node.value).endswith("Literal"))
+            if not literal:
+                continue
+            names = _names_in(node)
+            for table in (STRATEGIES, PRUNERS):
+                if len(names & set(table)) >= 2:
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno}: {ast.unparse(node)[:80]}")
+    assert found == []
+
+
+def test_the_cli_offers_the_registered_strategies_and_pruners() -> None:
+    from stockscale.cli.main import build_parser
+    from stockscale.search.registry import PRUNERS, STRATEGIES
+
+    search = build_parser()._subparsers._group_actions[0].choices["search"]  # type: ignore[union-attr]
+    choices = {action.dest: action.choices for action in search._actions if action.choices}
+    assert list(choices["strategy"]) == list(STRATEGIES)
+    assert list(choices["pruner"]) == list(PRUNERS)
+
+
+def test_lrs_alias_is_read_in_one_place() -> None:
+    """`learning_rate`, lr's spelling in a config file, is mapped to lr by config._canonical alone."""
+    found = [f"{path.relative_to(SRC)}" for path in SRC.rglob("*.py")
+             if "learning_rate" in path.read_text(encoding="utf-8") and path.name != "config.py"]
+    assert found == []
+
+
+def test_docker_does_not_import_the_kubernetes_backend() -> None:
+    """The pod template both render lives in launch/pods.py; the container backend needs nothing else of the
+    cluster's."""
+    modules = {_module_name(path) for path in SRC.rglob("*.py")}
+    for name in ("docker", "containers", "docker_replica", "docker_engine"):
+        path = SRC / "stockscale" / "launch" / f"{name}.py"
+        assert not {dep for dep in _imports(path, modules) if dep.startswith("stockscale.launch.kubernetes")}, name
+
+
+def test_kubernetes_code_stays_in_proportion() -> None:
+    """Issue 21's goal, kept: launch/kubernetes/ at most 2,600 lines (it was 3,255 with five kinds in one
+    class); a kind is one small module of its own."""
+    lines = sum(len(path.read_text(encoding="utf-8").splitlines())
+                for path in (SRC / "stockscale" / "launch" / "kubernetes").rglob("*.py"))
+    assert lines <= 2600, lines
