@@ -35,3 +35,29 @@ def test_a_progress_line_is_never_a_result() -> None:
     epoch = '{"event": "epoch", "epoch": 1, "val_loss": 0.7}'
     assert parse_result_line(["epoch 1/3", epoch]) is None  # killed after an epoch: no result
     assert parse_result_line([epoch, '{"status": "success"}', epoch]) == {"status": "success"}
+
+
+# Go's time.RFC3339Nano layout ("2006-01-02T15:04:05.999999999Z07:00"), which Katib's TEXT metrics parser
+# applies to a line's first space-separated field (kubeflow/katib v0.19.0, pkg/metricscollector/v1beta1/
+# file-metricscollector/file-metricscollector.go): date, T, time, optional fraction, then Z or +hh:mm.
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+
+
+def test_the_epoch_line_starts_with_a_timestamp_katibs_collector_reads() -> None:
+    import re
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from stockscale.console import epoch_line
+    from stockscale.worker import parse_epoch_line
+
+    when = datetime(2026, 12, 4, 18, 30, 1, 250000, tzinfo=timezone(timedelta(hours=2)))
+    line = epoch_line(2, 0.5, 0.25, 1.5, now=when)
+    stamp, _, rest = line.partition(" ")
+    assert re.match(_RFC3339, stamp), stamp
+    assert stamp == "2026-12-04T16:30:01.250000Z"  # UTC, whatever the clock's zone
+    assert datetime.fromisoformat(stamp) == when.astimezone(UTC)
+    assert json.loads(rest)["event"] == "epoch"
+    assert parse_epoch_line(line) is not None and parse_epoch_line(line).val_loss == 0.25
+    assert parse_epoch_line(rest) == parse_epoch_line(line)  # an older worker's line, without the time
+    assert parse_result_line([line]) is None  # a progress line is still never a result
+    assert parse_epoch_line("2026-12-04T16:30:01Z epoch 2/3 val_loss 0.25") is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from stockscale.progress import TrainProgress
@@ -23,13 +24,20 @@ def log(text: str, stream: TextIO | None = None) -> None:
     print(text, file=stream or sys.stdout, flush=True)
 
 
-def epoch_line(epoch: int, train_loss: float, val_loss: float, seconds: float) -> str:
-    """The JSON progress line rank 0 prints after every epoch, for whatever reads a trial's stdout as it runs
-    (Katib's StdOut metrics collector, launch/kubernetes/katib.METRICS_FORMAT). It has an "event" key, which
-    a final result line never has, and the result line is always printed after it: the last JSON line of a
-    worker's stdout is still its result."""
-    return json.dumps({"event": "epoch", "epoch": epoch, "val_loss": val_loss, "train_loss": train_loss,
-                       "seconds": round(seconds, 3)}, allow_nan=False)
+def epoch_line(epoch: int, train_loss: float, val_loss: float, seconds: float, now: datetime | None = None) -> str:
+    """The progress line rank 0 prints after every epoch, for whatever reads a trial's stdout as it runs: a
+    timestamp, one space, then a JSON object with an "event" key (which a final result line never has; the
+    result line is always printed after it, so the last JSON line of a worker's stdout is still its result).
+
+    The timestamp is for Katib's StdOut metrics collector, whose medianstop early stopping orders a trial's
+    observations by it: the collector's TEXT parser takes a line's first space-separated field as the
+    observation's time when Go's `time.Parse(time.RFC3339Nano, ...)` reads it, and gives every other line
+    the zero time (kubeflow/katib v0.19.0, pkg/metricscollector/v1beta1/file-metricscollector/
+    file-metricscollector.go, parseLogsInTextFormat). UTC with microseconds and a Z is such a value.
+    """
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return stamp + " " + json.dumps({"event": "epoch", "epoch": epoch, "val_loss": val_loss,
+                                     "train_loss": train_loss, "seconds": round(seconds, 3)}, allow_nan=False)
 
 
 class PlainTrainProgress(TrainProgress):

@@ -172,8 +172,12 @@ class EpochReport:
 
 
 def parse_epoch_line(line: str) -> EpochReport | None:
-    """`line` as an epoch progress line (see console.epoch_line), or None when it is anything else."""
-    value = json_object(line)
+    """`line` as an epoch progress line (see console.epoch_line: a timestamp, a space, a JSON object), or
+    None when it is anything else. A line without the timestamp (an older worker's) is read too."""
+    text = line.strip()
+    if not text.startswith("{"):
+        text = text.partition(" ")[2]
+    value = json_object(text)
     if value is None or value.get("event") != "epoch":
         return None
     epoch, val_loss = value.get("epoch"), value.get("val_loss")
