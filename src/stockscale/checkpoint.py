@@ -22,6 +22,7 @@ size); a different run pointed at the same folder is refused rather than silentl
 before the per-rank states were kept still resumes: the other ranks then keep their own RNG states and take
 rank 0's counters.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,6 +40,7 @@ from stockscale.config import TrainConfig, one_line
 from stockscale.distributed import DistEnv, broadcast_from_main, gather_to_main
 from stockscale.errors import DataIntegrityError, InputError, WorkerFailure
 from stockscale.files import replace_with
+from stockscale.optim import Adam
 
 FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -75,7 +77,7 @@ def check_writable(directory: Path) -> None:
 
 
 def save(directory: Path, identity: str, progress: Progress, model: torch.nn.Module,
-         optimizer: torch.optim.Optimizer, workers: list[dict[str, Any]] | None = None) -> Path:
+         optimizer: Adam, workers: list[dict[str, Any]] | None = None) -> Path:
     """Write rank 0's checkpoint; `workers` are the other ranks' `rank_state()`s, in rank order (DDP only)."""
     state: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -99,7 +101,7 @@ def save(directory: Path, identity: str, progress: Progress, model: torch.nn.Mod
 
 
 def save_from_every_rank(directory: Path, identity: str, progress: Progress, model: torch.nn.Module,
-                         optimizer: torch.optim.Optimizer, env: DistEnv) -> None:
+                         optimizer: Adam, env: DistEnv) -> None:
     """After an epoch, on every rank of the run: the others hand rank 0 their RNG states and counters (a
     collective, so every rank calls this), and rank 0 alone writes."""
     workers = gather_to_main(rank_state(progress)) if env.is_distributed else None
@@ -163,22 +165,6 @@ def load(directory: Path, identity: str) -> dict[str, Any] | None:
     return state
 
 
-class _LoaderPosition(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
-
-    next_epoch: int
-
-
-class _RankState(BaseModel):
-    """One rank's own part of a DDP checkpoint (rank_state)."""
-
-    model_config = ConfigDict(strict=True, extra="allow", arbitrary_types_allowed=True)
-
-    rng: dict[str, Any]
-    samples: int
-    train_seconds: float
-
-
 class CheckpointState(BaseModel):
     """The checkpoint's layout, checked on load: numbers where numbers go, mappings of tensors where the
     model and the optimizer go. A file of the right version with a damaged field is one line, not a crash
@@ -201,7 +187,23 @@ class CheckpointState(BaseModel):
     workers: list[_RankState] | None = None
 
 
-def resume(directory: Path | None, identity: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+class _LoaderPosition(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    next_epoch: int
+
+
+class _RankState(BaseModel):
+    """One rank's own part of a DDP checkpoint (rank_state)."""
+
+    model_config = ConfigDict(strict=True, extra="allow", arbitrary_types_allowed=True)
+
+    rng: dict[str, Any]
+    samples: int
+    train_seconds: float
+
+
+def resume(directory: Path | None, identity: str, model: torch.nn.Module, optimizer: Adam,
            env: DistEnv) -> Progress | None:
     """Restore the run's last checkpoint into `model`, `optimizer` and this rank's RNG streams and return
     where training stands, or None when there is nothing to resume (no folder, or no checkpoint in it yet).
@@ -231,7 +233,7 @@ def resume(directory: Path | None, identity: str, model: torch.nn.Module, optimi
     return restore(state, model, optimizer, env.rank) if state is not None else None
 
 
-def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: Adam,
             rank: int = 0) -> Progress:
     """Load a checkpoint's weights, optimizer and rank `rank`'s RNG states; return where training stands.
 
