@@ -111,11 +111,14 @@ def save_from_every_rank(directory: Path, identity: str, progress: Progress, mod
 
 def rank_state(progress: Progress) -> dict[str, Any]:
     """What differs between ranks and a resumed rank needs back: its RNG states and its own counters."""
-    return {"rng": rng_state(), "samples": progress.samples, "train_seconds": progress.train_seconds}
+    return {"rng": rng_state(every_gpu=False), "samples": progress.samples, "train_seconds": progress.train_seconds}
 
 
-def rng_state() -> dict[str, Any]:
-    """Every random stream this process may draw from, as tensors and numbers (safe for weights_only)."""
+def rng_state(every_gpu: bool = True) -> dict[str, Any]:
+    """Every random stream this process may draw from, as tensors and numbers (safe for weights_only).
+
+    CUDA's: of every GPU (one process, as always), or of this rank's own only (`every_gpu=False`: a rank of
+    a local multi-GPU run would otherwise touch every GPU of the machine)."""
     keys_name, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
@@ -126,7 +129,10 @@ def rng_state() -> dict[str, Any]:
                    "gauss_next": gauss_next},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        if every_gpu:
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        else:
+            state["cuda_current"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -142,6 +148,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         random.setstate((saved["version"], tuple(int(n) for n in saved["internal"].tolist()), saved["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_current" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_current"])
 
 
 def load(directory: Path, identity: str) -> dict[str, Any] | None:
