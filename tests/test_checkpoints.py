@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import assert_clean_error
+from tests.conftest import REPO, assert_clean_error
 
 RUN = ["--epochs", "3", "--multiplier", "6", "--hidden-size", "16", "--num-layers", "2", "--threads", "1",
        "--seed", "7", "--device", "cpu", "--loader", "memory"]
@@ -30,7 +30,9 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
-    env = {**os.environ, "STOCKSCALE_CACHE": str(tmp_path / "cache")}
+    # This tree's code in the subprocesses, not whichever copy is installed.
+    path = os.pathsep.join([str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "STOCKSCALE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": path}
     checkpoints = tmp_path / "ck"
     first = subprocess.Popen(command("--checkpoint-dir", str(checkpoints), "--out", str(tmp_path / "resumed")),
                              env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -4,6 +4,9 @@ The same variables come from torchrun and from the Kubeflow Training Operator on
 (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK; PET_NNODES and PET_NODE_RANK as a fallback), and the local
 emulated cluster sets exactly those. Kubeflow Trainer v2 (a TrainJob on torch-distributed) sets only the
 PET_* ones, which is enough with one process per node. A process that finds WORLD_SIZE > 1 is one DDP rank.
+
+Beyond the process group, the ranks exchange structured values (a resumed run's checkpoint, every rank's RNG
+states for the next one) as tensors packed by `stockscale.wire`: nothing pickled goes over the wire.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from stockscale.errors import InputError, PortInUse
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -154,3 +161,58 @@ def teardown() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_from_main(value: Any) -> Any:
+    """Rank 0's `value` (tensors and JSON values, see stockscale.wire) on every rank; the others pass None.
+
+    Two broadcasts: the packed size, then the packed bytes. Rank 0 gets its own `value` back, unchanged."""
+    import torch
+    import torch.distributed as dist
+
+    from stockscale.wire import pack, unpack
+
+    device = _wire_device()
+    main = dist.get_rank() == 0
+    blob = pack(value).to(device) if main else None
+    size = torch.tensor([blob.numel() if blob is not None else 0], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    if blob is None:
+        blob = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(blob, src=0)
+    return value if main else unpack(blob.cpu())
+
+
+def gather_to_main(value: Any) -> list[Any] | None:
+    """Every rank's `value` (tensors and JSON values), in rank order, on rank 0; None on the others.
+
+    An all_gather of the packed sizes, then of the packed bytes padded to the longest (every backend has
+    all_gather; not every one has gather)."""
+    import torch
+    import torch.distributed as dist
+
+    from stockscale.wire import pack, unpack
+
+    device = _wire_device()
+    world = dist.get_world_size()
+    blob = pack(value).to(device)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([blob.numel()], dtype=torch.int64, device=device))
+    lengths = [int(size.item()) for size in sizes]
+    padded = torch.zeros(max(lengths), dtype=torch.uint8, device=device)
+    padded[:blob.numel()] = blob
+    rows = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(rows, padded)
+    if dist.get_rank() != 0:
+        return None
+    return [unpack(row[:length].cpu()) for row, length in zip(rows, lengths, strict=True)]
+
+
+def _wire_device() -> torch.device:
+    """Where the process group's backend takes tensors: the rank's GPU under nccl, else the CPU (gloo)."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

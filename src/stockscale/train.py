@@ -5,6 +5,9 @@
 3. train: Adam on MSE, every rank the same number of steps, gradients averaged by DDP
 4. score the model on validation and test in dollars, beside the baselines (baselines.py)
 5. rank 0 writes the run directory (temporary directory renamed at the end) and returns the metrics
+
+With a checkpoint folder, rank 0 alone reads it and writes it (checkpoint.py): a resumed DDP run's other
+ranks get the model, the optimizer, their RNG states and the counters from rank 0, not from the folder.
 """
 
 from __future__ import annotations
@@ -122,9 +125,10 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
     core = build_model(cfg, device)
     optimizer = Adam(core.parameters(), lr=cfg.lr)  # torch.optim.Adam's update without importing dynamo
     identity = checkpoint.run_identity(cfg, env.world_size)
-    saved = checkpoint.load(cfg.checkpoint_dir, identity) if cfg.checkpoint_dir is not None else None
-    done = checkpoint.restore(saved, core, optimizer) if saved is not None else checkpoint.Progress()
-    if saved is not None:
+    # Rank 0 alone reads the checkpoint folder and hands every rank what it needs (checkpoint.resume).
+    resumed = checkpoint.resume(cfg.checkpoint_dir, identity, core, optimizer, env)
+    done = resumed if resumed is not None else checkpoint.Progress()
+    if resumed is not None:
         progress.message(f"resuming from {cfg.checkpoint_dir}: {done.epoch} epoch(s), {done.steps} steps done")
     # DDP averages gradients across ranks during backward; evaluation uses the bare module.
     model = nn.parallel.DistributedDataParallel(core) if env.is_distributed else core
@@ -173,9 +177,9 @@ def _train(cfg: TrainConfig, out: Path, progress: TrainProgress, env: DistEnv, d
         history.append({"epoch": epoch, "train_loss": loss_sum / max(loss_count, 1), "val_loss": val_loss,
                         "steps": steps, "seconds": time.perf_counter() - epoch_start})
         progress.epoch_end(epoch, history[-1]["train_loss"], val_loss, history[-1]["seconds"])
-        if cfg.checkpoint_dir is not None and env.is_main:
-            checkpoint.save(cfg.checkpoint_dir, identity, checkpoint.Progress(
-                epoch, steps, samples, epochs_completed, train_seconds, history), core, optimizer)
+        if cfg.checkpoint_dir is not None:  # every rank: the others hand rank 0 their RNG states, it writes
+            checkpoint.save_from_every_rank(cfg.checkpoint_dir, identity, checkpoint.Progress(
+                epoch, steps, samples, epochs_completed, train_seconds, history), core, optimizer, env)
         if cfg.max_steps is not None and steps >= cfg.max_steps:
             break
 
@@ -248,7 +252,7 @@ def build_model(cfg: TrainConfig, device: torch.device) -> LSTMRegressor:
 def dropout_seed(seed: int, rank: int, epoch: int) -> int:
     """The torch seed of one DDP rank's dropout in one epoch: from (seed, rank, epoch) through numpy's
     SeedSequence, so no two ranks share a stream (seed + rank would: seed 42 rank 1 is seed 43 rank 0) and a
-    resumed epoch draws what it drew the first time (the checkpoint holds rank 0's RNG state only)."""
+    resumed epoch draws what it drew the first time, whatever the RNG states a checkpoint put back."""
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
 
 
