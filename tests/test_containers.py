@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stockscale.launch.base import TrainJob
+from stockscale.config import build_train_config
 from stockscale.launch.containers import container_options, replica_pods
 from stockscale.launch.kubernetes import ClusterSpec
 from stockscale.launch.kubernetes import manifests as m
+from stockscale.launch.runner import TrainJob
 from tests.conftest import assert_clean_error
 
 IMAGE = ClusterSpec().image
@@ -159,12 +160,13 @@ def test_ddp_training_in_four_containers(engine, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_container_over_its_limit_is_reported_oom_and_named(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import DockerLauncher
+    from stockscale.launch.docker import DockerRunner
 
     # 3,000 replicas with the memory loader hold about 3.5 GiB: far over 256 MiB.
-    job = TrainJob(name="oom", config={**TINY, "multiplier": 3000, "loader": "memory"}, run_dir=tmp_path / "run",
+    job = TrainJob(name="oom", config=build_train_config({**TINY, "multiplier": 3000, "loader": "memory"}),
+                   run_dir=tmp_path / "run",
                    workers=1, memory_limit=256 * MiB, timeout=240)
-    result = DockerLauncher(run_prefix="oom").run(job)
+    result = DockerRunner(run_prefix="oom").run(job)
     assert result.status == "oom", result
     assert "OOMKilled (container oom-" in result.detail
     assert result.limit_mechanism == "docker"
@@ -190,7 +192,7 @@ def test_a_four_trial_search_runs_as_an_indexed_job_of_containers(engine, tmp_pa
 
 @pytest.mark.slow
 def test_a_pruned_trial_container_is_stopped_after_the_epoch_its_judge_stops(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import DockerLauncher
+    from stockscale.launch.docker import DockerRunner
 
     seen = []
 
@@ -198,11 +200,12 @@ def test_a_pruned_trial_container_is_stopped_after_the_epoch_its_judge_stops(eng
         seen.append(report.epoch)
         return True
 
-    jobs = [TrainJob(name="trial-00", config={**TINY, "epochs": 50, "max_steps": None}, run_dir=tmp_path / "t0",
+    jobs = [TrainJob(name="trial-00", config=build_train_config({**TINY, "epochs": 50, "max_steps": None}),
+                     run_dir=tmp_path / "t0",
                      judge=stop_after_first, timeout=240),
-            TrainJob(name="trial-01", config=dict(TINY), run_dir=tmp_path / "t1", timeout=240)]
+            TrainJob(name="trial-01", config=build_train_config(dict(TINY)), run_dir=tmp_path / "t1", timeout=240)]
     started = time.monotonic()
-    pruned, finished = DockerLauncher(run_prefix="prune").run_many(jobs, 2)
+    pruned, finished = DockerRunner(run_prefix="prune").run_many(jobs, 2)
     assert pruned.status == "pruned" and pruned.detail == "pruned after epoch 1", pruned
     assert seen == [1] and [report.epoch for report in pruned.epochs] == [1] and pruned.epochs[0].val_loss > 0
     assert time.monotonic() - started < 120  # 50 epochs were asked for: the container was stopped after one
@@ -212,15 +215,17 @@ def test_a_pruned_trial_container_is_stopped_after_the_epoch_its_judge_stops(eng
 
 @pytest.mark.slow
 def test_a_failed_or_timed_out_run_leaves_nothing_behind(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import DockerLauncher
+    from stockscale.launch.docker import DockerRunner
 
-    launcher = DockerLauncher(run_prefix="late")
-    job = TrainJob(name="late", config={**TINY, "max_steps": 100000, "epochs": 100}, run_dir=tmp_path / "late",
+    launcher = DockerRunner(run_prefix="late")
+    job = TrainJob(name="late", config=build_train_config({**TINY, "max_steps": 100000, "epochs": 100}),
+                   run_dir=tmp_path / "late",
                    workers=2, timeout=8)
     result = launcher.run(job)
     assert result.status == "timeout"
     assert ours(engine) == [] and staging_folders() == []
-    failing = TrainJob(name="bad", config={**TINY, "source": "csv:/nowhere.csv"}, run_dir=tmp_path / "bad")
+    failing = TrainJob(name="bad", config=build_train_config({**TINY, "source": "csv:/nowhere.csv"}),
+                       run_dir=tmp_path / "bad")
     result = launcher.run(failing)
     assert result.status == "error" and "exit code 2 (container late-" in result.detail
     assert "nowhere.csv" in result.detail
@@ -252,7 +257,7 @@ def test_sigterm_to_the_launcher_removes_every_container_and_network(engine, tmp
 
 @pytest.mark.slow
 def test_what_a_killed_launcher_left_is_swept_by_the_next_run(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import LABEL_OWNER, STAGING_PREFIX, DockerLauncher
+    from stockscale.launch.docker import LABEL_OWNER, STAGING_PREFIX, DockerRunner
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     token = f"{os.uname().nodename}:{dead.stdout.strip()}:1.00"
@@ -263,7 +268,7 @@ def test_what_a_killed_launcher_left_is_swept_by_the_next_run(engine, tmp_path: 
     folder = Path(tempfile.gettempdir()) / f"{STAGING_PREFIX}{dead.stdout.strip()}@{_host()}-orphan-x"
     folder.mkdir()
     try:
-        swept = DockerLauncher().sweep()
+        swept = DockerRunner().sweep()
         assert "container stockscale-orphan" in swept and "network stockscale-orphan" in swept
         assert not folder.exists()
         assert ours(engine) == []
@@ -330,10 +335,10 @@ def test_the_build_script_passes_shellcheck_and_refuses_unknown_options() -> Non
 
 @pytest.mark.slow
 def test_a_kept_run_can_be_read_and_deleted_through_the_launcher_interface(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import DockerLauncher
+    from stockscale.launch.docker import DockerRunner
 
-    launcher = DockerLauncher(run_prefix="kept", keep=True)
-    result = launcher.run(TrainJob(name="kept", config=TINY, run_dir=tmp_path / "run"))
+    launcher = DockerRunner(run_prefix="kept", keep=True)
+    result = launcher.run(TrainJob(name="kept", config=build_train_config(TINY), run_dir=tmp_path / "run"))
     assert result.status == "success", result.detail
     (name,) = [c.name for c in engine.containers.list(all=True, filters={"label": f"{m.LABEL_APP}={m.APP}"})]
     run_id = name.removesuffix("-master-0")

@@ -11,7 +11,7 @@ from stockscale.cli.experiments import _threads, experiment_train_overrides
 from stockscale.cli.parser import add_train_flags, non_negative_float, positive_int
 
 if TYPE_CHECKING:
-    from stockscale.launch.base import JobResult
+    from stockscale.launch.runner import JobResult
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from stockscale.experiments.evaluate import FOLDER, run_evaluation
     from stockscale.experiments.evaluate_settings import EvaluateSettings
     from stockscale.experiments.report.evaluation_table import format_evaluation_record
-    from stockscale.launch.warm import WarmLauncher
+    from stockscale.launch.warm import WarmRunner
 
     train = experiment_train_overrides(args, ())
     settings = EvaluateSettings(origins=args.origins, seeds=args.seeds, train=train, parallel=args.workers,
@@ -55,7 +55,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rmse = f", test RMSE ${test['rmse']:.3f}" if "rmse" in test else ""
         log(f"  [{done[0]}/{total}] {name}: {result.status}{rmse}" + (f" ({result.detail})" if result.detail else ""))
 
-    record = run_evaluation(settings, WarmLauncher(log_dir=out / "logs"), out, on_result)
+    record = run_evaluation(settings, WarmRunner(log_dir=out / "logs"), out, on_result)
     for line in format_evaluation_record(record):
         log(line)
     log(f"evaluation: {out / 'evaluation.json'}")

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_image_flags, add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
-from stockscale.cli.launchers import choose_launcher
+from stockscale.cli.launchers import choose_launcher, choose_runner
 from stockscale.cli.parser import (
     add_train_flags,
     boundary_range,
@@ -23,7 +23,6 @@ from stockscale.cli.parser import (
     resolution,
     size,
     size_text,
-    train_overrides,
 )
 from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
 from stockscale.errors import InputError
@@ -35,25 +34,19 @@ if TYPE_CHECKING:
 
 
 def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> TrainOverrides:
-    """Training flags (and --config) that apply to every run of an experiment, validated once up front."""
-    from stockscale.config import read_yaml_mapping
-
-    values = read_yaml_mapping(args.config, "config file") if args.config is not None else {}
-    values.update(train_overrides(args))
-    load_config(args)  # validates the file and the flags together, naming the culprit
-    if "learning_rate" in values:  # the file's spelling of lr: one key, so a searched lr replaces it
-        values["lr"] = values.pop("learning_rate")
+    """Training flags (and --config) that apply to every run of an experiment: validated once, together
+    (naming the culprit), and given as the config's one serialisation (TrainConfig.overrides(): field names,
+    so a config file's `learning_rate` is `lr` here and a searched lr replaces it)."""
+    values = load_config(args).overrides()
     for key in (*controlled, "checkpoint_dir"):  # experiments' runs are short and never resume
         values.pop(key, None)
-    return cast("TrainOverrides", values)
+    return values
 
 
 def _threads(train: TrainOverrides) -> int | None:
-    """--threads (or the config's threads), taken out of the per-run overrides as the validated integer."""
-    from stockscale.config import build_train_config
-
+    """--threads (or the config's threads), taken out of the per-run overrides (validated with them)."""
     value = train.pop("threads", None)
-    return None if value is None else build_train_config({"threads": value}, "--threads").threads
+    return value if isinstance(value, int) else None
 
 
 # ------------------------------------------------------------------------------------------- scale test
@@ -146,7 +139,8 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     tracker = open_track(args, out.parent)
     if tracker is not None:
         args.pod_env = pods_tracking_env(tracker, args.backend)
-    doc = run_scale_test(settings, choose_launcher(args, "scale", log_dir=out / "logs"), out, on_result, tracker)
+    with choose_runner(args, "scale", log_dir=out / "logs") as runner:
+        doc = run_scale_test(settings, runner, out, on_result, tracker)
     log(format_table(doc))
     log(f"results: {out / 'results.json'}")
     return 0
@@ -348,7 +342,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tracker = open_track(args, out)
     if tracker is not None:
         args.pod_env = pods_tracking_env(tracker, args.backend)
-    cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
+    cluster = choose_runner(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
     text, report = run_demo(out, args.quick, log, cluster, args.source, tracker)
     print(text, flush=True)
     log(f"page: {report.with_name('report.html')} (self-contained: open it in a browser)")
