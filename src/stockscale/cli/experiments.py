@@ -16,6 +16,7 @@ from stockscale.cli.launchers import choose_launcher, choose_runner
 from stockscale.cli.parser import (
     add_train_flags,
     boundary_range,
+    flag,
     load_config,
     multipliers,
     positive_float,
@@ -25,8 +26,8 @@ from stockscale.cli.parser import (
     size_text,
 )
 from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
-from stockscale.errors import InputError
-from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
+from stockscale.errors import InputError, SettingError
+from stockscale.experiments.scale_settings import DEFAULT_MULTIPLIERS, BoundarySearch, ScaleTestSettings
 
 if TYPE_CHECKING:
     from stockscale.config import TrainOverrides
@@ -100,30 +101,23 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.experiments.scale_test import format_table, run_scale_test
     from stockscale.files import prepare_results_dir
     from stockscale.launch.local import describe_limit
-    from stockscale.limits import check_limit
 
-    if args.mode == "local" and args.workers not in (None, 1):
-        raise InputError(f"--mode local runs one process; --workers {args.workers} needs --mode cluster")
-    if args.backend == "docker" and args.mode != "cluster":
-        raise InputError("--backend docker runs the cluster side: use it with --mode cluster")
     workers = args.workers or ScaleTestSettings.default_workers(args.mode)
-    if args.search is not None and (args.multipliers is not None or args.keep_going):
-        raise InputError("--search finds the boundary itself; it does not take --multipliers or --keep-going")
-    if args.resolution is not None and args.search is None:
+    if args.resolution is not None and args.search is None:  # a flag of the search's lattice, without one
         raise InputError("--resolution is for --search")
     search = None
     if args.search is not None:
         lattice = {} if args.resolution is None else {"resolution": args.resolution}
         search = BoundarySearch(base=args.search[0], ceiling=args.search[1], **lattice)
-    check_limit(args.memory_limit)
-    defaults = ScaleTestSettings()
+    grid = args.multipliers if args.multipliers is not None else [] if search else list(DEFAULT_MULTIPLIERS)
     train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
-    settings = ScaleTestSettings(
-        mode=args.mode, workers=workers, multipliers=[] if search else (args.multipliers or defaults.multipliers),
-        memory_limit=args.memory_limit, timeout=args.timeout, loader=args.loader, max_steps=args.max_steps,
-        epochs=args.epochs, threads=_threads(train), train=train, keep_going=args.keep_going,
-        search=search,
-    )
+    try:  # the settings check which go together (once); their message names the settings, here the flags
+        settings = ScaleTestSettings(
+            mode=args.mode, workers=workers, backend=args.backend, multipliers=grid,
+            memory_limit=args.memory_limit, timeout=args.timeout, loader=args.loader, max_steps=args.max_steps,
+            epochs=args.epochs, threads=_threads(train), train=train, keep_going=args.keep_going, search=search)
+    except SettingError as error:
+        raise InputError(error.naming(flag)) from None
     out = args.out or Path("results") / scale_test_folder(args.mode)
     prepare_results_dir(out, "results.json", "scale_test", (), clear=False)  # a file or unwritable: refused now
     sizes = (f"boundary search from {search.start}x up to {search.ceiling}x" if search else

@@ -165,7 +165,8 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
             who = f"{workers} containers ({runner.name})" if runner.name != "local" else \
                 f"emulated cluster, {workers} workers"
         announce(f"scale test, {who}, {loader} loader")
-        settings = ScaleTestSettings(mode=mode, workers=workers, multipliers=[], memory_limit=limit,
+        settings = ScaleTestSettings(mode=mode, workers=workers, backend="local" if mode == "local" else runner.name,
+                                     multipliers=[], memory_limit=limit,
                                      timeout=plan.timeout, loader=loader, max_steps=plan.scale_steps, epochs=1,
                                      threads=max(1, cpus // workers), search=search, train=dict(data))
 
