@@ -347,3 +347,28 @@ def test_a_kept_run_can_be_read_and_deleted_through_the_launcher_interface(engin
     assert json.loads(lines[-1][1])["status"] == "success" and {source for source, _ in lines} == {name}
     assert launcher.delete(run_id) == [f"container/{name}"]
     assert ours(engine) == []
+
+
+def test_the_docker_runners_dry_run_is_each_containers_options_and_asks_no_engine(tmp_path: Path) -> None:
+    from stockscale.launch.docker import DockerRunner
+
+    class NoEngine:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the dry run asked the engine for {name}")
+
+    runner = DockerRunner(ClusterSpec(), engine=NoEngine(), run_prefix="dry")
+    ddp = TrainJob(name="ddp", config=build_train_config({**TINY, "lr": 0.01}), run_dir=tmp_path / "ddp", workers=2,
+                   memory_limit=512 * MiB)
+    files = runner.render([ddp], 1)
+    assert len(files) == 2 and all(name.endswith(".json") for name in files)
+    master = json.loads(next(text for name, text in files.items() if "-master-0" in name))
+    assert master["mem_limit"] == 512 * MiB and master["network"].startswith("dry-")
+    assert "--lr" in master["command"] and master["command"][master["command"].index("--lr") + 1] == "0.01"
+    trials = [TrainJob(name=f"t{i}", config=build_train_config({**TINY, "hidden_size": 8 * (i + 1)}),
+                       run_dir=tmp_path / f"t{i}") for i in range(3)]
+    search = runner.render(trials, 2)
+    configmap = [name for name in search if name.startswith("trials-configmap/")]
+    assert configmap and len([name for name in search if name.endswith(".json")]) == 3
+    assert [entry["hidden_size"] for entry in yaml.safe_load(search[configmap[0]])] == [8, 16, 24]
+    written = runner.dry_run(trials, 2, tmp_path / "out")  # (each render names a fresh run)
+    assert len(written) == len(search) and all(path.is_file() for path in written)

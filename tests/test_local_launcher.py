@@ -15,10 +15,11 @@ from typing import Any
 
 import psutil
 import pytest
+import yaml
 
 from stockscale.errors import InputError
 from stockscale.launch.local import LocalRunner, default_threads
-from stockscale.launch.runner import TrainJob
+from stockscale.launch.runner import Runner, TrainJob
 from stockscale.limits import MECHANISM_ENV, detect_mechanism
 from tests.conftest import our_cgroups
 from tests.helpers.fake_config import fake_config
@@ -311,3 +312,40 @@ def test_a_judge_that_never_stops_sees_every_epoch_of_a_successful_job(tmp_path:
     assert result.metrics is not None
     assert [report.val_loss for report in result.epochs] == [row["val_loss"] for row in json.loads(
         (tmp_path / "run" / "history.json").read_text())]
+
+
+def test_the_dry_run_is_each_jobs_yaml_and_each_ranks_environment_and_command(tmp_path: Path) -> None:
+    runner = LocalRunner(FAKE_WORKER)
+    files = runner.render([job(tmp_path, {"behave": "env", "lr": 0.01}, workers=2, threads=3)], 1)
+    assert sorted(files) == ["job/job.yaml", "job/rank-0.sh", "job/rank-1.sh"]
+    assert yaml.safe_load(files["job/job.yaml"]) == {"behave": "env", "lr": 0.01}
+    rank1 = files["job/rank-1.sh"]
+    assert "export RANK=1" in rank1 and "export WORLD_SIZE=2" in rank1 and "export OMP_NUM_THREADS=3" in rank1
+    assert rank1.rstrip().endswith(f"--config job.yaml --out {tmp_path / 'run'} --threads 3")
+    assert "PATH" not in {line.split("=")[0].removeprefix("export ") for line in rank1.splitlines()}
+    assert not (tmp_path / "run").exists() and lines_started_nothing(runner)
+
+
+def lines_started_nothing(runner: LocalRunner) -> bool:
+    return runner.left_behind() == [] and runner.run_id is None
+
+
+def test_a_backend_is_one_factory_in_the_registry(tmp_path: Path) -> None:
+    from stockscale.launch.registry import BACKENDS, RunnerOptions, make_runner, register_backend
+
+    made: list[RunnerOptions] = []
+
+    def toy(options: RunnerOptions) -> LocalRunner:
+        made.append(options)
+        return LocalRunner(FAKE_WORKER, log_dir=options.log_dir)
+
+    register_backend("toy", toy)
+    try:
+        runner = make_runner("toy", RunnerOptions(log_dir=tmp_path / "logs"))
+        result = runner.run(job(tmp_path, {"behave": "success"}))
+        assert result.status == "success" and made[0].log_dir == tmp_path / "logs"
+        assert isinstance(make_runner("local", RunnerOptions(warm=True)), Runner)
+        with pytest.raises(InputError, match="backend must be one of local, docker, kubernetes, toy"):
+            make_runner("nowhere")
+    finally:
+        del BACKENDS["toy"]
