@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> TrainOverrides:
     """Training flags (and --config) that apply to every run of an experiment: validated once, together
     (naming the culprit), and given as the config's one serialisation (TrainConfig.overrides(): field names,
-    so a config file's `learning_rate` is `lr` here and a searched lr replaces it)."""
+    so lr is `lr` here whichever way a config file spells it, and a searched lr replaces it)."""
     values = load_config(args).overrides()
     for key in (*controlled, "checkpoint_dir"):  # experiments' runs are short and never resume
         values.pop(key, None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stockscale.launch.registry import ClusterOptions, RunnerOptions
@@ -58,7 +58,7 @@ def choose_runner(args: argparse.Namespace, prefix: str, *, warm: bool = False, 
 def choose_launcher(args: argparse.Namespace, prefix: str, *, warm: bool = False, log_dir: Path | None = None,
                     on_line: Callable[[int, str], None] | None = None,
                     on_event: Callable[[str], None] | None = None,
-                    algorithm: Literal["grid", "random", "tpe"] | None = None, space: Space | None = None,
+                    algorithm: str | None = None, space: Space | None = None,
                     trials: int | None = None, pruner: str | None = None) -> Runner:
     """Transitional (issue 21), for `stockscale search` until its Searchers take the space whole: search's
     backends sequential and parallel are local processes, and the algorithm, space, trials and pruner given

@@ -71,7 +71,7 @@ def tracked_train(args: argparse.Namespace, out: Path, work: Callable[[Tracker |
     """Run `work` as one tracked run named after its run directory (--track), its store beside that folder."""
     from stockscale.tracking import tracked
 
-    if getattr(args, "dry_run", False):
+    if args.dry_run:
         return work(None)  # manifests only: nothing runs, nothing to track
     tracker = open_track(args, out.parent)
     if tracker is not None:
