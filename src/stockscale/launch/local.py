@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import cast
 
 import yaml
 
@@ -44,7 +43,7 @@ from stockscale.launch.runner import (
 )
 from stockscale.limits import MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups
 from stockscale.supervision import PARENT_ENV, ensure_cgroup_reaper
-from stockscale.worker import EXIT_PORT_IN_USE, RunMetrics
+from stockscale.worker import EXIT_PORT_IN_USE
 
 SCRATCH_PREFIX = "stockscale-job-"
 PORT_ATTEMPTS = 3
@@ -276,7 +275,7 @@ class LocalRunner(Runner):
             name=job.name,
             status=status,
             detail=detail,
-            metrics=cast(RunMetrics, workers[0].final_json) if status == "success" and workers else None,
+            metrics=workers[0].final_json if status == "success" and workers else None,
             start_time=start,
             end_time=time.time(),
             # Resident memory, not the cgroup's charge: a v1 cgroup's peak also counts page cache.

@@ -18,11 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 from stockscale.launch.runner import Status
 from stockscale.limits import LimitReport, MemoryLimiter
-from stockscale.worker import EXIT_MEMORY, result_object
+from stockscale.worker import EXIT_MEMORY, RunMetrics, result_object
 
 STDERR_TAIL_LINES = 50
 WAIT_TICK = 0.05
@@ -36,8 +36,8 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     limiter: MemoryLimiter
     readers: list[threading.Thread] = field(default_factory=list)
-    last_json: dict[str, Any] | None = None     # the last stdout line that was a JSON result object
-    final_json: dict[str, Any] | None = None    # the same, while it is still the last non-empty line
+    last_json: RunMetrics | None = None         # the last stdout line that was a JSON result object
+    final_json: RunMetrics | None = None        # the same, while it is still the last non-empty line
     stderr_tail: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES))
     log: IO[str] | None = None                  # where stderr goes as well (swapped per trial by the warm pool)

@@ -337,7 +337,7 @@ class WarmRunner(Runner):
             if trial.done is None and not trial.died:
                 trial.peak = process.finish_limit().polled_peak_rss_bytes
         watch.reraise()
-        metrics = cast(RunMetrics, process.last_json) if status == "success" else None
+        metrics = process.last_json if status == "success" else None
         return _Outcome(status, detail, watch.epochs, trial.peak, metrics)
 
     def _open_log(self, job: TrainJob) -> IO[str] | None:
