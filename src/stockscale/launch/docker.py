@@ -84,6 +84,7 @@ class DockerRunner(Runner):
         # One machine is one node: a ReadWriteOnce volume can be mounted by every trial, as it is here.
         self.spec = (spec or ClusterSpec()).model_copy(update={"trials_mount_pvc": True})
         self._engine = engine
+        self._owns_engine = engine is None  # one handed in stays the caller's to close
         self.on_line = on_line
         self.on_event = on_event
         self.log_dir = log_dir
@@ -232,6 +233,13 @@ class DockerRunner(Runner):
                 network.remove()
                 removed.append(f"network/{network.name}")
         return removed
+
+    def close(self) -> None:
+        """Let go of the engine connection this runner made (a later use connects again)."""
+        if self._owns_engine and self._engine is not None:
+            with contextlib.suppress(Exception):
+                self._engine.close()
+            self._engine = None
 
     # --------------------------------------------------------------------------------------------- runs
 
