@@ -372,3 +372,125 @@ def test_the_docker_runners_dry_run_is_each_containers_options_and_asks_no_engin
     assert [entry["hidden_size"] for entry in yaml.safe_load(search[configmap[0]])] == [8, 16, 24]
     written = runner.dry_run(trials, 2, tmp_path / "out")  # (each render names a fresh run)
     assert len(written) == len(search) and all(path.is_file() for path in written)
+
+
+# ----------------------------------------------------------------- the runner over a stand-in engine
+
+
+class _FakeContainer:
+    """A container of the stand-in engine: prints `script(options)`'s lines, one per `delay` s, then exits."""
+
+    def __init__(self, engine: _FakeEngine, options: dict, lines: list[str], code: int, delay: float) -> None:
+        self.engine, self.name, self.id, self.labels = engine, options["name"], options["name"], options["labels"]
+        self.options, self.script, self.code, self.delay = options, lines, code, delay
+        self.attrs: dict = {"State": {"Status": "created", "ExitCode": 0}}
+        self.started = 0.0
+        self.removed = False
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.attrs["State"]["Status"] = "running"
+
+    def reload(self) -> None:
+        if self.removed or time.monotonic() - self.started >= self.delay * (len(self.script) + 1):
+            self.attrs["State"] = {"Status": "exited", "ExitCode": 137 if self.removed else self.code}
+
+    def logs(self, stream: bool, follow: bool, stdout: bool, stderr: bool):  # noqa: ARG002
+        for index, line in enumerate(self.script):
+            while not self.removed and time.monotonic() - self.started < self.delay * (index + 1):
+                time.sleep(0.005)
+            if self.removed:
+                return
+            yield (line + "\n").encode()
+
+    def stats(self, stream: bool, decode: bool):  # noqa: ARG002
+        return iter(())
+
+    def remove(self, force: bool) -> None:  # noqa: ARG002
+        self.removed = True
+        self.engine.made.remove(self)
+
+
+class _FakeEngine:
+    """Just enough of the Docker SDK for DockerRunner: containers and networks found by label."""
+
+    def __init__(self, script) -> None:
+        self.script, self.made, self.networks_made = script, [], []
+        engine = self
+
+        class Images:
+            def get(self, image: str) -> None:
+                return None
+
+        class Containers:
+            def create(self, **options) -> _FakeContainer:
+                container = _FakeContainer(engine, options, *script(options))
+                engine.made.append(container)
+                return container
+
+            def list(self, all: bool, filters: dict) -> list:  # noqa: A002, ARG002
+                return [c for c in engine.made if _labelled(c.labels, filters["label"])]
+
+        class Network:
+            def __init__(self, name: str, labels: dict) -> None:
+                self.name, self.attrs = name, {"Labels": labels}
+
+            def remove(self) -> None:
+                engine.networks_made.remove(self)
+
+        class Networks:
+            def create(self, name: str, driver: str, internal: bool, labels: dict) -> Network:  # noqa: ARG002
+                network = Network(name, labels)
+                engine.networks_made.append(network)
+                return network
+
+            def list(self, filters: dict) -> list:
+                return [n for n in engine.networks_made if _labelled(n.attrs["Labels"], filters["label"])]
+
+        self.images, self.containers, self.networks = Images(), Containers(), Networks()
+
+
+def _labelled(labels: dict, wanted: str | list[str]) -> bool:
+    for item in [wanted] if isinstance(wanted, str) else wanted:
+        key, sep, value = item.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
+
+
+def _epoch(epoch: int) -> str:
+    return json.dumps({"event": "epoch", "epoch": epoch, "train_loss": 1.0, "val_loss": 1.0 / epoch, "seconds": 1})
+
+
+def test_the_docker_runner_follows_replicas_by_the_one_policy_and_leaves_nothing(tmp_path: Path) -> None:
+    from stockscale.launch.docker import DockerRunner
+
+    def ddp(options: dict) -> tuple[list[str], int, float]:
+        rank = int(options["environment"]["RANK"])
+        if rank == 1:  # a worker that runs out of memory after a while
+            return ["loading"], 3, 0.05
+        return [_epoch(1), _epoch(2), json.dumps({"status": "success", "rank": 0})], 0, 0.05
+
+    engine = _FakeEngine(ddp)
+    lines: list[tuple[int, str]] = []
+    runner = DockerRunner(ClusterSpec(), engine=engine, run_prefix="fake",
+                          on_line=lambda rank, line: lines.append((rank, line)))
+    job = TrainJob(name="ddp", config=build_train_config(TINY), run_dir=tmp_path / "ddp", workers=2)
+    result = runner.run(job)
+    assert (result.status, result.detail.split(" (")[0]) == ("oom", "MemoryError")
+    assert engine.made == [] and engine.networks_made == []
+    assert (1, "loading") in lines
+
+    def trials(options: dict) -> tuple[list[str], int, float]:
+        return [_epoch(1), _epoch(2), _epoch(3), json.dumps({"status": "success", "rank": 0})], 0, 0.05
+
+    engine = _FakeEngine(trials)
+    runner = DockerRunner(ClusterSpec(), engine=engine, run_prefix="fake")
+    jobs = [TrainJob(name=f"t{i}", config=build_train_config(TINY), run_dir=tmp_path / f"t{i}", timeout=60,
+                     judge=(lambda report: report.epoch >= 1) if i == 0 else None) for i in range(2)]
+    pruned, finished = runner.run_many(jobs, 2)
+    assert (pruned.status, pruned.detail) == ("pruned", "pruned after epoch 1")
+    assert [report.epoch for report in pruned.epochs] == [1]
+    assert finished.status == "success" and [report.epoch for report in finished.epochs] == [1, 2, 3]
+    assert finished.metrics == {"status": "success", "rank": 0}
+    assert engine.made == []
