@@ -163,8 +163,6 @@ def dm_tests(folds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def run_evaluation(settings: EvaluateSettings, launcher: Runner, out: Path,
                    on_result: Callable[[str, JobResult], None] | None = None) -> dict[str, Any]:
     """Run every fold x seed, then write `<out>/evaluation.json` (a rerun replaces an earlier evaluation's)."""
-    if settings.origins < 1 or settings.seeds < 1:
-        raise InputError("an evaluation needs at least one origin and one seed")
     base_seed = build_train_config(dict(settings.train), "evaluation settings").seed
     seeds = [base_seed + offset for offset in range(settings.seeds)]
     folds, test_days = plan_folds(settings.train, settings.origins)

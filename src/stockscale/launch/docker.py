@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from stockscale.errors import InputError
 from stockscale.files import open_log, owner_tag
 from stockscale.launch.containers import Pod, container_options, replica_pods
 from stockscale.launch.docker_engine import (
@@ -48,7 +47,7 @@ from stockscale.launch.docker_engine import sweep as sweep_engine
 from stockscale.launch.docker_replica import RunningContainer, log_lines, watch_memory
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.spec import ClusterSpec
-from stockscale.launch.replicas import EpochWatch, supervise
+from stockscale.launch.replicas import EpochWatch, check_job, supervise
 from stockscale.launch.runner import (
     JobResult,
     LineCallback,
@@ -399,10 +398,7 @@ def _as_json(options: dict[str, Any]) -> str:
 
 
 def _check_job(job: TrainJob) -> None:
-    if job.workers < 1:
-        raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
-    if job.timeout is not None and job.timeout <= 0:
-        raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
+    check_job(job)
     check_limit(job.memory_limit)
 
 

@@ -31,7 +31,7 @@ from stockscale.config import format_size
 from stockscale.errors import InputError
 from stockscale.files import open_log, owner_tag, sweep_stale, write_text_atomic
 from stockscale.launch.processes import WorkerProcess, end_workers, start_worker
-from stockscale.launch.replicas import EpochWatch, supervise
+from stockscale.launch.replicas import EpochWatch, check_job, supervise
 from stockscale.launch.runner import (
     JobResult,
     LineCallback,
@@ -307,16 +307,6 @@ def rank_script(job: TrainJob, rank: int, env: dict[str, str], argv: list[str], 
 def _port_was_taken(workers: list[WorkerProcess]) -> bool:
     """Whether rank 0 failed because its rendezvous port was in use (distributed.PortInUse)."""
     return bool(workers) and workers[0].rank == 0 and workers[0].returncode == EXIT_PORT_IN_USE
-
-
-def check_job(job: TrainJob) -> None:
-    """What a job must be for a process launcher to run it: InputError naming the job otherwise."""
-    if job.workers < 1:
-        raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
-    if job.timeout is not None and job.timeout <= 0:
-        raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
-    if job.threads is not None and job.threads < 1:
-        raise InputError(f"job {job.name}: threads must be at least 1, not {job.threads}")
 
 
 def describe_limit(limit: int | None, mechanism: str | None) -> str:

@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from stockscale.launch.runner import EpochJudge, Status
+from stockscale.errors import InputError
+from stockscale.launch.runner import EpochJudge, Status, TrainJob
 from stockscale.worker import EpochReport, parse_epoch_line
 
 
@@ -90,6 +91,17 @@ class EpochWatch:
         """Raise the first callback error, if one ended the job."""
         if self.errors:
             raise self.errors[0]
+
+
+def check_job(job: TrainJob) -> None:
+    """What a job must be for a runner that starts its replicas to run it (local, warm, docker): InputError
+    naming the job otherwise. (Its config was validated when the job was made.)"""
+    if job.workers < 1:
+        raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
+    if job.timeout is not None and job.timeout <= 0:
+        raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
+    if job.threads is not None and job.threads < 1:
+        raise InputError(f"job {job.name}: threads must be at least 1, not {job.threads}")
 
 
 def supervise(replicas: Sequence[Replica], watch: EpochWatch, *, start: float, timeout: float | None,

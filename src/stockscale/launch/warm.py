@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from stockscale.files import open_log
-from stockscale.launch.local import LocalRunner, check_job, default_threads, describe_limit, worker_environment
+from stockscale.launch.local import LocalRunner, default_threads, describe_limit, worker_environment
 from stockscale.launch.processes import WorkerProcess, describe_failure, end_workers, memory_failure, start_worker
-from stockscale.launch.replicas import EpochWatch, supervise
+from stockscale.launch.replicas import EpochWatch, check_job, supervise
 from stockscale.launch.runner import (
     JobResult,
     LineCallback,
