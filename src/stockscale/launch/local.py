@@ -65,7 +65,7 @@ def reserve_port() -> int:
         for _ in range(100):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
+                port = int(sock.getsockname()[1])
             if port not in _ports_in_use:
                 _ports_in_use.add(port)
                 return port
@@ -288,7 +288,7 @@ class LocalRunner(Runner):
 def job_yaml(job: TrainJob) -> str:
     """The job's config file, written from its one serialisation (`TrainConfig.overrides()`)."""
     try:
-        return yaml.safe_dump(job.config.overrides(), sort_keys=True)
+        return str(yaml.safe_dump(job.config.overrides(), sort_keys=True))
     except yaml.YAMLError as error:
         raise InputError(f"job config cannot be written as YAML: {error}") from None
 

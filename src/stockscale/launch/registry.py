@@ -115,7 +115,10 @@ class _KubernetesBridge(Runner):
         from stockscale.config import TrainConfig
 
         config = job.config
-        return dataclasses.replace(job, config=config.overrides()) if isinstance(config, TrainConfig) else job
+        if not isinstance(config, TrainConfig):
+            return job
+        # The launcher reads a dict of overrides (its manifests' train flags), as before issue 21.
+        return dataclasses.replace(job, config=config.overrides())  # type: ignore[arg-type]
 
     def run(self, job: TrainJob) -> JobResult:
         return self.launcher.run(self._plain(job))
