@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stockscale.launch.base import TrainJob
+from stockscale.config import build_train_config
 from stockscale.launch.containers import container_options, replica_pods
 from stockscale.launch.kubernetes import ClusterSpec
 from stockscale.launch.kubernetes import manifests as m
+from stockscale.launch.runner import TrainJob
 from tests.conftest import assert_clean_error
 
 IMAGE = ClusterSpec().image
@@ -159,12 +160,13 @@ def test_ddp_training_in_four_containers(engine, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_container_over_its_limit_is_reported_oom_and_named(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import DockerLauncher
+    from stockscale.launch.docker import DockerRunner
 
     # 3,000 replicas with the memory loader hold about 3.5 GiB: far over 256 MiB.
-    job = TrainJob(name="oom", config={**TINY, "multiplier": 3000, "loader": "memory"}, run_dir=tmp_path / "run",
+    job = TrainJob(name="oom", config=build_train_config({**TINY, "multiplier": 3000, "loader": "memory"}),
+                   run_dir=tmp_path / "run",
                    workers=1, memory_limit=256 * MiB, timeout=240)
-    result = DockerLauncher(run_prefix="oom").run(job)
+    result = DockerRunner(run_prefix="oom").run(job)
     assert result.status == "oom", result
     assert "OOMKilled (container oom-" in result.detail
     assert result.limit_mechanism == "docker"
@@ -190,7 +192,7 @@ def test_a_four_trial_search_runs_as_an_indexed_job_of_containers(engine, tmp_pa
 
 @pytest.mark.slow
 def test_a_pruned_trial_container_is_stopped_after_the_epoch_its_judge_stops(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import DockerLauncher
+    from stockscale.launch.docker import DockerRunner
 
     seen = []
 
@@ -198,11 +200,12 @@ def test_a_pruned_trial_container_is_stopped_after_the_epoch_its_judge_stops(eng
         seen.append(report.epoch)
         return True
 
-    jobs = [TrainJob(name="trial-00", config={**TINY, "epochs": 50, "max_steps": None}, run_dir=tmp_path / "t0",
+    jobs = [TrainJob(name="trial-00", config=build_train_config({**TINY, "epochs": 50, "max_steps": None}),
+                     run_dir=tmp_path / "t0",
                      judge=stop_after_first, timeout=240),
-            TrainJob(name="trial-01", config=dict(TINY), run_dir=tmp_path / "t1", timeout=240)]
+            TrainJob(name="trial-01", config=build_train_config(dict(TINY)), run_dir=tmp_path / "t1", timeout=240)]
     started = time.monotonic()
-    pruned, finished = DockerLauncher(run_prefix="prune").run_many(jobs, 2)
+    pruned, finished = DockerRunner(run_prefix="prune").run_many(jobs, 2)
     assert pruned.status == "pruned" and pruned.detail == "pruned after epoch 1", pruned
     assert seen == [1] and [report.epoch for report in pruned.epochs] == [1] and pruned.epochs[0].val_loss > 0
     assert time.monotonic() - started < 120  # 50 epochs were asked for: the container was stopped after one
@@ -212,15 +215,17 @@ def test_a_pruned_trial_container_is_stopped_after_the_epoch_its_judge_stops(eng
 
 @pytest.mark.slow
 def test_a_failed_or_timed_out_run_leaves_nothing_behind(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import DockerLauncher
+    from stockscale.launch.docker import DockerRunner
 
-    launcher = DockerLauncher(run_prefix="late")
-    job = TrainJob(name="late", config={**TINY, "max_steps": 100000, "epochs": 100}, run_dir=tmp_path / "late",
+    launcher = DockerRunner(run_prefix="late")
+    job = TrainJob(name="late", config=build_train_config({**TINY, "max_steps": 100000, "epochs": 100}),
+                   run_dir=tmp_path / "late",
                    workers=2, timeout=8)
     result = launcher.run(job)
     assert result.status == "timeout"
     assert ours(engine) == [] and staging_folders() == []
-    failing = TrainJob(name="bad", config={**TINY, "source": "csv:/nowhere.csv"}, run_dir=tmp_path / "bad")
+    failing = TrainJob(name="bad", config=build_train_config({**TINY, "source": "csv:/nowhere.csv"}),
+                       run_dir=tmp_path / "bad")
     result = launcher.run(failing)
     assert result.status == "error" and "exit code 2 (container late-" in result.detail
     assert "nowhere.csv" in result.detail
@@ -252,7 +257,7 @@ def test_sigterm_to_the_launcher_removes_every_container_and_network(engine, tmp
 
 @pytest.mark.slow
 def test_what_a_killed_launcher_left_is_swept_by_the_next_run(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import LABEL_OWNER, STAGING_PREFIX, DockerLauncher
+    from stockscale.launch.docker import LABEL_OWNER, STAGING_PREFIX, DockerRunner
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     token = f"{os.uname().nodename}:{dead.stdout.strip()}:1.00"
@@ -263,7 +268,7 @@ def test_what_a_killed_launcher_left_is_swept_by_the_next_run(engine, tmp_path: 
     folder = Path(tempfile.gettempdir()) / f"{STAGING_PREFIX}{dead.stdout.strip()}@{_host()}-orphan-x"
     folder.mkdir()
     try:
-        swept = DockerLauncher().sweep()
+        swept = DockerRunner().sweep()
         assert "container stockscale-orphan" in swept and "network stockscale-orphan" in swept
         assert not folder.exists()
         assert ours(engine) == []
@@ -330,10 +335,10 @@ def test_the_build_script_passes_shellcheck_and_refuses_unknown_options() -> Non
 
 @pytest.mark.slow
 def test_a_kept_run_can_be_read_and_deleted_through_the_launcher_interface(engine, tmp_path: Path) -> None:
-    from stockscale.launch.docker import DockerLauncher
+    from stockscale.launch.docker import DockerRunner
 
-    launcher = DockerLauncher(run_prefix="kept", keep=True)
-    result = launcher.run(TrainJob(name="kept", config=TINY, run_dir=tmp_path / "run"))
+    launcher = DockerRunner(run_prefix="kept", keep=True)
+    result = launcher.run(TrainJob(name="kept", config=build_train_config(TINY), run_dir=tmp_path / "run"))
     assert result.status == "success", result.detail
     (name,) = [c.name for c in engine.containers.list(all=True, filters={"label": f"{m.LABEL_APP}={m.APP}"})]
     run_id = name.removesuffix("-master-0")
@@ -342,3 +347,150 @@ def test_a_kept_run_can_be_read_and_deleted_through_the_launcher_interface(engin
     assert json.loads(lines[-1][1])["status"] == "success" and {source for source, _ in lines} == {name}
     assert launcher.delete(run_id) == [f"container/{name}"]
     assert ours(engine) == []
+
+
+def test_the_docker_runners_dry_run_is_each_containers_options_and_asks_no_engine(tmp_path: Path) -> None:
+    from stockscale.launch.docker import DockerRunner
+
+    class NoEngine:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the dry run asked the engine for {name}")
+
+    runner = DockerRunner(ClusterSpec(), engine=NoEngine(), run_prefix="dry")
+    ddp = TrainJob(name="ddp", config=build_train_config({**TINY, "lr": 0.01}), run_dir=tmp_path / "ddp", workers=2,
+                   memory_limit=512 * MiB)
+    files = runner.render([ddp], 1)
+    assert len(files) == 2 and all(name.endswith(".json") for name in files)
+    master = json.loads(next(text for name, text in files.items() if "-master-0" in name))
+    assert master["mem_limit"] == 512 * MiB and master["network"].startswith("dry-")
+    assert "--lr" in master["command"] and master["command"][master["command"].index("--lr") + 1] == "0.01"
+    trials = [TrainJob(name=f"t{i}", config=build_train_config({**TINY, "hidden_size": 8 * (i + 1)}),
+                       run_dir=tmp_path / f"t{i}") for i in range(3)]
+    search = runner.render(trials, 2)
+    configmap = [name for name in search if name.startswith("trials-configmap/")]
+    assert configmap and len([name for name in search if name.endswith(".json")]) == 3
+    assert [entry["hidden_size"] for entry in yaml.safe_load(search[configmap[0]])] == [8, 16, 24]
+    written = runner.dry_run(trials, 2, tmp_path / "out")  # (each render names a fresh run)
+    assert len(written) == len(search) and all(path.is_file() for path in written)
+
+
+# ----------------------------------------------------------------- the runner over a stand-in engine
+
+
+class _FakeContainer:
+    """A container of the stand-in engine: prints `script(options)`'s lines, one per `delay` s, then exits."""
+
+    def __init__(self, engine: _FakeEngine, options: dict, lines: list[str], code: int, delay: float) -> None:
+        self.engine, self.name, self.id, self.labels = engine, options["name"], options["name"], options["labels"]
+        self.options, self.script, self.code, self.delay = options, lines, code, delay
+        self.attrs: dict = {"State": {"Status": "created", "ExitCode": 0}}
+        self.started = 0.0
+        self.removed = False
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.attrs["State"]["Status"] = "running"
+
+    def reload(self) -> None:
+        if self.removed or time.monotonic() - self.started >= self.delay * (len(self.script) + 1):
+            self.attrs["State"] = {"Status": "exited", "ExitCode": 137 if self.removed else self.code}
+
+    def logs(self, stream: bool, follow: bool, stdout: bool, stderr: bool):  # noqa: ARG002
+        for index, line in enumerate(self.script):
+            while not self.removed and time.monotonic() - self.started < self.delay * (index + 1):
+                time.sleep(0.005)
+            if self.removed:
+                return
+            yield (line + "\n").encode()
+
+    def stats(self, stream: bool, decode: bool):  # noqa: ARG002
+        return iter(())
+
+    def remove(self, force: bool) -> None:  # noqa: ARG002
+        self.removed = True
+        self.engine.made.remove(self)
+
+
+class _FakeEngine:
+    """Just enough of the Docker SDK for DockerRunner: containers and networks found by label."""
+
+    def __init__(self, script) -> None:
+        self.script, self.made, self.networks_made = script, [], []
+        engine = self
+
+        class Images:
+            def get(self, image: str) -> None:
+                return None
+
+        class Containers:
+            def create(self, **options) -> _FakeContainer:
+                container = _FakeContainer(engine, options, *script(options))
+                engine.made.append(container)
+                return container
+
+            def list(self, all: bool, filters: dict) -> list:  # noqa: A002, ARG002
+                return [c for c in engine.made if _labelled(c.labels, filters["label"])]
+
+        class Network:
+            def __init__(self, name: str, labels: dict) -> None:
+                self.name, self.attrs = name, {"Labels": labels}
+
+            def remove(self) -> None:
+                engine.networks_made.remove(self)
+
+        class Networks:
+            def create(self, name: str, driver: str, internal: bool, labels: dict) -> Network:  # noqa: ARG002
+                network = Network(name, labels)
+                engine.networks_made.append(network)
+                return network
+
+            def list(self, filters: dict) -> list:
+                return [n for n in engine.networks_made if _labelled(n.attrs["Labels"], filters["label"])]
+
+        self.images, self.containers, self.networks = Images(), Containers(), Networks()
+
+
+def _labelled(labels: dict, wanted: str | list[str]) -> bool:
+    for item in [wanted] if isinstance(wanted, str) else wanted:
+        key, sep, value = item.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
+
+
+def _epoch(epoch: int) -> str:
+    return json.dumps({"event": "epoch", "epoch": epoch, "train_loss": 1.0, "val_loss": 1.0 / epoch, "seconds": 1})
+
+
+def test_the_docker_runner_follows_replicas_by_the_one_policy_and_leaves_nothing(tmp_path: Path) -> None:
+    from stockscale.launch.docker import DockerRunner
+
+    def ddp(options: dict) -> tuple[list[str], int, float]:
+        rank = int(options["environment"]["RANK"])
+        if rank == 1:  # a worker that runs out of memory after a while
+            return ["loading"], 3, 0.05
+        return [_epoch(1), _epoch(2), json.dumps({"status": "success", "rank": 0})], 0, 0.05
+
+    engine = _FakeEngine(ddp)
+    lines: list[tuple[int, str]] = []
+    runner = DockerRunner(ClusterSpec(), engine=engine, run_prefix="fake",
+                          on_line=lambda rank, line: lines.append((rank, line)))
+    job = TrainJob(name="ddp", config=build_train_config(TINY), run_dir=tmp_path / "ddp", workers=2)
+    result = runner.run(job)
+    assert (result.status, result.detail.split(" (")[0]) == ("oom", "MemoryError")
+    assert engine.made == [] and engine.networks_made == []
+    assert (1, "loading") in lines
+
+    def trials(options: dict) -> tuple[list[str], int, float]:
+        return [_epoch(1), _epoch(2), _epoch(3), json.dumps({"status": "success", "rank": 0})], 0, 0.05
+
+    engine = _FakeEngine(trials)
+    runner = DockerRunner(ClusterSpec(), engine=engine, run_prefix="fake")
+    jobs = [TrainJob(name=f"t{i}", config=build_train_config(TINY), run_dir=tmp_path / f"t{i}", timeout=60,
+                     judge=(lambda report: report.epoch >= 1) if i == 0 else None) for i in range(2)]
+    pruned, finished = runner.run_many(jobs, 2)
+    assert (pruned.status, pruned.detail) == ("pruned", "pruned after epoch 1")
+    assert [report.epoch for report in pruned.epochs] == [1]
+    assert finished.status == "success" and [report.epoch for report in finished.epochs] == [1, 2, 3]
+    assert finished.metrics == {"status": "success", "rank": 0}
+    assert engine.made == []

@@ -1,4 +1,4 @@
-"""LocalLauncher with real worker processes (tests/helpers/fake_worker.py) under real memory limits."""
+"""LocalRunner with real worker processes (tests/helpers/fake_worker.py) under real memory limits."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from typing import Any
 
 import psutil
 import pytest
+import yaml
 
 from stockscale.errors import InputError
-from stockscale.launch.base import TrainJob
-from stockscale.launch.local import LocalLauncher, default_threads
+from stockscale.launch.local import LocalRunner, default_threads
+from stockscale.launch.runner import Runner, TrainJob
 from stockscale.limits import MECHANISM_ENV, detect_mechanism
 from tests.conftest import our_cgroups
+from tests.helpers.fake_config import fake_config
 
 MiB = 1024**2
 FAKE_WORKER = [sys.executable, str(Path(__file__).parent / "helpers" / "fake_worker.py")]
@@ -68,15 +70,15 @@ def lines() -> Lines:
 
 
 @pytest.fixture
-def launcher(lines: Lines) -> LocalLauncher:
-    return LocalLauncher(FAKE_WORKER, on_line=lines, grace_seconds=1.0)
+def launcher(lines: Lines) -> LocalRunner:
+    return LocalRunner(FAKE_WORKER, on_line=lines, grace_seconds=1.0)
 
 
 def job(tmp_path: Path, config: dict[str, Any], **kwargs: Any) -> TrainJob:
-    return TrainJob(name="job", config=config, run_dir=tmp_path / "run", **kwargs)
+    return TrainJob(name="job", config=fake_config(config), run_dir=tmp_path / "run", **kwargs)
 
 
-def test_success_returns_rank0s_final_json_line_as_metrics(launcher: LocalLauncher, tmp_path: Path) -> None:
+def test_success_returns_rank0s_final_json_line_as_metrics(launcher: LocalRunner, tmp_path: Path) -> None:
     result = launcher.run(job(tmp_path, {"behave": "success", "metrics": {"val_loss": 0.5}}, workers=2))
     assert result.status == "success" and result.detail == ""
     assert result.metrics == {"status": "success", "rank": 0, "val_loss": 0.5}
@@ -87,7 +89,7 @@ def test_success_returns_rank0s_final_json_line_as_metrics(launcher: LocalLaunch
 
 
 def test_every_rank_gets_exactly_a_pytorchjob_replicas_environment(
-    launcher: LocalLauncher, lines: Lines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    launcher: LocalRunner, lines: Lines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # What a torchrun around us would have set must not reach the workers: a replica does not have it.
     monkeypatch.setenv("LOCAL_RANK", "5")
@@ -112,7 +114,7 @@ def test_every_rank_gets_exactly_a_pytorchjob_replicas_environment(
 
 
 def test_one_worker_gets_world_size_1_and_the_config_as_yaml(
-    launcher: LocalLauncher, lines: Lines, tmp_path: Path
+    launcher: LocalRunner, lines: Lines, tmp_path: Path
 ) -> None:
     config = {"behave": "env", "lr": 0.01, "start": date(2010, 1, 4), "data": tmp_path / "d",
               "ranks": {0: {}}}
@@ -127,7 +129,7 @@ def test_one_worker_gets_world_size_1_and_the_config_as_yaml(
                                 "data": str(tmp_path / "d"), "ranks": {"0": {}}}
 
 
-def test_a_worker_over_its_cgroup_limit_is_oom_killed(launcher: LocalLauncher, tmp_path: Path) -> None:
+def test_a_worker_over_its_cgroup_limit_is_oom_killed(launcher: LocalRunner, tmp_path: Path) -> None:
     mechanism = detect_mechanism()
     if not mechanism.startswith("cgroup"):
         pytest.skip("no writable memory cgroup on this machine")
@@ -146,7 +148,7 @@ def test_a_worker_over_its_cgroup_limit_is_oom_killed(launcher: LocalLauncher, t
 
 
 def test_the_watchdog_kills_a_worker_over_its_limit(
-    launcher: LocalLauncher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    launcher: LocalRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(MECHANISM_ENV, "watchdog")
     result = launcher.run(job(tmp_path, {"behave": "alloc", "alloc_mib": 1024}, memory_limit=256 * MiB,
@@ -160,7 +162,7 @@ def test_the_watchdog_kills_a_worker_over_its_limit(
 
 @pytest.mark.parametrize("memory_limit", [None, 512 * MiB], ids=["no-limit", "limit"])
 def test_the_first_failing_worker_ends_the_run_and_leaves_no_process_behind(
-    launcher: LocalLauncher, lines: Lines, tmp_path: Path, memory_limit: int | None
+    launcher: LocalRunner, lines: Lines, tmp_path: Path, memory_limit: int | None
 ) -> None:
     config = {
         "behave": "sleep",
@@ -180,7 +182,7 @@ def test_the_first_failing_worker_ends_the_run_and_leaves_no_process_behind(
     assert our_cgroups() == []
 
 
-def test_a_run_past_its_timeout_is_ended(launcher: LocalLauncher, lines: Lines, tmp_path: Path) -> None:
+def test_a_run_past_its_timeout_is_ended(launcher: LocalRunner, lines: Lines, tmp_path: Path) -> None:
     started = time.monotonic()
     result = launcher.run(job(tmp_path, {"behave": "sleep"}, workers=2, timeout=1.0))
     assert result.status == "timeout" and result.detail == "timed out after 1 s"
@@ -201,7 +203,7 @@ def test_a_run_past_its_timeout_is_ended(launcher: LocalLauncher, lines: Lines, 
     ids=["memoryerror-json", "memoryerror", "signal", "exit-code", "no-json"],
 )
 def test_how_a_worker_failed_is_told(
-    launcher: LocalLauncher, tmp_path: Path, config: dict[str, Any], status: str, detail: str
+    launcher: LocalRunner, tmp_path: Path, config: dict[str, Any], status: str, detail: str
 ) -> None:
     result = launcher.run(job(tmp_path, config))
     assert (result.status, result.detail) == (status, detail)
@@ -209,8 +211,9 @@ def test_how_a_worker_failed_is_told(
 
 
 def test_jobs_run_in_parallel_each_with_its_own_port_and_cgroup(lines: Lines, tmp_path: Path) -> None:
-    launcher = LocalLauncher(FAKE_WORKER, on_line=lines, grace_seconds=1.0)
-    jobs = [TrainJob(name=f"j{i}", config={"behave": "env", "delay": 0.5}, run_dir=tmp_path / f"j{i}",
+    launcher = LocalRunner(FAKE_WORKER, on_line=lines, grace_seconds=1.0)
+    jobs = [TrainJob(name=f"j{i}", config=fake_config({"behave": "env", "delay": 0.5}),
+                     run_dir=tmp_path / f"j{i}",
                      workers=1, memory_limit=256 * MiB) for i in range(2)]
     finished: list[str] = []
     started = time.monotonic()
@@ -230,7 +233,7 @@ def interrupt_main_thread_after(seconds: float) -> threading.Timer:
     return timer
 
 
-def test_ctrl_c_ends_every_worker_and_reraises(launcher: LocalLauncher, lines: Lines, tmp_path: Path) -> None:
+def test_ctrl_c_ends_every_worker_and_reraises(launcher: LocalRunner, lines: Lines, tmp_path: Path) -> None:
     timer = interrupt_main_thread_after(1.0)
     with pytest.raises(KeyboardInterrupt):
         launcher.run(job(tmp_path, {"behave": "sleep", "spawn": True}, workers=2, memory_limit=256 * MiB,
@@ -242,8 +245,9 @@ def test_ctrl_c_ends_every_worker_and_reraises(launcher: LocalLauncher, lines: L
 
 
 def test_ctrl_c_during_run_many_ends_the_running_job_and_skips_the_rest(lines: Lines, tmp_path: Path) -> None:
-    launcher = LocalLauncher(FAKE_WORKER, on_line=lines, grace_seconds=1.0)
-    jobs = [TrainJob(name=f"j{i}", config={"behave": "sleep"}, run_dir=tmp_path / f"j{i}", timeout=30)
+    launcher = LocalRunner(FAKE_WORKER, on_line=lines, grace_seconds=1.0)
+    jobs = [TrainJob(name=f"j{i}", config=fake_config({"behave": "sleep"}), run_dir=tmp_path / f"j{i}",
+                     timeout=30)
             for i in range(3)]
     results: list[str] = []
     timer = interrupt_main_thread_after(1.0)
@@ -255,7 +259,7 @@ def test_ctrl_c_during_run_many_ends_the_running_job_and_skips_the_rest(lines: L
     assert [pid for pid in lines.pids() if alive(pid)] == []
 
 
-def test_bad_jobs_are_refused_before_anything_starts(launcher: LocalLauncher, tmp_path: Path) -> None:
+def test_bad_jobs_are_refused_before_anything_starts(launcher: LocalRunner, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"below the minimum of 64\.0 MiB"):
         launcher.run(job(tmp_path, {"behave": "success"}, memory_limit=16 * MiB))
     with pytest.raises(InputError, match="workers must be at least 1"):
@@ -265,7 +269,7 @@ def test_bad_jobs_are_refused_before_anything_starts(launcher: LocalLauncher, tm
 
 
 def test_a_jobs_kept_logs_can_be_read_and_deleted_through_the_launcher_interface(tmp_path: Path) -> None:
-    launcher = LocalLauncher(FAKE_WORKER, log_dir=tmp_path / "logs", grace_seconds=1.0)
+    launcher = LocalRunner(FAKE_WORKER, log_dir=tmp_path / "logs", grace_seconds=1.0)
     result = launcher.run(job(tmp_path, {"behave": "exit", "code": 5}, workers=2))
     assert result.status == "error"
     lines: list[tuple[str, str]] = []
@@ -291,7 +295,7 @@ def test_a_judge_that_says_stop_after_epoch_1_prunes_the_job_and_ends_its_proces
                     if "--out" in child.cmdline())  # the training process, not a cgroup reaper
         return report.epoch >= 1
 
-    result = LocalLauncher(grace_seconds=1.0).run(job(tmp_path, THREE_EPOCHS, threads=1, judge=judge,
+    result = LocalRunner(grace_seconds=1.0).run(job(tmp_path, THREE_EPOCHS, threads=1, judge=judge,
                                                       timeout=120))
     assert (result.status, result.detail) == ("pruned", "pruned after epoch 1")
     assert [report.epoch for report in result.epochs] == [1] and seen == result.epochs
@@ -301,10 +305,47 @@ def test_a_judge_that_says_stop_after_epoch_1_prunes_the_job_and_ends_its_proces
 
 def test_a_judge_that_never_stops_sees_every_epoch_of_a_successful_job(tmp_path: Path) -> None:
     seen: list[int] = []
-    result = LocalLauncher().run(job(tmp_path, THREE_EPOCHS, threads=1, timeout=120,
+    result = LocalRunner().run(job(tmp_path, THREE_EPOCHS, threads=1, timeout=120,
                                      judge=lambda report: seen.append(report.epoch) or False))
     assert result.status == "success" and seen == [1, 2, 3]
     assert [report.epoch for report in result.epochs] == [1, 2, 3]
     assert result.metrics is not None
     assert [report.val_loss for report in result.epochs] == [row["val_loss"] for row in json.loads(
         (tmp_path / "run" / "history.json").read_text())]
+
+
+def test_the_dry_run_is_each_jobs_yaml_and_each_ranks_environment_and_command(tmp_path: Path) -> None:
+    runner = LocalRunner(FAKE_WORKER)
+    files = runner.render([job(tmp_path, {"behave": "env", "lr": 0.01}, workers=2, threads=3)], 1)
+    assert sorted(files) == ["job/job.yaml", "job/rank-0.sh", "job/rank-1.sh"]
+    assert yaml.safe_load(files["job/job.yaml"]) == {"behave": "env", "lr": 0.01}
+    rank1 = files["job/rank-1.sh"]
+    assert "export RANK=1" in rank1 and "export WORLD_SIZE=2" in rank1 and "export OMP_NUM_THREADS=3" in rank1
+    assert rank1.rstrip().endswith(f"--config job.yaml --out {tmp_path / 'run'} --threads 3")
+    assert "PATH" not in {line.split("=")[0].removeprefix("export ") for line in rank1.splitlines()}
+    assert not (tmp_path / "run").exists() and lines_started_nothing(runner)
+
+
+def lines_started_nothing(runner: LocalRunner) -> bool:
+    return runner.left_behind() == [] and runner.run_id is None
+
+
+def test_a_backend_is_one_factory_in_the_registry(tmp_path: Path) -> None:
+    from stockscale.launch.registry import BACKENDS, RunnerOptions, make_runner, register_backend
+
+    made: list[RunnerOptions] = []
+
+    def toy(options: RunnerOptions) -> LocalRunner:
+        made.append(options)
+        return LocalRunner(FAKE_WORKER, log_dir=options.log_dir)
+
+    register_backend("toy", toy)
+    try:
+        runner = make_runner("toy", RunnerOptions(log_dir=tmp_path / "logs"))
+        result = runner.run(job(tmp_path, {"behave": "success"}))
+        assert result.status == "success" and made[0].log_dir == tmp_path / "logs"
+        assert isinstance(make_runner("local", RunnerOptions(warm=True)), Runner)
+        with pytest.raises(InputError, match="backend must be one of local, docker, kubernetes, toy"):
+            make_runner("nowhere")
+    finally:
+        del BACKENDS["toy"]

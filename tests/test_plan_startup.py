@@ -16,7 +16,7 @@ from stockscale.experiments.plan.calibration import (
     time_run_steps,
 )
 from stockscale.experiments.plan.startup import measure_container, measure_warm
-from stockscale.launch.local import LocalLauncher
+from stockscale.launch.local import LocalRunner
 
 TINY = {"hidden_size": 8, "num_layers": 1}
 
@@ -48,7 +48,7 @@ def test_a_larger_model_calibrates_within_the_budget_rule(tmp_path):
     cfg = build_train_config({"hidden_size": 128, "num_layers": 2, "loader": "memory"})
     size = dataset_size(cfg)
     started = time.perf_counter()
-    entry = calibrate_loader(cfg, "memory", LocalLauncher(), tmp_path, size.windows, size.train_days)
+    entry = calibrate_loader(cfg, "memory", LocalRunner(), tmp_path, size.windows, size.train_days)
     took = time.perf_counter() - started
     short, time_runs = entry.runs[-1], entry.runs[:-1]
     assert short.steps == 2 and all(run.steps and run.steps >= MIN_BUDGET_STEPS for run in time_runs)

@@ -14,8 +14,9 @@ import psutil
 import pytest
 
 import stockscale.launch.local as local
-from stockscale.launch.base import TrainJob
-from stockscale.launch.local import LocalLauncher, reserve_port
+from stockscale.config import build_train_config
+from stockscale.launch.local import LocalRunner, reserve_port
+from stockscale.launch.runner import TrainJob
 from stockscale.worker import EXIT_PORT_IN_USE
 from tests.conftest import TINY
 
@@ -73,7 +74,7 @@ def test_the_launcher_retries_on_a_fresh_port_when_rank0_finds_its_port_taken(tm
         monkeypatch.setattr(local, "reserve_port", first_the_taken_one)
         monkeypatch.chdir(tmp_path)
         config = {"epochs": 1, "max_steps": 2, "hidden_size": 8, "num_layers": 1}
-        result = LocalLauncher().run(TrainJob(name="j", config=config, run_dir=tmp_path / "run", workers=2,
-                                              threads=1))
+        result = LocalRunner().run(TrainJob(name="j", config=build_train_config(config), run_dir=tmp_path / "run",
+                                            workers=2, threads=1))
     assert result.status == "success", result.detail
     assert (tmp_path / "run" / "metrics.json").is_file()

@@ -1,4 +1,4 @@
-"""WarmLauncher with real warm workers training tiny configs: the same results as cold, replacement of
+"""WarmRunner with real warm workers training tiny configs: the same results as cold, replacement of
 workers that die or overrun, pruning that keeps the worker, and nothing left behind on SIGTERM."""
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import psutil
 import pytest
 import torch
 
-from stockscale.launch.base import JobResult, TrainJob
-from stockscale.launch.local import LocalLauncher
-from stockscale.launch.warm import WarmLauncher
+from stockscale.config import build_train_config
+from stockscale.launch.local import LocalRunner
+from stockscale.launch.runner import JobResult, TrainJob
+from stockscale.launch.warm import WarmRunner
 from stockscale.limits import detect_mechanism
 from stockscale.worker import EpochReport
 from tests.conftest import REPO, our_cgroups
@@ -62,7 +63,8 @@ class PidsPerTrial:
 
 
 def trial(tmp_path: Path, name: str, **config: Any) -> TrainJob:
-    return TrainJob(name=name, config={**TINY, **config}, run_dir=tmp_path / name, threads=1, timeout=120)
+    return TrainJob(name=name, config=build_train_config({**TINY, **config}), run_dir=tmp_path / name, threads=1,
+                    timeout=120)
 
 
 def comparable(run_dir: Path) -> dict[str, Any]:
@@ -81,9 +83,9 @@ def test_a_warm_trial_is_bit_identical_to_the_same_trial_run_cold(tmp_path: Path
     # The two compared trials run on a worker that trained another configuration first.
     other = trial(tmp_path / "warm", "other", hidden_size=16, lr=0.01, seed=7)
     compared = [dict(num_layers=2, dropout=0.3, seed=1), dict(seed=2, loader="memory", lr=0.003)]
-    warm = WarmLauncher().run_many(
+    warm = WarmRunner().run_many(
         [other, *(trial(tmp_path / "warm", f"t{i}", **config) for i, config in enumerate(compared))], parallel=1)
-    cold = LocalLauncher().run_many(
+    cold = LocalRunner().run_many(
         [trial(tmp_path / "cold", f"t{i}", **config) for i, config in enumerate(compared)], parallel=1)
     assert [result.status for result in warm + cold] == ["success"] * 5
     for warm_result, cold_result in zip(warm[1:], cold, strict=True):
@@ -118,7 +120,7 @@ def test_a_worker_over_its_memory_limit_is_replaced_and_only_its_trial_fails(tmp
         between.append(warm_pids())  # the next job is taken after the result of the one before
         yield jobs[1]
 
-    results = WarmLauncher(on_line=pids).run_many(one_by_one(), parallel=1)
+    results = WarmRunner(on_line=pids).run_many(one_by_one(), parallel=1)
     assert [result.status for result in results] == ["oom", "success"]
     assert results[0].detail == "cgroup OOM kill (worker 0)"
     assert results[0].limit_mechanism == results[1].limit_mechanism == detect_mechanism()
@@ -140,7 +142,7 @@ def test_pruning_a_warm_trial_keeps_its_worker_for_the_next(tmp_path: Path) -> N
     pruned.judge = stop_after_first
     kept = trial(tmp_path, "kept", epochs=3)
     kept.judge = lambda report: False
-    results = WarmLauncher(on_line=pids).run_many([pruned, kept], parallel=1)
+    results = WarmRunner(on_line=pids).run_many([pruned, kept], parallel=1)
     assert [(result.status, result.detail) for result in results] == [("pruned", "pruned after epoch 1"),
                                                                        ("success", "")]
     assert [report.epoch for report in results[0].epochs] == [1] and asked == results[0].epochs
@@ -155,7 +157,7 @@ def test_a_trial_past_its_timeout_ends_its_worker_and_the_next_gets_a_new_one(tm
     pids = PidsPerTrial()
     endless = trial(tmp_path, "endless", epochs=100_000)
     endless.timeout = 2.0
-    results = WarmLauncher(on_line=pids, grace_seconds=1.0).run_many([endless, trial(tmp_path, "next")],
+    results = WarmRunner(on_line=pids, grace_seconds=1.0).run_many([endless, trial(tmp_path, "next")],
                                                                     parallel=1)
     assert [(result.status, result.detail) for result in results] == [("timeout", "timed out after 2 s"),
                                                                        ("success", "")]
@@ -196,7 +198,7 @@ def test_a_stopped_warm_search_leaves_no_process_cgroup_or_temp_folder(tmp_path:
 def test_a_ddp_job_runs_cold_and_single_worker_jobs_warm(tmp_path: Path) -> None:
     ddp = trial(tmp_path, "ddp", epochs=1)
     ddp.workers = 2
-    results: list[JobResult] = WarmLauncher().run_many([ddp, trial(tmp_path, "one", epochs=1)], parallel=1)
+    results: list[JobResult] = WarmRunner().run_many([ddp, trial(tmp_path, "one", epochs=1)], parallel=1)
     assert [result.status for result in results] == ["success", "success"]
     assert results[0].metrics["world_size"] == 2 and len(results[0].peak_rss_bytes) == 2
     assert results[1].metrics["world_size"] == 1
@@ -207,7 +209,7 @@ def test_a_warm_trials_peak_memory_is_its_own_not_its_workers_so_far(tmp_path: P
     # baselines "cheap": the ridge baseline's library (~110 MiB, loaded after the data is let go) would be the
     # small trial's peak and hide the difference in data this test is about.
     big = trial(tmp_path, "big", multiplier=200, loader="memory", epochs=1, baselines="cheap")  # ~200 MiB of windows
-    results = WarmLauncher().run_many([big, trial(tmp_path, "small", epochs=1, baselines="cheap")], parallel=1)
+    results = WarmRunner().run_many([big, trial(tmp_path, "small", epochs=1, baselines="cheap")], parallel=1)
     assert [result.status for result in results] == ["success", "success"]
     (big_peak,), (small_peak,) = (result.peak_rss_bytes for result in results)
     assert big_peak > small_peak + 150 * MiB

@@ -37,7 +37,8 @@ def main() -> int:
     with open(args.config, encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     rank = int(os.environ.get("RANK", "0"))
-    settings = {**config, **config.get("ranks", {}).get(rank, {})}
+    ranks = config.get("ranks", {})  # rank keys are strings in the job's YAML (its JSON-valued overrides)
+    settings = {**config, **ranks.get(rank, ranks.get(str(rank), {}))}
 
     if settings.get("ignore_term"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -1,4 +1,4 @@
-"""A small warm search for the signal tests: two long trials on WarmLauncher, Ctrl-C/SIGTERM handled as the
+"""A small warm search for the signal tests: two long trials on WarmRunner, Ctrl-C/SIGTERM handled as the
 CLI handles them. Prints {"workers": [pids]} once both trials are training, then waits to be stopped."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import psutil
 
-from stockscale.launch.base import TrainJob
-from stockscale.launch.warm import WarmLauncher
+from stockscale.config import build_train_config
+from stockscale.launch.runner import TrainJob
+from stockscale.launch.warm import WarmRunner
 from stockscale.supervision import terminate_as_interrupt
 
 
@@ -27,11 +28,12 @@ def main() -> int:
             print(json.dumps({"workers": workers}), flush=True)
 
     config = {"epochs": 1000, "hidden_size": 8, "num_layers": 1, "batch_size": 256, "device": "cpu"}
-    jobs = [TrainJob(name=f"t{i}", config=config, run_dir=out / f"t{i}", threads=1, memory_limit=1024**3)
+    jobs = [TrainJob(name=f"t{i}", config=build_train_config(config), run_dir=out / f"t{i}", threads=1,
+                     memory_limit=1024**3)
             for i in range(4)]
     try:
         with terminate_as_interrupt():
-            WarmLauncher(on_line=on_line, grace_seconds=2.0).run_many(jobs, parallel=2)
+            WarmRunner(on_line=on_line, grace_seconds=2.0).run_many(jobs, parallel=2)
     except KeyboardInterrupt:
         print(json.dumps({"interrupted": True}), flush=True)
         return 130

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.experiments import _threads, experiment_train_overrides
-from stockscale.cli.parser import add_train_flags, non_negative_float, positive_int
+from stockscale.cli.parser import add_train_flags, flag_renamed, modernise, non_negative_float, positive_int
 
 if TYPE_CHECKING:
-    from stockscale.launch.base import JobResult
+    from stockscale.launch.runner import JobResult
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -25,8 +25,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                           f"earlier than the next (default {defaults.origins})")
     evaluate.add_argument("--seeds", type=positive_int("--seeds", 100), default=defaults.seeds,
                           help=f"seeds per origin: --seed, --seed + 1, ... (default {defaults.seeds})")
-    evaluate.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS), default=1,
+    evaluate.add_argument("--parallel", type=positive_int("--parallel", MAX_WORKERS),
                           help="runs at once on this machine (default 1)")
+    evaluate.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
+                          help="the older spelling of --parallel (deprecated: --workers is DDP ranks elsewhere)")
     evaluate.add_argument("--timeout", type=non_negative_float("--timeout"), help="seconds per run (default: none)")
     evaluate.add_argument("--out", type=Path, help="results folder (default results/evaluate)")
     add_train_flags(evaluate, skip=("data", "checkpoint_dir"))
@@ -38,10 +40,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from stockscale.experiments.evaluate import FOLDER, run_evaluation
     from stockscale.experiments.evaluate_settings import EvaluateSettings
     from stockscale.experiments.report.evaluation_table import format_evaluation_record
-    from stockscale.launch.warm import WarmLauncher
+    from stockscale.launch.registry import RunnerOptions, make_runner
 
+    modernise(args, [flag_renamed("workers", "parallel", why="runs at once; --workers is DDP ranks")])
     train = experiment_train_overrides(args, ())
-    settings = EvaluateSettings(origins=args.origins, seeds=args.seeds, train=train, parallel=args.workers,
+    settings = EvaluateSettings(origins=args.origins, seeds=args.seeds, train=train, parallel=args.parallel or 1,
                                 threads_per_run=_threads(train), timeout=args.timeout)
     out = args.out or Path("results") / FOLDER
     total = settings.origins * settings.seeds
@@ -55,7 +58,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         rmse = f", test RMSE ${test['rmse']:.3f}" if "rmse" in test else ""
         log(f"  [{done[0]}/{total}] {name}: {result.status}{rmse}" + (f" ({result.detail})" if result.detail else ""))
 
-    record = run_evaluation(settings, WarmLauncher(log_dir=out / "logs"), out, on_result)
+    record = run_evaluation(settings, make_runner("local", RunnerOptions(warm=True, log_dir=out / "logs")), out,
+                            on_result)
     for line in format_evaluation_record(record):
         log(line)
     log(f"evaluation: {out / 'evaluation.json'}")

@@ -8,14 +8,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_image_flags, add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
-from stockscale.cli.launchers import choose_launcher
+from stockscale.cli.launchers import choose_launcher, choose_runner
 from stockscale.cli.parser import (
     add_train_flags,
     boundary_range,
+    flag,
     load_config,
     multipliers,
     positive_float,
@@ -23,11 +24,10 @@ from stockscale.cli.parser import (
     resolution,
     size,
     size_text,
-    train_overrides,
 )
 from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
-from stockscale.errors import InputError
-from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
+from stockscale.errors import InputError, SettingError
+from stockscale.experiments.scale_settings import DEFAULT_MULTIPLIERS, BoundarySearch, ScaleTestSettings
 
 if TYPE_CHECKING:
     from stockscale.config import TrainOverrides
@@ -35,25 +35,19 @@ if TYPE_CHECKING:
 
 
 def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> TrainOverrides:
-    """Training flags (and --config) that apply to every run of an experiment, validated once up front."""
-    from stockscale.config import read_yaml_mapping
-
-    values = read_yaml_mapping(args.config, "config file") if args.config is not None else {}
-    values.update(train_overrides(args))
-    load_config(args)  # validates the file and the flags together, naming the culprit
-    if "learning_rate" in values:  # the file's spelling of lr: one key, so a searched lr replaces it
-        values["lr"] = values.pop("learning_rate")
+    """Training flags (and --config) that apply to every run of an experiment: validated once, together
+    (naming the culprit), and given as the config's one serialisation (TrainConfig.overrides(): field names,
+    so lr is `lr` here whichever way a config file spells it, and a searched lr replaces it)."""
+    values = load_config(args).overrides()
     for key in (*controlled, "checkpoint_dir"):  # experiments' runs are short and never resume
         values.pop(key, None)
-    return cast("TrainOverrides", values)
+    return values
 
 
 def _threads(train: TrainOverrides) -> int | None:
-    """--threads (or the config's threads), taken out of the per-run overrides as the validated integer."""
-    from stockscale.config import build_train_config
-
+    """--threads (or the config's threads), taken out of the per-run overrides (validated with them)."""
     value = train.pop("threads", None)
-    return None if value is None else build_train_config({"threads": value}, "--threads").threads
+    return value if isinstance(value, int) else None
 
 
 # ------------------------------------------------------------------------------------------- scale test
@@ -107,30 +101,23 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     from stockscale.experiments.scale_test import format_table, run_scale_test
     from stockscale.files import prepare_results_dir
     from stockscale.launch.local import describe_limit
-    from stockscale.limits import check_limit
 
-    if args.mode == "local" and args.workers not in (None, 1):
-        raise InputError(f"--mode local runs one process; --workers {args.workers} needs --mode cluster")
-    if args.backend == "docker" and args.mode != "cluster":
-        raise InputError("--backend docker runs the cluster side: use it with --mode cluster")
     workers = args.workers or ScaleTestSettings.default_workers(args.mode)
-    if args.search is not None and (args.multipliers is not None or args.keep_going):
-        raise InputError("--search finds the boundary itself; it does not take --multipliers or --keep-going")
-    if args.resolution is not None and args.search is None:
+    if args.resolution is not None and args.search is None:  # a flag of the search's lattice, without one
         raise InputError("--resolution is for --search")
     search = None
     if args.search is not None:
         lattice = {} if args.resolution is None else {"resolution": args.resolution}
         search = BoundarySearch(base=args.search[0], ceiling=args.search[1], **lattice)
-    check_limit(args.memory_limit)
-    defaults = ScaleTestSettings()
+    grid = args.multipliers if args.multipliers is not None else [] if search else list(DEFAULT_MULTIPLIERS)
     train = experiment_train_overrides(args, ("multiplier", "loader", "max_steps", "epochs"))
-    settings = ScaleTestSettings(
-        mode=args.mode, workers=workers, multipliers=[] if search else (args.multipliers or defaults.multipliers),
-        memory_limit=args.memory_limit, timeout=args.timeout, loader=args.loader, max_steps=args.max_steps,
-        epochs=args.epochs, threads=_threads(train), train=train, keep_going=args.keep_going,
-        search=search,
-    )
+    try:  # the settings check which go together (once); their message names the settings, here the flags
+        settings = ScaleTestSettings(
+            mode=args.mode, workers=workers, backend=args.backend, multipliers=grid,
+            memory_limit=args.memory_limit, timeout=args.timeout, loader=args.loader, max_steps=args.max_steps,
+            epochs=args.epochs, threads=_threads(train), train=train, keep_going=args.keep_going, search=search)
+    except SettingError as error:
+        raise InputError(error.naming(flag)) from None
     out = args.out or Path("results") / scale_test_folder(args.mode)
     prepare_results_dir(out, "results.json", "scale_test", (), clear=False)  # a file or unwritable: refused now
     sizes = (f"boundary search from {search.start}x up to {search.ceiling}x" if search else
@@ -146,7 +133,8 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     tracker = open_track(args, out.parent)
     if tracker is not None:
         args.pod_env = pods_tracking_env(tracker, args.backend)
-    doc = run_scale_test(settings, choose_launcher(args, "scale", log_dir=out / "logs"), out, on_result, tracker)
+    with choose_runner(args, "scale", log_dir=out / "logs") as runner:
+        doc = run_scale_test(settings, runner, out, on_result, tracker)
     log(format_table(doc))
     log(f"results: {out / 'results.json'}")
     return 0
@@ -348,7 +336,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tracker = open_track(args, out)
     if tracker is not None:
         args.pod_env = pods_tracking_env(tracker, args.backend)
-    cluster = choose_launcher(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
+    cluster = choose_runner(args, "demo", log_dir=out / "logs") if args.backend == "docker" else None
     text, report = run_demo(out, args.quick, log, cluster, args.source, tracker)
     print(text, flush=True)
     log(f"page: {report.with_name('report.html')} (self-contained: open it in a browser)")

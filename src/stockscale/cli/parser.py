@@ -1,5 +1,6 @@
 """The flags' grammar: a parser that turns every bad flag into one line and exit 2, the value parsers that
-check a flag's text (integers, sizes, seconds, multipliers), and the training flags generated from TrainConfig.
+check a flag's text (integers, sizes, seconds, multipliers), the training flags generated from TrainConfig,
+and the old spellings of flags that keep working with a one-line deprecation notice (`Deprecated`).
 
 Every command group's module builds its flags from these, so a rule about a flag's text lives here once.
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -46,6 +49,74 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+# ------------------------------------------------------------------------------------------ old spellings
+
+# Every command says `--backend local|docker|kubernetes` (launch/registry.py's names), trials at once
+# `--parallel N` and DDP ranks `--workers N`. An old spelling keeps working: `modernise` rewrites the parsed flags
+# into the new vocabulary and prints one line on stderr, `warning: OLD is deprecated: INSTEAD`.
+
+
+@dataclass(frozen=True)
+class Deprecated:
+    """One old spelling: when `applies(args)`, `rewrite(args)` says the same in the new vocabulary, and the
+    notice names `old` and what to say `instead`."""
+
+    old: str
+    instead: str
+    applies: Callable[[argparse.Namespace], bool]
+    rewrite: Callable[[argparse.Namespace], None]
+
+
+def deprecation_notice(old: str, instead: str) -> None:
+    print(f"warning: {old} is deprecated: {instead}", file=sys.stderr, flush=True)
+
+
+def modernise(args: argparse.Namespace, spellings: Iterable[Deprecated],
+              notice: Callable[[str, str], None] = deprecation_notice) -> argparse.Namespace:
+    """`args` with every old spelling that applies rewritten (in order), one notice each."""
+    for spelling in spellings:
+        if spelling.applies(args):
+            notice(spelling.old, spelling.instead)
+            spelling.rewrite(args)
+    return args
+
+
+def value_renamed(dest: str, old: str, new: str, also: Mapping[str, object] | None = None,
+                  why: str = "") -> Deprecated:
+    """`--<dest> OLD` now spelled `--<dest> NEW`; `also` sets other flags the old value implied (each only
+    where it was not given: an attribute still None), e.g. search's `--backend sequential` as `--backend local
+    --parallel 1`."""
+    name = flag(dest)
+    implied = dict(also or {})
+
+    def rewrite(args: argparse.Namespace) -> None:
+        setattr(args, dest, new)
+        for key, value in implied.items():
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+
+    more = "".join(f" {flag(key)} {value}" for key, value in implied.items())
+    return Deprecated(old=f"{name} {old}", instead=f"say {name} {new}{more}" + (f" ({why})" if why else ""),
+                      applies=lambda args: getattr(args, dest, None) == old, rewrite=rewrite)
+
+
+def flag_renamed(old_dest: str, new_dest: str, why: str = "", old_flag: str | None = None) -> Deprecated:
+    """`--<old_dest> N` now spelled `--<new_dest> N` (e.g. search's `--workers N` as `--parallel N`). Given
+    both, the old one is refused: one line naming both, not a silent choice."""
+    old_name, new_name = old_flag or flag(old_dest), flag(new_dest)
+
+    def rewrite(args: argparse.Namespace) -> None:
+        value = getattr(args, old_dest)
+        if getattr(args, new_dest, None) not in (None, value):
+            raise UsageError(f"{old_name} {value} and {new_name} {getattr(args, new_dest)} both say it: "
+                             f"{new_name} alone")
+        setattr(args, new_dest, value)
+        setattr(args, old_dest, None)
+
+    return Deprecated(old=f"{old_name} N", instead=f"say {new_name} N" + (f" ({why})" if why else ""),
+                      applies=lambda args: getattr(args, old_dest, None) is not None, rewrite=rewrite)
 
 
 # --------------------------------------------------------------------------------------- training flags

@@ -79,7 +79,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from stockscale.experiments.plan.calibration import calibration_key, default_folder, ensure_calibration
     from stockscale.experiments.plan.planner import format_plan, make_plan
     from stockscale.files import to_json
-    from stockscale.launch.local import LocalLauncher
+    from stockscale.launch.local import LocalRunner
     from stockscale.limits import check_limit
 
     if args.verify:
@@ -95,7 +95,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     folder = args.calibration or default_folder(key)
     size = dataset_size(cfg)  # one ticker or several pooled (--source, --tickers)
     on_event = _progress(args.json)
-    calibration = ensure_calibration(cfg, [args.loader], folder, args.calibration is not None, LocalLauncher(),
+    calibration = ensure_calibration(cfg, [args.loader], folder, args.calibration is not None, LocalRunner(),
                                      size.windows, size.train_days, args.recalibrate, on_event)
     info = {"folder": str(folder), "made_at": calibration.loaders[args.loader].made_at,
             "seconds": calibration.loaders[args.loader].seconds,
@@ -130,7 +130,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from stockscale.data.dataset import dataset_size
     from stockscale.experiments.plan.calibration import calibration_key, default_folder, ensure_calibration
     from stockscale.experiments.plan.verify import format_verification, verify_point, write_verification
-    from stockscale.launch.local import LocalLauncher
+    from stockscale.launch.local import LocalRunner
     from stockscale.limits import check_limit
 
     if args.multiplier is not None:
@@ -142,7 +142,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     assert limit is not None
     folder = args.calibration or default_folder(calibration_key(cfg))
     size = dataset_size(cfg)  # one ticker or several pooled (--source, --tickers)
-    launcher = LocalLauncher(log_dir=args.out / "logs")
+    launcher = LocalRunner(log_dir=args.out / "logs")
     calibration = ensure_calibration(cfg, loaders, folder, args.calibration is not None, launcher,
                                      size.windows, size.train_days, args.recalibrate, log)
     points = []

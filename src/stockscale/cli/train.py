@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
-from stockscale.cli.launchers import choose_launcher
+from stockscale.cli.launchers import choose_runner
 from stockscale.cli.parser import add_train_flags, load_config, positive_float, positive_int, size
 from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
 from stockscale.errors import InputError, WorkerFailure
@@ -71,7 +71,7 @@ def tracked_train(args: argparse.Namespace, out: Path, work: Callable[[Tracker |
     """Run `work` as one tracked run named after its run directory (--track), its store beside that folder."""
     from stockscale.tracking import tracked
 
-    if getattr(args, "dry_run", False):
+    if args.dry_run:
         return work(None)  # manifests only: nothing runs, nothing to track
     tracker = open_track(args, out.parent)
     if tracker is not None:
@@ -88,7 +88,7 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
     from stockscale.cli.pod_tracking import TrackedProgress, pod_run
     from stockscale.console import RichTrainProgress, train_progress
     from stockscale.errors import TrainingDiverged
-    from stockscale.launch.base import JobResult
+    from stockscale.launch.runner import JobResult
     from stockscale.train import train
 
     progress = train_progress() if env.is_main else None
@@ -177,7 +177,7 @@ def print_ticker_summary(metrics: dict[str, Any]) -> None:
 def train_with_launcher(cfg: TrainConfig, out: Path, args: argparse.Namespace, tracker: Tracker | None = None) -> int:
     """Workers in child processes or containers (an emulated cluster, or one limited process)."""
     from stockscale.console import log
-    from stockscale.launch.base import TrainJob
+    from stockscale.launch.runner import TrainJob
 
     if out.exists():
         raise InputError(f"run directory {out} already exists")
@@ -186,11 +186,12 @@ def train_with_launcher(cfg: TrainConfig, out: Path, args: argparse.Namespace, t
         if rank == 0 and not line.startswith("{"):
             log(line)
 
-    job = TrainJob(name=out.name, config=cfg.to_dict(), run_dir=out, workers=args.workers,
+    job = TrainJob(name=out.name, config=cfg, run_dir=out, workers=args.workers,
                    memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
-    result = choose_launcher(args, "train", on_line=relay, on_event=log).run(job)
+    with choose_runner(args, "train", on_line=relay, on_event=log) as runner:
+        result = runner.run(job)
     if tracker is not None:
-        tracker.on_result(result, job.config, {"stockscale.kind": "train"})
+        tracker.on_result(result, cfg.to_dict(), {"stockscale.kind": "train"})
     if result.status != "success" or result.metrics is None:
         raise WorkerFailure(f"training failed: {result.status}: {result.detail}")
     print(json.dumps(result.metrics), flush=True)
@@ -202,24 +203,23 @@ def train_on_kubernetes(cfg: TrainConfig, args: argparse.Namespace, tracker: Tra
     """Submit a PyTorchJob (Master + workers-1 Workers) or a Trainer v2 TrainJob (--k8s-kind trainjob), follow
     rank 0's log, collect its metrics."""
     from stockscale.console import log
-    from stockscale.launch.base import TrainJob
+    from stockscale.launch.runner import TrainJob
 
     if args.trials is not None:
         raise InputError("--trials is what a search's pods run; use stockscale search --backend kubernetes")
-    config = cfg.model_dump(mode="json", exclude_unset=True)
-    job = TrainJob(name="train", config=config, run_dir=Path("train"), workers=args.workers,
+    job = TrainJob(name="train", config=cfg, run_dir=Path("train"), workers=args.workers,
                    memory_limit=args.memory_limit, threads=cfg.threads, timeout=args.timeout)
-    launcher = choose_launcher(args, "train", on_line=log)
+    launcher = choose_runner(args, "train", on_line=lambda _rank, line: log(line))
     if args.dry_run:
-        out = args.out or Path("manifests") / launcher.run_id
-        for path in launcher.write_run_manifests(job, out):
+        out = args.out or Path("manifests") / (launcher.run_id or "train")
+        for path in launcher.dry_run([job], 1, out):
             log(f"wrote {path}")
         return 0
 
     def work() -> int:
         result = launcher.run(job)
         if tracker is not None:
-            tracker.on_result(result, job.config, {"stockscale.kind": "train"})
+            tracker.on_result(result, cfg.overrides(), {"stockscale.kind": "train"})
         if result.status != "success" or result.metrics is None:
             raise WorkerFailure(f"training on the cluster failed: {result.status}: {result.detail}")
         print(json.dumps(result.metrics), flush=True)

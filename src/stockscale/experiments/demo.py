@@ -27,9 +27,9 @@ from stockscale.experiments.report import format_report_text, write_report
 from stockscale.experiments.results import SEARCH_FOLDERS, load_results, scale_test_folder
 from stockscale.experiments.scale_test import BoundarySearch, ScaleTestSettings, run_scale_test
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
-from stockscale.launch.base import Launcher, TrainJob
-from stockscale.launch.local import LocalLauncher
-from stockscale.launch.warm import WarmLauncher
+from stockscale.launch.local import LocalRunner
+from stockscale.launch.runner import Runner, TrainJob
+from stockscale.launch.warm import WarmRunner
 from stockscale.space import Value
 from stockscale.tracking import Tracker, tracked
 
@@ -71,12 +71,13 @@ def memory_limit_for(baseline: int, plan: DemoPlan) -> int:
     return int(math.ceil((baseline + plan.headroom) / (16 * MiB)) * 16 * MiB)
 
 
-def measure_baseline(launcher: Launcher, out: Path, data: TrainOverrides | None = None) -> int:
+def measure_baseline(launcher: Runner, out: Path, data: TrainOverrides | None = None) -> int:
     """Peak RSS of one worker training on the 1x data with the memory loader, no limit."""
     run_dir = out / "calibration"
     shutil.rmtree(run_dir, ignore_errors=True)
     config: TrainOverrides = {**(data or {}), "loader": "memory", "max_steps": 2, "epochs": 1, "baselines": "cheap"}
-    result = launcher.run(TrainJob(name="calibration", config=config, run_dir=run_dir, workers=1))
+    result = launcher.run(TrainJob(name="calibration", config=build_train_config(config, "calibration"),
+                                   run_dir=run_dir, workers=1))
     if result.status != "success":
         raise RuntimeError(f"the calibration run failed: {result.status} {result.detail}")
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -107,12 +108,12 @@ def recheck_best(out: Path, plan: DemoPlan, cpus: int, on_event: Callable[[str],
              f"origins x {seeds} seeds")
     settings = EvaluateSettings(origins=origins, seeds=seeds, train={**plan.search_train, **(data or {}), **config},
                                 parallel=cpus, threads_per_run=1)
-    run_evaluation(settings, WarmLauncher(log_dir=out / "logs"), out / FOLDER,
+    run_evaluation(settings, WarmRunner(log_dir=out / "logs"), out / FOLDER,
                    lambda name, result: on_event(f"      {name} {result.status}"))
 
 
 def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
-             cluster: Launcher | None = None, source: str | None = None,
+             cluster: Runner | None = None, source: str | None = None,
              tracker: Tracker | None = None) -> tuple[str, Path]:
     """Run every stage into `out` (a results folder); return the printed comparison and the report path.
 
@@ -128,12 +129,12 @@ def run_demo(out: Path, quick: bool, on_event: Callable[[str], None],
         return _run_demo(out, quick, on_event, cluster, source, tracker)
 
 
-def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: Launcher | None,
+def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: Runner | None,
               source: str | None, tracker: Tracker | None) -> tuple[str, Path]:
     data: TrainOverrides = {"source": source} if source else {}
     plan = QUICK if quick else FULL
     cpus = os.cpu_count() or 1
-    launcher = LocalLauncher(log_dir=out / "logs")
+    launcher = LocalRunner(log_dir=out / "logs")
     cluster = cluster or launcher
     stages = 8
     stage = iter(range(1, stages + 1))
@@ -164,7 +165,8 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
             who = f"{workers} containers ({runner.name})" if runner.name != "local" else \
                 f"emulated cluster, {workers} workers"
         announce(f"scale test, {who}, {loader} loader")
-        settings = ScaleTestSettings(mode=mode, workers=workers, multipliers=[], memory_limit=limit,
+        settings = ScaleTestSettings(mode=mode, workers=workers, backend="local" if mode == "local" else runner.name,
+                                     multipliers=[], memory_limit=limit,
                                      timeout=plan.timeout, loader=loader, max_steps=plan.scale_steps, epochs=1,
                                      threads=max(1, cpus // workers), search=search, train=dict(data))
 
@@ -199,7 +201,7 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
             on_event(f"      [{done[0]}/{trials}] {entry['name']} {entry['status']} {entry['wall_seconds']:.1f}s")
 
         # Trials here run on warm workers (launch/warm.py): a process per trial would spend seconds starting up.
-        runner = WarmLauncher(log_dir=out / "logs") if cluster.name == "local" or backend == "sequential" else cluster
+        runner = WarmRunner(log_dir=out / "logs") if cluster.name == "local" or backend == "sequential" else cluster
         run_search(settings, runner, out / SEARCH_FOLDERS[backend], report, tracker)
 
     search("sequential", 1)

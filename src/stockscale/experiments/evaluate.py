@@ -5,7 +5,7 @@ the training period's drift and met a test period that happened to suit it (or n
 repeated on K spans of the series, each as long as the configured one and ending one test period earlier than
 the next, so that the K test periods' predicted days lie end to end without overlap (the last is the
 configured run's own),
-with S seeds on each. Every run is an ordinary training run (train.py, through a Launcher: the same code path
+with S seeds on each. Every run is an ordinary training run (train.py, through a Runner: the same code path
 as a search's trials) and scores the LSTM beside the baselines on its own test days; the evaluation then
 reports each model's mean and spread over the K x S runs and a Diebold-Mariano test of each model against
 persistence on the K test periods strung together (evaluation_stats.py).
@@ -31,7 +31,7 @@ from stockscale.experiments.evaluate_settings import EvaluateSettings
 from stockscale.experiments.evaluation_stats import diebold_mariano, spread
 from stockscale.experiments.records import split_baselines
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
-from stockscale.launch.base import JobResult, Launcher, TrainJob
+from stockscale.launch.runner import JobResult, Runner, TrainJob
 from stockscale.machine import machine_info
 
 KIND = "evaluation"
@@ -93,8 +93,8 @@ def _jobs(settings: EvaluateSettings, folds: list[Fold], seeds: list[int], out: 
         for seed in seeds:
             config: TrainOverrides = {**settings.train, "start": fold.start.isoformat(),
                                       "end": fold.end.isoformat(), "seed": seed}
-            build_train_config(dict(config), f"fold {fold.index} seed {seed}")
-            jobs.append(TrainJob(name=_run_name(fold.index, seed), config=config,
+            jobs.append(TrainJob(name=_run_name(fold.index, seed),
+                                 config=build_train_config(dict(config), f"fold {fold.index} seed {seed}"),
                                  run_dir=out / "runs" / _run_name(fold.index, seed),
                                  threads=settings.threads_per_run, timeout=settings.timeout))
     return jobs
@@ -160,11 +160,9 @@ def dm_tests(folds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return tests
 
 
-def run_evaluation(settings: EvaluateSettings, launcher: Launcher, out: Path,
+def run_evaluation(settings: EvaluateSettings, launcher: Runner, out: Path,
                    on_result: Callable[[str, JobResult], None] | None = None) -> dict[str, Any]:
     """Run every fold x seed, then write `<out>/evaluation.json` (a rerun replaces an earlier evaluation's)."""
-    if settings.origins < 1 or settings.seeds < 1:
-        raise InputError("an evaluation needs at least one origin and one seed")
     base_seed = build_train_config(dict(settings.train), "evaluation settings").seed
     seeds = [base_seed + offset for offset in range(settings.seeds)]
     folds, test_days = plan_folds(settings.train, settings.origins)

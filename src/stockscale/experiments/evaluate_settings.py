@@ -9,7 +9,8 @@ from stockscale.config import TrainOverrides
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    """K rolling origins x S seeds of one training configuration (`train`: TrainConfig overrides)."""
+    """K rolling origins x S seeds of one training configuration (`train`: TrainConfig overrides); what goes
+    together is checked here, once, when the settings are made (SettingError naming the settings)."""
 
     origins: int = 5
     seeds: int = 3
@@ -17,3 +18,11 @@ class EvaluateSettings:
     parallel: int = 1  # runs at once
     threads_per_run: int | None = None
     timeout: float | None = None  # seconds per run
+
+    def __post_init__(self) -> None:
+        from stockscale.errors import SettingError
+
+        if self.origins < 1 or self.seeds < 1:
+            raise SettingError("an evaluation needs at least one {origins} and one {seeds}")
+        if self.parallel < 1:
+            raise SettingError(f"{{parallel}} must be at least 1, not {self.parallel}")

@@ -65,10 +65,15 @@ class BoundarySearch:
 class ScaleTestSettings:
     """One scale test. The defaults are the command line's: a grid of DEFAULT_MULTIPLIERS, one process, 1 GiB
     and 600 s per run, the memory loader (the original demonstration's), 50 steps of one epoch (the data is
-    loaded whole either way, so more steps would only add time)."""
+    loaded whole either way, so more steps would only add time).
+
+    Which settings go together is checked here, once, when the settings are made (SettingError naming the
+    settings; the CLI names their flags): one process is mode local, the docker backend runs the cluster
+    side, a boundary search chooses its own multipliers, and the memory limit must let a worker start."""
 
     mode: str = "local"  # "local" (one process) or "cluster" (workers)
     workers: int = 1
+    backend: str = "local"  # where the cluster side runs: local processes or docker containers
     multipliers: list[int] = field(default_factory=lambda: list(DEFAULT_MULTIPLIERS))
     memory_limit: int | None = 2**30  # per process or worker
     timeout: float | None = 600.0  # seconds per run
@@ -79,6 +84,20 @@ class ScaleTestSettings:
     train: dict[str, Any] = field(default_factory=dict)  # other TrainConfig overrides, the same for every run
     keep_going: bool = False
     search: BoundarySearch | None = None  # None: run `multipliers` as a grid
+
+    def __post_init__(self) -> None:
+        from stockscale.errors import SettingError
+        from stockscale.limits import check_limit
+
+        if self.mode not in ("local", "cluster"):
+            raise SettingError(f"{{mode}} must be local or cluster, not {self.mode!r}")
+        if self.mode == "local" and self.workers != 1:
+            raise SettingError(f"{{mode}} local runs one process; {{workers}} {self.workers} needs {{mode}} cluster")
+        if self.backend != "local" and self.mode != "cluster":
+            raise SettingError(f"{{backend}} {self.backend} runs the cluster side: use it with {{mode}} cluster")
+        if self.search is not None and (self.multipliers or self.keep_going):
+            raise SettingError("{search} finds the boundary itself; it does not take {multipliers} or {keep_going}")
+        check_limit(self.memory_limit)
 
     @staticmethod
     def default_workers(mode: str) -> int:

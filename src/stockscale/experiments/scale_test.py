@@ -1,7 +1,7 @@
 """Comparison 1, dataset scale: where one process hits its memory limit, against N workers under the same
 per-worker limit.
 
-Each multiplier runs in fresh process(es) through a Launcher, so the local and cluster sides differ only in
+Each multiplier runs in fresh process(es) through a Runner, so the local and cluster sides differ only in
 `workers`. Two ways to choose the multipliers:
 
 - a grid: runs go from small to large and stop at the first oom or timeout (unless keep_going): past the
@@ -27,7 +27,7 @@ from stockscale.data.replicas import materialized_bytes
 from stockscale.experiments.records import BoundaryRecord, ScaleRunEntry, ScaleSettingsRecord, ScaleTestRecord
 from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 from stockscale.files import prepare_results_dir, utc_timestamp, write_json_atomic
-from stockscale.launch.base import JobResult, Launcher, TrainJob
+from stockscale.launch.runner import JobResult, Runner, TrainJob
 from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
 from stockscale.tracking import NO_TRACKING, Tracker
@@ -48,7 +48,7 @@ def run_config(settings: ScaleTestSettings, multiplier: int) -> TrainConfig:
     return build_train_config(overrides, "scale test settings")
 
 
-def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
+def run_scale_test(settings: ScaleTestSettings, launcher: Runner, out: Path,
                    on_result: Callable[[ScaleRunEntry], None] | None = None,
                    tracker: Tracker | None = None) -> ScaleTestRecord:
     """Run the grid (smallest first) or the boundary search and write `<out>/results.json`; return its content.
@@ -61,7 +61,7 @@ def run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path,
         return _run_scale_test(settings, launcher, out, windows_per_replica, on_result, tracker or NO_TRACKING)
 
 
-def _run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path, windows_per_replica: int,
+def _run_scale_test(settings: ScaleTestSettings, launcher: Runner, out: Path, windows_per_replica: int,
                     on_result: Callable[[ScaleRunEntry], None] | None, tracker: Tracker) -> ScaleTestRecord:
     runs_dir = out / "runs"
     # An earlier test's results and run directories are replaced, but only where results.json says so.
@@ -81,7 +81,7 @@ def _run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path, 
     def probe(multiplier: int) -> str:
         """Run one multiplier, record it (results stay sorted by multiplier) and return its status."""
         cfg = run_config(settings, multiplier)
-        job = TrainJob(name=f"m{multiplier}", config=cfg.to_dict(), run_dir=runs_dir / f"m{multiplier}",
+        job = TrainJob(name=f"m{multiplier}", config=cfg, run_dir=runs_dir / f"m{multiplier}",
                        workers=settings.workers, memory_limit=settings.memory_limit, threads=settings.threads,
                        timeout=settings.timeout)
         result = launcher.run(job)
@@ -94,7 +94,7 @@ def _run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path, 
             doc["settings"]["multipliers"] = [run["multiplier"] for run in doc["results"]]
         doc["boundary"] = boundary_record(doc["results"])
         write_json_atomic(out / "results.json", doc)
-        tracker.on_result(result, job.config, {"stockscale.kind": "probe", "multiplier": str(multiplier)})
+        tracker.on_result(result, cfg.to_dict(), {"stockscale.kind": "probe", "multiplier": str(multiplier)})
         if on_result is not None:
             on_result(entry)
         return entry["status"]
@@ -163,7 +163,7 @@ def boundary_record(results: list[ScaleRunEntry]) -> BoundaryRecord:
             "ratio": failed / reached if reached and failed else None}
 
 
-def settings_record(settings: ScaleTestSettings, launcher: Launcher) -> ScaleSettingsRecord:
+def settings_record(settings: ScaleTestSettings, launcher: Runner) -> ScaleSettingsRecord:
     return {
         "mode": settings.mode,
         # Processes or containers of the image on this machine are an emulated cluster: they share its cores.

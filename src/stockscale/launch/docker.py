@@ -1,4 +1,4 @@
-"""DockerLauncher: training jobs as containers of the stockscale image, each holding its pod's limits.
+"""DockerRunner: training jobs as containers of the stockscale image, each holding its pod's limits.
 
 Pods for real on one machine. `run(job)` renders the PyTorchJob that `--backend kubernetes` would submit and
 starts each replica as a container (launch/containers.py translates the pod template), on a network this run
@@ -15,24 +15,24 @@ Nothing is left behind: every container and network carries the run's labels and
 removed after success, failure, timeout or Ctrl-C (the CLI turns SIGTERM into the same path), and a new
 launcher sweeps what a killed one left (its pid is dead). Docker or podman: the Docker SDK talks to either
 engine's API socket. The engine session and the sweep live in launch/docker_engine.py; following one container
-and reading how it ended in launch/docker_replica.py.
+and reading how it ended in launch/docker_replica.py; when a job ends is launch/replicas.py's one policy. The
+dry run (`render`) is each container's options, as `containers.create` would get them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from stockscale.errors import InputError
 from stockscale.files import open_log, owner_tag
-from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
 from stockscale.launch.containers import Pod, container_options, replica_pods
 from stockscale.launch.docker_engine import (
     LABEL_BACKEND,
@@ -44,20 +44,30 @@ from stockscale.launch.docker_engine import (
 )
 from stockscale.launch.docker_engine import check_image as check_engine_image
 from stockscale.launch.docker_engine import sweep as sweep_engine
-from stockscale.launch.docker_replica import RunningContainer, failure, log_lines, memory_failure, watch_memory
+from stockscale.launch.docker_replica import RunningContainer, log_lines, watch_memory
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.spec import ClusterSpec
+from stockscale.launch.replicas import EpochWatch, check_job, supervise
+from stockscale.launch.runner import (
+    JobResult,
+    LineCallback,
+    ResultCallback,
+    Runner,
+    Status,
+    TrainJob,
+    run_many_interruptible,
+)
 from stockscale.limits import check_limit
-from stockscale.worker import parse_epoch_line, parse_result_line
+from stockscale.worker import parse_result_line
 
 # Re-exported: callers and tests name the engine's helpers through the launcher's module.
-__all__ = ["LABEL_BACKEND", "LABEL_OWNER", "STAGING_PREFIX", "DockerLauncher", "connect_engine"]
+__all__ = ["LABEL_BACKEND", "LABEL_OWNER", "STAGING_PREFIX", "DockerLauncher", "DockerRunner", "connect_engine"]
 
 WAIT_TICK = 0.2
 LOG_TAIL = 50
 
 
-class DockerLauncher:
+class DockerRunner(Runner):
     """Runs TrainJobs as containers of `spec.image`; see the module docstring.
 
     `on_line(rank, line)` receives every log line of every container (from reader threads). `keep` leaves
@@ -73,6 +83,7 @@ class DockerLauncher:
         # One machine is one node: a ReadWriteOnce volume can be mounted by every trial, as it is here.
         self.spec = (spec or ClusterSpec()).model_copy(update={"trials_mount_pvc": True})
         self._engine = engine
+        self._owns_engine = engine is None  # one handed in stays the caller's to close
         self.on_line = on_line
         self.on_event = on_event
         self.log_dir = log_dir
@@ -115,12 +126,10 @@ class DockerLauncher:
         _check_job(job)
         engine = self.engine
         run_id = m.make_run_id(self.run_prefix)
-        manifest = m.pytorchjob_manifest(
-            self.spec, name=run_id, run_id=run_id, config=job.config, workers=job.workers, out=f"{m.RESULTS}/run",
-            memory_limit=job.memory_limit, threads=job.threads, timeout=job.timeout)
-        pods = replica_pods(manifest)
+        pods = self._replicas(job, run_id)
         start = time.time()
         running: list[RunningContainer] = []
+        watch = EpochWatch(judge=job.judge, on_line=self.on_line)
         with self._staging(run_id) as staging:
             try:
                 network = None
@@ -130,31 +139,28 @@ class DockerLauncher:
                                                          labels=self._labels(run_id)).name
                 for rank, pod in enumerate(pods):
                     with signals_deferred():  # a container the engine makes is one this launcher holds
-                        running.append(self._start(pod, rank, run_id, job, {"results": staging}, {}, network))
-                status, detail = self._wait(job, running, start)
+                        running.append(self._start(pod, rank, run_id, job, {"results": staging}, {}, network,
+                                                   watch))
+                status, detail = supervise(running, watch, start=start, timeout=job.timeout, abort=self._abort,
+                                           tick=WAIT_TICK)
             finally:
                 self._finish(running, [f"{m.LABEL_RUN}={run_id}"])
+            watch.reraise()
             if status == "success":
                 self._deliver(staging / "run", job.run_dir)
-        return self._result(job, status, detail, start, running)
+        return self._result(job, status, detail, start, running, watch)
 
-    def run_many(self, jobs: list[TrainJob], parallel: int,
-                 on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+    def run_many(self, jobs: Iterable[TrainJob], parallel: int,
+                 on_result: ResultCallback | None = None) -> list[JobResult]:
         """A search: the Indexed Job's pods, `parallel` at a time (several-worker jobs: one `run` each)."""
+        jobs = list(jobs)
         if any(job.workers > 1 for job in jobs):
             return run_many_interruptible(self.run, jobs, parallel, on_result, self._abort)
         for job in jobs:
             _check_job(job)
         engine = self.engine  # noqa: F841 - connects, checks the image and sweeps once, before any thread
         run_id = m.make_run_id(self.run_prefix)
-        trials = [{**job.config, **({"threads": job.threads} if job.threads else {})} for job in jobs]
-        limits = [job.memory_limit for job in jobs if job.memory_limit is not None]
-        timeouts = [job.timeout for job in jobs if job.timeout is not None]
-        configmap = m.trials_configmap(self.spec, run_id, trials)
-        indexed = m.indexed_job_manifest(self.spec, run_id=run_id, completions=len(jobs), parallelism=parallel,
-                                         memory_limit=max(limits) if limits else None,
-                                         timeout=max(timeouts) if timeouts else None)
-        template = indexed["spec"]["template"]
+        configmap, template = self._indexed(jobs, parallel, run_id)
         with self._staging(run_id) as staging:
             trials_dir = staging / "trials-configmap"
             trials_dir.mkdir()
@@ -168,14 +174,44 @@ class DockerLauncher:
 
             def run_trial(job: TrainJob) -> JobResult:
                 index = by_job[id(job)]
-                pod = Pod(name=f"{run_id}-{index}", template=template,
-                          labels={**template["metadata"]["labels"], m.LABEL_TRIAL: str(index)})
+                pod = self._trial_pod(template, run_id, index)
                 return self._run_trial(job, pod, run_id, index, {"results": results, "trials": trials_dir},
                                        results / run_id / "trials" / str(index))
 
             return run_many_interruptible(run_trial, jobs, parallel, on_result, self._abort)
 
-    def logs(self, run_id: str, on_line: Callable[[str, str], None], *, follow: bool = False) -> list[str]:
+    def render(self, jobs: Sequence[TrainJob], parallel: int) -> dict[str, str]:
+        """The dry run: each container's options as `containers.create` would get them (`<container>.json`;
+        the host folders standing for the volumes are made when the run starts). One job, or any job of
+        several workers: its PyTorchJob's replicas; single-worker jobs: the Indexed Job's pods. Nothing is
+        asked of the engine."""
+        files: dict[str, str] = {}
+        placeholders = {"results": Path("<staging>/results"), "trials": Path("<staging>/trials-configmap")}
+        run_id = m.make_run_id(self.run_prefix)
+        if len(jobs) == 1 or any(job.workers > 1 for job in jobs):
+            for number, job in enumerate(jobs):
+                _check_job(job)
+                job_run = run_id if len(jobs) == 1 else f"{run_id}-{number}"
+                network = job_run if job.workers > 1 else None
+                for pod in self._replicas(job, job_run):
+                    pod.labels.update(self._labels(job_run))
+                    files[f"{pod.name}.json"] = _as_json(container_options(pod, volumes=placeholders,
+                                                                           network=network))
+            return files
+        for job in jobs:
+            _check_job(job)
+        configmap, template = self._indexed(list(jobs), parallel, run_id)
+        for name, text in configmap["data"].items():
+            files[f"trials-configmap/{name}"] = text
+        for index, _job in enumerate(jobs):
+            pod = self._trial_pod(template, run_id, index)
+            pod.labels.update(self._labels(run_id))
+            files[f"{pod.name}.json"] = _as_json(container_options(
+                pod, volumes=placeholders,
+                field_values={f"metadata.annotations['{m.COMPLETION_INDEX}']": str(index)}))
+        return files
+
+    def logs(self, run_id: str, on_line: LineCallback, *, follow: bool = False) -> list[str]:
         """Every line of every container of a run (kept with keep=True, or still running)."""
         containers = self.engine.containers.list(all=True, filters={"label": f"{m.LABEL_RUN}={run_id}"})
         for container in sorted(containers, key=lambda c: c.name):
@@ -197,30 +233,66 @@ class DockerLauncher:
                 removed.append(f"network/{network.name}")
         return removed
 
+    def close(self) -> None:
+        """Let go of the engine connection this runner made (a later use connects again)."""
+        if self._owns_engine and self._engine is not None:
+            with contextlib.suppress(Exception):
+                self._engine.close()
+            self._engine = None
+
     # --------------------------------------------------------------------------------------------- runs
+
+    def _replicas(self, job: TrainJob, run_id: str) -> list[Pod]:
+        """The pods of one job: the PyTorchJob `--backend kubernetes` would submit, its config from the one
+        serialisation (`TrainConfig.overrides()`, as the pod template's train flags)."""
+        manifest = m.pytorchjob_manifest(
+            self.spec, name=run_id, run_id=run_id, config=job.config.overrides(), workers=job.workers,
+            out=f"{m.RESULTS}/run", memory_limit=job.memory_limit, threads=job.threads, timeout=job.timeout)
+        return replica_pods(manifest)
+
+    def _indexed(self, jobs: list[TrainJob], parallel: int, run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A search's trials ConfigMap (each trial's overrides, its threads beside them) and the Indexed Job's
+        pod template."""
+        trials = [{**job.config.overrides(), **({"threads": job.threads} if job.threads else {})} for job in jobs]
+        limits = [job.memory_limit for job in jobs if job.memory_limit is not None]
+        timeouts = [job.timeout for job in jobs if job.timeout is not None]
+        configmap = m.trials_configmap(self.spec, run_id, trials)
+        indexed = m.indexed_job_manifest(self.spec, run_id=run_id, completions=len(jobs), parallelism=parallel,
+                                         memory_limit=max(limits) if limits else None,
+                                         timeout=max(timeouts) if timeouts else None)
+        return configmap, indexed["spec"]["template"]
+
+    @staticmethod
+    def _trial_pod(template: dict[str, Any], run_id: str, index: int) -> Pod:
+        return Pod(name=f"{run_id}-{index}", template=template,
+                   labels={**template["metadata"]["labels"], m.LABEL_TRIAL: str(index)})
 
     def _run_trial(self, job: TrainJob, pod: Pod, run_id: str, index: int, volumes: dict[str, Path],
                    out: Path) -> JobResult:
         start = time.time()
         running: list[RunningContainer] = []
+        watch = EpochWatch(judge=job.judge, on_line=self.on_line)
         try:
             running.append(self._start(pod, 0, run_id, job, volumes,
-                                       {f"metadata.annotations['{m.COMPLETION_INDEX}']": str(index)}, None))
-            status, detail = self._wait(job, running, start)
+                                       {f"metadata.annotations['{m.COMPLETION_INDEX}']": str(index)}, None, watch))
+            status, detail = supervise(running, watch, start=start, timeout=job.timeout, abort=self._abort,
+                                       tick=WAIT_TICK)
         finally:
             self._finish(running, [f"{m.LABEL_RUN}={run_id}", f"{m.LABEL_TRIAL}={index}"])
+        watch.reraise()
         if status == "success":
             self._deliver(out, job.run_dir)
-        return self._result(job, status, detail, start, running)
+        return self._result(job, status, detail, start, running, watch)
 
     def _start(self, pod: Pod, rank: int, run_id: str, job: TrainJob, volumes: dict[str, Path],
-               field_values: dict[str, str], network: str | None) -> RunningContainer:
+               field_values: dict[str, str], network: str | None, watch: EpochWatch) -> RunningContainer:
         pod.labels.update(self._labels(run_id))
         options = container_options(pod, volumes=volumes, field_values=field_values, network=network)
         container = self._engine.containers.create(**options)
-        running = RunningContainer(pod, rank, container)
+        running = RunningContainer(pod, rank, container, memory_limit=job.memory_limit)
         running.threads = [
-            threading.Thread(target=self._follow, args=(running, job), daemon=True, name=f"{pod.name}-log"),
+            threading.Thread(target=self._follow, args=(running, job, watch), daemon=True,
+                             name=f"{pod.name}-log"),
             threading.Thread(target=watch_memory, args=(running,), daemon=True, name=f"{pod.name}-stats"),
         ]
         container.start()
@@ -229,7 +301,7 @@ class DockerLauncher:
         self._event(f"started container {pod.name}")
         return running
 
-    def _follow(self, running: RunningContainer, job: TrainJob) -> None:
+    def _follow(self, running: RunningContainer, job: TrainJob, watch: EpochWatch) -> None:
         log = None
         if self.log_dir is not None:
             log = open_log(self.log_dir, job.name, f"{running.pod.name}.log")
@@ -238,42 +310,7 @@ class DockerLauncher:
                 running.lines.append(line)
                 if log is not None:
                     log.write(line + "\n")
-                report = parse_epoch_line(line) if running.rank == 0 else None
-                if report is not None and not running.pruned:
-                    running.epochs.append(report)
-                    running.pruned = job.judge is not None and bool(job.judge(report))
-                if self.on_line is not None:
-                    with contextlib.suppress(Exception):
-                        self.on_line(running.rank, line)
-
-    def _wait(self, job: TrainJob, running: list[RunningContainer], start: float) -> tuple[Status, str]:
-        """Until every container exited 0, the first one failed, the timeout passed, or an abort."""
-        deadline = None if job.timeout is None else start + job.timeout
-        while True:
-            if self._abort.is_set():
-                raise KeyboardInterrupt
-            for worker in running:
-                if worker.exit_code is None:
-                    worker.container.reload()
-                    state = worker.container.attrs["State"]
-                    if state["Status"] in ("exited", "dead"):
-                        worker.exit_code, worker.oom_killed = int(state["ExitCode"]), bool(state.get("OOMKilled"))
-            if running[0].pruned:
-                return "pruned", f"pruned after epoch {running[0].epochs[-1].epoch}"
-            failed = [worker for worker in running if worker.exit_code not in (None, 0)]
-            if failed:
-                failed.sort(key=lambda worker: (not memory_failure(worker, job), worker.rank))
-                return failure(failed[0], job)
-            if all(worker.exit_code == 0 for worker in running):
-                for thread in running[0].threads[:1]:
-                    thread.join(timeout=10)
-                metrics = parse_result_line(running[0].lines)
-                if metrics is None or metrics.get("status", "success") != "success":
-                    return "error", f"container {running[0].pod.name} exited 0 without a success result line"
-                return "success", ""
-            if deadline is not None and time.time() >= deadline:
-                return "timeout", f"timed out after {job.timeout:g} s"
-            time.sleep(WAIT_TICK)
+                watch.see(running.rank, line)
 
     def _finish(self, running: list[RunningContainer], selector: list[str]) -> None:
         """Remove what one job made, found by its labels (`selector`): its containers, unless kept and finished,
@@ -296,7 +333,7 @@ class DockerLauncher:
                         network.remove()
 
     def _result(self, job: TrainJob, status: Status, detail: str, start: float,
-                running: list[RunningContainer]) -> JobResult:
+                running: list[RunningContainer], watch: EpochWatch) -> JobResult:
         metrics = parse_result_line(running[0].lines) if status == "success" and running else None
         if metrics is not None and "run_dir" in metrics:
             # The worker names its run directory as the container sees it (/results/...): say where it is here.
@@ -311,7 +348,7 @@ class DockerLauncher:
                          end_time=time.time(), peak_rss_bytes=peaks,
                          run_dir=str(job.run_dir) if Path(job.run_dir).exists() else None,
                          limit_mechanism="docker" if job.memory_limit is not None else None,
-                         epochs=list(running[0].epochs) if running else [])
+                         epochs=list(watch.epochs))
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -355,9 +392,15 @@ class DockerLauncher:
                 self.on_event(text)
 
 
+def _as_json(options: dict[str, Any]) -> str:
+    """A container's options as JSON (a Mount is a dict; anything else as its text)."""
+    return json.dumps(options, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def _check_job(job: TrainJob) -> None:
-    if job.workers < 1:
-        raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
-    if job.timeout is not None and job.timeout <= 0:
-        raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
+    check_job(job)
     check_limit(job.memory_limit)
+
+
+# Transitional: the name before issue 21 (callers outside this branch's files); removed at integration.
+DockerLauncher = DockerRunner

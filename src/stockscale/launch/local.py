@@ -1,48 +1,49 @@
-"""LocalLauncher: a training job as 1..N worker processes on this machine.
+"""LocalRunner: a training job as 1..N worker processes on this machine.
 
 Each worker runs the one worker command (`python -m stockscale train --config ... --out ...`) with exactly the
 environment a Kubeflow PyTorchJob replica gets, so the same code path runs locally, in an emulated cluster and
 in pods. Each worker is in its own session (its whole tree can be killed) and under its own memory limit
 (`stockscale.limits`). The first worker that dies ends the whole job, like a PyTorchJob with the default
-restart policy Never: a DDP world without one rank cannot make progress, and a survivor blocked in a
-collective would otherwise hang until the timeout.
+restart policy Never; how a job ends is launch/replicas.py's one policy, shared with docker and warm.
 
 Rank 0's epoch progress lines are collected as the job's `epochs`, and shown to the job's judge as they come:
-when it says stop, the job is ended as a timeout ends it, and reported as pruned.
+when it says stop, the job is ended as a timeout ends it, and reported as pruned. The dry run (`render`) is
+each job's YAML and each rank's environment and command line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
+import shlex
 import shutil
 import socket
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from stockscale.config import format_size
 from stockscale.errors import InputError
 from stockscale.files import open_log, owner_tag, sweep_stale, write_text_atomic
-from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
-from stockscale.launch.processes import (
-    WorkerProcess,
-    describe_failure,
-    end_workers,
-    memory_failure,
-    start_worker,
+from stockscale.launch.processes import WorkerProcess, end_workers, start_worker
+from stockscale.launch.replicas import EpochWatch, check_job, supervise
+from stockscale.launch.runner import (
+    JobResult,
+    LineCallback,
+    ResultCallback,
+    Runner,
+    Status,
+    TrainJob,
+    run_many_interruptible,
 )
 from stockscale.limits import MemoryLimiter, check_limit, detect_mechanism, sweep_stale_cgroups
 from stockscale.supervision import PARENT_ENV, ensure_cgroup_reaper
-from stockscale.worker import EXIT_PORT_IN_USE, EpochReport, parse_epoch_line
+from stockscale.worker import EXIT_PORT_IN_USE
 
 SCRATCH_PREFIX = "stockscale-job-"
 PORT_ATTEMPTS = 3
@@ -64,7 +65,7 @@ def reserve_port() -> int:
         for _ in range(100):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
+                port = int(sock.getsockname()[1])
             if port not in _ports_in_use:
                 _ports_in_use.add(port)
                 return port
@@ -74,15 +75,6 @@ def reserve_port() -> int:
 def release_port(port: int) -> None:
     with _ports_lock:
         _ports_in_use.discard(port)
-
-
-@dataclass
-class _Watch:
-    """What one job's rank 0 reported while it ran, and whether its judge stopped it."""
-
-    epochs: list[EpochReport] = field(default_factory=list)
-    pruned_after: int | None = None
-    callback_errors: list[BaseException] = field(default_factory=list)
 
 
 def default_threads(workers: int) -> int:
@@ -117,14 +109,15 @@ def worker_environment(rank: int, world_size: int, master_port: int, threads: in
     return env
 
 
-class LocalLauncher:
+class LocalRunner(Runner):
     """Runs TrainJobs as local worker processes with the PyTorchJob environment, one memory limit each.
 
     `worker_command` is the argv prefix of a worker (default: this Python's `-m stockscale train`); each
     worker gets `--config <yaml> --out <run_dir> --threads <n>` appended. `on_line(rank, line)` receives every
     stdout line of every worker, from reader threads (it must be thread-safe when jobs run in parallel).
     `log_dir`, when given, keeps each worker's full stderr as `<log_dir>/<job>/rank-<i>.stderr.log`.
-    `grace_seconds` is how long a worker has between SIGTERM and SIGKILL when the job is ended.
+    `grace_seconds` is how long a worker has between SIGTERM and SIGKILL when the job is ended. `abort`, when
+    given, is shared with a runner that hands jobs to this one (WarmRunner's DDP jobs): its Ctrl-C ends them.
     """
 
     name = "local"
@@ -137,15 +130,16 @@ class LocalLauncher:
         log_dir: Path | None = None,
         grace_seconds: float = 5.0,
         limit_mechanism: str | None = None,
+        abort: threading.Event | None = None,
     ) -> None:
         self.worker_command = list(worker_command or [sys.executable, "-m", "stockscale", "train"])
         self.on_line = on_line
         self.log_dir = log_dir
         self.grace_seconds = grace_seconds
         self.limit_mechanism = limit_mechanism
-        self._abort = threading.Event()
+        self._abort = abort or threading.Event()
 
-    # public API
+    # the Runner interface
 
     def limit_of(self, job: TrainJob) -> tuple[int | None, str | None]:
         """The job's checked memory limit per worker and how it will be held (None, None: no limit)."""
@@ -163,14 +157,14 @@ class LocalLauncher:
             ensure_cgroup_reaper()  # and what we would leave behind if killed
         sweep_stale(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
         workers: list[WorkerProcess] = []
-        watch = _Watch()
+        watch = EpochWatch(judge=job.judge, on_line=self.on_line)
         port = reserve_port()
         scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{owner_tag()}-"))
         start = time.time()
         try:
-            config_path = self._write_config(scratch, job.config)
-            argv = [*self.worker_command, "--config", str(config_path), "--out", str(job.run_dir),
-                    "--threads", str(threads)]
+            config_path = scratch / "job.yaml"
+            write_text_atomic(config_path, job_yaml(job))
+            argv = self._argv(job, config_path, threads)
             for attempt in range(1, PORT_ATTEMPTS + 1):
                 for rank in range(job.workers):
                     env = worker_environment(rank, job.workers, port, threads)
@@ -180,7 +174,8 @@ class LocalLauncher:
                         end_workers(workers, self.grace_seconds)
                         return self._result(job, "error", f"cannot start worker {rank}: {error}", start,
                                             workers, mechanism)
-                status, detail = self._wait(job, workers, start, watch)
+                status, detail = supervise(workers, watch, start=start, timeout=job.timeout, abort=self._abort,
+                                           tick=WAIT_TICK)
                 if not (status == "error" and _port_was_taken(workers)) or attempt == PORT_ATTEMPTS:
                     break
                 # Another program took the port between its choice and rank 0's bind: again, on a fresh one.
@@ -196,19 +191,35 @@ class LocalLauncher:
                 for path in scratch.iterdir():
                     path.unlink()
                 scratch.rmdir()
-        if watch.callback_errors:
-            raise watch.callback_errors[0]
+        watch.reraise()
         result = self._result(job, status, detail, start, workers, mechanism)
         result.epochs = list(watch.epochs)
         return result
 
-    def run_many(
-        self, jobs: list[TrainJob], parallel: int, on_result: Callable[[JobResult], None] | None = None
-    ) -> list[JobResult]:
+    def run_many(self, jobs: Iterable[TrainJob], parallel: int,
+                 on_result: ResultCallback | None = None) -> list[JobResult]:
         """Run jobs `parallel` at a time; Ctrl-C ends the running ones, skips the rest and re-raises."""
         return run_many_interruptible(self.run, jobs, parallel, on_result, self._abort)
 
-    def logs(self, run_id: str, on_line: Callable[[str, str], None], *, follow: bool = False) -> list[str]:
+    def render(self, jobs: Sequence[TrainJob], parallel: int) -> dict[str, str]:
+        """The dry run: each job's YAML (`<job>/job.yaml`) and, per rank, the environment and command line it
+        would start with (`<job>/rank-<i>.sh`; the DDP port is chosen when the job starts)."""
+        files: dict[str, str] = {}
+        for job in jobs:
+            check_job(job)
+            limit, mechanism = self.limit_of(job)
+            threads = job.threads or default_threads(job.workers)
+            files[f"{job.name}/job.yaml"] = job_yaml(job)
+            argv = self._argv(job, Path("job.yaml"), threads)
+            for rank in range(job.workers):
+                env = worker_environment(rank, job.workers, 0, threads, base={})
+                env["MASTER_PORT"] = env["PET_MASTER_PORT"] = "$PORT"
+                del env[PARENT_ENV]
+                files[f"{job.name}/rank-{rank}.sh"] = rank_script(job, rank, env, argv, limit, mechanism,
+                                                                  parallel)
+        return files
+
+    def logs(self, run_id: str, on_line: LineCallback, *, follow: bool = False) -> list[str]:
         """The kept stderr logs of job `run_id` (needs `log_dir`); local jobs end with their launcher, so
         there is nothing to follow."""
         folder = self._log_folder(run_id)
@@ -236,82 +247,22 @@ class LocalLauncher:
 
     # internals
 
-    @staticmethod
-    def _write_config(directory: Path, config: dict[str, Any]) -> Path:
-        try:
-            text = yaml.safe_dump(plain_values(config), sort_keys=True)
-        except yaml.YAMLError as error:
-            raise InputError(f"job config cannot be written as YAML: {error}") from None
-        target = directory / "job.yaml"
-        write_text_atomic(target, text)
-        return target
+    def _argv(self, job: TrainJob, config_path: Path, threads: int) -> list[str]:
+        return [*self.worker_command, "--config", str(config_path), "--out", str(job.run_dir),
+                "--threads", str(threads)]
 
     def _start(self, job: TrainJob, rank: int, argv: list[str], env: dict[str, str], limit: int | None,
-               mechanism: str | None, watch: _Watch) -> WorkerProcess:
+               mechanism: str | None, watch: EpochWatch) -> WorkerProcess:
         log = None
         if self.log_dir is not None:
             log = open_log(self.log_dir, job.name, f"rank-{rank}.stderr.log")
-
-        def on_stdout(worker: WorkerProcess, line: str) -> None:
-            if watch.callback_errors:
-                return  # keep draining the pipe; run() re-raises the error at the end
-            try:
-                report = parse_epoch_line(line) if worker.rank == 0 else None
-                if report is not None and watch.pruned_after is None:  # a pruned job's epochs end there
-                    watch.epochs.append(report)
-                    if job.judge is not None and job.judge(report):
-                        watch.pruned_after = report.epoch
-                if self.on_line is not None:
-                    self.on_line(worker.rank, line)
-            except Exception as error:
-                watch.callback_errors.append(error)
-
         try:
-            return start_worker(rank, argv, env, MemoryLimiter(limit, mechanism=mechanism), job.name, on_stdout,
-                                log)
+            return start_worker(rank, argv, env, MemoryLimiter(limit, mechanism=mechanism), job.name,
+                                lambda worker, line: watch.see(worker.rank, line), log)
         except OSError:
             if log is not None:
                 log.close()
             raise
-
-    def _wait(self, job: TrainJob, workers: list[WorkerProcess], start: float, watch: _Watch
-              ) -> tuple[Status, str]:
-        """Wait for every worker to exit 0, the first failure, the judge's stop, the timeout or an abort.
-
-        A judge's stop wins over a success that raced it: the judge was asked, so its answer stands."""
-        deadline = None if job.timeout is None else start + job.timeout
-        while True:
-            if self._abort.is_set():
-                raise KeyboardInterrupt
-            if watch.callback_errors:
-                return "error", f"a callback failed: {watch.callback_errors[0]}"
-            if watch.pruned_after is not None:
-                return "pruned", f"pruned after epoch {watch.pruned_after}"
-            failed = [worker for worker in workers if worker.exited() and worker.returncode != 0]
-            if failed:
-                # Several found dead in one tick: the one the memory limit killed is the cause, not a peer
-                # that lost its connection to it.
-                failed.sort(key=lambda worker: (not memory_failure(worker), worker.rank))
-                return describe_failure(failed[0])
-            if all(worker.returncode == 0 for worker in workers):
-                for reader in workers[0].readers:  # every line rank 0 printed was judged
-                    reader.join(timeout=5.0)
-                if watch.pruned_after is not None:
-                    continue
-                return self._success(workers[0])
-            if deadline is not None and time.time() >= deadline:
-                return "timeout", f"timed out after {job.timeout:g} s"
-            time.sleep(WAIT_TICK)
-
-    @staticmethod
-    def _success(rank0: WorkerProcess) -> tuple[Status, str]:
-        metrics = rank0.final_json
-        if metrics is None:
-            return "error", "worker 0 exited 0 but its last stdout line is not a JSON object"
-        if metrics.get("status", "success") != "success":
-            return "error", f"worker 0 exited 0 but reported status {metrics.get('status')!r}: " \
-                            f"{metrics.get('detail', '')}"
-        return "success", ""
 
     def _result(self, job: TrainJob, status: Status, detail: str, start: float, workers: list[WorkerProcess],
                 mechanism: str | None) -> JobResult:
@@ -334,32 +285,28 @@ class LocalLauncher:
         )
 
 
+def job_yaml(job: TrainJob) -> str:
+    """The job's config file, written from its one serialisation (`TrainConfig.overrides()`)."""
+    try:
+        return str(yaml.safe_dump(job.config.overrides(), sort_keys=True))
+    except yaml.YAMLError as error:
+        raise InputError(f"job config cannot be written as YAML: {error}") from None
+
+
+def rank_script(job: TrainJob, rank: int, env: dict[str, str], argv: list[str], limit: int | None,
+                mechanism: str | None, parallel: int) -> str:
+    """One rank of a dry run as a shell script: what it is, its environment (beyond this one's), its command."""
+    lines = [f"# job {job.name}, rank {rank} of {job.workers}: {describe_limit(limit, mechanism)}, "
+             f"timeout {f'{job.timeout:g} s' if job.timeout else 'none'}, {parallel} job(s) at a time",
+             "# PORT: a free TCP port on 127.0.0.1, chosen when the job starts"]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())]
+    lines.append(shlex.join(argv))
+    return "\n".join(lines) + "\n"
+
+
 def _port_was_taken(workers: list[WorkerProcess]) -> bool:
     """Whether rank 0 failed because its rendezvous port was in use (distributed.PortInUse)."""
     return bool(workers) and workers[0].rank == 0 and workers[0].returncode == EXIT_PORT_IN_USE
-
-
-def plain_values(value: Any) -> Any:
-    """Paths and dates as the strings TrainConfig parses back; containers recursively; the rest as is."""
-    if isinstance(value, dict):
-        return {key: plain_values(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain_values(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    return value
-
-
-def check_job(job: TrainJob) -> None:
-    """What a job must be for a process launcher to run it: InputError naming the job otherwise."""
-    if job.workers < 1:
-        raise InputError(f"job {job.name}: workers must be at least 1, not {job.workers}")
-    if job.timeout is not None and job.timeout <= 0:
-        raise InputError(f"job {job.name}: timeout must be positive, not {job.timeout}")
-    if job.threads is not None and job.threads < 1:
-        raise InputError(f"job {job.name}: threads must be at least 1, not {job.threads}")
 
 
 def describe_limit(limit: int | None, mechanism: str | None) -> str:
@@ -367,3 +314,7 @@ def describe_limit(limit: int | None, mechanism: str | None) -> str:
     if limit is None:
         return "no memory limit"
     return f"{format_size(limit)} per worker ({mechanism or detect_mechanism()})"
+
+
+# Transitional: the name before issue 21 (callers outside this branch's files); removed at integration.
+LocalLauncher = LocalRunner

@@ -1,9 +1,10 @@
 """One worker process on this machine: started in its own session under its own memory limit, its output read
 by threads, its failure told in words, and its whole tree ended.
 
-Both local launchers use it: LocalLauncher starts one such process per rank of every job (cold), and
-WarmLauncher keeps a few alive across trials (warm). What a dead worker is reported as (oom, error, which
-signal) is decided here once, so a trial that fails reads the same whichever of them ran it.
+Both local runners use it: LocalRunner starts one such process per rank of every job (cold), and
+WarmRunner keeps a few alive across trials (warm). What a dead worker is reported as (oom, error, which
+signal) is decided here once, so a trial that fails reads the same whichever of them ran it. A WorkerProcess
+is a replica of launch/replicas.py: the one supervision policy follows it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
-from stockscale.launch.base import Status
+from stockscale.launch.runner import Status
 from stockscale.limits import LimitReport, MemoryLimiter
-from stockscale.worker import EXIT_MEMORY, result_object
+from stockscale.worker import EXIT_MEMORY, RunMetrics, result_object
 
 STDERR_TAIL_LINES = 50
 WAIT_TICK = 0.05
@@ -35,8 +36,8 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     limiter: MemoryLimiter
     readers: list[threading.Thread] = field(default_factory=list)
-    last_json: dict[str, Any] | None = None     # the last stdout line that was a JSON result object
-    final_json: dict[str, Any] | None = None    # the same, while it is still the last non-empty line
+    last_json: RunMetrics | None = None         # the last stdout line that was a JSON result object
+    final_json: RunMetrics | None = None        # the same, while it is still the last non-empty line
     stderr_tail: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES))
     log: IO[str] | None = None                  # where stderr goes as well (swapped per trial by the warm pool)
@@ -90,6 +91,31 @@ class WorkerProcess:
             if line.strip():
                 return line.strip()[:300]
         return ""
+
+    # a replica (launch/replicas.py)
+
+    def poll(self) -> int | None:
+        return self.returncode if self.exited() else None
+
+    def memory_failure(self) -> bool:
+        return memory_failure(self)
+
+    def failure(self) -> tuple[Status, str]:
+        return describe_failure(self)
+
+    def drain(self) -> None:
+        for reader in self.readers:  # every line it printed was read (and judged)
+            reader.join(timeout=5.0)
+
+    def finished(self) -> tuple[Status, str]:
+        """Rank 0 exited 0: a success when its last stdout line is a success result object."""
+        metrics = self.final_json
+        if metrics is None:
+            return "error", f"worker {self.rank} exited 0 but its last stdout line is not a JSON object"
+        if metrics.get("status", "success") != "success":
+            return "error", f"worker {self.rank} exited 0 but reported status {metrics.get('status')!r}: " \
+                            f"{metrics.get('detail', '')}"
+        return "success", ""
 
     def swap_log(self, log: IO[str] | None) -> None:
         """Send stderr to `log` from now on; the one before is closed."""

@@ -1,22 +1,25 @@
-"""WarmLauncher: a search's trials on a few long-lived worker processes instead of one fresh process each.
+"""WarmRunner: a search's trials on a few long-lived worker processes instead of one fresh process each.
 
 A fresh `stockscale train` spends seconds starting (interpreter, torch, the base series) before it trains,
 which is most of a small trial. `run_many(jobs, parallel)` keeps `parallel` warm workers
 (launch/warm_worker.py), each under the job's memory limit in its own session and cgroup like a cold worker,
 and hands each the next trial over a pipe (JSON lines). A trial's result is the same as the same trial run
-cold by LocalLauncher (each starts from its own seed with a fresh model and optimizer); only where it ran and
+cold by LocalRunner (each starts from its own seed with a fresh model and optimizer); only where it ran and
 how long it waited differ.
 
 - A worker that crashes, exceeds its memory limit or runs past the trial's timeout is ended and replaced;
-  only its trial fails, reported as LocalLauncher reports it (oom, error, timeout).
+  only its trial fails, reported as LocalRunner reports it (oom, error, timeout).
 - A trial's judge is answered after every epoch: the worker waits for `continue`/`stop`, and a stopped trial
   ends as pruned with the worker kept for the next one.
 - A job that asks another memory limit or thread count gets a worker started for it; a DDP job (workers > 1)
-  runs cold on LocalLauncher.
+  runs cold on LocalRunner.
 - A trial's start and end time are from when it was handed to a worker to its result: a worker's own start
   is in no trial. Its peak memory is the worker's VmHWM, which the worker resets when a trial starts.
 - run_many's end, Ctrl-C and SIGTERM (as KeyboardInterrupt) end every worker; workers also end with us
-  (supervision.follow_parent), and their cgroups are reaped as LocalLauncher's are.
+  (supervision.follow_parent), and their cgroups are reaped as LocalRunner's are.
+
+A trial is followed by launch/replicas.py's one policy, as a cold job is: the worker's trial is its replica.
+The dry run (`render`) is each trial's request as the worker would read it, with the worker's command line.
 """
 
 from __future__ import annotations
@@ -25,22 +28,32 @@ import contextlib
 import itertools
 import json
 import queue
+import shlex
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from stockscale.files import open_log
-from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
-from stockscale.launch.local import LocalLauncher, check_job, default_threads, plain_values, worker_environment
-from stockscale.launch.processes import WorkerProcess, describe_failure, end_workers, start_worker
+from stockscale.launch.local import LocalRunner, default_threads, describe_limit, worker_environment
+from stockscale.launch.processes import WorkerProcess, describe_failure, end_workers, memory_failure, start_worker
+from stockscale.launch.replicas import EpochWatch, check_job, supervise
+from stockscale.launch.runner import (
+    JobResult,
+    LineCallback,
+    ResultCallback,
+    Runner,
+    Status,
+    TrainJob,
+    run_many_interruptible,
+)
 from stockscale.launch.warm_worker import DONE_EVENT
 from stockscale.limits import MemoryLimiter, sweep_stale_cgroups, vm_hwm
-from stockscale.supervision import ensure_cgroup_reaper
-from stockscale.worker import EpochReport, json_object, parse_epoch_line
+from stockscale.supervision import PARENT_ENV, ensure_cgroup_reaper
+from stockscale.worker import EpochReport, JsonObject, RunMetrics, json_object
 
 TICK = 0.05
 STARTUP_SECONDS = 120.0
@@ -82,11 +95,70 @@ class _Outcome:
     detail: str
     epochs: list[EpochReport]
     peak: int
-    metrics: dict[str, Any] | None = None
+    metrics: RunMetrics | None = None
 
 
-class WarmLauncher:
-    """Runs TrainJobs on warm worker processes; the Launcher interface, and LocalLauncher's options.
+class _Trial:
+    """A warm worker's current trial as a replica of launch/replicas.py: it ends when the worker says the
+    trial is done (its `warm_done` line), or when the worker dies. Each poll reads the worker's lines for up to
+    one tick, so a trial that prints without pause is still checked for its timeout and an abort."""
+
+    rank = 0
+
+    def __init__(self, warm: _Warm, watch: EpochWatch, grace_seconds: float) -> None:
+        self.warm = warm
+        self.watch = watch
+        self.grace_seconds = grace_seconds
+        self.done: JsonObject | None = None  # the worker's warm_done line
+        self.died = False
+        self.peak = 0
+
+    def poll(self) -> int | None:
+        if self.done is not None:
+            return 0 if self.done.get("status") in ("success", "pruned") else 1
+        if self.died:
+            return self.warm.process.returncode or 1
+        until = time.monotonic() + TICK
+        while (left := until - time.monotonic()) > 0:
+            try:
+                line = self.warm.lines.get(timeout=left)
+            except queue.Empty:
+                return None
+            if line is None:  # it died: a crash, its memory limit
+                self.died = True
+                end_workers([self.warm.process], self.grace_seconds)
+                self.peak = self.warm.process.finish_limit().polled_peak_rss_bytes
+                return self.poll()
+            done = json_object(line)
+            if done is not None and done.get("event") == DONE_EVENT:
+                self.peak = vm_hwm(self.warm.process.pid) or 0
+                self.done = done
+                return self.poll()
+            self.watch.see(0, line)
+        return None
+
+    def memory_failure(self) -> bool:
+        if self.done is not None:
+            return self.done.get("status") == "oom"
+        return memory_failure(self.warm.process)
+
+    def failure(self) -> tuple[Status, str]:
+        if self.done is not None:
+            return cast(Status, self.done.get("status", "error")), str(self.done.get("detail", ""))
+        if self.warm.process.returncode:
+            return describe_failure(self.warm.process)
+        return "error", "the warm worker exited during the trial (worker 0)"
+
+    def drain(self) -> None:
+        """Its lines were read up to its warm_done line, each judged as it came."""
+
+    def finished(self) -> tuple[Status, str]:
+        assert self.done is not None
+        return cast(Status, self.done.get("status", "error")), str(self.done.get("detail", ""))
+
+
+class WarmRunner(Runner):
+    """Runs TrainJobs on warm worker processes: the Runner interface, and LocalRunner's options.
 
     `on_line(rank, line)` gets every stdout line of a trial (rank 0), from the thread that runs it. `log_dir`
     keeps each trial's stderr as `<log_dir>/<job>/rank-0.stderr.log` (what `logs` and `delete` read).
@@ -112,9 +184,8 @@ class WarmLauncher:
         self.worker_command = list(worker_command or WORKER_COMMAND)
         self._abort = threading.Event()
         # DDP jobs run cold; they stop on our Ctrl-C too.
-        self.cold = LocalLauncher(on_line=on_line, log_dir=log_dir, grace_seconds=grace_seconds,
-                                  limit_mechanism=limit_mechanism)
-        self.cold._abort = self._abort
+        self.cold = LocalRunner(on_line=on_line, log_dir=log_dir, grace_seconds=grace_seconds,
+                                limit_mechanism=limit_mechanism, abort=self._abort)
         self._idle: list[_Warm] = []
         self._lock = threading.Lock()
         self._swept = False
@@ -129,7 +200,7 @@ class WarmLauncher:
             self.close()
 
     def run_many(self, jobs: Iterable[TrainJob], parallel: int,
-                 on_result: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+                 on_result: ResultCallback | None = None) -> list[JobResult]:
         """Run jobs on `parallel` warm workers, each taking the next job when it is free; every worker is
         ended when the jobs are done, and on Ctrl-C (the running trials end, the rest are skipped)."""
         source = iter(jobs)
@@ -166,7 +237,28 @@ class WarmLauncher:
         with self._lock:
             self._idle.extend(ready)
 
-    def logs(self, run_id: str, on_line: Callable[[str, str], None], *, follow: bool = False) -> list[str]:
+    def render(self, jobs: Sequence[TrainJob], parallel: int) -> dict[str, str]:
+        """The dry run: each trial's request as a warm worker reads it (`<job>/trial.json`) and the worker's
+        environment and command line (`<job>/worker.sh`); a DDP job, what LocalRunner would start."""
+        files: dict[str, str] = {}
+        for job in jobs:
+            check_job(job)
+            if job.workers > 1:
+                files.update(self.cold.render([job], parallel))
+                continue
+            limit, mechanism, threads = self._key(job)
+            request = json.dumps(self._request(job, threads), indent=2, sort_keys=True)
+            files[f"{job.name}/trial.json"] = request + "\n"
+            env = worker_environment(0, 1, 0, threads, base={})
+            lines = [f"# job {job.name}: a warm worker, {describe_limit(limit, mechanism)}, {parallel} at a time; "
+                     "each trial is one JSON line on its stdin"]
+            lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())
+                      if name not in ("MASTER_PORT", "PET_MASTER_PORT", PARENT_ENV)]
+            lines.append(shlex.join(self.worker_command))
+            files[f"{job.name}/worker.sh"] = "\n".join(lines) + "\n"
+        return files
+
+    def logs(self, run_id: str, on_line: LineCallback, *, follow: bool = False) -> list[str]:
         """The kept stderr log of trial `run_id` (needs `log_dir`)."""
         return self.cold.logs(run_id, on_line, follow=follow)
 
@@ -202,13 +294,10 @@ class WarmLauncher:
         else:
             try:
                 start = time.time()
-                found = self._trial(taken, job, key[2], start)
+                outcome = self._trial(taken, job, key[2], start)
                 held = taken.process.limiter.mechanism  # the watchdog, if the cgroup could not be used
             finally:
                 self._release(taken)
-            if found is None:
-                raise KeyboardInterrupt
-            outcome = found
         run_dir = job.run_dir if outcome.status == "success" or Path(job.run_dir).exists() else None
         return JobResult(
             name=job.name, status=outcome.status, detail=outcome.detail, metrics=outcome.metrics,
@@ -216,67 +305,42 @@ class WarmLauncher:
             run_dir=str(run_dir) if run_dir is not None else None,
             limit_mechanism=held if job.memory_limit is not None else None, epochs=outcome.epochs)
 
-    def _trial(self, warm: _Warm, job: TrainJob, threads: int, start: float) -> _Outcome | None:
-        """Hand `job` to `warm` and follow it to its end; None on an abort (the worker is then ended)."""
+    @staticmethod
+    def _request(job: TrainJob, threads: int) -> dict[str, Any]:
+        """The trial as the worker reads it: its config's one serialisation (`TrainConfig.overrides()`)."""
+        return {"op": "trial", "config": job.config.overrides(), "out": str(job.run_dir), "threads": threads,
+                "judge": job.judge is not None}
+
+    def _trial(self, warm: _Warm, job: TrainJob, threads: int, start: float) -> _Outcome:
+        """Hand `job` to `warm` and follow it to its end (launch/replicas.py's policy); an abort ends the
+        worker and raises KeyboardInterrupt, a failed callback ends it and is re-raised."""
         process = warm.process
         process.last_json = None
         process.swap_log(self._open_log(job))
-        epochs: list[EpochReport] = []
-        errors: list[BaseException] = []
-        judged = job.judge is not None
-        request = {"op": "trial", "config": plain_values(job.config), "out": str(job.run_dir),
-                   "threads": threads, "judge": judged}
-        deadline = None if job.timeout is None else start + job.timeout
-        with contextlib.suppress(OSError):  # a worker that died just now: its stdout tells
-            warm.send(json.dumps(request))
-        warm.served += 1
-        while True:
-            # The abort and the deadline are checked before every line: a trial that prints without pause
-            # (an epoch every few milliseconds) must still time out.
-            if self._abort.is_set():
-                self._end(warm)
-                return None
-            if deadline is not None and time.time() >= deadline:
-                self._end(warm)
-                return _Outcome("timeout", f"timed out after {job.timeout:g} s", epochs,
-                                process.finish_limit().polled_peak_rss_bytes)
-            try:
-                line = warm.lines.get(timeout=TICK)
-            except queue.Empty:
-                continue
-            if line is None:  # it died: a crash, its memory limit
-                self._end(warm)
-                status, detail = describe_failure(process) if process.returncode else (
-                    "error", "the warm worker exited during the trial (worker 0)")
-                return _Outcome(status, detail, epochs, process.finish_limit().polled_peak_rss_bytes)
-            done = json_object(line)
-            if done is not None and done.get("event") == DONE_EVENT:
-                peak = vm_hwm(process.pid) or 0
-                if done.get("leaving"):
-                    self._end(warm)
-                if errors:
-                    raise errors[0]
-                status = done.get("status", "error")
-                return _Outcome(status, str(done.get("detail", "")), epochs, peak,
-                                process.last_json if status == "success" else None)
-            report = None
-            try:
-                report = parse_epoch_line(line)
-                if report is not None:
-                    epochs.append(report)
-                    if judged:
-                        verdict = True if errors else bool(job.judge(report))  # type: ignore[misc]
-                        with contextlib.suppress(OSError):
-                            warm.send("stop" if verdict else "continue")
-                if self.on_line is not None and not errors:
-                    self.on_line(0, line)
-            except Exception as error:  # the trial ends; run_many re-raises it
-                errors.append(error)
-                if judged and report is not None:
-                    with contextlib.suppress(OSError):
-                        warm.send("stop")
 
-    def _open_log(self, job: TrainJob) -> Any:
+        def answer(stop: bool) -> None:
+            with contextlib.suppress(OSError):
+                warm.send("stop" if stop else "continue")
+
+        watch = EpochWatch(judge=job.judge, on_line=self.on_line, answer=answer)
+        trial = _Trial(warm, watch, self.grace_seconds)
+        with contextlib.suppress(OSError):  # a worker that died just now: its stdout tells
+            warm.send(json.dumps(self._request(job, threads)))
+        warm.served += 1
+        try:
+            status, detail = supervise([trial], watch, start=start, timeout=job.timeout, abort=self._abort, tick=0)
+        except KeyboardInterrupt:
+            self._end(warm)
+            raise
+        if trial.done is None or trial.done.get("leaving") or watch.errors:
+            self._end(warm)  # timed out, dead, leaving, or mid-trial when a callback failed
+            if trial.done is None and not trial.died:
+                trial.peak = process.finish_limit().polled_peak_rss_bytes
+        watch.reraise()
+        metrics = process.last_json if status == "success" else None
+        return _Outcome(status, detail, watch.epochs, trial.peak, metrics)
+
+    def _open_log(self, job: TrainJob) -> IO[str] | None:
         if self.log_dir is None:
             return None
         return open_log(self.log_dir, job.name, "rank-0.stderr.log")
@@ -329,7 +393,7 @@ class WarmLauncher:
             return _Outcome("error", f"cannot start worker 0: {error}", [], 0)
         warm = _Warm(process, key, lines)
         with contextlib.suppress(OSError):
-            warm.send(json.dumps({"op": "prepare", "config": plain_values(job.config)}))
+            warm.send(json.dumps({"op": "prepare", "config": job.config.overrides()}))
         return warm
 
     def _ready(self, warm: _Warm, job: TrainJob) -> _Warm | _Outcome:
@@ -361,3 +425,7 @@ class WarmLauncher:
 
     def _end(self, warm: _Warm) -> None:
         end_workers([warm.process], self.grace_seconds)
+
+
+# Transitional: the name before issue 21 (callers outside this branch's files); removed at integration.
+WarmLauncher = WarmRunner

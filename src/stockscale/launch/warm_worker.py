@@ -1,10 +1,12 @@
 """A warm worker: one long-lived process that trains trial after trial (`python -m stockscale.launch.warm_worker`).
 
 A fresh `stockscale train` process spends seconds importing torch and preparing the base series before it
-trains at all; a search's trials differ only in their settings. So WarmLauncher keeps a few of these processes,
+trains at all; a search's trials differ only in their settings. So WarmRunner keeps a few of these processes,
 each with torch imported and the prepared series kept (data.dataset.keep_prepared_data), and hands them trials.
-Each trial is the train command's run: the same config validation, its own seed, a fresh model and optimizer,
-the same progress lines and result line on stdout, so its results are those of the same trial run cold.
+Each trial is the train command's run: its own seed, a fresh model and optimizer, the same progress lines and
+result line on stdout, so its results are those of the same trial run cold. Its config is what the runner
+validated once and serialised with `TrainConfig.overrides()`; the worker reads it back once (with the threads
+it was given) and no more.
 
 The protocol is JSON lines, no pickle. On stdin, one request per line:
 
@@ -30,12 +32,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stockscale.console import PlainTrainProgress
 from stockscale.errors import StockscaleError, TrainingDiverged
 from stockscale.supervision import follow_parent, terminate_as_interrupt
 from stockscale.worker import EXIT_FAILURE, result_line
+
+if TYPE_CHECKING:
+    from stockscale.config import TrainConfig
 
 DONE_EVENT = "warm_done"
 
@@ -75,13 +80,12 @@ def reset_peak_memory() -> None:
         handle.write("5")
 
 
-def train_config(request: dict[str, Any]) -> Any:
-    """The trial's TrainConfig as the train command builds it from `--config FILE --threads N`."""
+def train_config(request: dict[str, Any]) -> TrainConfig:
+    """The trial's TrainConfig, read back once from the runner's overrides with the worker's threads (what the
+    train command builds from `--config FILE --threads N`)."""
     from stockscale.config import build_train_config
 
-    config = request["config"]
-    build_train_config(config, "job config")  # blamed on the config alone, as a config file is
-    return build_train_config({**config, "threads": request["threads"]}, "job config")
+    return build_train_config({**request["config"], "threads": request["threads"]}, "job config")
 
 
 def prepare(request: dict[str, Any]) -> dict[str, Any]:

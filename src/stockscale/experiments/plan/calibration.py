@@ -1,6 +1,6 @@
 """Calibration: a few short real runs that measure what the models need, kept in a folder and remade when stale.
 
-Per loader, LocalLauncher runs one job at a time (so no run's memory or time is measured beside another's):
+Per loader, LocalRunner runs one job at a time (so no run's memory or time is measured beside another's):
 first one worker at a second, larger size (two steps: the check of the layout's bytes per window, and the
 short run of the time model), then 1 and 2 workers on a small dataset (the fixed cost per worker, the seconds
 per step and the time outside the training loop at that world size). A subprocess that imports what a worker
@@ -43,13 +43,13 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from stockscale.config import TrainConfig
+from stockscale.config import TrainConfig, build_train_config
 from stockscale.errors import InputError
 from stockscale.experiments.plan.layout import bytes_per_window, windows_held
 from stockscale.experiments.plan.startup import Startup, measure_container, measure_warm
 from stockscale.files import utc_timestamp, write_json_atomic
-from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.launch.local import default_threads
+from stockscale.launch.runner import JobResult, Runner, TrainJob
 from stockscale.limits import detect_mechanism
 
 KIND = "plan_calibration"
@@ -225,14 +225,16 @@ def calibration_jobs(cfg: TrainConfig, loader: str, windows_per_replica: int, tr
         full = -(-windows_held(multiplier, windows_per_replica, world) // cfg.batch_size)
         steps = time_steps if time_steps is not None and time_steps < full else None
         jobs.append(TrainJob(name=f"{loader}-w{world}-m{multiplier}", run_dir=folder / "runs" / f"{loader}-w{world}",
-                             config={**base, "multiplier": multiplier, "max_steps": steps}, workers=world,
+                             config=build_train_config({**base, "multiplier": multiplier, "max_steps": steps},
+                                                       "calibration"), workers=world,
                              threads=default_threads(world), timeout=300))
     per_window = bytes_per_window(loader, train_days, windows_per_replica) or bytes_per_window(
         "lazy", train_days, windows_per_replica)
-    second = max(jobs[0].config["multiplier"] * 8,  # type: ignore[operator]
+    second = max(jobs[0].config.multiplier * 8,
                  round(SECOND_SIZE_BYTES[loader] / (per_window * windows_per_replica)))
     jobs.append(TrainJob(name=f"{loader}-w1-m{second}", run_dir=folder / "runs" / f"{loader}-second",
-                         config={**base, "multiplier": second, "max_steps": SHORT_STEPS}, workers=1,
+                         config=build_train_config({**base, "multiplier": second, "max_steps": SHORT_STEPS},
+                                                   "calibration"), workers=1,
                          threads=default_threads(1), timeout=300))
     return jobs
 
@@ -249,16 +251,16 @@ def time_run_steps(seconds_left: float, short_wall: float, short_train: float, s
 
 def _run_record(job: TrainJob, result: JobResult, windows_per_replica: int) -> CalibrationRun:
     metrics = result.metrics or {}
-    multiplier = int(job.config["multiplier"])  # type: ignore[arg-type]
+    multiplier = job.config.multiplier
     return CalibrationRun(
         name=job.name, workers=job.workers, threads=job.threads or 1, multiplier=multiplier,
-        max_steps=job.config.get("max_steps"), status=result.status, detail=result.detail,  # type: ignore[arg-type]
+        max_steps=job.config.max_steps, status=result.status, detail=result.detail,
         wall_seconds=result.wall_seconds, peak_rss_bytes=list(result.peak_rss_bytes),
         train_seconds=metrics.get("train_seconds"), steps=metrics.get("steps"),
         windows_per_worker=windows_held(multiplier, windows_per_replica, job.workers))
 
 
-def calibrate_loader(cfg: TrainConfig, loader: str, launcher: Launcher, folder: Path, windows_per_replica: int,
+def calibrate_loader(cfg: TrainConfig, loader: str, launcher: Runner, folder: Path, windows_per_replica: int,
                      train_days: int, on_event: Callable[[str], None] = lambda _: None,
                      started: float | None = None) -> LoaderCalibration:
     """Run the loader's calibration jobs (one at a time: the short run, then the time runs sized to the budget
@@ -314,7 +316,7 @@ def calibrate_loader(cfg: TrainConfig, loader: str, launcher: Launcher, folder: 
         seconds=time.perf_counter() - started, made_at=utc_timestamp())
 
 
-def ensure_calibration(cfg: TrainConfig, loaders: list[str], folder: Path, explicit: bool, launcher: Launcher,
+def ensure_calibration(cfg: TrainConfig, loaders: list[str], folder: Path, explicit: bool, launcher: Runner,
                        windows_per_replica: int, train_days: int, recalibrate: bool = False,
                        on_event: Callable[[str], None] = lambda _: None) -> CalibrationFile:
     """The folder's calibration, with every loader asked for; made (or completed) and written when needed."""

@@ -133,9 +133,9 @@ def make_plan(calibration: CalibrationFile, loader: str, limit: int, epochs: int
         "pod": Startup(seconds=cost.pod_startup_seconds, source="assumption (--pod-startup-seconds)"),
     }
     train_seconds = epochs * epoch.value
-    # WarmLauncher runs a DDP trial (workers > 1) cold: then a trial here pays a fresh worker set's start-up.
+    # WarmRunner runs a DDP trial (workers > 1) cold: then a trial here pays a fresh worker set's start-up.
     local = startup["warm_worker"] if target_w == 1 else process.model_copy(
-        update={"source": f"{process.source}; WarmLauncher runs DDP trials cold"})
+        update={"source": f"{process.source}; WarmRunner runs DDP trials cold"})
     pod = Startup(seconds=cost.pod_startup_seconds + overhead,
                   source="assumption (--pod-startup-seconds) + the measured process start-up")
     by_backend = {name: search_on_backend(target_w, train_seconds, item, cost, limit)

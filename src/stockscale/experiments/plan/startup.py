@@ -2,10 +2,10 @@
 
 A trial's start-up is its wall time less its training loop (`train_seconds`): what a search pays per trial
 beside the training itself.
-- `warm_worker`: WarmLauncher's per-trial overhead. Two tiny trials (2 steps of the calibrated model) on one
+- `warm_worker`: WarmRunner's per-trial overhead. Two tiny trials (2 steps of the calibrated model) on one
   worker that was started (prewarmed) before either was handed to it; a trial's wall time runs from its
   hand-over to its result (launch/warm.py), so the worker's own start is in neither. The median of the two.
-- `container`: one tiny trial as a container of the stockscale image (DockerLauncher), from the engine's
+- `container`: one tiny trial as a container of the stockscale image (DockerRunner), from the engine's
   create to the result: the container's start, the interpreter's and the trial's set-up. Only when an engine
   answers and the image is built; otherwise its answer is "not measured: no engine" or "not measured: no
   image", with the reason, and no figure.
@@ -21,10 +21,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from stockscale.config import TrainConfig
+from stockscale.config import TrainConfig, build_train_config
 from stockscale.errors import InputError
-from stockscale.launch.base import JobResult, TrainJob
 from stockscale.launch.local import default_threads
+from stockscale.launch.runner import JobResult, TrainJob
 
 WARM_TRIALS = 2
 TINY_STEPS = 2
@@ -44,7 +44,8 @@ def tiny_job(cfg: TrainConfig, fields: tuple[str, ...], run_dir: Path, name: str
     config = {key: value for key, value in cfg.to_dict().items() if key in fields}
     config.update(loader="memory", epochs=1, checkpoint_dir=None, multiplier=1, max_steps=TINY_STEPS,
                   baselines="cheap")
-    return TrainJob(name=name, config=config, run_dir=run_dir, workers=1, threads=default_threads(1),
+    return TrainJob(name=name, config=build_train_config(config, "tiny trial"), run_dir=run_dir, workers=1,
+                    threads=default_threads(1),
                     timeout=TRIAL_TIMEOUT)
 
 
@@ -57,12 +58,12 @@ def outside_training(result: JobResult) -> float | None:
 
 
 def measure_warm(cfg: TrainConfig, fields: tuple[str, ...], folder: Path) -> Startup:
-    """WARM_TRIALS tiny trials on one prewarmed WarmLauncher worker: the median per-trial overhead."""
-    from stockscale.launch.warm import WarmLauncher
+    """WARM_TRIALS tiny trials on one prewarmed WarmRunner worker: the median per-trial overhead."""
+    from stockscale.launch.warm import WarmRunner
 
     jobs = [tiny_job(cfg, fields, folder / "startup" / f"warm-{i}", f"startup-warm-{i}") for i in range(WARM_TRIALS)]
     try:
-        results = WarmLauncher().run_many(jobs, 1)
+        results = WarmRunner().run_many(jobs, 1)
     finally:
         shutil.rmtree(folder / "startup", ignore_errors=True)
     samples = [outside_training(result) for result in results]
@@ -71,13 +72,13 @@ def measure_warm(cfg: TrainConfig, fields: tuple[str, ...], folder: Path) -> Sta
         return Startup(seconds=None, source=f"not measured: the warm trial {failed.status} ({failed.detail})")
     values = [float(sample) for sample in samples if sample is not None]
     return Startup(seconds=statistics.median(values), samples=values,
-                   source=f"measured: median of {len(values)} tiny trials on a prewarmed WarmLauncher worker, "
+                   source=f"measured: median of {len(values)} tiny trials on a prewarmed WarmRunner worker, "
                           "wall from hand-over to result less train_seconds")
 
 
 def measure_container(cfg: TrainConfig, fields: tuple[str, ...], folder: Path) -> Startup:
     """One tiny trial as a container when an engine answers and the image is built; else why not."""
-    from stockscale.launch.docker import DockerLauncher
+    from stockscale.launch.docker import DockerRunner
     from stockscale.launch.docker_engine import check_image, connect_engine
     from stockscale.launch.kubernetes.spec import ClusterSpec
 
@@ -90,7 +91,7 @@ def measure_container(cfg: TrainConfig, fields: tuple[str, ...], folder: Path) -
         check_image(engine, image)
     except InputError as error:
         return Startup(seconds=None, source=f"not measured: no image ({error})")
-    launcher = DockerLauncher(engine=engine)
+    launcher = DockerRunner(engine=engine)
     try:
         result = launcher.run(tiny_job(cfg, fields, folder / "startup" / "container", "startup-container"))
     finally:

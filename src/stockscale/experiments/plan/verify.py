@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stockscale.config import TrainConfig
+from stockscale.config import TrainConfig, build_train_config
 from stockscale.experiments.plan.calibration import MODEL_FIELDS, CalibrationFile
 from stockscale.experiments.plan.cost import CostSettings
 from stockscale.experiments.plan.models import memory_model, time_model
@@ -32,8 +32,8 @@ from stockscale.experiments.plan.planner import make_plan
 from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 from stockscale.experiments.scale_test import run_scale_test
 from stockscale.files import utc_timestamp, write_json_atomic
-from stockscale.launch.base import Launcher, TrainJob
 from stockscale.launch.local import default_threads
+from stockscale.launch.runner import Runner, TrainJob
 from stockscale.machine import machine_info
 
 KIND = "plan_verification"
@@ -74,7 +74,7 @@ def _steps(value: int | None, base: int) -> float | None:
 
 
 def verify_point(calibration: CalibrationFile, cfg: TrainConfig, loader: str, world: int, limit: int,
-                 launcher: Launcher, out: Path, stream_multiplier: int = 2000, time_steps: int = TIME_STEPS,
+                 launcher: Runner, out: Path, stream_multiplier: int = 2000, time_steps: int = TIME_STEPS,
                  on_event: Callable[[str], None] = lambda _: None) -> VerifiedPoint:
     """Measure one (loader, world) point against its prediction (see the module's docstring)."""
     started = time.perf_counter()
@@ -112,7 +112,8 @@ def verify_point(calibration: CalibrationFile, cfg: TrainConfig, loader: str, wo
     time_multiplier = max(1, round(time_steps * cfg.batch_size * world / calibration.windows_per_replica))
     predicted_epoch = timing.epoch(time_multiplier, world).value
     job = TrainJob(name=f"epoch-{loader}-w{world}", run_dir=folder / "epoch-run",
-                   config={**train, "loader": loader, "multiplier": time_multiplier, "epochs": 1, "max_steps": None},
+                   config=build_train_config({**train, "loader": loader, "multiplier": time_multiplier, "epochs": 1,
+                                              "max_steps": None}, "verification"),
                    workers=world, threads=default_threads(world), timeout=600)
     shutil.rmtree(job.run_dir, ignore_errors=True)
     result = launcher.run(job)
