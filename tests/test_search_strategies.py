@@ -5,6 +5,7 @@ continues."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import yaml
@@ -200,3 +201,37 @@ def test_compare_draws_a_search_over_ranges_without_a_grid(tmp_path):
     text = report.read_text()
     assert "the hp_search_random search samples ranges: it has no grid to draw" in text
     assert (tmp_path / "report" / "best_so_far.png").is_file() and (tmp_path / "report" / "timeline.png").is_file()
+
+
+@pytest.fixture
+def toy_strategy():
+    """A strategy that is one registry entry and nothing else: Optuna's quasi-random (Sobol) sampler."""
+    import optuna
+
+    from stockscale.search.registry import STRATEGIES, Strategy, register_strategy
+
+    def sobol(seed: int) -> optuna.samplers.BaseSampler:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+
+    toy = register_strategy(Strategy("toy", "--trials points from Optuna's QMC sampler", sobol))
+    yield toy
+    del STRATEGIES[toy.name]
+
+
+def test_a_strategy_is_one_registry_entry_the_cli_the_search_and_the_reader_take(cli, tmp_path, toy_strategy):
+    from stockscale.experiments.report import format_comparison
+    from stockscale.experiments.results import load_results
+
+    ran = cli("search", "--strategy", "toy", "--space", write_space(tmp_path, "lr: [0.001]\n"), "--out", tmp_path / "x")
+    assert ran.code == 2 and "needs --trials N" in ran.err and "invalid choice" not in ran.err
+    results = tmp_path / "results"
+    settings = SearchSettings(backend="local", parallel=1, space=dict(RANGES), strategy="toy", trials=3,
+                              train=TrainConfig(**QUICK))
+    summary = run_search(settings, _CannedTrials([("success", 0.5), ("success", 0.4), ("success", 0.6)]),
+                         results / "hp_search_toy").document()
+    assert summary["settings"]["strategy"] == "toy" and summary["successes"] == 3
+    assert len({json.dumps(entry["config"], sort_keys=True) for entry in summary["results"]}) == 3
+    loaded = load_results(results)
+    assert loaded.warnings == [] and "toy, 3 trials, seed 42" in format_comparison(loaded)

@@ -31,8 +31,7 @@ from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSetti
 
 if TYPE_CHECKING:
     from stockscale.config import TrainOverrides
-    from stockscale.experiments.records import ScaleRunEntry
-    from stockscale.experiments.results import Trial
+    from stockscale.experiments.results import ScaleRow, Trial
 
 T = TypeVar("T")
 
@@ -141,10 +140,10 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     log(f"scale test, {args.mode}: {sizes}, {workers} worker(s), "
         f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
 
-    def on_result(run: ScaleRunEntry) -> None:
-        peak = max(run["peak_rss_bytes"]) / 2**20 if run["peak_rss_bytes"] else 0
-        log(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f}s, peak {peak:.0f} MiB/worker"
-            + (f" ({run['detail']})" if run["detail"] else ""))
+    def on_result(run: ScaleRow) -> None:
+        peak = (run.peak_per_worker() or 0) / 2**20
+        log(f"  x{run.multiplier}: {run.status} in {run.wall_seconds or 0.0:.1f}s, peak {peak:.0f} MiB/worker"
+            + (f" ({run.detail})" if run.detail else ""))
 
     tracker = open_track(args, out.parent)
     if tracker is not None:

@@ -26,6 +26,7 @@ from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
 from stockscale.experiments.dry_run import DryRun
 from stockscale.launch.runner import Status as RunStatus
 from stockscale.search.registry import PRUNERS, STRATEGIES
+
 Scalar = int | float | str | bool | None  # a config's value: a nested mapping or list there is refused on read
 # The results folders, named once: a search's folder by its backend, and its role in the report by folder.
 SEARCH_FOLDERS = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker",
@@ -62,6 +63,10 @@ class ScaleSettings(_Shape):
     max_steps: int | None = None
     epochs: int | None = None
     threads_per_worker: int | None = None
+    multipliers: list[int] = []  # the grid's, or the sizes a boundary search probed
+    search: dict[str, Scalar] = {}  # {"method": "grid"} or the boundary search's settings
+    train: dict[str, Scalar] = {}
+    launcher: str | None = None
     machine: Machine | None = None
 
 
@@ -75,12 +80,22 @@ class ScaleRow(_Shape):
     peak_rss_bytes: list[int | None] | None
     samples_per_second: float | None = None
     steps: int | None = None
+    data_resident_bytes: int | None = None
     run_dir: str | None = None
+    probe: int | None = None  # its place in the order the runs were made
 
     def peak_per_worker(self) -> int | None:
         """The largest worker's peak: what has to fit under the per-worker limit."""
         measured = [value for value in self.peak_rss_bytes or [] if value is not None]
         return max(measured) if measured else None
+
+
+class Boundary(_Shape):
+    """What the probes show: the largest success, the smallest oom/timeout above it, their ratio."""
+
+    largest_success: int | None
+    smallest_failure: int | None
+    ratio: float | None
 
 
 class ScaleTest(_Shape):
@@ -90,7 +105,12 @@ class ScaleTest(_Shape):
     finished_at: str | None = None
     complete: bool = True
     settings: ScaleSettings
+    boundary: Boundary | None = None
     results: list[ScaleRow]
+
+    def document(self) -> dict[str, Any]:
+        """The results as results.json holds them (keys never set left out)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class SplitMetrics(_Shape):

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, cast
 
 from stockscale.config import TrainConfig, TrainOverrides, build_train_config
 from stockscale.errors import InputError
@@ -28,6 +29,7 @@ from stockscale.experiments.records import split_baselines
 from stockscale.experiments.results import (
     Best,
     Machine,
+    Scalar,
     SearchSettingsRecord,
     SearchSummary,
     SplitMetrics,
@@ -50,8 +52,8 @@ from stockscale.worker import JsonValue
 __all__ = ["DEFAULT_SPACE", "KIND", "SearchSettings", "grid", "load_space", "run_search", "search_dry_run",
            "trial_jobs", "trial_name"]
 
-FORMAT_VERSION = 1
-KIND = "hp_search"  # summary.json's "kind": the marker that lets a rerun clear this folder
+FORMAT_VERSION: Literal[1] = 1
+KIND: Literal["hp_search"] = "hp_search"  # summary.json's "kind": the marker that lets a rerun clear this folder
 DEFAULT_SPACE: dict[str, JsonValue] = {
     "lr": [1e-4, 5e-4, 1e-3],
     "hidden_size": [64, 128, 256],
@@ -74,7 +76,8 @@ class SearchSettings:
     backend: str = "local"  # local | docker | kubernetes (sequential | parallel: the old spellings of local)
     parallel: int | None = None  # trials at once; default: 1 here, the cores in containers, every trial on a cluster
     space: Space | dict[str, JsonValue] = field(default_factory=lambda: dict(DEFAULT_SPACE))  # YAML form -> Space
-    train: TrainConfig | TrainOverrides = field(default_factory=TrainConfig)  # every trial's (epochs: 2)
+    # every trial's common settings (epochs: 2); a dict is validated into a TrainConfig here, once
+    train: TrainConfig | TrainOverrides = field(default_factory=lambda: build_train_config({}))
     threads_per_trial: int | None = None  # default: the cores split between the trials; a pod its CPU limit
     trial_timeout: float | None = None
     resume: bool = False
@@ -246,7 +249,7 @@ def settings_record(settings: SearchSettings, runner: Runner) -> SearchSettingsR
     return SearchSettingsRecord(
         backend=settings.mode, workers=settings.parallel, threads_per_trial=settings.threads_per_trial,
         space=space_record(settings.parameters), strategy=settings.strategy, trials=settings.trial_count,
-        pruner=settings.pruner, seed=settings.seed, train=settings.config.overrides(),
+        pruner=settings.pruner, seed=settings.seed, train=scalars(settings.config.overrides()),
         trial_timeout_seconds=settings.trial_timeout, emulated=settings.emulated, launcher=runner.name,
         machine=Machine.model_validate(machine_info()))
 
@@ -256,9 +259,10 @@ def trial_entry(trial: TrialResult, settings_hash: str) -> Trial:
     result = trial.result
     metrics = result.metrics or {}
     test = metrics.get("test")
-    baseline = (metrics.get("baseline") or {}).get("test")
+    baselines = metrics.get("baseline")
+    baseline = baselines.get("test") if baselines else None
     entry = Trial(
-        trial=trial.number, name=trial_name(trial.number), config=dict(trial.params), status=result.status,
+        trial=trial.number, name=trial_name(trial.number), config=scalars(trial.params), status=result.status,
         detail=result.detail, start_time=result.start_time, end_time=result.end_time,
         wall_seconds=result.wall_seconds, train_seconds=metrics.get("train_seconds"),
         epochs_done=len(result.epochs) or metrics.get("epochs_completed"), val_loss=val_loss(result),
@@ -271,6 +275,11 @@ def trial_entry(trial: TrialResult, settings_hash: str) -> Trial:
     if trial.study_trial is not None:
         entry.study_trial = trial.study_trial
     return entry
+
+
+def scalars(values: TrainOverrides) -> dict[str, Scalar]:
+    """A config as summary.json holds it: scalars only (the model refuses anything nested when it is built)."""
+    return cast("dict[str, Scalar]", dict(values))
 
 
 def search_settings_hash(settings: SearchSettings) -> str:
