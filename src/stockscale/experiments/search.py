@@ -182,6 +182,8 @@ def trial_jobs(settings: SearchSettings, out: Path) -> list[TrainJob]:
 def search_dry_run(settings: SearchSettings, runner: Runner, out: Path) -> list[Path]:
     """Write what the search would start into `out` (the searcher's render; nothing runs); returns the files."""
     searcher = checked_searcher(settings, runner)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
     return searcher.dry_run(settings.parameters, settings.chosen_strategy, settings.chosen_pruner,
                             settings.template(out), settings.trials_at_once, trials=settings.trial_count,
                             out_dir=out)
