@@ -235,3 +235,28 @@ def test_a_strategy_is_one_registry_entry_the_cli_the_search_and_the_reader_take
     assert len({json.dumps(entry["config"], sort_keys=True) for entry in summary["results"]}) == 3
     loaded = load_results(results)
     assert loaded.warnings == [] and "toy, 3 trials, seed 42" in format_comparison(loaded)
+
+
+class _Batches(_CannedTrials):
+    """A runner that needs its jobs at once (an Indexed Job's shape): it records each batch it was given."""
+
+    streams_jobs = False
+
+    def __init__(self, outcomes):
+        super().__init__(outcomes)
+        self.batches = []
+
+    def run_many(self, jobs, parallel, on_result=None):
+        jobs = list(jobs)
+        self.batches.append(len(jobs))
+        return run_many_with_threads(self.run, jobs, 1, on_result)
+
+
+@pytest.mark.parametrize(("strategy", "batches"), [("tpe", [2, 2, 1]), ("random", [5])])
+def test_a_batch_runner_gets_the_whole_batch_or_waves_when_the_strategy_learns(tmp_path, strategy, batches):
+    runner = _Batches([("success", 0.5 + i / 10) for i in range(5)])
+    settings = SearchSettings(backend="local", parallel=2, space=dict(RANGES), strategy=strategy, trials=5,
+                              train=TrainConfig(**QUICK))
+    summary = run_search(settings, runner, tmp_path / "s").document()
+    assert runner.batches == batches and summary["successes"] == 5
+    assert [entry["study_trial"] for entry in summary["results"]] == [0, 1, 2, 3, 4]

@@ -131,7 +131,7 @@ class OptunaSearcher(Searcher):
         if strategy.lists_grid:
             jobs = run.grid(grid_jobs(space, trial_template), place.kept)
         else:
-            jobs = run.sampled(space, trial_template, max(0, trials - len(place.kept)))
+            jobs = run.sampled(trial_template, max(0, trials - len(place.kept)))
         if self.runner.streams_jobs:
             self.runner.run_many(jobs, parallel, run.told)
         else:
@@ -165,7 +165,7 @@ class _Run:
                 trial, _ = self.driver.ask(fixed=params)
                 yield self.start(number, params, job, trial)
 
-    def sampled(self, space: Space, template: TrialTemplate, count: int) -> Iterator[TrainJob]:
+    def sampled(self, template: TrialTemplate, count: int) -> Iterator[TrainJob]:
         for _ in range(count):
             trial, params = self.driver.ask()
             yield self.start(trial.number, params, template.job(trial.number, params), trial)
