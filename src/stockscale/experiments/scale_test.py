@@ -75,7 +75,7 @@ def _run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path, 
     def probe(multiplier: int) -> str:
         """Run one multiplier, record it (results stay sorted by multiplier) and return its status."""
         cfg = run_config(settings, multiplier)
-        job = TrainJob(name=f"m{multiplier}", config=cfg.to_dict(), run_dir=runs_dir / f"m{multiplier}",
+        job = TrainJob(name=f"m{multiplier}", config=cfg, run_dir=runs_dir / f"m{multiplier}",
                        workers=settings.workers, memory_limit=settings.memory_limit, threads=settings.threads,
                        timeout=settings.timeout)
         result = launcher.run(job)
@@ -88,7 +88,7 @@ def _run_scale_test(settings: ScaleTestSettings, launcher: Launcher, out: Path, 
             doc.settings.multipliers = [run.multiplier for run in doc.results]
         doc.boundary = boundary_record(doc.results)
         write_json_atomic(out / "results.json", doc.document())
-        tracker.on_result(result, job.config, {"stockscale.kind": "probe", "multiplier": str(multiplier)})
+        tracker.on_result(result, job.config.overrides(), {"stockscale.kind": "probe", "multiplier": str(multiplier)})
         if on_result is not None:
             on_result(entry)
         return entry.status
