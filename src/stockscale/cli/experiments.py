@@ -172,8 +172,9 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
                         metavar="{local,docker,kubernetes}",
                         help="local: trials on this machine, --parallel at once (default 1, with every core); "
                         "docker: --parallel trials at once as containers of the image on this machine (the Indexed "
-                        "Job's pods); kubernetes: Jobs on a cluster (default local; the old sequential and parallel "
-                        "still work)")
+                        "Job's pods); kubernetes: Jobs on a cluster. sequential and parallel, the older spellings, "
+                        "are local with one or several trials at once, as summary.json records it (default "
+                        "sequential)")
     search.add_argument("--parallel", type=positive_int("--parallel", MAX_WORKERS),
                         help="trials at once (default: local 1, docker the number of cores, kubernetes every trial)")
     search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS), help=argparse.SUPPRESS)
