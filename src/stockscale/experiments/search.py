@@ -40,7 +40,7 @@ from stockscale.files import prepare_results_dir, remove_entry, utc_timestamp, w
 from stockscale.launch.runner import Runner, TrainJob
 from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
-from stockscale.search.choice import choose_searcher
+from stockscale.search.choice import SEARCHERS, choose_searcher
 from stockscale.search.optuna_searcher import StudyFile, known_jobs, val_loss
 from stockscale.search.registry import Pruner, Strategy, pruner, strategy
 from stockscale.search.searcher import Searcher, TrialResult, TrialTemplate, trial_name
@@ -99,6 +99,8 @@ class SearchSettings:
             self.backend = "local"
         if self.backend not in BACKENDS:
             raise InputError(f"unknown backend {self.backend!r}: choose {', '.join(BACKENDS)}")
+        if self.searcher not in SEARCHERS:
+            raise InputError(f"unknown searcher {self.searcher!r}: choose {', '.join(SEARCHERS)}")
         if not all(isinstance(value, Parameter) for value in self.space.values()):
             self.space = parse_space(dict(self.space), "space")
         if not isinstance(self.train, TrainConfig):
