@@ -260,3 +260,17 @@ def test_a_batch_runner_gets_the_whole_batch_or_waves_when_the_strategy_learns(t
     summary = run_search(settings, runner, tmp_path / "s").document()
     assert runner.batches == batches and summary["successes"] == 5
     assert [entry["study_trial"] for entry in summary["results"]] == [0, 1, 2, 3, 4]
+
+
+def test_a_refusal_names_the_strategy_as_the_user_spelled_it():
+    from stockscale.cli.experiments import _spelled
+    from stockscale.errors import InputError
+
+    def refuse():
+        raise InputError("strategy tpe: an OptimizationJob searches by grid or random")
+
+    with pytest.raises(InputError, match=r"^--k8s-algorithm tpe: an OptimizationJob searches by grid or random$"):
+        _spelled(refuse, "--k8s-algorithm", "tpe")
+    with pytest.raises(InputError, match=r"^strategy tpe: "):
+        _spelled(refuse, "--strategy", "tpe")
+    assert _spelled(lambda: 3, "--k8s-algorithm", "tpe") == 3
