@@ -1,6 +1,6 @@
 """Hyperparameter-search figures (issue 5), from real runs of the 18-config grid with short training:
 
-- the makespan of `--backend parallel --workers 2` against its lower bound max(sum of trial times / 2,
+- the makespan of `--backend local --parallel 2` against its lower bound max(sum of trial times / 2,
   longest trial), both from the same run (goal: <= 1.15x);
 - the sequential total beside it;
 - the per-trial overhead (hand-over, data, evaluation, writing; the warm workers' own start is outside
@@ -23,9 +23,9 @@ from stockscale.launch.warm import WarmLauncher
 
 
 def search(backend: str, workers: int, threads: int, max_steps: int, out: Path) -> dict:
-    settings = SearchSettings(backend=backend, workers=workers, space=DEFAULT_SPACE,
+    settings = SearchSettings(backend=backend, parallel=workers, space=DEFAULT_SPACE,
                               train={"epochs": 1000, "max_steps": max_steps}, threads_per_trial=threads)
-    return run_search(settings, WarmLauncher(), out)  # what `stockscale search` runs trials on here
+    return run_search(settings, WarmLauncher(), out).document()  # what `stockscale search` runs trials on here
 
 
 def overheads(summary: dict) -> list[float]:

@@ -39,9 +39,9 @@ def warm_launcher():
 def search(out: Path, strategy: str, pruner: str, trials: int | None, epochs: int, workers: int, threads: int,
            launcher) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    settings = SearchSettings(backend="parallel", workers=workers, space=dict(GRID), strategy=strategy,
+    settings = SearchSettings(backend="parallel", parallel=workers, space=dict(GRID), strategy=strategy,
                               trials=trials, pruner=pruner, train={"epochs": epochs}, threads_per_trial=threads)
-    return run_search(settings, launcher, out)
+    return run_search(settings, launcher, out).document()
 
 
 def time_to_reach(summary: dict, target: float, tolerance: float = 0.01) -> float | None:
@@ -97,9 +97,9 @@ def main() -> None:
                                                                              warm_launcher())):
         out = args.out / "overhead"
         shutil.rmtree(out, ignore_errors=True)
-        settings = SearchSettings(backend="parallel", workers=args.workers, space=dict(small), strategy="random",
+        settings = SearchSettings(backend="parallel", parallel=args.workers, space=dict(small), strategy="random",
                                   trials=n, train={"epochs": 1, "max_steps": 20}, threads_per_trial=threads)
-        values = overhead(run_search(settings, launcher, out))
+        values = overhead(run_search(settings, launcher, out).document())
         print(f"per-trial overhead, {name}: mean {mean(values):.2f} s, min {min(values):.2f} s, max "
               f"{max(values):.2f} s over {len(values)} trials (wall minus training loop; goal warm <= 0.5 s)")
     shutil.rmtree(args.out / "overhead", ignore_errors=True)

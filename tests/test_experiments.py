@@ -151,6 +151,25 @@ def test_bad_experiment_flags(cli, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_old_search_spellings_still_work_with_one_notice_each(cli, tmp_path):
+    grid = space(tmp_path, "hidden_size: [4]\n")
+    tiny = ["--space", grid, "--max-steps", "1", "--epochs", "1", "--num-layers", "1"]
+    ran = cli("search", "--backend", "parallel", "--workers", "1", *tiny, "--out", tmp_path / "old")
+    assert ran.code == 0, ran.err
+    assert [line for line in ran.err.splitlines() if "deprecated" in line] == [
+        "warning: search --workers 1 is deprecated; use --parallel 1",
+        "warning: --backend parallel is deprecated; use --backend local --parallel N"]
+    summary = read(tmp_path / "old" / "summary.json")
+    assert summary["settings"]["backend"] == "parallel" and summary["settings"]["workers"] == 1
+    ran = cli("search", "--backend", "local", "--parallel", "2", *tiny, "--out", tmp_path / "new")
+    assert ran.code == 0 and "deprecated" not in ran.err, ran.err
+    summary = read(tmp_path / "new" / "summary.json")
+    assert summary["settings"]["backend"] == "parallel" and summary["settings"]["workers"] == 2
+    assert_clean_error(cli("search", "--workers", "2", "--parallel", "3", "--out", tmp_path / "x"), "disagree")
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_every_trial_and_leaves_a_valid_partial_summary(tmp_path):
     grid = space(tmp_path, "hidden_size: [4, 8, 16, 32]\n")
     out = tmp_path / "s"

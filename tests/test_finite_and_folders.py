@@ -15,7 +15,7 @@ from stockscale.config import TrainConfig
 from stockscale.errors import TrainingDiverged
 from stockscale.experiments.search import SearchSettings, run_search
 from stockscale.files import write_json_atomic
-from stockscale.launch.base import JobResult, TrainJob, run_many_with_threads
+from stockscale.launch.runner import JobResult, Runner, TrainJob, run_many_with_threads
 from stockscale.train import train
 from tests.conftest import TINY, assert_clean_error
 
@@ -68,8 +68,8 @@ def test_json_results_refuse_nan(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-class _ReportedLosses:
-    """A launcher that reports given validation losses: what run_search sees from real trials."""
+class _ReportedLosses(Runner):
+    """A runner that reports given validation losses: what run_search sees from real trials."""
 
     name = "reported"
 
@@ -84,26 +84,40 @@ class _ReportedLosses:
     def run_many(self, jobs, parallel, on_result=None):
         return run_many_with_threads(self.run, jobs, parallel, on_result)
 
+    def render(self, jobs, parallel):
+        return {}
+
+    def logs(self, run_id, on_line, *, follow=False):
+        return []
+
+    def delete(self, run_id):
+        return []
+
 
 def test_the_best_trial_is_chosen_among_finite_losses(tmp_path):
-    settings = SearchSettings(backend="sequential", workers=1, space={"hidden_size": [4, 8, 16]})
+    settings = SearchSettings(backend="local", parallel=1, space={"hidden_size": [4, 8, 16]})
     launcher = _ReportedLosses({"trial-00": math.nan, "trial-01": 0.5, "trial-02": math.inf})
     with pytest.raises(ValueError):  # NaN cannot reach summary.json ...
         run_search(settings, launcher, tmp_path / "s")
     launcher.losses = {"trial-00": 0.9, "trial-01": 0.5, "trial-02": 0.7}
-    summary = run_search(settings, launcher, tmp_path / "s")
+    summary = run_search(settings, launcher, tmp_path / "s").document()
     assert summary["best"]["name"] == "trial-01"
 
 
 def test_the_best_trial_ignores_a_nan_loss_in_an_earlier_summary(tmp_path):
+    from stockscale.experiments.results import SearchSummary
     from stockscale.experiments.search import _write
 
     entries = [{"trial": i, "name": f"trial-0{i}", "config": {}, "status": "success", "val_loss": loss,
                 "test": None, "baseline_test": None, "run_dir": None, "start_time": 0.0, "end_time": 1.0,
                 "wall_seconds": 1.0} for i, loss in enumerate([math.nan, 0.4, None])]
-    summary = {"results": entries}
+    written = SearchSummary.model_validate({
+        "kind": "hp_search", "format_version": 1, "complete": False, "total_wall_seconds": 0.0, "successes": 0,
+        "failures": 0, "best": None, "settings": {"backend": "sequential", "workers": 1, "space": {}},
+        "results": entries})
     with pytest.raises(ValueError):
-        _write(tmp_path, summary)
+        _write(tmp_path, written)
+    summary = written.model_dump()
     assert summary["best"]["trial"] == 1
 
 

@@ -112,3 +112,42 @@ def test_a_checkpoint_with_a_mistyped_field_is_one_line(cli, tmp_path, field, va
     torch.save(state, path)
     assert_clean_error(cli(*args, "--out", tmp_path / "r2"), str(path), field)
     assert not (tmp_path / "r2").exists()
+
+
+# ------------------------------------------------------------------------------ one schema, old files
+
+
+BEFORE = Path(__file__).parent / "data" / "results_before_issue21"  # written by the writers of 6e00eeb
+
+
+def test_results_written_before_the_one_schema_still_load_and_read_back_unchanged():
+    from stockscale.experiments.results import ScaleTest, SearchSummary, load_results, read_search_summary
+
+    loaded = load_results(BEFORE)
+    assert loaded.warnings == []
+    assert sorted(run.role for run in loaded.searches) == ["hp_search_tpe_asha", "sequential"]
+    tpe = loaded.search("hp_search_tpe_asha").data
+    assert (tpe.settings.strategy, tpe.settings.pruner, tpe.pruned) == ("tpe", "asha", 1)
+    assert [trial.study_trial for trial in tpe.results] == [0, 1, 2]
+    (scale,) = loaded.scale_tests
+    assert [row.status for row in scale.data.results] == ["success", "oom"]
+    assert scale.data.boundary.largest_success == 1 and scale.data.boundary.smallest_failure == 2
+    # The model the writers build holds every key of the old files: read and written back, nothing changes.
+    for path, model in ((BEFORE / "hp_search_local" / "summary.json", SearchSummary),
+                        (BEFORE / "hp_search_tpe_asha" / "summary.json", SearchSummary),
+                        (BEFORE / "scale_test_local" / "results.json", ScaleTest)):
+        old = json.loads(path.read_text())
+        assert model.model_validate(old).document() == old, path
+    assert read_search_summary(BEFORE / "hp_search_local" / "summary.json").results[0].settings_hash
+
+
+def test_a_summary_naming_an_unregistered_strategy_is_refused_naming_it(tmp_path):
+    from stockscale.experiments.results import load_results
+
+    folder = tmp_path / "hp_search_local"
+    folder.mkdir()
+    summary = json.loads((BEFORE / "hp_search_local" / "summary.json").read_text())
+    summary["settings"]["strategy"] = "annealing"
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (warning,) = load_results(tmp_path).warnings
+    assert "settings.strategy" in warning and "annealing" in warning

@@ -12,7 +12,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from stockscale.experiments.study import JOURNAL, STUDY_NAME
+from stockscale.search.study import JOURNAL, STUDY_NAME
 
 TINY = ["--hidden-size", "8", "--num-layers", "1", "--threads", "1"]
 

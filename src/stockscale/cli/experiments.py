@@ -6,9 +6,9 @@ call into stockscale.experiments, whose settings carry the defaults.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_image_flags, add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
@@ -31,7 +31,9 @@ from stockscale.experiments.scale_settings import DEFAULT_MULTIPLIERS, BoundaryS
 
 if TYPE_CHECKING:
     from stockscale.config import TrainOverrides
-    from stockscale.experiments.records import ScaleRunEntry, TrialEntry
+    from stockscale.experiments.results import ScaleRow, Trial
+
+T = TypeVar("T")
 
 
 def experiment_train_overrides(args: argparse.Namespace, controlled: Sequence[str]) -> TrainOverrides:
@@ -125,10 +127,10 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
     log(f"scale test, {args.mode}: {sizes}, {workers} worker(s), "
         f"loader {args.loader}, limit {describe_limit(args.memory_limit, None)} -> {out}/results.json")
 
-    def on_result(run: ScaleRunEntry) -> None:
-        peak = max(run["peak_rss_bytes"]) / 2**20 if run["peak_rss_bytes"] else 0
-        log(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f}s, peak {peak:.0f} MiB/worker"
-            + (f" ({run['detail']})" if run["detail"] else ""))
+    def on_result(run: ScaleRow) -> None:
+        peak = (run.peak_per_worker() or 0) / 2**20
+        log(f"  x{run.multiplier}: {run.status} in {run.wall_seconds or 0.0:.1f}s, peak {peak:.0f} MiB/worker"
+            + (f" ({run.detail})" if run.detail else ""))
 
     tracker = open_track(args, out.parent)
     if tracker is not None:
@@ -143,27 +145,36 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------- search
 
 
+SEARCH_BACKENDS = ("local", "docker", "kubernetes")
+OLD_SEARCH_BACKENDS = ("sequential", "parallel")  # both mean local (deprecated spellings; summary.json's words)
+CONTROLLERS = ("katib", "optimizationjob")  # --k8s-kind values whose controller searches itself
+
+
 def add_search_parser(commands: argparse._SubParsersAction) -> None:
-    """`stockscale search`: the hyperparameter search; its flags and cmd_search are the search's whole CLI."""
+    """`stockscale search`: the hyperparameter search; its flags and cmd_search are the search's whole CLI. The
+    strategies and pruners offered are the registry's (search/registry.py)."""
+    from stockscale.search.registry import PRUNERS, STRATEGIES
+
     search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
-    search.add_argument("--backend", choices=("sequential", "parallel", "docker", "kubernetes"),
-                        help="sequential: one trial at a time with every core; parallel: --workers trials at "
-                        "once on this machine; docker: --workers trials at once as containers of the image on this "
-                        "machine (the Indexed Job's pods); kubernetes: Jobs on a cluster; --workers above 1 "
-                        "alone means parallel (default sequential)")
-    search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
-                        help="trials at once (default: parallel and docker, the number of cores; kubernetes, every "
-                        "trial)")
+    search.add_argument("--backend", choices=(*SEARCH_BACKENDS, *OLD_SEARCH_BACKENDS),
+                        metavar="{local,docker,kubernetes}",
+                        help="local: trials on this machine, --parallel at once (default 1, with every core); "
+                        "docker: --parallel trials at once as containers of the image on this machine (the Indexed "
+                        "Job's pods); kubernetes: Jobs on a cluster. sequential and parallel, the older spellings, "
+                        "are local with one or several trials at once, as summary.json records it (default "
+                        "sequential)")
+    search.add_argument("--parallel", type=positive_int("--parallel", MAX_WORKERS),
+                        help="trials at once (default: local 1, docker the number of cores, kubernetes every trial)")
+    search.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS), help=argparse.SUPPRESS)
     search.add_argument("--space", type=Path,
                         help="YAML space: a list of values per parameter, or a range in Katib's terms (type "
                         "double|int|categorical, min/max, log, choices); see docs/search.md (default: the 18 configs)")
-    search.add_argument("--strategy", choices=("grid", "random", "tpe"),
-                        help="grid: every combination of the lists (default); random, tpe: --trials points chosen "
-                        "by Optuna's random or TPE sampler")
+    search.add_argument("--strategy", choices=tuple(STRATEGIES),
+                        help="; ".join(f"{item.name}: {item.help}" for item in STRATEGIES.values()) + " (default grid)")
     search.add_argument("--trials", type=positive_int("--trials"), help="random and tpe: how many trials")
-    search.add_argument("--pruner", choices=("none", "asha", "median"), default="none",
-                        help="stop trials early by their validation loss after each epoch: asha (successive "
-                        "halving), median, or none")
+    search.add_argument("--pruner", choices=tuple(PRUNERS), default="none",
+                        help="stop trials early by their validation loss after each epoch: "
+                        + "; ".join(f"{item.name}: {item.help}" for item in PRUNERS.values()) + " (default none)")
     search.add_argument("--trial-timeout", type=positive_float("--trial-timeout"),
                         help="seconds per trial (default: no limit)")
     search.add_argument("--resume", action="store_true",
@@ -173,7 +184,7 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--k8s-kind", choices=("job", "pytorchjob", "optimizationjob", "katib"), default="job",
                         help="kubernetes: one Indexed Job (default), one PyTorchJob per config, a Trainer v2 "
                              "OptimizationJob, or a Katib Experiment")
-    search.add_argument("--k8s-algorithm", choices=("grid", "random", "tpe"), default="grid",
+    search.add_argument("--k8s-algorithm", choices=tuple(STRATEGIES), default="grid",
                         help="optimizationjob and katib: the older spelling of --strategy")
     add_train_flags(search, skip=("data", "checkpoint_dir"))
     add_k8s_flags(search)
@@ -181,7 +192,15 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
     search.set_defaults(handler=cmd_search)
 
 
+def deprecation_notice(old: str, new: str) -> None:
+    """One line on stderr for an old spelling that still works. (cli/parser.py is to hold the shared one.)"""
+    import sys
+
+    print(f"warning: {old} is deprecated; use {new}", file=sys.stderr, flush=True)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    from stockscale.config import build_train_config
     from stockscale.console import log
     from stockscale.experiments.results import SEARCH_FOLDERS
     from stockscale.experiments.search import (
@@ -189,48 +208,54 @@ def cmd_search(args: argparse.Namespace) -> int:
         SearchSettings,
         load_space,
         run_search,
+        search_dry_run,
     )
     from stockscale.experiments.search_summary import format_summary
     from stockscale.files import prepare_results_dir
     from stockscale.space import grid_size, parse_space
 
-    if args.backend is None:  # `--workers 2` alone means trials at once on this machine
-        args.backend = "parallel" if (args.workers or 1) > 1 else "sequential"
-    strategy = args.strategy or (args.k8s_algorithm if args.k8s_kind in ("optimizationjob", "katib") else "grid")
+    notices = []  # said once the settings are accepted: a refused command prints its one line only
+    parallel = args.parallel
+    if args.workers is not None:
+        if parallel is not None and parallel != args.workers:
+            raise InputError(f"--workers {args.workers} and --parallel {parallel} disagree: --parallel alone says it")
+        parallel = args.workers
+        notices.append((f"search --workers {args.workers}", f"--parallel {args.workers}"))
+    backend = args.backend or "local"
+    if backend in OLD_SEARCH_BACKENDS:
+        notices.append((f"--backend {backend}", "--backend local" + (" --parallel N" if backend == "parallel" else "")))
+    controller = args.k8s_kind if backend == "kubernetes" and args.k8s_kind in CONTROLLERS else None
+    strategy_flag = "--k8s-algorithm" if not args.strategy and args.k8s_kind in CONTROLLERS else "--strategy"
+    strategy = args.strategy or (args.k8s_algorithm if args.k8s_kind in CONTROLLERS else "grid")
     if args.strategy and args.k8s_algorithm != "grid" and args.k8s_algorithm != args.strategy:
         raise InputError(f"--k8s-algorithm {args.k8s_algorithm} and --strategy {args.strategy} disagree: "
                          "--strategy alone says it")
-    if strategy == "tpe" and args.k8s_kind == "optimizationjob":
-        flag = "--strategy" if args.strategy else "--k8s-algorithm"
-        raise InputError(f"{flag} tpe needs --k8s-kind katib or job: an OptimizationJob searches by grid or random")
     space = load_space(args.space) if args.space else parse_space(DEFAULT_SPACE, "space")
-    if strategy == "grid" and args.trials is not None:
-        raise InputError("--trials is for --strategy random or tpe; a grid runs every combination")
     train = experiment_train_overrides(args, tuple(space))
+    threads = _threads(train)
     count = args.trials
     if strategy != "grid" and count is None and not args.strategy:
         count = grid_size(space)  # --k8s-algorithm random or tpe: as many points as the grid has
-    settings = SearchSettings(backend=args.backend, workers=args.workers, space=space, train=train,
-                              threads_per_trial=_threads(train), strategy=strategy, trials=count,
-                              pruner=args.pruner, trial_timeout=args.trial_timeout, resume=args.resume)
-    trials, workers, threads = settings.trial_count, settings.workers, settings.threads_per_trial
-    out = args.out or Path("results") / SEARCH_FOLDERS[args.backend]
-    if args.backend != "kubernetes":
+    settings = SearchSettings(backend=backend, parallel=parallel, space=space,
+                              train=build_train_config(train, "flags"), threads_per_trial=threads,
+                              strategy=strategy, trials=count, pruner=args.pruner, trial_timeout=args.trial_timeout,
+                              resume=args.resume, searcher=controller or "optuna")
+    out = args.out or Path("results") / SEARCH_FOLDERS[settings.mode]
+    if settings.backend != "kubernetes":
         refuse_kubernetes_only_flags(args)
+    for old, new in notices:
+        deprecation_notice(old, new)
     if not args.dry_run:
         prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
-    # On a cluster, a controller that searches itself (Katib) gets the strategy, the space and the pruner.
-    cluster = ({"algorithm": strategy, "space": settings.parameters, "trials": settings.trials,
-                "pruner": args.pruner} if args.backend == "kubernetes" else {})
     tracker = None if args.dry_run else open_track(args, out.parent)
+    args.backend = settings.backend
     if tracker is not None:
         args.pod_env = pods_tracking_env(tracker, args.backend)
-    launcher = choose_launcher(args, "search", warm=True, log_dir=out / "logs", **cluster)
+    runner = choose_launcher(args, "search", warm=True, log_dir=out / "logs")
     if args.dry_run:
         from stockscale.experiments.dry_run import write_dry_run_marker
-        from stockscale.experiments.search import trial_jobs
 
-        written = launcher.write_search_manifests(trial_jobs(settings, out), workers, out)
+        written = _spelled(lambda: search_dry_run(settings, runner, out), strategy_flag, strategy)
         for path in written:
             log(f"wrote {path}")
         try:
@@ -239,23 +264,37 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise InputError(f"cannot write {out / 'dry_run.json'} ({error.strerror})") from None
         log(f"wrote {marker} (`stockscale compare` reports this folder as a dry run: nothing ran)")
         return 0
+    trials, at_once = settings.trial_count, settings.trials_at_once
     how = "" if strategy == "grid" else f" ({strategy}, pruner {args.pruner})"
-    log(f"search, {args.backend}{how}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) "
-        f"each -> {out}/summary.json")
-    if not getattr(launcher, "searches_itself", False):
+    log(f"search, {settings.mode}{how}: {trials} trials, {at_once} at a time, "
+        f"{settings.threads_per_trial or 'default'} thread(s) each -> {out}/summary.json")
+    if settings.searcher == "optuna":  # our own study, in the journal the dashboard reads
         log(f"watch it live: {dashboard_command(out)}  (pip install optuna-dashboard)")
     done = [0]
 
-    def on_result(entry: TrialEntry) -> None:
+    def on_result(entry: Trial) -> None:
         done[0] += 1
-        loss = f", val_loss {entry['val_loss']:.4f}" if entry["val_loss"] is not None else ""
-        log(f"  [{done[0]}/{trials}] {entry['name']} {entry['config']}: {entry['status']} in "
-            f"{entry['wall_seconds']:.1f}s{loss}" + (f" ({entry['detail']})" if entry["detail"] else ""))
+        loss = f", val_loss {entry.val_loss:.4f}" if entry.val_loss is not None else ""
+        log(f"  [{done[0]}/{trials}] {entry.name} {entry.config}: {entry.status} in "
+            f"{entry.wall_seconds or 0.0:.1f}s{loss}" + (f" ({entry.detail})" if entry.detail else ""))
 
-    summary = on_cluster(launcher, lambda: run_search(settings, launcher, out, on_result, tracker))
+    summary = on_cluster(runner, lambda: _spelled(lambda: run_search(settings, runner, out, on_result, tracker),
+                                                  strategy_flag, strategy))
     log(format_summary(summary))
     log(f"summary: {out / 'summary.json'}")
     return 0
+
+
+def _spelled(work: Callable[[], T], flag: str, strategy: str) -> T:
+    """Run `work`; a refusal that names the strategy setting names it as the user spelled it (--k8s-algorithm,
+    the older spelling of --strategy), so the one line points at the flag given."""
+    try:
+        return work()
+    except InputError as error:
+        if flag == "--strategy":
+            raise
+        text = str(error).replace(f"--strategy {strategy}", f"{flag} {strategy}")
+        raise InputError(text.replace(f"strategy {strategy}", f"{flag} {strategy}")) from None
 
 
 def dashboard_command(out: Path) -> str:
@@ -263,7 +302,7 @@ def dashboard_command(out: Path) -> str:
     the study's journal file itself."""
     import shlex
 
-    from stockscale.experiments.study import JOURNAL
+    from stockscale.search.study import JOURNAL
 
     return f"optuna-dashboard {shlex.quote(str(out / JOURNAL))}"
 

@@ -22,9 +22,8 @@ from pathlib import Path
 from stockscale.config import TrainOverrides, build_train_config
 from stockscale.data.dataset import prepare_from_config
 from stockscale.data.replicas import materialized_bytes
-from stockscale.experiments.records import ScaleRunEntry, ScaleTestRecord, TrialEntry
 from stockscale.experiments.report import format_report_text, write_report
-from stockscale.experiments.results import SEARCH_FOLDERS, load_results, scale_test_folder
+from stockscale.experiments.results import SEARCH_FOLDERS, ScaleRow, ScaleTest, Trial, load_results, scale_test_folder
 from stockscale.experiments.scale_test import BoundarySearch, ScaleTestSettings, run_scale_test
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.local import LocalRunner
@@ -156,7 +155,7 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
     predict_for_demo(out, limit, plan.workers, ("memory",) if quick else ("memory", "lazy"), launcher, on_event,
                      dict(data))
 
-    def scale(mode: str, loader: str, search: BoundarySearch) -> ScaleTestRecord:
+    def scale(mode: str, loader: str, search: BoundarySearch) -> ScaleTest:
         workers = 1 if mode == "local" else plan.workers
         runner = launcher if mode == "local" else cluster
         if mode == "local":
@@ -170,17 +169,17 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
                                      timeout=plan.timeout, loader=loader, max_steps=plan.scale_steps, epochs=1,
                                      threads=max(1, cpus // workers), search=search, train=dict(data))
 
-        def report(run: ScaleRunEntry) -> None:
-            peak = max(run["peak_rss_bytes"]) / MiB if run["peak_rss_bytes"] else 0.0
-            detail = f" ({run['detail']})" if run["detail"] else ""
-            on_event(f"      x{run['multiplier']}: {run['status']}, {run['wall_seconds']:.1f}s, "
+        def report(run: ScaleRow) -> None:
+            peak = (run.peak_per_worker() or 0) / MiB
+            detail = f" ({run.detail})" if run.detail else ""
+            on_event(f"      x{run.multiplier}: {run.status}, {run.wall_seconds or 0.0:.1f}s, "
                      f"peak {peak:.0f} MiB/worker{detail}")
 
         return run_scale_test(settings, runner, out / scale_test_folder(mode, loader), report, tracker)
 
-    def from_failure(search: BoundarySearch, memory: ScaleTestRecord) -> BoundarySearch:
+    def from_failure(search: BoundarySearch, memory: ScaleTest) -> BoundarySearch:
         """The lazy loader's search: first probe where the memory loader failed (its own start if it never did)."""
-        failed = memory["boundary"]["smallest_failure"]
+        failed = memory.boundary.smallest_failure if memory.boundary is not None else None
         return replace(search, start_step=search.step_of(failed)) if failed else search
 
     local_memory = scale("local", "memory", local_search)
@@ -191,14 +190,14 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
     def search(backend: str, workers: int) -> None:
         trials = math.prod(len(values) for values in plan.space.values())
         announce(f"search, {backend}: {trials} configs, {workers} at a time")
-        settings = SearchSettings(backend=backend, workers=workers, space=plan.space,
+        settings = SearchSettings(backend=backend, parallel=workers, space=plan.space,
                                   train={**plan.search_train, **data},
                                   threads_per_trial=max(1, cpus // workers))
         done = [0]
 
-        def report(entry: TrialEntry) -> None:
+        def report(entry: Trial) -> None:
             done[0] += 1
-            on_event(f"      [{done[0]}/{trials}] {entry['name']} {entry['status']} {entry['wall_seconds']:.1f}s")
+            on_event(f"      [{done[0]}/{trials}] {entry.name} {entry.status} {entry.wall_seconds or 0.0:.1f}s")
 
         # Trials here run on warm workers (launch/warm.py): a process per trial would spend seconds starting up.
         runner = WarmRunner(log_dir=out / "logs") if cluster.name == "local" or backend == "sequential" else cluster

@@ -1,9 +1,14 @@
-"""The results files as typed models: what every writer produces and the report, plots and projection read.
+"""The results files as typed models: one model per file, which its writer builds and the report, plots,
+projection and `--resume` read back.
 
 The formats are documented in docs/results.md. The models allow extra keys (newer writers may add some) and
 refuse missing or mistyped ones: the keys the report prints are required, nullable where the format allows
-null. `load_results` reads a results folder; a file that cannot be read or does not have the documented
-shape becomes a warning naming it, so one corrupt file does not hide the other measurements.
+null; keys added since the first format have defaults, so results written before them still load. A writer
+dumps with `exclude_unset`, so a key it did not set (a trial's `study_trial` when a controller searched) is
+absent, as the format says, rather than null. The run statuses are launch.runner's, the strategies and
+pruners the registry's (search/registry.py). `load_results` reads a results folder; a file that cannot be
+read or does not have the documented shape becomes a warning naming it, so one corrupt file does not hide the
+other measurements.
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from stockscale.config import one_line
 from stockscale.errors import InputError
 from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
 from stockscale.experiments.dry_run import DryRun
+from stockscale.launch.runner import Status as RunStatus
+from stockscale.search.registry import PRUNERS, STRATEGIES
 
-RunStatus = Literal["success", "oom", "timeout", "error", "preempted", "pruned"]
 Scalar = int | float | str | bool | None  # a config's value: a nested mapping or list there is refused on read
 # The results folders, named once: a search's folder by its backend, and its role in the report by folder.
 SEARCH_FOLDERS = {"sequential": "hp_search_local", "parallel": "hp_search_parallel", "docker": "hp_search_docker",
@@ -57,6 +63,10 @@ class ScaleSettings(_Shape):
     max_steps: int | None = None
     epochs: int | None = None
     threads_per_worker: int | None = None
+    multipliers: list[int] = []  # the grid's, or the sizes a boundary search probed
+    search: dict[str, Scalar] = {}  # {"method": "grid"} or the boundary search's settings
+    train: dict[str, Scalar] = {}
+    launcher: str | None = None
     machine: Machine | None = None
 
 
@@ -70,12 +80,22 @@ class ScaleRow(_Shape):
     peak_rss_bytes: list[int | None] | None
     samples_per_second: float | None = None
     steps: int | None = None
+    data_resident_bytes: int | None = None
     run_dir: str | None = None
+    probe: int | None = None  # its place in the order the runs were made
 
     def peak_per_worker(self) -> int | None:
         """The largest worker's peak: what has to fit under the per-worker limit."""
         measured = [value for value in self.peak_rss_bytes or [] if value is not None]
         return max(measured) if measured else None
+
+
+class Boundary(_Shape):
+    """What the probes show: the largest success, the smallest oom/timeout above it, their ratio."""
+
+    largest_success: int | None
+    smallest_failure: int | None
+    ratio: float | None
 
 
 class ScaleTest(_Shape):
@@ -85,7 +105,12 @@ class ScaleTest(_Shape):
     finished_at: str | None = None
     complete: bool = True
     settings: ScaleSettings
+    boundary: Boundary | None = None
     results: list[ScaleRow]
+
+    def document(self) -> dict[str, Any]:
+        """The results as results.json holds them (keys never set left out)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class SplitMetrics(_Shape):
@@ -96,18 +121,33 @@ class SplitMetrics(_Shape):
 
 
 class SearchSettingsRecord(_Shape):
-    backend: str
-    workers: int | None
+    backend: str  # sequential | parallel | docker | kubernetes (docs/results.md)
+    workers: int | None  # trials at once (--parallel)
     threads_per_trial: int | None = None
     space: dict[str, list[Scalar] | dict[str, Scalar | list[Scalar]]]  # a list of values, or a range (Katib's terms)
-    strategy: Literal["grid", "random", "tpe"] = "grid"
+    strategy: str = "grid"  # a registered strategy (search/registry.py)
     trials: int | None = None
-    pruner: Literal["none", "asha", "median"] = "none"
+    pruner: str = "none"  # a registered pruner
     seed: int | None = None
     train: dict[str, Scalar] = {}
     trial_timeout_seconds: float | None = None
     emulated: bool = False
+    launcher: str | None = None  # the runner's name (warm, local, docker, kubernetes)
     machine: Machine | None = None
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}: one of {', '.join(STRATEGIES)}")
+        return value
+
+    @field_validator("pruner")
+    @classmethod
+    def _registered_pruner(cls, value: str) -> str:
+        if value not in PRUNERS:
+            raise ValueError(f"unknown pruner {value!r}: one of {', '.join(PRUNERS)}")
+        return value
 
 
 class Trial(_Shape):
@@ -128,6 +168,8 @@ class Trial(_Shape):
     baselines_test: dict[str, dict[str, Any]] = {}  # by baseline name (issue 23; older files lack it)
     peak_rss_bytes: int | None = None
     run_dir: str | None = None
+    settings_hash: str | None = None  # what --resume compares (absent in files written before it)
+    study_trial: int | None = None  # the Optuna trial's number; absent when a cluster controller searched
 
 
 class Best(_Shape):
@@ -135,7 +177,7 @@ class Best(_Shape):
     name: str
     config: dict[str, Scalar]
     val_loss: float
-    test: SplitMetrics
+    test: SplitMetrics | None  # None only when the trial's controller kept no test score
     baseline_test: SplitMetrics | None
     run_dir: str | None = None
     baselines_test: dict[str, dict[str, Any]] = {}  # by baseline name (issue 23; older files lack it)
@@ -148,6 +190,7 @@ class SearchSummary(_Shape):
     finished_at: str | None = None
     complete: bool
     settings: SearchSettingsRecord
+    launched_at: float | None = None  # when the run handed out its first trial
     total_wall_seconds: float
     sum_trial_seconds: float | None = None
     successes: int
@@ -155,6 +198,10 @@ class SearchSummary(_Shape):
     failures: int
     results: list[Trial]
     best: Best | None
+
+    def document(self) -> dict[str, Any]:
+        """The summary as summary.json holds it (keys never set left out)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class Predictions(_Shape):

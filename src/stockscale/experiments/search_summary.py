@@ -3,24 +3,24 @@ driver in search.py stays about running the search)."""
 
 from __future__ import annotations
 
-from stockscale.experiments.records import SearchSummaryRecord
+from stockscale.experiments.results import SearchSummary
 
 
-def format_summary(summary: SearchSummaryRecord) -> str:
-    settings = summary["settings"]
-    strategy = settings.get("strategy", "grid")
-    how = "" if strategy == "grid" else f" ({strategy}, pruner {settings.get('pruner', 'none')})"
-    pruned = f", {summary['pruned']} pruned" if summary.get("pruned") else ""
+def format_summary(summary: SearchSummary) -> str:
+    settings = summary.settings
+    how = "" if settings.strategy == "grid" else f" ({settings.strategy}, pruner {settings.pruner})"
+    pruned = f", {summary.pruned} pruned" if summary.pruned else ""
     lines = [
-        f"search, {settings['backend']}{how}: {len(summary['results'])} trials, {settings['workers']} at a time, "
-        f"{settings['threads_per_trial']} thread(s) each",
-        f"total {summary['total_wall_seconds']:.1f} s, sum of trial times {summary['sum_trial_seconds']:.1f} s, "
-        f"{summary['successes']} succeeded{pruned}, {summary['failures']} failed",
+        f"search, {settings.backend}{how}: {len(summary.results)} trials, {settings.workers} at a time, "
+        f"{settings.threads_per_trial} thread(s) each",
+        f"total {summary.total_wall_seconds:.1f} s, sum of trial times {summary.sum_trial_seconds or 0.0:.1f} s, "
+        f"{summary.successes} succeeded{pruned}, {summary.failures} failed",
     ]
-    best = summary.get("best")
+    best = summary.best
     if best:
-        test, base = best["test"] or {}, best["baseline_test"] or {}
-        lines.append(f"best by validation loss: {best['name']} {best['config']} val_loss {best['val_loss']:.4f}")
-        if "rmse" in test and "rmse" in base:
-            lines.append(f"  test RMSE ${test['rmse']:.3f} (persistence baseline ${base['rmse']:.3f})")
+        lines.append(f"best by validation loss: {best.name} {best.config} val_loss {best.val_loss:.4f}")
+        rmse = best.test.rmse if best.test is not None else None
+        base = best.baseline_test.rmse if best.baseline_test is not None else None
+        if rmse is not None and base is not None:
+            lines.append(f"  test RMSE ${rmse:.3f} (persistence baseline ${base:.3f})")
     return "\n".join(lines)

@@ -87,3 +87,16 @@ class Searcher(ABC):
     def render(self, space: Space, strategy: Strategy, pruner: Pruner, trial_template: TrialTemplate,
                parallel: int, *, trials: int) -> dict[str, str]:
         """The dry run: what `search` would start, as files (name -> text); nothing runs."""
+
+    def dry_run(self, space: Space, strategy: Strategy, pruner: Pruner, trial_template: TrialTemplate,
+                parallel: int, *, trials: int, out_dir: Path) -> list[Path]:
+        """Write `render(...)` into `out_dir` (each file whole, then renamed); returns the paths. A searcher
+        whose runner adds files of its own (a kustomization) hands the dry run to `runner.dry_run`."""
+        from stockscale.files import write_text_atomic
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, text in self.render(space, strategy, pruner, trial_template, parallel, trials=trials).items():
+            write_text_atomic(out_dir / name, text)
+            written.append(out_dir / name)
+        return written

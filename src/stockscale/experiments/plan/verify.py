@@ -29,6 +29,7 @@ from stockscale.experiments.plan.calibration import MODEL_FIELDS, CalibrationFil
 from stockscale.experiments.plan.cost import CostSettings
 from stockscale.experiments.plan.models import memory_model, time_model
 from stockscale.experiments.plan.planner import make_plan
+from stockscale.experiments.results import ScaleRow
 from stockscale.experiments.scale_settings import BoundarySearch, ScaleTestSettings
 from stockscale.experiments.scale_test import run_scale_test
 from stockscale.files import utc_timestamp, write_json_atomic
@@ -94,18 +95,19 @@ def verify_point(calibration: CalibrationFile, cfg: TrainConfig, loader: str, wo
         predicted = stream_multiplier
         settings = ScaleTestSettings(multipliers=[stream_multiplier], **common)
     on_event(f"verify {loader}, {world} worker(s): predicted {plan.largest_multiplier}x, probing from {predicted}x")
-    def probed(run: Any) -> None:
-        on_event(f"  x{run['multiplier']}: {run['status']} in {run['wall_seconds']:.1f} s")
+    def probed(run: ScaleRow) -> None:
+        on_event(f"  x{run.multiplier}: {run.status} in {run.wall_seconds or 0.0:.1f} s")
 
     doc = run_scale_test(settings, launcher, folder, probed)
-    success, failure = doc["boundary"]["largest_success"], doc["boundary"]["smallest_failure"]
+    success = doc.boundary.largest_success if doc.boundary is not None else None
+    failure = doc.boundary.smallest_failure if doc.boundary is not None else None
     if memory.bytes_per_window > 0:
         low, high = _steps(success, predicted), _steps(failure, predicted)
         hit = low is not None and high is not None and low >= -1.05 and high <= 1.05
     else:
         low, high, hit = _steps(success, predicted), None, success == predicted
-    peak_measured = next((max(run["peak_rss_bytes"]) for run in doc["results"]
-                          if run["multiplier"] == success and run["peak_rss_bytes"]), None)
+    peak_measured = next((run.peak_per_worker() for run in doc.results
+                          if run.multiplier == success and run.peak_per_worker()), None)
     peak_predicted = memory.peak(success, world).value if success is not None else None
     peak_error = (peak_predicted - peak_measured) / peak_measured if peak_measured and peak_predicted else None
 
@@ -132,7 +134,7 @@ def verify_point(calibration: CalibrationFile, cfg: TrainConfig, loader: str, wo
         time_multiplier=time_multiplier, predicted_epoch_seconds=predicted_epoch,
         measured_epoch_seconds=measured_epoch, epoch_error=epoch_error,
         epoch_hit=None if epoch_error is None else abs(epoch_error) <= EPOCH_TOLERANCE,
-        probes=len(doc["results"]) + 1, seconds=time.perf_counter() - started, scale_test=str(folder / "results.json"))
+        probes=len(doc.results) + 1, seconds=time.perf_counter() - started, scale_test=str(folder / "results.json"))
 
 
 def write_verification(path: Path, points: list[VerifiedPoint], limit: int,

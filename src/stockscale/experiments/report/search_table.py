@@ -133,7 +133,7 @@ def _format_best(run: SearchRun) -> list[str]:
     if best is None:
         return [f"  {run.role:<12}no trial succeeded"]
     lines = wrap(f"  {run.role:<12}", f"{best.name}: {config_text(best.config)}")
-    rmse = best.test.rmse
+    rmse = best.test.rmse if best.test is not None else None
     base = best.baseline_test.rmse if best.baseline_test is not None else None
     text = f"val loss {best.val_loss:.4f}; test RMSE {'$' + format(rmse, '.2f') if rmse is not None else '-'}"
     if base is None:
@@ -145,7 +145,7 @@ def _format_best(run: SearchRun) -> list[str]:
             verdict = "beats persistence by" if diff < 0 else "is worse than persistence by"
             text += f": the LSTM {verdict} ${abs(diff):.2f} ({abs(diff) / base * 100:.1f}%)"
     lines += wrap(f"  {'':<12}", text)
-    said = reading(best.test.model_dump(), best.baselines_test) if best.baselines_test else ""
+    said = reading(best.test.model_dump(), best.baselines_test) if best.baselines_test and best.test else ""
     return lines + (wrap(f"  {'':<12}", f"Reading: {said}") if said else [])
 
 

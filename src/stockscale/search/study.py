@@ -1,9 +1,8 @@
-"""The search's Optuna study: samplers, pruners and the journal file that lets `--resume` continue a study.
+"""The search's Optuna study: the journal file that lets `--resume` continue a study, asking and telling it.
 
-stockscale does not hand-write search strategies or early stopping: `grid` enqueues the grid's points (the
-driver orders them longest first), `random` and `tpe` are Optuna's RandomSampler and TPESampler (with the
-constant liar, so trials asked while others run are spread out), `asha` is Optuna's SuccessiveHalvingPruner
-(its asynchronous successive halving) and `median` its MedianPruner. Epochs are the pruners' steps.
+The samplers and pruners are the registry's (search/registry.py: each Strategy and Pruner builds Optuna's);
+this module keeps the study they work in. `grid` enqueues the grid's points (the searcher orders them longest
+first). Epochs are the pruners' steps.
 
 The study lives in `<out>/study.journal` (Optuna's JournalStorage, a file of JSON operations: no pickle, no
 database). It records a digest of the search's settings; a resumed search continues the study only when
@@ -27,24 +26,14 @@ from optuna.storages.journal import JournalFileBackend
 
 from stockscale.errors import InputError
 from stockscale.files import disk_full
+from stockscale.search.registry import Pruner, Strategy
 from stockscale.space import Parameter, Space
 
-STRATEGIES = ("grid", "random", "tpe")
-PRUNERS = ("none", "asha", "median")
 JOURNAL = "study.journal"
 STUDY_NAME = "stockscale-search"
 _SETTINGS_ATTR = "stockscale_settings_hash"
 DUPLICATE_ATTR = "stockscale_duplicate"  # a sampled trial never run: its config had run already
 MAX_REDRAWS = 100
-
-
-def make_sampler(strategy: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The sampler behind a strategy; grid's points are enqueued, so any sampler would do: random, seeded."""
-    if strategy == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-    if strategy in ("random", "grid"):
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"unknown strategy {strategy!r}")
 
 
 def resumed_seed(seed: int, trials_so_far: int) -> int:
@@ -53,43 +42,23 @@ def resumed_seed(seed: int, trials_so_far: int) -> int:
     return (seed + 1_000_003 * trials_so_far) % 2**32
 
 
-def make_pruner(pruner: str) -> optuna.pruners.BasePruner:
-    """`asha`: successive halving from 1 epoch, keeping a third at each rung (rungs at epochs 1, 3, 9, ...);
-    `median`: stop a trial whose loss is worse than the median of earlier trials at the same epoch, once five
-    trials have finished."""
-    if pruner == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    if pruner == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {pruner!r}")
-
-
-def open_study(out: Path, strategy: str, pruner: str, seed: int, settings_hash: str, resume: bool
-               ) -> tuple[optuna.Study, bool]:
-    """The study in `<out>/study.journal`: the earlier one when resuming with the same settings (its trials
-    left running by an interrupted run are marked failed), else a fresh one. Returns (study, continued)."""
+def open_study(path: Path | None, strategy: Strategy, pruner: Pruner, seed: int, settings_hash: str,
+               resume: bool) -> tuple[optuna.Study, bool]:
+    """The study in the journal at `path`: the earlier one when resuming with the same settings (its trials
+    left running by an interrupted run are marked failed), else a fresh one (in memory when `path` is None).
+    Returns (study, continued)."""
     optuna.logging.set_verbosity(logging.WARNING)  # the CLI reports trials itself
-    path = out / JOURNAL
-    sampler, chosen_pruner = make_sampler(strategy, seed), make_pruner(pruner)
-    if resume and path.is_file():
-        check_journal(path)
-        try:
-            storage = JournalStorage(JournalFileBackend(str(path)))
-            found = STUDY_NAME in optuna.get_all_study_names(storage)
-            study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
-                                      pruner=chosen_pruner) if found else None
-        except Exception as error:  # noqa: BLE001 - Optuna replays operations; a damaged one raises anything
-            raise InputError(f"--resume: {path} is a damaged study journal ({error.__class__.__name__}); "
-                             "remove it, or run without --resume") from None
-        if study is not None and study.user_attrs.get(_SETTINGS_ATTR) == settings_hash:
-            for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            # The same seed would replay the same draws: trials 4-6 of a resumed random search would be
-            # trials 1-3 again. The sampler continues from (seed, trials already in the study) instead.
-            study.sampler = make_sampler(strategy, resumed_seed(seed, len(study.trials)))
-            return study, True
+    sampler, chosen_pruner = strategy.make_sampler(seed), pruner.make_pruner()
+    if path is None:
+        return optuna.create_study(sampler=sampler, pruner=chosen_pruner, direction="minimize"), False
+    study = _same_study(path, settings_hash, sampler, chosen_pruner) if resume else None
+    if study is not None:
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        # The same seed would replay the same draws: trials 4-6 of a resumed random search would be
+        # trials 1-3 again. The sampler continues from (seed, trials already in the study) instead.
+        study.sampler = strategy.make_sampler(resumed_seed(seed, len(study.trials)))
+        return study, True
     path.unlink(missing_ok=True)
     path.with_name(path.name + ".lock").unlink(missing_ok=True)
     with journal_writes(path):
@@ -98,6 +67,32 @@ def open_study(out: Path, strategy: str, pruner: str, seed: int, settings_hash: 
                                     pruner=chosen_pruner, direction="minimize")
         study.set_user_attr(_SETTINGS_ATTR, settings_hash)
     return study, False
+
+
+def study_continues(path: Path, settings_hash: str) -> bool:
+    """Whether `--resume` continues the study in the journal at `path` (it exists and was made with the same
+    settings): the driver keeps a sampled search's finished trials only then. A damaged journal is one line."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    return _same_study(path, settings_hash, None, None) is not None
+
+
+def _same_study(path: Path, settings_hash: str, sampler: optuna.samplers.BaseSampler | None,
+                pruner: optuna.pruners.BasePruner | None) -> optuna.Study | None:
+    """The journal's study when it holds one made with `settings_hash`, else None."""
+    if not path.is_file():
+        return None
+    check_journal(path)
+    try:
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        found = STUDY_NAME in optuna.get_all_study_names(storage)
+        study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
+                                  pruner=pruner) if found else None
+    except Exception as error:  # noqa: BLE001 - Optuna replays operations; a damaged one raises anything
+        raise InputError(f"--resume: {path} is a damaged study journal ({error.__class__.__name__}); "
+                         "remove it, or run without --resume") from None
+    if study is None or study.user_attrs.get(_SETTINGS_ATTR) != settings_hash:
+        return None
+    return study
 
 
 @contextlib.contextmanager
