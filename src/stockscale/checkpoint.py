@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from stockscale.config import TrainConfig, one_line
 from stockscale.errors import DataIntegrityError, InputError
 from stockscale.files import replace_with
+from stockscale.optim import Adam
 
 FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -61,7 +62,7 @@ def check_writable(directory: Path) -> None:
 
 
 def save(directory: Path, identity: str, progress: Progress, model: torch.nn.Module,
-         optimizer: torch.optim.Optimizer) -> Path:
+         optimizer: Adam) -> Path:
     state: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "identity": identity,
@@ -131,7 +132,7 @@ class _LoaderPosition(BaseModel):
     next_epoch: int
 
 
-def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
+def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: Adam) -> Progress:
     """Load a checkpoint's weights, optimizer and RNG states; return where training stands."""
     try:
         model.load_state_dict(state["model"])
