@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from stockscale.config import TrainConfig, one_line
 from stockscale.errors import DataIntegrityError, InputError
 from stockscale.files import replace_with
-from stockscale.optim import Adam
 
 FILE = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -62,7 +61,7 @@ def check_writable(directory: Path) -> None:
 
 
 def save(directory: Path, identity: str, progress: Progress, model: torch.nn.Module,
-         optimizer: Adam) -> Path:
+         optimizer: torch.optim.Optimizer) -> Path:
     state: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "identity": identity,
@@ -132,7 +131,7 @@ class _LoaderPosition(BaseModel):
     next_epoch: int
 
 
-def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: Adam) -> Progress:
+def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
     """Load a checkpoint's weights, optimizer and RNG states; return where training stands."""
     try:
         model.load_state_dict(state["model"])
