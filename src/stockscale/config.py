@@ -15,7 +15,7 @@ import re
 import stat
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,7 +24,7 @@ from stockscale.bounds import MAX_COUNT, MAX_MULTIPLIER, MAX_SEED, MAX_YAML_BYTE
 from stockscale.errors import InputError
 from stockscale.worker import JsonValue
 
-SEQ_LEN = 60
+SEQ_LEN: Final = 60  # Final: usable where the manifest's Literal[60] is expected
 FEATURES = ("open", "high", "low", "close", "volume")
 # Replica noise, a daily log return: about a tenth of AAPL's training daily std (2.44 %), so a replica's daily
 # moves have sqrt(1 + 0.1**2) = 1.005x the original's std, less than that std's own sampling error over the
@@ -254,7 +254,8 @@ def read_trial(path: Path, index_text: str | None) -> dict[str, Any]:
         raise InputError(f"trials file {path} must hold a list of mappings")
     if not 0 <= index < len(entries):
         raise InputError(f"JOB_COMPLETION_INDEX {index} is outside the {len(entries)} trials of {path}")
-    return entries[index]
+    entry: dict[str, Any] = entries[index]  # a mapping, checked above
+    return entry
 
 
 def load_train_config(path: Path | None, overrides: dict[str, Any], flags: dict[str, str] | None = None) -> TrainConfig:

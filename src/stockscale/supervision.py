@@ -30,9 +30,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
+
+# What signal.signal() takes and returns: a function, SIG_DFL/SIG_IGN, or None (a handler not set from Python).
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 PARENT_ENV = "STOCKSCALE_PARENT_PID"
 SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -88,7 +92,7 @@ def terminate_as_interrupt(leaving: bool = False) -> Iterator[None]:
         yield
         return
     _stopping.clear()
-    previous = {sig: signal.signal(sig, _raise_terminated) for sig in SIGNALS}
+    previous: dict[signal.Signals, Handler] = {sig: signal.signal(sig, _raise_terminated) for sig in SIGNALS}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored already
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _raise_interrupt)
     stopped = False
@@ -104,7 +108,7 @@ def terminate_as_interrupt(leaving: bool = False) -> Iterator[None]:
         _restore({sig: signal.SIG_IGN for sig in previous} if leaving and stopped else previous)
 
 
-def _restore(previous: dict[int, Any]) -> None:
+def _restore(previous: dict[signal.Signals, Handler]) -> None:
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     _stopping.clear()

@@ -37,6 +37,7 @@ from stockscale.model import LSTMRegressor
 from stockscale.optim import Adam
 from stockscale.progress import TrainProgress
 from stockscale.ticker_metrics import ticker_metrics
+from stockscale.worker import WorkerStats
 
 FORMAT_VERSION = 1
 
@@ -266,7 +267,7 @@ def seed_dropout(seed: int, rank: int, epoch: int) -> None:
 
 def gather_worker_stats(env: DistEnv, rss: int, rate: float, windows: int = 0,
                         tickers: tuple[int, int] | None = None,
-                        shards: list[str] | None = None) -> list[dict[str, Any]]:
+                        shards: list[str] | None = None) -> list[WorkerStats]:
     """Every rank's peak RSS and samples/s (and, pooled over tickers, its training windows, the first and
     last ticker index it holds, and the first and last shard number it read or mapped and how many: shard
     files of a dataset on disk), gathered as a tensor (no pickled objects on the wire)."""
@@ -282,10 +283,11 @@ def gather_worker_stats(env: DistEnv, rss: int, rate: float, windows: int = 0,
 
         rows = [torch.zeros_like(mine) for _ in range(env.world_size)]
         dist.all_gather(rows, mine)
-    stats = [{"rank": int(r[0]), "peak_rss_bytes": int(r[1]), "samples_per_second": float(r[2])} for r in rows]
+    stats: list[WorkerStats] = [{"rank": int(r[0]), "peak_rss_bytes": int(r[1]), "samples_per_second": float(r[2])}
+                                for r in rows]
     if tickers is not None:
         for entry, r in zip(stats, rows, strict=True):
-            entry.update(windows=int(r[3]), tickers=[int(r[4]), int(r[5])])
+            entry["windows"], entry["tickers"] = int(r[3]), [int(r[4]), int(r[5])]
             if int(r[8]) > 0:
                 entry["shards"] = [int(r[6]), int(r[7]), int(r[8])]
     return stats

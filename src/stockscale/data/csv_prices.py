@@ -160,7 +160,7 @@ def _read_plain(raw: bytes, columns: dict[str, int], width: int) -> _Split | Non
         return None
     if len(frame) != len(ends) - 1:
         return None
-    strings = {}
+    strings: dict[str, tuple[list[str], np.ndarray]] = {}
     for name in ("date", "ticker"):
         if name in columns:
             column = frame[columns[name]]
@@ -191,7 +191,7 @@ def _read_any(text: str, columns: dict[str, int], width: int, where: str) -> _Sp
     line_numbers = np.asarray(lines, dtype=np.int64)
     for name in FEATURES:
         _check_cell_lengths(cells[columns[name]], None, name, line_numbers, where)
-    strings = {}
+    strings: dict[str, tuple[list[str], np.ndarray]] = {}
     for name in ("date", "ticker"):
         if name in columns:
             column = cells[columns[name]]

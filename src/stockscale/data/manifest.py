@@ -7,7 +7,7 @@ byte of a shard is trusted. This module needs pydantic, not numpy.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,8 +16,8 @@ from stockscale.config import FEATURES, SEQ_LEN
 from stockscale.data.replicas import REPLICAS_PER_SHARD
 from stockscale.data.windows import window_count
 
-FORMAT = "stockscale-scaled-dataset"
-FORMAT_VERSION = 1
+FORMAT: Final = "stockscale-scaled-dataset"
+FORMAT_VERSION: Final = 1
 
 
 class ShardEntry(BaseModel):

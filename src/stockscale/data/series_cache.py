@@ -82,9 +82,10 @@ def _write(folder: Path, key: str, record: dict[str, Any], series: PriceSeries) 
     np.savez(buffer, dates=series.dates.astype("datetime64[D]").astype(np.int64), values=series.values)
     blob = buffer.getvalue()
     meta = {"record": record, "name": series.name, "npz_sha256": hashlib.sha256(blob).hexdigest()}
+    vouch = json.dumps(meta, indent=1).encode()
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in ((f"{key}.npz", blob), (f"{key}.json", json.dumps(meta, indent=1).encode())):
-        replace_with(folder / name, lambda handle, data=data: handle.write(data))
+    replace_with(folder / f"{key}.npz", lambda handle: handle.write(blob))
+    replace_with(folder / f"{key}.json", lambda handle: handle.write(vouch))
 
 
 def load_series(spec: str, start: date | None, end: date | None, cache: Path | None) -> PriceSeries:

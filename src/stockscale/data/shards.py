@@ -70,7 +70,7 @@ def write_shard(path: Path, replicas: np.ndarray) -> tuple[int, str]:
     """
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(replicas))
-    data = memoryview(np.ascontiguousarray(replicas)).cast("B")
+    data = np.ascontiguousarray(replicas).data.cast("B")
     sha = hashlib.sha256(header.getvalue())
     sha.update(data)
     with open(path, "wb") as handle:
@@ -132,7 +132,7 @@ def write_planned(planned: DatasetManifest, jobs: list[ShardJob], out: Path,
                                          sha256=sha256, ticker=done.ticker).model_dump(exclude_none=True))
                 if on_shard is not None:
                     on_shard(number, len(jobs))
-            if job is not None:
+            if job is not None and replicas is not None:  # (replicas is None only after the last job)
                 pending = writer.submit(write_shard, tmp / job.file, replicas)
         written = {**planned.model_dump(exclude_unset=True), "shards": shards, "created_at": utc_timestamp()}
         manifest = _validated(written, tmp / MANIFEST).model_dump(exclude_unset=True)

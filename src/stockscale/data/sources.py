@@ -258,8 +258,8 @@ def load_panel(spec: str, tickers: TickerPick = None, start: date | None = None,
         panel = _csv_dir_panel(Path(rest), tickers)
     elif kind == "yahoo":
         _picked(tickers, (rest.upper(),), f"source {spec}")
-        series = load_yahoo(rest, start, end)
-        panel = [PriceSeries(series.name, series.dates, series.values, rest.upper())]
+        one = load_yahoo(rest, start, end)
+        panel = [PriceSeries(one.name, one.dates, one.values, rest.upper())]
     else:
         raise InputError(f"source {spec!r} is not bundled:TICKER, csv:PATH, csv-dir:DIR or yahoo:TICKER")
     return [s.between(start, end) for s in panel]

@@ -10,15 +10,16 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from stockscale.config import format_size
 from stockscale.experiments.timings import OUTLIER_FACTOR
 
 if TYPE_CHECKING:
-    from stockscale.experiments.results import Predictions, ScaleRun, SearchRun
+    from stockscale.experiments.results import Predictions, ScaleRun, SearchRun, Trial
 
 MIB = 1024**2
 # Okabe & Ito's palette, distinguishable with every common colour-vision deficiency; line styles and
@@ -26,7 +27,10 @@ MIB = 1024**2
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "green": "#009E73",
              "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7"}
 LOADER_COLOURS = {"memory": OKABE_ITO["blue"], "lazy": OKABE_ITO["orange"], "stream": OKABE_ITO["green"]}
-MODE_STYLES = {  # line style and marker fill: one process dashed and hollow, the workers solid and filled
+LineStyle = Literal["-", "--", "-.", ":"]  # the ones these figures use, of matplotlib's
+FillStyle = Literal["full", "none"]
+# Line style and marker fill: one process dashed and hollow, the workers solid and filled.
+MODE_STYLES: dict[str, list[tuple[LineStyle, FillStyle]]] = {
     "local": [("--", "none"), (":", "none")],
     "cluster": [("-", "full"), ("-.", "full")],
 }
@@ -45,6 +49,22 @@ MAX_SHADES = 12  # a timeline colours its bars by a parameter with at most this 
 
 class PlotSkipped(Exception):
     """The data this plot needs is not in the results; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class TimedTrial:
+    """A trial with both its times: only these can be drawn against time (a trial that never started, or
+    whose end was not recorded, has no bar)."""
+
+    trial: Trial
+    start: float
+    end: float
+
+
+def timed_trials(run: SearchRun) -> list[TimedTrial]:
+    """The trials of `run` with a start and an end time, in the results' order."""
+    return [TimedTrial(t, t.start_time, t.end_time) for t in run.data.results
+            if t.start_time is not None and t.end_time is not None]
 
 
 def _figure(width: float, height: float) -> Any:
@@ -93,27 +113,27 @@ def plot_memory(runs: list[ScaleRun], path: Path | BinaryIO, headlines: Sequence
         repeat = seen.get((s.mode, s.loader), 0)
         seen[(s.mode, s.loader)] = repeat + 1
         linestyle, fill = MODE_STYLES[s.mode][repeat % 2]
-        rows = sorted((row for row in run.data.results if row.peak_per_worker() is not None),
-                      key=lambda row: row.multiplier)
+        rows = sorted(((row, peak) for row in run.data.results if (peak := row.peak_per_worker()) is not None),
+                      key=lambda pair: pair[0].multiplier)
         if not rows:
             continue
         label = f"{run.label}: {s.workers} worker{'s' if s.workers > 1 else ''}, {s.loader} loader"
-        points = [(row.multiplier, row.peak_per_worker() / MIB) for row in rows]
+        points = [(row.multiplier, peak / MIB) for row, peak in rows]
         segments = _segments(points)
         gaps = gaps or len(segments) > 1
         for segment in segments:
             ax.plot([x for x, _ in segment], [y for _, y in segment], color=color, linestyle=linestyle,
                     linewidth=1.8)
-        for row in rows:
+        for row, peak in rows:
             marker, size, _ = STATUS_STYLE[row.status]
             edge = "black" if row.status != "success" else color
-            ax.plot(row.multiplier, row.peak_per_worker() / MIB, marker=marker, markersize=size, color=color,
+            ax.plot(row.multiplier, peak / MIB, marker=marker, markersize=size, color=color,
                     markeredgecolor=edge, fillstyle=fill if row.status == "success" else "full",
                     markerfacecolor="white" if fill == "none" and row.status == "success" else color,
                     linestyle="none")
             limit = s.memory_limit_bytes
-            failed_above = failed_above or (row.status == "oom" and bool(limit)
-                                            and row.peak_per_worker() > limit)
+            failed_above = failed_above or (row.status == "oom" and limit is not None and limit != 0
+                                            and peak > limit)
         run_handles.append(Line2D([], [], color=color, linestyle=linestyle, linewidth=1.8, marker="o",
                                   fillstyle=fill, markerfacecolor="white" if fill == "none" else color,
                                   label=label))
@@ -187,26 +207,27 @@ def plot_timeline(searches: list[SearchRun], path: Path | BinaryIO, headline: st
 
     timed = []
     for run in searches:
-        trials = [t for t in run.data.results if t.start_time is not None and t.end_time is not None]
+        trials = timed_trials(run)
         if trials:
             timed.append((run, trials))
     if not timed:
         raise PlotSkipped("no search with trial start and end times (run `stockscale search`)")
-    key, values = _colour_key([t for _, trials in timed for t in trials])
+    key, values = _colour_key([t.trial for _, trials in timed for t in trials])
     cmap = colormaps["cividis_r"]  # one lightness per value, darker for larger: readable in grey
     shades = {value: cmap(0.15 + 0.8 * i / max(1, len(values) - 1)) for i, value in enumerate(values)}
     flagged = set(outliers)
     lane_counts = []
     for _, trials in timed:
-        lane_counts.append(max(assign_lanes([(t.start_time, t.end_time) for t in trials])) + 1)
+        lane_counts.append(max(assign_lanes([(t.start, t.end) for t in trials])) + 1)
     fig = _figure(9, 1.8 + sum(0.35 * n + 0.8 for n in lane_counts))
     axes = fig.subplots(len(timed), 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": [n + 1.5 for n in lane_counts]})[:, 0]
     for ax, (run, trials), lanes_n in zip(axes, timed, lane_counts, strict=True):
-        t0 = min(t.start_time for t in trials)
-        lanes = assign_lanes([(t.start_time, t.end_time) for t in trials])
-        for trial, lane in zip(trials, lanes, strict=True):
-            start, width = trial.start_time - t0, trial.end_time - trial.start_time
+        t0 = min(t.start for t in trials)
+        lanes = assign_lanes([(t.start, t.end) for t in trials])
+        for timed_trial, lane in zip(trials, lanes, strict=True):
+            trial = timed_trial.trial
+            start, width = timed_trial.start - t0, timed_trial.end - timed_trial.start
             colour = shades.get(_config_value(trial.config, key), "0.75") if key else "0.75"
             outlier = (run.role, trial.trial) in flagged
             ax.barh(lane, width, left=start, height=0.8, color=colour, hatch=STATUS_HATCH[trial.status],
@@ -215,7 +236,7 @@ def plot_timeline(searches: list[SearchRun], path: Path | BinaryIO, headline: st
             label = f"{trial.trial}" if trial.status == "success" else f"{trial.trial} {trial.status}"
             ax.text(start + width / 2, lane, label + (" outlier" if outlier else ""), ha="center", va="center",
                     fontsize=7, color="white" if dark else "black")
-        makespan = max(t.end_time for t in trials) - t0
+        makespan = max(t.end for t in trials) - t0
         ax.set_yticks(range(lanes_n), [f"lane {i + 1}" for i in range(lanes_n)], fontsize=8)
         ax.invert_yaxis()
         backend = f" ({run.data.settings.backend})" if run.data.settings.backend != run.role else ""
@@ -228,7 +249,7 @@ def plot_timeline(searches: list[SearchRun], path: Path | BinaryIO, headline: st
     name = {"hidden_size": "hidden size", "num_layers": "layers", "lr": "learning rate"}.get(key or "", key)
     handles = [Patch(facecolor=shades[value], edgecolor="black", linewidth=0.5, label=f"{name} {value:g}"
                      if isinstance(value, float) else f"{name} {value}") for value in values]
-    used = sorted({t.status for _, trials in timed for t in trials} - {"success"}, key=list(STATUS_HATCH).index)
+    used = sorted({t.trial.status for _, trials in timed for t in trials} - {"success"}, key=list(STATUS_HATCH).index)
     handles += [Patch(facecolor="white", edgecolor="black", hatch=STATUS_HATCH[s], label=s) for s in used]
     if flagged:
         handles.append(Patch(facecolor="white", edgecolor=OKABE_ITO["vermillion"], linewidth=2.5,

@@ -311,9 +311,10 @@ def format_projection(projection: Projection) -> str:
         if not scale.rows:
             continue
         lines.append(f"    {'workers':>7}  {'largest multiplier':>18}")
-        for row in scale.rows:
-            reach = f"{row.max_multiplier}x" if row.max_multiplier is not None else "none (fixed part too big)"
-            lines.append(f"    {row.workers:>7}  {reach:>18}")
+        for scale_row in scale.rows:
+            reach = (f"{scale_row.max_multiplier}x" if scale_row.max_multiplier is not None
+                     else "none (fixed part too big)")
+            lines.append(f"    {scale_row.workers:>7}  {reach:>18}")
         lines.append("    A straight-line extrapolation beyond the measured shares: the real boundary also")
         lines.append("    depends on the node's other processes and on what the limit counts (a cgroup counts")
         lines.append("    page cache too).")

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from stockscale.experiments.plots import OKABE_ITO, PlotSkipped, _figure, _save
+from stockscale.experiments.plots import OKABE_ITO, PlotSkipped, _figure, _save, timed_trials
 
 if TYPE_CHECKING:
     from stockscale.experiments.results import SearchRun
@@ -20,11 +20,12 @@ def plot_best_so_far(searches: list[SearchRun], path: Path | BinaryIO) -> Any:
     Only trials that finished count (a pruned trial's loss is from fewer epochs); each mark is a new best."""
     lines = []
     for run in searches:
-        trials = [t for t in run.data.results if t.start_time is not None and t.end_time is not None]
-        scored = sorted((t for t in trials if t.status == "success" and t.val_loss is not None
-                         and math.isfinite(t.val_loss)), key=lambda t: t.end_time)
+        trials = timed_trials(run)
+        scored = sorted(((t.end, loss) for t in trials if t.trial.status == "success"
+                         and (loss := t.trial.val_loss) is not None and math.isfinite(loss)),
+                        key=lambda end_loss: end_loss[0])
         if scored:
-            lines.append((run, min(t.start_time for t in trials), max(t.end_time for t in trials), scored))
+            lines.append((run, min(t.start for t in trials), max(t.end for t in trials), scored))
     if not lines:
         raise PlotSkipped("no search with finished trials and their times (run `stockscale search`)")
     fig = _figure(8, 4.5)
@@ -32,10 +33,10 @@ def plot_best_so_far(searches: list[SearchRun], path: Path | BinaryIO) -> Any:
     palette = [OKABE_ITO[name] for name in ("blue", "orange", "green", "vermillion", "purple", "sky blue")]
     for number, (run, t0, end, scored) in enumerate(lines):
         best, xs, ys = math.inf, [0.0], [math.nan]
-        for trial in scored:
-            if trial.val_loss < best:
-                best = trial.val_loss
-                xs.append(trial.end_time - t0)
+        for trial_end, loss in scored:
+            if loss < best:
+                best = loss
+                xs.append(trial_end - t0)
                 ys.append(best)
         xs.append(end - t0)
         ys.append(best)

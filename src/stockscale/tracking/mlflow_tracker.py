@@ -250,7 +250,7 @@ class MlflowTracker:
             tags["stockscale.detail"] = result.detail[:5000]
         if result.status == "pruned":
             tags["pruned"] = "true"
-        params = _flat(metrics.get("config") or _full_config(config))
+        params = _flat(_mapping(metrics.get("config")) or _full_config(config))
         if parent is not None and parent.kind == "train":  # `stockscale train`: the run itself, not a child
             run_id, own = parent.id, False
         else:
@@ -269,6 +269,11 @@ class MlflowTracker:
             client.log_artifact(run_id, str(metrics_file))
         if own:
             client.set_terminated(run_id, _STATUS.get(result.status, "FAILED"), end_time=_ms(result.end_time))
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    """A part of a result line that should be a mapping, or none: nothing validates a worker's line."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _ms(seconds: float) -> int | None:
@@ -308,8 +313,10 @@ def _epoch_history(result: JobResult, metrics: Mapping[str, object]) -> list[Epo
             history = None
     reports = []
     for entry in history if isinstance(history, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("epoch"), int):
-            reports.append(EpochReport(epoch=entry["epoch"], val_loss=entry.get("val_loss"),
+        # metrics.json's history always has val_loss (train.py writes it with every epoch)
+        if (isinstance(entry, dict) and isinstance(entry.get("epoch"), int)
+                and isinstance(entry.get("val_loss"), int | float)):
+            reports.append(EpochReport(epoch=entry["epoch"], val_loss=entry["val_loss"],
                                        train_loss=entry.get("train_loss"), seconds=entry.get("seconds")))
     return reports
 
@@ -335,15 +342,16 @@ def _final_metrics(result: JobResult, metrics: Mapping[str, object]) -> list[Met
                 "data_resident_bytes", "world_size"):
         values[key] = metrics.get(key)
     for split in ("val", "test"):
-        for key, value in (metrics.get(split) or {}).items():  # type: ignore[union-attr]
+        for key, value in _mapping(metrics.get(split)).items():
             values[f"{split}_{key}"] = value
-    for key, value in ((metrics.get("baseline") or {}).get("test") or {}).items():  # type: ignore[union-attr]
+    for key, value in _mapping(_mapping(metrics.get("baseline")).get("test")).items():
         values[f"baseline_test_{key}"] = value
     if history:
         values.pop("val_loss", None)  # the last epoch's, already on the per-epoch curve
     for index, peak in enumerate(result.peak_rss_bytes):
         values[f"peak_rss_bytes/worker_{index}"] = peak
-    for worker in metrics.get("workers") or []:  # type: ignore[union-attr]
+    workers = metrics.get("workers")
+    for worker in workers if isinstance(workers, list) else []:
         if isinstance(worker, dict) and "rank" in worker:
             values[f"samples_per_second/rank_{worker['rank']}"] = worker.get("samples_per_second")
     now = int(time.time() * 1000)

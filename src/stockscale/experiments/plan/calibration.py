@@ -299,17 +299,20 @@ def calibrate_loader(cfg: TrainConfig, loader: str, launcher: Runner, folder: Pa
     # every world size (stated in time_model).
     steady = (small.train_seconds - second.train_seconds) / max(1, small.steps - second.steps)
     warmup = min(max(0.0, second.train_seconds - second.steps * steady), 0.5 * small.train_seconds)
-    fixed, steps, overhead = {}, {}, {}
+    # per world size: the fixed bytes, the steady step time and the time outside training
+    fixed: dict[int, float] = {}
+    step_seconds: dict[int, float] = {}
+    overhead: dict[int, float] = {}
     for run in runs[:-1]:
         fixed[run.workers] = max(run.peak_rss_bytes) - layout * run.windows_per_worker
         assert run.train_seconds is not None and run.steps
-        steps[run.workers] = max(0.0, run.train_seconds - warmup) / run.steps
+        step_seconds[run.workers] = max(0.0, run.train_seconds - warmup) / run.steps
         overhead[run.workers] = max(0.0, run.wall_seconds - run.train_seconds)
     slope = ((max(second.peak_rss_bytes) - max(small.peak_rss_bytes))
              / (second.windows_per_worker - small.windows_per_worker))
     residual = max(second.peak_rss_bytes) - (fixed[1] + layout * second.windows_per_worker)
     return LoaderCalibration(
-        loader=loader, runs=runs, fixed_bytes=fixed, step_seconds=steps, overhead_seconds=overhead,
+        loader=loader, runs=runs, fixed_bytes=fixed, step_seconds=step_seconds, overhead_seconds=overhead,
         warmup_seconds=warmup, layout_bytes_per_window=layout, measured_bytes_per_window=slope,
         layout_residual_bytes=residual,
         largest_windows_per_worker=max(run.windows_per_worker for run in runs),

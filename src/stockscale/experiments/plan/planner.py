@@ -211,10 +211,10 @@ def format_plan(plan: Plan) -> str:
     run, search = plan.cost["run"], plan.cost["search"]
     lines.append(f"  cost, one run on {plan.workers} node(s): {run.node_hours:.4f} node-hours, ${run.dollars:.4f}; "
                  f"search: {search.node_hours:.4f} node-hours, ${search.dollars:.4f}")
-    for name, item in plan.search_by_backend.items():
-        found = ("not priced: its start-up was not measured" if item.cost is None else
-                 f"{item.cost.node_hours:.4f} node-hours, ${item.cost.dollars:.4f}")
-        lines.append(f"  search with {name} trials ({item.trials} x start-up + training): {found}")
+    for name, backend in plan.search_by_backend.items():
+        found = ("not priced: its start-up was not measured" if backend.cost is None else
+                 f"{backend.cost.node_hours:.4f} node-hours, ${backend.cost.dollars:.4f}")
+        lines.append(f"  search with {name} trials ({backend.trials} x start-up + training): {found}")
     buy = plan.buy
     even = "never" if buy.break_even_hours is None else f"{buy.break_even_hours:,.0f} hours of use"
     runs = "" if buy.break_even_runs is None else f" ({buy.break_even_runs:,.0f} runs)"

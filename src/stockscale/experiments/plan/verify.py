@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +86,15 @@ def verify_point(calibration: CalibrationFile, cfg: TrainConfig, loader: str, wo
     predicted = plan.largest_multiplier
     assert predicted is not None
     folder = out / f"{loader}-w{world}"
-    common = {"mode": "local" if world == 1 else "cluster", "workers": world, "memory_limit": limit,
-              "timeout": 600.0, "loader": loader, "max_steps": 2, "epochs": 1, "threads": default_threads(world),
-              "train": train}
+    probes = ScaleTestSettings(mode="local" if world == 1 else "cluster", workers=world, multipliers=[],
+                               memory_limit=limit, timeout=600.0, loader=loader, max_steps=2, epochs=1,
+                               threads=default_threads(world), train=train)
     if memory.bytes_per_window > 0:
         search = BoundarySearch(base=predicted, ceiling=min(4 * predicted, 1_000_000))
-        settings = ScaleTestSettings(multipliers=[], search=search, **common)
+        settings = replace(probes, search=search)
     else:
         predicted = stream_multiplier
-        settings = ScaleTestSettings(multipliers=[stream_multiplier], **common)
+        settings = replace(probes, multipliers=[stream_multiplier])
     on_event(f"verify {loader}, {world} worker(s): predicted {plan.largest_multiplier}x, probing from {predicted}x")
     def probed(run: ScaleRow) -> None:
         on_event(f"  x{run.multiplier}: {run.status} in {run.wall_seconds or 0.0:.1f} s")
