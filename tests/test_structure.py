@@ -229,7 +229,6 @@ def test_the_detector_finds_getattr_discovery(tmp_path: Path) -> None:
 
 def test_every_backend_is_a_runner_from_the_registry() -> None:
     from stockscale.launch.registry import BACKENDS
-
     from stockscale.launch.runner import Runner
 
     assert {"local", "docker", "kubernetes"} <= set(BACKENDS)

@@ -77,7 +77,8 @@ def add_scale_test_parser(commands: argparse._SubParsersAction) -> None:
                             f"first failure are neighbours (default {BoundarySearch.resolution:.3f}: as fine as a "
                             "sqrt-2 grid)")
     scale_test.add_argument("--memory-limit", type=size, default=defaults.memory_limit,
-                            help=f"memory limit per process or worker (default {size_text(defaults.memory_limit)})")
+                            help="memory limit per process or worker (default "
+                            f"{size_text(defaults.memory_limit) if defaults.memory_limit else 'none'})")
     scale_test.add_argument("--timeout", type=positive_float("--timeout"), default=defaults.timeout,
                             help=f"seconds per run (default {defaults.timeout:g})")
     scale_test.add_argument("--loader", choices=("memory", "lazy", "stream"), default=defaults.loader,

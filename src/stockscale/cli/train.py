@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
@@ -20,7 +20,7 @@ from stockscale.cli.launchers import choose_runner
 from stockscale.cli.parser import add_train_flags, load_config, positive_float, positive_int, size
 from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
 from stockscale.errors import InputError, WorkerFailure
-from stockscale.worker import EXIT_MEMORY, result_line
+from stockscale.worker import EXIT_MEMORY, RunMetrics, result_line
 
 if TYPE_CHECKING:
     from stockscale.config import TrainConfig
@@ -99,8 +99,9 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
             result = train(cfg, out, TrackedProgress(progress, pod) if pod is not None else progress, env)
             if tracker is not None:
                 peaks = [worker["peak_rss_bytes"] for worker in result.get("workers", [])]
-                tracker.on_result(JobResult(name=out.name, status="success", metrics=result, start_time=started,
-                                            end_time=time.time(), peak_rss_bytes=peaks, run_dir=str(out)),
+                tracker.on_result(JobResult(name=out.name, status="success", metrics=cast(RunMetrics, result),
+                                            start_time=started, end_time=time.time(), peak_rss_bytes=peaks,
+                                            run_dir=str(out)),
                                   cfg.to_dict(), {"stockscale.kind": "train"})
     except MemoryError:
         print(json.dumps({"status": "oom", "detail": "MemoryError", "rank": env.rank}), flush=True)

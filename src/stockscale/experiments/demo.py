@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal, cast
 
 from stockscale.config import TrainOverrides, build_train_config
 from stockscale.data.dataset import prepare_from_config
@@ -29,7 +30,7 @@ from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_sea
 from stockscale.launch.local import LocalRunner
 from stockscale.launch.runner import Runner, TrainJob
 from stockscale.launch.warm import WarmRunner
-from stockscale.space import Value
+from stockscale.space import Value, parse_space
 from stockscale.tracking import Tracker, tracked
 
 MiB = 2**20
@@ -58,7 +59,7 @@ class DemoPlan:
         return BoundarySearch(base=fits, ceiling=top, start_step=half_steps - 1)
 
 
-FULL = DemoPlan(workers=4, headroom=512 * MiB, scale_steps=20, space=DEFAULT_SPACE,
+FULL = DemoPlan(workers=4, headroom=512 * MiB, scale_steps=20, space=cast(dict[str, list[Value]], DEFAULT_SPACE),
                 search_train={"epochs": 2})
 QUICK = DemoPlan(workers=2, headroom=256 * MiB, scale_steps=3,
                  space={"lr": [1e-3, 5e-3], "hidden_size": [16, 32], "num_layers": [1]},
@@ -155,7 +156,7 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
     predict_for_demo(out, limit, plan.workers, ("memory",) if quick else ("memory", "lazy"), launcher, on_event,
                      dict(data))
 
-    def scale(mode: str, loader: str, search: BoundarySearch) -> ScaleTest:
+    def scale(mode: Literal["local", "cluster"], loader: str, search: BoundarySearch) -> ScaleTest:
         workers = 1 if mode == "local" else plan.workers
         runner = launcher if mode == "local" else cluster
         if mode == "local":
@@ -190,7 +191,7 @@ def _run_demo(out: Path, quick: bool, on_event: Callable[[str], None], cluster: 
     def search(backend: str, workers: int) -> None:
         trials = math.prod(len(values) for values in plan.space.values())
         announce(f"search, {backend}: {trials} configs, {workers} at a time")
-        settings = SearchSettings(backend=backend, parallel=workers, space=plan.space,
+        settings = SearchSettings(backend=backend, parallel=workers, space=parse_space(dict(plan.space), "space"),
                                   train={**plan.search_train, **data},
                                   threads_per_trial=max(1, cpus // workers))
         done = [0]

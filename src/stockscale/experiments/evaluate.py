@@ -182,11 +182,11 @@ def run_evaluation(settings: EvaluateSettings, launcher: Runner, out: Path,
             on_result(result.name, result)
 
     results = {result.name: result for result in launcher.run_many(jobs, max(1, settings.parallel), told)}
-    fold_records = []
+    fold_records: list[dict[str, Any]] = []
     for fold in folds:
         runs = [_run_entry(results[_run_name(fold.index, seed)], seed) for seed in seeds
                 if _run_name(fold.index, seed) in results]
-        dates = next((loss["dates"] for loss in (_losses(run["run_dir"]) for run in runs) if loss), [])
+        dates: list[str] = next((loss["dates"] for loss in (_losses(run["run_dir"]) for run in runs) if loss), [])
         fold_records.append({"fold": fold.index, "start": fold.start.isoformat(), "end": fold.end.isoformat(),
                              "predicted_days": test_days, "test_first_date": dates[0] if dates else None,
                              "test_last_date": dates[-1] if dates else None, "runs": runs})

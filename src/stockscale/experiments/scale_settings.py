@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 DEFAULT_MULTIPLIERS = (1, 10, 50, 100, 200)
 CLUSTER_WORKERS = 4  # the emulated cluster's workers unless asked otherwise
@@ -71,7 +71,7 @@ class ScaleTestSettings:
     settings; the CLI names their flags): one process is mode local, the docker backend runs the cluster
     side, a boundary search chooses its own multipliers, and the memory limit must let a worker start."""
 
-    mode: str = "local"  # "local" (one process) or "cluster" (workers)
+    mode: Literal["local", "cluster"] = "local"  # one process, or workers
     workers: int = 1
     backend: str = "local"  # where the cluster side runs: local processes or docker containers
     multipliers: list[int] = field(default_factory=lambda: list(DEFAULT_MULTIPLIERS))
