@@ -19,7 +19,7 @@ def test_an_old_value_is_rewritten_with_one_notice_on_stderr(capsys: pytest.Capt
     args = modernise(argparse.Namespace(backend="sequential", workers=None, parallel=None), SEARCH_SPELLINGS)
     assert (args.backend, args.parallel) == ("local", 1)
     err = capsys.readouterr().err.splitlines()
-    assert err == ["warning: --backend sequential is deprecated: say --backend local --parallel 1 "
+    assert err == ["warning: --backend sequential is deprecated; use --backend local --parallel 1 "
                    "(one trial at a time)"]
 
 

@@ -16,6 +16,7 @@ from stockscale.cli.launchers import choose_launcher, choose_runner
 from stockscale.cli.parser import (
     add_train_flags,
     boundary_range,
+    deprecation_notice,
     flag,
     load_config,
     multipliers,
@@ -191,13 +192,6 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
     add_k8s_flags(search)
     add_track_flag(search)
     search.set_defaults(handler=cmd_search)
-
-
-def deprecation_notice(old: str, new: str) -> None:
-    """One line on stderr for an old spelling that still works. (cli/parser.py is to hold the shared one.)"""
-    import sys
-
-    print(f"warning: {old} is deprecated; use {new}", file=sys.stderr, flush=True)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -55,7 +55,7 @@ class Parser(argparse.ArgumentParser):
 
 # Every command says `--backend local|docker|kubernetes` (launch/registry.py's names), trials at once
 # `--parallel N` and DDP ranks `--workers N`. An old spelling keeps working: `modernise` rewrites the parsed flags
-# into the new vocabulary and prints one line on stderr, `warning: OLD is deprecated: INSTEAD`.
+# into the new vocabulary and prints one line on stderr, `warning: OLD is deprecated; use NEW`.
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Deprecated:
 
 
 def deprecation_notice(old: str, instead: str) -> None:
-    print(f"warning: {old} is deprecated: {instead}", file=sys.stderr, flush=True)
+    print(f"warning: {old} is deprecated; use {instead}", file=sys.stderr, flush=True)
 
 
 def modernise(args: argparse.Namespace, spellings: Iterable[Deprecated],
@@ -98,7 +98,7 @@ def value_renamed(dest: str, old: str, new: str, also: Mapping[str, object] | No
                 setattr(args, key, value)
 
     more = "".join(f" {flag(key)} {value}" for key, value in implied.items())
-    return Deprecated(old=f"{name} {old}", instead=f"say {name} {new}{more}" + (f" ({why})" if why else ""),
+    return Deprecated(old=f"{name} {old}", instead=f"{name} {new}{more}" + (f" ({why})" if why else ""),
                       applies=lambda args: getattr(args, dest, None) == old, rewrite=rewrite)
 
 
@@ -115,7 +115,7 @@ def flag_renamed(old_dest: str, new_dest: str, why: str = "", old_flag: str | No
         setattr(args, new_dest, value)
         setattr(args, old_dest, None)
 
-    return Deprecated(old=f"{old_name} N", instead=f"say {new_name} N" + (f" ({why})" if why else ""),
+    return Deprecated(old=f"{old_name} N", instead=f"{new_name} N" + (f" ({why})" if why else ""),
                       applies=lambda args: getattr(args, old_dest, None) is not None, rewrite=rewrite)
 
 
