@@ -231,18 +231,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         refuse_kubernetes_only_flags(args)
     if not args.dry_run:
         prepare_results_dir(out, "summary.json", "hp_search", (), clear=False)  # a file or unwritable: refused now
-    # On a cluster, a controller that searches itself (Katib) gets the strategy, the space and the pruner.
-    cluster = ({"algorithm": strategy, "space": settings.parameters, "trials": settings.trials,
-                "pruner": args.pruner} if args.backend == "kubernetes" else {})
     tracker = None if args.dry_run else open_track(args, out.parent)
     if tracker is not None:
         args.pod_env = pods_tracking_env(tracker, args.backend)
-    launcher = choose_launcher(args, "search", warm=True, log_dir=out / "logs", **cluster)
+    launcher = choose_launcher(args, "search", warm=True, log_dir=out / "logs")
+    from stockscale.search.controller import cluster_searcher  # temporary (issue 21): the driver chooses it
+
+    searcher = cluster_searcher(launcher)
     if args.dry_run:
         from stockscale.experiments.dry_run import write_dry_run_marker
-        from stockscale.experiments.search import trial_jobs
+        from stockscale.experiments.search import trial_jobs, trial_template
+        from stockscale.search.registry import pruner, strategy
 
-        written = launcher.write_search_manifests(trial_jobs(settings, out), workers, out)
+        written = searcher.dry_run(settings.parameters, strategy(settings.strategy), pruner(settings.pruner),
+                                   trial_template(settings, out), workers, out, trials=trials) \
+            if searcher is not None else launcher.dry_run(trial_jobs(settings, out), workers, out)
         for path in written:
             log(f"wrote {path}")
         try:
@@ -254,7 +257,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     how = "" if strategy == "grid" else f" ({strategy}, pruner {args.pruner})"
     log(f"search, {args.backend}{how}: {trials} trials, {workers} at a time, {threads or 'default'} thread(s) "
         f"each -> {out}/summary.json")
-    if not getattr(launcher, "searches_itself", False):
+    if searcher is None:
         log(f"watch it live: {dashboard_command(out)}  (pip install optuna-dashboard)")
     done = [0]
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from stockscale.cli.k8s import cluster_spec, kubernetes_launcher
+from stockscale.cli.k8s import cluster_spec, kubernetes_runner
 
 if TYPE_CHECKING:
     from stockscale.launch.base import Launcher
@@ -32,8 +32,9 @@ def choose_launcher(args: argparse.Namespace, prefix: str, *, warm: bool = False
     backend = getattr(args, "backend", "local")
     if backend == "kubernetes":
         options.pop("log_dir", None)  # pod logs stay on the cluster (stockscale k8s logs RUN)
-        more = {"kind": args.k8s_kind, "algorithm": getattr(args, "k8s_algorithm", None)}
-        return kubernetes_launcher(args, prefix, **{**{k: v for k, v in more.items() if v is not None}, **options})
+        for key in ("algorithm", "space", "trials", "pruner"):
+            options.pop(key, None)  # a cluster's controller gets them from its Searcher (search/katib.py)
+        return kubernetes_runner(args, prefix, kind=args.k8s_kind, **options)
     for key in ("algorithm", "space", "trials", "pruner"):
         options.pop(key, None)  # only a cluster's controller searches itself
     if backend == "docker":

@@ -212,7 +212,7 @@ def train_on_kubernetes(cfg: TrainConfig, args: argparse.Namespace, tracker: Tra
     launcher = choose_launcher(args, "train", on_line=log)
     if args.dry_run:
         out = args.out or Path("manifests") / launcher.run_id
-        for path in launcher.write_run_manifests(job, out):
+        for path in launcher.dry_run([job], 1, out):
             log(f"wrote {path}")
         return 0
 

@@ -35,6 +35,10 @@ from stockscale.files import prepare_results_dir, remove_entry, utc_timestamp, w
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
+from stockscale.search.controller import check_cluster_pruner, cluster_searcher
+from stockscale.search.registry import pruner as pruner_named
+from stockscale.search.registry import strategy as strategy_named
+from stockscale.search.searcher import TrialResult, TrialTemplate
 from stockscale.space import Parameter, Space, grid, grid_size, load_space, parse_space, space_record
 from stockscale.tracking import NO_TRACKING, Tracker
 from stockscale.worker import EpochReport, JsonValue
@@ -153,6 +157,12 @@ def trial_points(settings: SearchSettings) -> list[tuple[int, TrainOverrides]]:
     return points
 
 
+def trial_template(settings: SearchSettings, out: Path) -> TrialTemplate:
+    """What every trial shares, for a Searcher (temporary, issue 21: the cluster's searchers use it)."""
+    return TrialTemplate(config=build_train_config(settings.train, "search settings"), trials_dir=out / "trials",
+                         threads=settings.threads_per_trial, timeout=settings.trial_timeout)
+
+
 def _job(settings: SearchSettings, out: Path, index: int, config: TrainOverrides,
          judge: Callable[[EpochReport], bool] | None = None) -> TrainJob:
     return TrainJob(name=trial_name(index), config={**settings.train, **config},
@@ -224,7 +234,6 @@ def _run_search(settings: SearchSettings, launcher: Launcher, out: Path, points:
     def record(result: JobResult) -> None:
         with lock:
             index, config, trial = running.pop(result.name)
-        config = result.config if result.config is not None else config  # what a controller chose
         entry = trial_entry(index, config, result)
         entry["settings_hash"] = trial_settings_hash(settings, config)
         if trial is not None:
@@ -248,26 +257,31 @@ def _run_search(settings: SearchSettings, launcher: Launcher, out: Path, points:
             trial, config = driver.ask()
             yield start(trial.number, config, trial)
 
-    def controller_jobs() -> Iterator[TrainJob]:
-        """A cluster controller (Katib, an OptimizationJob) runs the search: it gets the trials' settings and
-        count, chooses the points itself, and no study of ours asks or is told."""
-        for index, config in trial_points(settings):
-            if index not in previous:
-                yield start(index, config, None)
-
-    if getattr(launcher, "searches_itself", False):
-        jobs = controller_jobs()
-    else:
-        jobs = grid_jobs() if settings.strategy == "grid" else sampled_jobs()
+    # Temporary (issue 21, h21k8s) until the driver calls a Searcher: a cluster controller (Katib, an
+    # OptimizationJob) runs the search from the space whole; each trial it reports is recorded with the
+    # parameters it assigned, and no study of ours asks or is told.
+    searcher = cluster_searcher(launcher)
+    if searcher is None:
+        check_cluster_pruner(launcher, pruner_named(settings.pruner))
+    jobs = grid_jobs() if settings.strategy == "grid" else sampled_jobs()
     summary["launched_at"] = time.time()  # the total counts from here: a warm launcher's start is in it
     _write(out, summary)
     tracker.on_start("search", out.name, summary["settings"])
     try:
-        if getattr(launcher, "streams_jobs", False):
+        if searcher is not None:
+            def told(trial: TrialResult) -> None:
+                with lock:
+                    running[trial.result.name] = (trial.number, trial.params, None)
+                record(trial.result)
+
+            searcher.search(settings.parameters, strategy_named(settings.strategy), pruner_named(settings.pruner),
+                            trial_template(settings, out), settings.workers, trials=settings.trial_count,
+                            on_trial=told)
+        elif getattr(launcher, "streams_jobs", False):
             launcher.run_many(jobs, settings.workers, record)
         else:
             # A batch launcher takes its jobs at once; TPE learns between waves of `workers` trials.
-            adaptive = settings.strategy == "tpe" and not getattr(launcher, "searches_itself", False)
+            adaptive = settings.strategy == "tpe"
             wave = settings.workers if adaptive else settings.trial_count
             while batch := list(itertools.islice(jobs, max(1, wave))):
                 launcher.run_many(batch, settings.workers, record)

@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from stockscale.launch.base import JobResult, Status
-from stockscale.launch.kubernetes.manifests import COMPLETION_INDEX, CONTAINER
+from stockscale.launch.kubernetes.manifests.naming import COMPLETION_INDEX
+from stockscale.launch.pods import CONTAINER
+from stockscale.launch.runner import JobResult, Status
 from stockscale.worker import parse_result_line
 
 LIMIT_MECHANISM = "kubernetes"

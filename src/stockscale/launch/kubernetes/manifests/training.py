@@ -11,18 +11,20 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from stockscale.config import TrainConfig
 from stockscale.errors import InputError
 from stockscale.launch.kubernetes.manifests.naming import (
     APP,
     LABEL_APP,
     LABEL_RUN,
-    RESULTS,
     TRAINER_NODE,
     TRAINJOB_API,
     k8s_name,
     run_labels,
 )
-from stockscale.launch.kubernetes.manifests.pods import (
+from stockscale.launch.kubernetes.spec import MASTER_PORT, ClusterSpec
+from stockscale.launch.pods import (
+    RESULTS,
     checkpoint_flags,
     plain_config,
     pod_template,
@@ -30,7 +32,6 @@ from stockscale.launch.kubernetes.manifests.pods import (
     scratch_volume,
     train_flags,
 )
-from stockscale.launch.kubernetes.spec import MASTER_PORT, ClusterSpec
 
 TRAINER_RUNTIME = "torch-distributed"
 PATCH_MANAGER = "stockscale"
@@ -43,7 +44,7 @@ def pytorchjob_manifest(
     *,
     name: str,
     run_id: str,
-    config: Mapping[str, Any],
+    config: TrainConfig | Mapping[str, Any],
     workers: int = 1,
     out: str | None = None,
     memory_limit: int | None = None,
@@ -98,7 +99,6 @@ def pytorchjob_manifest(
     }
 
 
-
 # ---------------------------------------------------------------------------------- TrainJob (Trainer v2)
 
 
@@ -107,7 +107,7 @@ def trainjob_manifest(
     *,
     name: str,
     run_id: str,
-    config: Mapping[str, Any],
+    config: TrainConfig | Mapping[str, Any],
     workers: int = 1,
     out: str | None = None,
     memory_limit: int | None = None,
@@ -175,7 +175,6 @@ def trainjob_manifest(
         "metadata": {"name": name, "namespace": spec.namespace, "labels": dict(labels)},
         "spec": trainjob_spec,
     }
-
 
 
 # ------------------------------------------------------------------------------------ rendezvous policy
