@@ -194,7 +194,7 @@ def _pod_tracking_vars(pod_env: dict[str, str]) -> dict[str, str]:
     from argparse import Namespace
 
     from stockscale.cli.k8s import cluster_spec
-    from stockscale.launch.kubernetes.manifests.pods import pod_template
+    from stockscale.launch.pods import pod_template
 
     spec = cluster_spec(Namespace(image=None, namespace=None, pod_env=pod_env, k8s_config=None))
     template = pod_template(spec, {}, ["train"], threads=1, memory_limit=None, results={"name": "results"},

@@ -5,6 +5,7 @@ from stockscale.launch.runner import (  # noqa: F401
     EpochJudge,
     JobResult,
     Runner,
+    Runner as Launcher,
     Status,
     TrainJob,
     run_many_interruptible,

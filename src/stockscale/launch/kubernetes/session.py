@@ -65,12 +65,12 @@ class ClusterSession:
             self._api = KubeApi(load_configuration(self.kubeconfig, self.context))
         return self._api
 
-    def _request(self, verb: str, kind: str, name: str = "", body: Mapping[str, Any] | None = None,
+    def _request(self, verb: str, of: str, name: str = "", body: Mapping[str, Any] | None = None,
                  **common: Any) -> Any:
         """`verb` ("create", "list", "delete") of one kind through the client method that serves it."""
         api, ns = self.api, self.namespace
-        if kind in m.CUSTOM_KINDS:
-            group, version, plural = m.CUSTOM_KINDS[kind]
+        if of in m.CUSTOM_KINDS:
+            group, version, plural = m.CUSTOM_KINDS[of]
             custom = {"create": (api.custom.create_namespaced_custom_object, (body,)),
                       "list": (api.custom.list_namespaced_custom_object, ()),
                       "delete": (api.custom.delete_namespaced_custom_object, (name,))}
@@ -85,16 +85,16 @@ class ClusterSession:
                               api.networking.delete_namespaced_network_policy),
             "Pod": (None, api.core.list_namespaced_pod, api.core.delete_namespaced_pod),
         }
-        if kind not in methods:
-            raise ValueError(f"unknown kind {kind}")
-        create, list_, delete = methods[kind]
+        if of not in methods:
+            raise ValueError(f"unknown kind {of}")
+        create, list_, delete = methods[of]
         if verb == "create" and create is not None:
             return api.call(create, ns, body, **common)
         if verb == "list":
             return api.call(list_, ns, **common)
         if verb == "delete":
             return api.call(delete, name, ns, **common)
-        raise ValueError(f"cannot {verb} {kind}")  # pragma: no cover - stockscale creates no pods itself
+        raise ValueError(f"cannot {verb} {of}")  # pragma: no cover - stockscale creates no pods itself
 
     def create(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         kind = body["kind"]

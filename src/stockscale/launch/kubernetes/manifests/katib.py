@@ -27,7 +27,6 @@ from stockscale.launch.pods import (
     RESULTS,
     checkpoint_flags,
     flag_text,
-    plain_config,
     pod_template,
     pvc_volume,
     scratch_volume,
@@ -66,10 +65,9 @@ def experiment_manifest(
     result of the search. Each trial writes to /results/<run>/trials/<its pod name>. `early_stopping` is
     Katib's name of the search's pruner (medianstop, like Optuna's MedianPruner), or None.
     """
-    varying, fixed_config = searched(space, config, "a Katib Experiment")
+    varying, fixed = searched(space, config, "a Katib Experiment")
     if algorithm == "grid":
         check_grid(space, varying, trials)
-    fixed = plain_config(fixed_config)
     fixed["threads"] = fixed.get("threads") or threads or spec.threads
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
     flags = [arg for key in varying for arg in (f"--{key.replace('_', '-')}", f"${{trialParameters.{key}}}")]

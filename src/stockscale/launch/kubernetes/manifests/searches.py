@@ -107,10 +107,11 @@ def indexed_job_manifest(
 # ------------------------------------------------------------------------- OptimizationJob (Trainer v2)
 
 
-def searched(space: Space, config: TrainConfig, what: str) -> tuple[list[str], TrainConfig]:
+def searched(space: Space, config: TrainConfig, what: str) -> tuple[list[str], dict[str, Any]]:
     """How a controller (an OptimizationJob, a Katib Experiment) searches `space` over every trial's `config`:
-    the parameters it varies (the space's, less a list of one value) and the config every trial shares (with
-    those one values set). Each value the space can give is validated here, before anything is submitted."""
+    the parameters it varies (the space's, less a list of one value) and the settings every trial shares as
+    flags (`config` with those one values, less what varies). Each value the space can give is validated here,
+    before anything is submitted."""
     varying = [name for name, parameter in space.items()
                if parameter.choices is None or len(parameter.choices) > 1]
     if not varying:
@@ -121,7 +122,8 @@ def searched(space: Space, config: TrainConfig, what: str) -> tuple[list[str], T
             config.updated({name: int(value) if parameter.type == "int" else value}, f"{what} parameter {name}")
     one = {name: parameter.choices[0] for name, parameter in space.items()
            if name not in varying and parameter.choices is not None}
-    return varying, config.updated(one, what) if one else config
+    shared = plain_config(config.updated(one, what) if one else config)
+    return varying, {key: value for key, value in shared.items() if key not in varying}
 
 
 def check_grid(space: Space, varying: list[str], trials: int) -> None:
@@ -165,8 +167,7 @@ def optimizationjob_manifest(
                          "katib or job")
     if algorithm == "grid":
         check_grid(space, varying, trials)
-    values = plain_config(fixed)
-    values.setdefault("threads", threads or spec.threads)
+    values = {**fixed, "threads": fixed.get("threads") or threads or spec.threads}
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
     params = [arg for key in varying for arg in (f"--{key.replace('_', '-')}",
                                                  f"$({spec.optimization_env_prefix}{key})")]
