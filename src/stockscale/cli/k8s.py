@@ -17,9 +17,9 @@ from stockscale.cli.parser import Parser, int_at_least, positive_float, positive
 from stockscale.errors import InputError, StockscaleError
 
 if TYPE_CHECKING:
+    from stockscale.launch.cluster_spec import ClusterSpec
     from stockscale.launch.kubernetes.runner import KubernetesRunner
     from stockscale.launch.kubernetes.session import ClusterSession
-    from stockscale.launch.kubernetes.spec import ClusterSpec
     from stockscale.launch.runner import Runner
 
 T = TypeVar("T")
@@ -62,7 +62,7 @@ def refuse_kubernetes_only_flags(args: argparse.Namespace) -> None:
 
 
 def cluster_spec(args: argparse.Namespace, **more: Any) -> ClusterSpec:
-    from stockscale.launch.kubernetes.spec import load_cluster_spec
+    from stockscale.launch.cluster_spec import load_cluster_spec
 
     overrides = {"image": args.image, "namespace": getattr(args, "namespace", None),
                  "env": getattr(args, "pod_env", None) or None, **more}

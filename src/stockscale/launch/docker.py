@@ -33,6 +33,7 @@ from typing import Any
 from stockscale.errors import InputError
 from stockscale.files import open_log, owner_tag
 from stockscale.launch.base import JobResult, Status, TrainJob, run_many_interruptible
+from stockscale.launch.cluster_spec import ClusterSpec
 from stockscale.launch.containers import Pod, container_options, replica_pods
 from stockscale.launch.docker_engine import (
     LABEL_BACKEND,
@@ -46,7 +47,6 @@ from stockscale.launch.docker_engine import check_image as check_engine_image
 from stockscale.launch.docker_engine import sweep as sweep_engine
 from stockscale.launch.docker_replica import RunningContainer, failure, log_lines, memory_failure, watch_memory
 from stockscale.launch.kubernetes import manifests as m
-from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.limits import check_limit
 from stockscale.worker import parse_epoch_line, parse_result_line
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from stockscale.config import TrainConfig, build_train_config
 from stockscale.errors import InputError
-from stockscale.launch.kubernetes.spec import MASTER_PORT, ClusterSpec, quantity
+from stockscale.launch.cluster_spec import MASTER_PORT, ClusterSpec, quantity
 
 CONTAINER = "pytorch"  # the container name the Training Operator looks for
 RESULTS = "/results"

@@ -2,10 +2,11 @@
 
 Importing this package needs no cluster and not even the `kubernetes` package (the optional extra
 `stockscale[k8s]`): the client is imported when a runner first talks to a cluster, and the names below are
-imported when first used (launch/pods.py, which docker imports too, reads spec.py without the rest).
+imported when first used. What docker shares with it lies outside, in launch/: the ClusterSpec (image,
+namespace, replica sizes, PVC: the YAML of --k8s-config, launch/cluster_spec.py) and the pods made from it
+(launch/pods.py).
 
-    spec.py         ClusterSpec: image, namespace, replica sizes, PVC (the YAML of --k8s-config)
-    manifests/      every object as a plain dict, one module per kind (the pods are launch/pods.py's)
+    manifests/      every object as a plain dict, one module per kind of object
     api.py          the official client: configuration, retries with backoff, one-line errors
     session.py      ClusterSession: one namespace's objects by kind; status, logs, deletion of any run
     outcome.py      finished pods and jobs -> JobResult (status, detail, metrics, the cluster's timings)
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 _WHERE = {
-    "ClusterSession": "session", "ClusterSpec": "spec", "KINDS": "runner", "KubeApi": "api",
-    "KubernetesApiError": "api", "KubernetesRunner": "runner", "NameTakenError": "api", "RunObject": "session",
-    "load_cluster_spec": "spec", "load_configuration": "api",
+    "ClusterSession": ".session", "KINDS": ".runner", "KubeApi": ".api", "KubernetesApiError": ".api",
+    "KubernetesRunner": ".runner", "NameTakenError": ".api", "RunObject": ".session", "load_configuration": ".api",
+    # the runner's settings, for whoever makes one
+    "ClusterSpec": "stockscale.launch.cluster_spec", "load_cluster_spec": "stockscale.launch.cluster_spec",
 }
 __all__ = [*_WHERE, "render_defaults"]
 
@@ -33,7 +35,7 @@ __all__ = [*_WHERE, "render_defaults"]
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)
 
 
 def render_defaults(spec: Any, out_dir: Path) -> list[Path]:

@@ -74,45 +74,41 @@ class ControllerKind(Kind):
         def ended(trial: Obj) -> bool:
             return true_condition(trial, self.trial_ended) is not None
 
-        runner.interruptible(lambda: self._follow(runner, name, kind, trials, deadline, results, collected,
-                                                  collect, give_up_rest, ended))
+        def watch() -> None:
+            group, version, plural = m.CUSTOM_KINDS[self.trial_kind]
+            while len(results) < trials:
+                window = runner.window(deadline)
+                if window is None:
+                    return give_up_rest("timeout", "no result before the search's deadline")
+                for event in runner.api.watch(runner.api.custom.list_namespaced_custom_object, group, version,
+                                              runner.namespace, plural, window=window,
+                                              label_selector=m.run_selector(runner.run_id),
+                                              what=f"watch the {self.trial_kind}s of {kind} {name}",
+                                              kind=self.trial_kind, namespace=runner.namespace):
+                    trial = event["object"]
+                    if event["type"] != "DELETED" and name_of(trial) not in collected and ended(trial):
+                        collect(trial)
+                    if len(results) == trials:
+                        return None
+                runner.check_start(runner.session.list_kind("Pod", runner.run_id))
+                now = runner.session.list_kind(kind, runner.run_id)
+                parent = true_condition(now[0], self.parent_ended) if now else None
+                if not now or parent is not None:
+                    made = runner.session.list_kind(self.trial_kind, runner.run_id)
+                    for trial in made:
+                        if name_of(trial) not in collected and ended(trial) and len(results) < trials:
+                            collect(trial)
+                    if any(not ended(trial) for trial in made):
+                        continue  # trials still running after the parent ended: let them finish
+                    reason = f"{kind} deleted" if not now else \
+                        f"{kind} {parent.get('reason') or parent['type']}: {parent.get('message') or ''}".strip()
+                    return give_up_rest("error", f"not run ({reason})")
+            return None
+
+        runner.interruptible(watch)
         if not runner.keep:
             runner.remove(kind, name)
             runner.event(f"deleted {kind} {name}")
-
-    def _follow(self, runner: KubernetesRunner, name: str, kind: str, trials: int, deadline: float | None,
-                results: dict[int, JobResult], collected: set[str], collect: Callable[[Obj], None],
-                give_up_rest: Callable[[str, str], None], ended: Callable[[Obj], bool]) -> None:
-        group, version, plural = m.CUSTOM_KINDS[self.trial_kind]
-        while len(results) < trials:
-            window = runner.window(deadline)
-            if window is None:
-                give_up_rest("timeout", "no result before the search's deadline")
-                return
-            for event in runner.api.watch(runner.api.custom.list_namespaced_custom_object, group, version,
-                                          runner.namespace, plural, window=window,
-                                          label_selector=m.run_selector(runner.run_id),
-                                          what=f"watch the {self.trial_kind}s of {kind} {name}",
-                                          kind=self.trial_kind, namespace=runner.namespace):
-                trial = event["object"]
-                if event["type"] != "DELETED" and name_of(trial) not in collected and ended(trial):
-                    collect(trial)
-                if len(results) == trials:
-                    return
-            runner.check_start(runner.session.list_kind("Pod", runner.run_id))
-            now = runner.session.list_kind(kind, runner.run_id)
-            parent = true_condition(now[0], self.parent_ended) if now else None
-            if not now or parent is not None:
-                made = runner.session.list_kind(self.trial_kind, runner.run_id)
-                for trial in made:
-                    if name_of(trial) not in collected and ended(trial) and len(results) < trials:
-                        collect(trial)
-                if any(not ended(trial) for trial in made):
-                    continue  # trials still running after the parent ended: let them finish
-                reason = f"{kind} deleted" if not now else \
-                    f"{kind} {parent.get('reason') or parent['type']}: {parent.get('message') or ''}".strip()
-                give_up_rest("error", f"not run ({reason})")
-                return
 
 
 class OptimizationJobKind(ControllerKind):

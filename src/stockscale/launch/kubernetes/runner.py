@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from stockscale.errors import InputError
+from stockscale.launch.cluster_spec import ClusterSpec
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.api import KubeApi, NameTakenError
 from stockscale.launch.kubernetes.controllers import KatibKind, OptimizationJobKind
@@ -39,7 +40,6 @@ from stockscale.launch.kubernetes.outcome import (
 )
 from stockscale.launch.kubernetes.search_jobs import IndexedJobKind, PyTorchJobKind
 from stockscale.launch.kubernetes.session import ClusterSession
-from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.launch.kubernetes.training import Kind, TrainJobKind
 from stockscale.launch.pods import CONTAINER, RESULTS
 from stockscale.launch.runner import JobResult, LineCallback, ResultCallback, Runner, TrainJob

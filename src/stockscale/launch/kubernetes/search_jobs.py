@@ -69,11 +69,8 @@ class PyTorchJobKind(Kind):
     def search_manifests(self, runner: KubernetesRunner, jobs: list[TrainJob], parallel: int) -> list[Obj]:
         if not jobs:
             raise InputError("a search needs at least one trial")
-        return [m.pytorchjob_manifest(
-            runner.spec, name=m.k8s_name(runner.run_id, job.name), run_id=runner.run_id, config=job.config,
-            workers=job.workers, out=runner.out_dir(job), memory_limit=job.memory_limit, threads=job.threads,
-            timeout=job.timeout, component="search", trial=index, mount_pvc=runner.spec.mount_pvc_in_trials)
-            for index, job in enumerate(jobs)]
+        return [self.training(runner, job, component="search", trial=index, mount_pvc=runner.spec.mount_pvc_in_trials)
+                for index, job in enumerate(jobs)]
 
     def search(self, runner: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
                on_result: ResultCallback | None) -> dict[int, JobResult]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stockscale.errors import InputError
@@ -34,13 +35,14 @@ class Kind:
 
     name: ClassVar[str]
     port: ClassVar[int] = m.MASTER_PORT  # the rendezvous port its NetworkPolicy names
+    renders: ClassVar[Callable[..., Obj]] = staticmethod(m.pytorchjob_manifest)  # the object that trains a job
 
-    def training(self, runner: KubernetesRunner, job: TrainJob, name: str | None = None) -> Obj:
-        """The object that trains `job`."""
-        return m.pytorchjob_manifest(
+    def training(self, runner: KubernetesRunner, job: TrainJob, name: str | None = None, **more: Any) -> Obj:
+        """The object that trains `job` (`more`: what a search's trial adds)."""
+        return self.renders(
             runner.spec, name=name or m.k8s_name(runner.run_id, job.name), run_id=runner.run_id, config=job.config,
             workers=job.workers, out=runner.out_dir(job), memory_limit=job.memory_limit, threads=job.threads,
-            timeout=job.timeout)
+            timeout=job.timeout, **more)
 
     def run_manifests(self, runner: KubernetesRunner, job: TrainJob) -> list[Obj]:
         """Everything `run(job)` submits: the job, and the NetworkPolicy when there are several workers."""
@@ -66,12 +68,7 @@ class TrainJobKind(Kind):
 
     name = "trainjob"
     port = m.TRAINER_PORT
-
-    def training(self, runner: KubernetesRunner, job: TrainJob, name: str | None = None) -> Obj:
-        return m.trainjob_manifest(
-            runner.spec, name=name or m.k8s_name(runner.run_id, job.name), run_id=runner.run_id, config=job.config,
-            workers=job.workers, out=runner.out_dir(job), memory_limit=job.memory_limit, threads=job.threads,
-            timeout=job.timeout)
+    renders = staticmethod(m.trainjob_manifest)
 
     def search_manifests(self, runner: KubernetesRunner, jobs: list[TrainJob], parallel: int) -> list[Obj]:
         raise InputError("kind trainjob is for stockscale train; a search runs as job, pytorchjob, "

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from stockscale.launch.cluster_spec import ClusterSpec
 from stockscale.launch.kubernetes.manifests.naming import APP, LABEL_APP, LABEL_COMPONENT
 from stockscale.launch.kubernetes.manifests.training import pytorchjob_manifest
-from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.launch.pods import RESULTS, pod_template, pvc_volume
 
 DEFAULT_TRAIN_NAME = "stockscale-train"

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from stockscale.config import TrainConfig
+from stockscale.launch.cluster_spec import ClusterSpec
 from stockscale.launch.kubernetes.manifests.naming import EXPERIMENT_API, run_labels
 from stockscale.launch.kubernetes.manifests.searches import OBJECTIVE, check_grid, searched
-from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.launch.pods import (
     CONTAINER,
     RESULTS,

@@ -13,7 +13,7 @@ import secrets
 from datetime import UTC, datetime
 
 from stockscale.errors import InputError
-from stockscale.launch.kubernetes.spec import DNS_LABEL
+from stockscale.launch.cluster_spec import DNS_LABEL
 
 APP = "stockscale"
 LABEL_APP = "app.kubernetes.io/name"

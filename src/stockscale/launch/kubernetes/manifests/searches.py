@@ -16,10 +16,10 @@ import yaml
 
 from stockscale.config import TrainConfig
 from stockscale.errors import InputError
+from stockscale.launch.cluster_spec import ClusterSpec
 from stockscale.launch.kubernetes.manifests.naming import COMPLETION_INDEX, OPTIMIZATIONJOB_API, k8s_name, run_labels
 from stockscale.launch.kubernetes.manifests.training import trainjob_manifest
 from stockscale.launch.kubernetes.manifests.writing import PlainDumper
-from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.launch.pods import RESULTS, flag_text, plain_config, pod_template, pvc_volume, scratch_volume
 from stockscale.space import Space
 

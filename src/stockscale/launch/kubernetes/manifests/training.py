@@ -13,6 +13,7 @@ from typing import Any
 
 from stockscale.config import TrainConfig
 from stockscale.errors import InputError
+from stockscale.launch.cluster_spec import MASTER_PORT, ClusterSpec
 from stockscale.launch.kubernetes.manifests.naming import (
     APP,
     LABEL_APP,
@@ -22,7 +23,6 @@ from stockscale.launch.kubernetes.manifests.naming import (
     k8s_name,
     run_labels,
 )
-from stockscale.launch.kubernetes.spec import MASTER_PORT, ClusterSpec
 from stockscale.launch.pods import (
     RESULTS,
     checkpoint_flags,
