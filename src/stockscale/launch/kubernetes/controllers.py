@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.logs import read_log
 from stockscale.launch.kubernetes.outcome import name_of, pytorchjob_result, trial_result, true_condition
-from stockscale.launch.kubernetes.training import ENDED, Kind, Obj, give_up
+from stockscale.launch.kubernetes.training import ENDED, Kind, Obj, TrainJobKind, give_up
 from stockscale.launch.pods import CONTAINER, RESULTS
 from stockscale.launch.runner import JobResult
 from stockscale.search.searcher import TrialTemplate, trial_name
@@ -29,6 +29,7 @@ KATIB_TRIAL_ENDED = ("Succeeded", "Failed", "EarlyStopped", "Killed", "MetricsUn
 # Told each ended trial: its number (the order it ended in), the parameters the controller assigned it (as
 # the trial object carries them: strings; {} for a trial the controller never made), and its result.
 TrialTeller = Callable[[int, dict[str, str], JobResult], None]
+TRAINJOB = TrainJobKind()  # an OptimizationJob's trials are TrainJobs
 
 
 class ControllerKind(Kind):
@@ -68,7 +69,7 @@ class ControllerKind(Kind):
             on_trial(number, params, result)
 
         def give_up_rest(status: str, detail: str) -> None:
-            for number in give_up([trial_name(number) for number in range(trials)], results, status, detail):
+            for number in give_up([trial_name(number) for number in range(trials)], results, None, status, detail):
                 on_trial(number, {}, results[number])
 
         def ended(trial: Obj) -> bool:
@@ -131,11 +132,11 @@ class OptimizationJobKind(ControllerKind):
         keys = [param["name"] for param in manifest["spec"]["parameters"]]
         prefix = runner.spec.optimization_env_prefix
         params = {key: str(env[prefix + key]) for key in keys if env.get(prefix + key) is not None}
-        master = runner.master_pod("TrainJob", name_of(trial))
+        master = TRAINJOB.master(runner, name_of(trial))
         lines = [] if master is None else read_log(runner.api, runner.namespace, master, container=m.TRAINER_NODE)
         path = f"{RESULTS}/{runner.run_id}/trials/{master}"
         return params, pytorchjob_result(
-            name, trial, runner.pods_of("TrainJob", name_of(trial)), lines,
+            name, trial, TRAINJOB.pods(runner, name_of(trial)), lines,
             runner.result_dir(path, runner.spec.pvc_access_mode == "ReadWriteMany"),
             waited=(time.time(), time.time()), kind="TrainJob", master_pod=master)
 

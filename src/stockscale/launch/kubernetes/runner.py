@@ -30,25 +30,21 @@ from stockscale.launch.kubernetes.api import KubeApi, NameTakenError
 from stockscale.launch.kubernetes.controllers import KatibKind, OptimizationJobKind
 from stockscale.launch.kubernetes.outcome import (
     PULL_PROBLEMS,
-    disruption,
     is_pending,
     name_of,
     pod_failure,
-    pod_index,
     start_problem,
     unschedulable,
 )
 from stockscale.launch.kubernetes.search_jobs import IndexedJobKind, PyTorchJobKind
 from stockscale.launch.kubernetes.session import ClusterSession
 from stockscale.launch.kubernetes.training import Kind, TrainJobKind
-from stockscale.launch.pods import CONTAINER, RESULTS
+from stockscale.launch.pods import RESULTS
 from stockscale.launch.runner import JobResult, LineCallback, ResultCallback, Runner, TrainJob
 
 # The kinds by their name (the `--k8s-kind` choices): one class each, no if-chains on a kind's name.
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (IndexedJobKind(), PyTorchJobKind(), TrainJobKind(),
                                                        OptimizationJobKind(), KatibKind())}
-JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
-OPERATOR_JOB_LABEL = "training.kubeflow.org/job-name"
 SUBMISSION_ANNOTATION = "stockscale/submission"
 DEFAULT_STARTUP_TIMEOUT = 600.0
 
@@ -230,23 +226,3 @@ class KubernetesRunner(Runner):
         if self.on_event is not None and text not in self._told:
             self._told.add(text)
             self.on_event(text)
-
-    @staticmethod
-    def container(kind: str) -> str:
-        return m.TRAINER_NODE if kind == "TrainJob" else CONTAINER
-
-    def master_pod(self, kind: str, name: str) -> str | None:
-        """Rank 0's pod: `<job>-master-0` of a PyTorchJob; a TrainJob's node with completion index 0."""
-        if kind == "PyTorchJob":
-            return f"{name}-master-0"
-        pods = [pod for pod in self.pods_of(kind, name) if pod_index(pod) == 0]
-        running = [pod for pod in pods if not disruption(pod)]
-        return name_of((running or pods)[-1]) if pods else None
-
-    def pods_of(self, kind: str, job_name: str) -> list[dict[str, Any]]:
-        pods = self.session.list_kind("Pod", self.run_id)
-        if kind == "TrainJob":
-            return [pod for pod in pods if (pod["metadata"].get("labels") or {}).get(JOBSET_LABEL) == job_name]
-        return [pod for pod in pods
-                if (pod["metadata"].get("labels") or {}).get(OPERATOR_JOB_LABEL) == job_name
-                or name_of(pod).startswith(f"{job_name}-master-") or name_of(pod).startswith(f"{job_name}-worker-")]

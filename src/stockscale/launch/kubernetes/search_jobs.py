@@ -74,7 +74,7 @@ class PyTorchJobKind(Kind):
 
     def search(self, runner: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
                on_result: ResultCallback | None) -> dict[int, JobResult]:
-        return run_pytorchjobs(runner, jobs, manifests, parallel, on_result)
+        return run_pytorchjobs(runner, self, jobs, manifests, parallel, on_result)
 
 
 def run_indexed(run: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj],
@@ -120,10 +120,7 @@ def run_indexed(run: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj
     while len(results) < len(jobs):
         window = run.window(deadline)
         if window is None:
-            for index in give_up([job.name for job in jobs], results, "timeout",
-                                 "no result before the search's deadline"):
-                if on_result is not None:
-                    on_result(results[index])
+            give_up([job.name for job in jobs], results, on_result, "timeout", "no result before the search's deadline")
             break
         for event in run.api.watch(run.api.core.list_namespaced_pod, run.namespace, window=window,
                                     label_selector=m.run_selector(run.run_id),
@@ -149,9 +146,7 @@ def run_indexed(run: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj
             reason = "Job deleted" if job_now is None else \
                 f"Job {ended.get('reason') or ended['type']}: {ended.get('message') or ''}".strip()
             status = "timeout" if ended is not None and ended.get("reason") == "DeadlineExceeded" else "error"
-            for index in give_up([job.name for job in jobs], results, status, reason):
-                if on_result is not None:
-                    on_result(results[index])
+            give_up([job.name for job in jobs], results, on_result, status, reason)
             break
     if not run.keep:
         run.remove("Job", job_name)
@@ -160,7 +155,7 @@ def run_indexed(run: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj
     return results
 
 
-def run_pytorchjobs(run: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
+def run_pytorchjobs(run: KubernetesRunner, kind: Kind, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
                     on_result: ResultCallback | None) -> dict[int, JobResult]:
     """The search as one PyTorchJob per trial (`manifests`, in the jobs' order), at most `parallel` at once:
     the next is submitted as soon as one ends."""
@@ -172,7 +167,7 @@ def run_pytorchjobs(run: KubernetesRunner, jobs: list[TrainJob], manifests: list
     def collect(index: int, obj: dict[str, Any] | None, began: float, timed_out: bool) -> None:
         name = name_of(manifests[index])
         lines = read_log(run.api, run.namespace, f"{name}-master-0")
-        result = pytorchjob_result(jobs[index].name, obj, run.pods_of("PyTorchJob", name), lines,
+        result = pytorchjob_result(jobs[index].name, obj, kind.pods(run, name), lines,
                                    run.result_dir(run.out_dir(jobs[index]), mounted),
                                    waited=(began, time.time()), timed_out=timed_out)
         results[index] = result
@@ -211,7 +206,7 @@ def run_pytorchjobs(run: KubernetesRunner, jobs: list[TrainJob], manifests: list
             if deadline is not None and time.monotonic() >= deadline:
                 collect(index, None, began, True)
         if active:
-            run.check_start([pod for name in active for pod in run.pods_of("PyTorchJob", name)])
+            run.check_start([pod for name in active for pod in kind.pods(run, name)])
     return results
 
 
