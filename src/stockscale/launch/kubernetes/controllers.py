@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.logs import read_log
@@ -39,9 +39,15 @@ class ControllerKind(Kind):
     trial_kind = ""
     trial_ended: tuple[str, ...] = ENDED
 
+    renders: ClassVar[Callable[..., Obj]]  # the one object, from the space whole
+
     def manifest(self, runner: KubernetesRunner, space: Space, template: TrialTemplate, parallel: int, *,
                  trials: int, algorithm: str, early_stopping: str | None = None) -> Obj:
-        raise NotImplementedError
+        """`algorithm` and `early_stopping` are the controller's own names for the strategy and the pruner."""
+        stopping = {} if early_stopping is None else {"early_stopping": early_stopping}
+        return self.renders(runner.spec, run_id=runner.run_id, space=space, config=template.config, trials=trials,
+                            parallelism=parallel, algorithm=algorithm, threads=template.threads,
+                            memory_limit=template.memory_limit, timeout=template.timeout, **stopping)
 
     def trial(self, runner: KubernetesRunner, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
         """The parameters one ended trial object of `manifest` was assigned, and its result (named `name`)."""
@@ -101,7 +107,7 @@ class ControllerKind(Kind):
                             collect(trial)
                     if any(not ended(trial) for trial in made):
                         continue  # trials still running after the parent ended: let them finish
-                    reason = f"{kind} deleted" if not now else \
+                    reason = f"{kind} deleted" if parent is None else \
                         f"{kind} {parent.get('reason') or parent['type']}: {parent.get('message') or ''}".strip()
                     return give_up_rest("error", f"not run ({reason})")
             return None
@@ -120,12 +126,7 @@ class OptimizationJobKind(ControllerKind):
     parent_ended = ("Complete", "Failed")
     trial_kind = "TrainJob"
 
-    def manifest(self, runner: KubernetesRunner, space: Space, template: TrialTemplate, parallel: int, *,
-                 trials: int, algorithm: str, early_stopping: str | None = None) -> Obj:
-        return m.optimizationjob_manifest(
-            runner.spec, run_id=runner.run_id, space=space, config=template.config, trials=trials,
-            parallelism=parallel, algorithm=algorithm, threads=template.threads,
-            memory_limit=template.memory_limit, timeout=template.timeout)
+    renders = staticmethod(m.optimizationjob_manifest)
 
     def trial(self, runner: KubernetesRunner, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
         env = {var.get("name"): var.get("value") for var in trial["spec"].get("trainer", {}).get("env") or []}
@@ -149,12 +150,7 @@ class KatibKind(ControllerKind):
     trial_kind = "Trial"
     trial_ended = KATIB_TRIAL_ENDED
 
-    def manifest(self, runner: KubernetesRunner, space: Space, template: TrialTemplate, parallel: int, *,
-                 trials: int, algorithm: str, early_stopping: str | None = None) -> Obj:
-        return m.experiment_manifest(
-            runner.spec, run_id=runner.run_id, space=space, config=template.config, trials=trials,
-            parallelism=parallel, algorithm=algorithm, threads=template.threads,
-            memory_limit=template.memory_limit, timeout=template.timeout, early_stopping=early_stopping)
+    renders = staticmethod(m.experiment_manifest)
 
     def trial(self, runner: KubernetesRunner, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
         """A Trial's result from its pod's log (the final JSON line), or, when that log is gone, from the

@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from stockscale.errors import InputError
 from stockscale.launch.cluster_spec import ClusterSpec
@@ -46,6 +46,7 @@ from stockscale.launch.runner import JobResult, LineCallback, ResultCallback, Ru
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (IndexedJobKind(), PyTorchJobKind(), TrainJobKind(),
                                                        OptimizationJobKind(), KatibKind())}
 SUBMISSION_ANNOTATION = "stockscale/submission"
+T = TypeVar("T")
 DEFAULT_STARTUP_TIMEOUT = 600.0
 
 
@@ -137,7 +138,7 @@ class KubernetesRunner(Runner):
         results = self.interruptible(lambda: self.kind.search(self, batch, manifests, max(1, parallel), on_result))
         return [results[index] for index in sorted(results)]
 
-    def interruptible(self, work: Callable[[], Any]) -> Any:
+    def interruptible(self, work: Callable[[], T]) -> T:
         """`work()`, remembering a Ctrl-C (`interrupted`) before it goes on up."""
         try:
             return work()

@@ -143,7 +143,7 @@ def run_indexed(run: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj
             job_ended = True
             for pod in run.session.list_kind("Pod", run.run_id):
                 finish(pod)
-            reason = "Job deleted" if job_now is None else \
+            reason = "Job deleted" if ended is None else \
                 f"Job {ended.get('reason') or ended['type']}: {ended.get('message') or ''}".strip()
             status = "timeout" if ended is not None and ended.get("reason") == "DeadlineExceeded" else "error"
             give_up([job.name for job in jobs], results, on_result, status, reason)

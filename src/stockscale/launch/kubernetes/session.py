@@ -107,7 +107,7 @@ class ClusterSession:
         # A cluster without a CRD simply has none of its objects.
         body = self._request("list", kind, what=f"list {kind}s in namespace {self.namespace}", kind=kind,
                              namespace=self.namespace, label_selector=selector,
-                             **({"ok_statuses": (404,)} if kind in m.CUSTOM_KINDS else {}))
+                             ok_statuses=(404,) if kind in m.CUSTOM_KINDS else ())
         items = [item for item in (body or {}).get("items") or [] if belongs(item, run_id)]
         for item in items:
             item["kind"] = kind  # list items come without their kind

@@ -126,6 +126,7 @@ def _parameter(name: str, parameter: Parameter) -> dict[str, Any]:
     if parameter.choices is not None:
         return _list_parameter(name, parameter.choices)
     cast = int if parameter.type == "int" else float
+    assert parameter.min is not None and parameter.max is not None  # a range has both (space.Parameter)
     feasible: dict[str, Any] = {"min": value_text(cast(parameter.min)), "max": value_text(cast(parameter.max))}
     if parameter.step is not None:
         feasible["step"] = value_text(cast(parameter.step))

@@ -9,12 +9,12 @@ Search trials may run on several nodes at once, so they mount the PVC only when 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
-from stockscale.config import TrainConfig
+from stockscale.config import TrainConfig, TrainOverrides
 from stockscale.errors import InputError
 from stockscale.launch.cluster_spec import ClusterSpec
 from stockscale.launch.kubernetes.manifests.naming import COMPLETION_INDEX, OPTIMIZATIONJOB_API, k8s_name, run_labels
@@ -22,6 +22,7 @@ from stockscale.launch.kubernetes.manifests.training import trainjob_manifest
 from stockscale.launch.kubernetes.manifests.writing import PlainDumper
 from stockscale.launch.pods import RESULTS, flag_text, plain_config, pod_template, pvc_volume, scratch_volume
 from stockscale.space import Space
+from stockscale.worker import JsonValue
 
 TRIALS_DIR = "/etc/stockscale"
 TRIALS_FILE = f"{TRIALS_DIR}/trials.yaml"
@@ -32,7 +33,7 @@ OPTIMIZATION_TRIALS_MAX = 100  # the CRD's maximum numTrials
 # ----------------------------------------------------------------------------------------- Indexed Job search
 
 
-def trials_configmap(spec: ClusterSpec, run_id: str, trials: list[Mapping[str, Any]]) -> dict[str, Any]:
+def trials_configmap(spec: ClusterSpec, run_id: str, trials: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The search's configs, one YAML list: pod number i trains entry i (`stockscale train --trials`)."""
     text = yaml.dump([plain_config(trial) for trial in trials], Dumper=PlainDumper, sort_keys=False,
                      default_flow_style=False)
@@ -118,10 +119,13 @@ def searched(space: Space, config: TrainConfig, what: str) -> tuple[list[str], d
         raise InputError(f"{what} needs at least one setting that varies between trials")
     for name in varying:
         parameter = space[name]
-        for value in parameter.choices if parameter.choices is not None else (parameter.min, parameter.max):
-            config.updated({name: int(value) if parameter.type == "int" else value}, f"{what} parameter {name}")
-    one = {name: parameter.choices[0] for name, parameter in space.items()
-           if name not in varying and parameter.choices is not None}
+        ends = [parameter.min, parameter.max] if parameter.choices is None else []
+        values: list[JsonValue] = [*(parameter.choices or ()), *(int(end or 0) if parameter.type == "int" else end
+                                                                 for end in ends)]
+        for value in values:
+            config.updated({name: value}, f"{what} parameter {name}")
+    one: TrainOverrides = {name: parameter.choices[0] for name, parameter in space.items()
+                           if name not in varying and parameter.choices is not None}
     shared = plain_config(config.updated(one, what) if one else config)
     return varying, {key: value for key, value in shared.items() if key not in varying}
 
