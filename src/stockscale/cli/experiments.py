@@ -235,7 +235,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if tracker is not None:
         args.pod_env = pods_tracking_env(tracker, args.backend)
     launcher = choose_launcher(args, "search", warm=True, log_dir=out / "logs")
-    from stockscale.search.controller import cluster_searcher  # temporary (issue 21): the driver chooses it
+    from stockscale.search.cluster import cluster_searcher  # temporary (issue 21): the driver chooses it
 
     searcher = cluster_searcher(launcher)
     if args.dry_run:

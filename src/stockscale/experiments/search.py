@@ -35,7 +35,8 @@ from stockscale.files import prepare_results_dir, remove_entry, utc_timestamp, w
 from stockscale.launch.base import JobResult, Launcher, TrainJob
 from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
-from stockscale.search.controller import check_cluster_pruner, cluster_searcher
+from stockscale.search.cluster import cluster_searcher
+from stockscale.search.controller import check_cluster_pruner
 from stockscale.search.registry import pruner as pruner_named
 from stockscale.search.registry import strategy as strategy_named
 from stockscale.search.searcher import TrialResult, TrialTemplate

@@ -107,16 +107,3 @@ class ControllerSearcher(Searcher):
         self.kind.follow(self._runner, manifest, trials, trial_template.timeout, tell)
         return sorted(told, key=lambda trial: trial.number)
 
-
-def cluster_searcher(runner: Runner) -> ControllerSearcher | None:
-    """The searcher of a runner whose kind's controller chooses the trials (katib, optimizationjob), by the
-    kind's name; None for every other runner (the Optuna driver searches over it)."""
-    from stockscale.search.katib import KatibSearcher
-    from stockscale.search.optimization_job import OptimizationJobSearcher
-
-    if not isinstance(runner, KubernetesRunner):
-        return None
-    searchers: dict[str, type[ControllerSearcher]] = {
-        searcher.kind.name: searcher for searcher in (KatibSearcher, OptimizationJobSearcher)}
-    found = searchers.get(runner.kind.name)
-    return None if found is None else found(runner)

@@ -10,20 +10,18 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.logs import read_log
 from stockscale.launch.kubernetes.outcome import name_of, pytorchjob_result, trial_result, true_condition
+from stockscale.launch.kubernetes.run import ClusterRun
 from stockscale.launch.kubernetes.training import ENDED, Kind, Obj, TrainJobKind, give_up
 from stockscale.launch.pods import CONTAINER, RESULTS
 from stockscale.launch.runner import JobResult
 from stockscale.search.searcher import TrialTemplate, trial_name
 from stockscale.space import Space
 from stockscale.worker import EpochReport, parse_epoch_line
-
-if TYPE_CHECKING:
-    from stockscale.launch.kubernetes.runner import KubernetesRunner
 
 KATIB_TRIAL_ENDED = ("Succeeded", "Failed", "EarlyStopped", "Killed", "MetricsUnavailable")
 # Told each ended trial: its number (the order it ended in), the parameters the controller assigned it (as
@@ -41,7 +39,7 @@ class ControllerKind(Kind):
 
     renders: ClassVar[Callable[..., Obj]]  # the one object, from the space whole
 
-    def manifest(self, runner: KubernetesRunner, space: Space, template: TrialTemplate, parallel: int, *,
+    def manifest(self, runner: ClusterRun, space: Space, template: TrialTemplate, parallel: int, *,
                  trials: int, algorithm: str, early_stopping: str | None = None) -> Obj:
         """`algorithm` and `early_stopping` are the controller's own names for the strategy and the pruner."""
         stopping = {} if early_stopping is None else {"early_stopping": early_stopping}
@@ -49,11 +47,11 @@ class ControllerKind(Kind):
                             parallelism=parallel, algorithm=algorithm, threads=template.threads,
                             memory_limit=template.memory_limit, timeout=template.timeout, **stopping)
 
-    def trial(self, runner: KubernetesRunner, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
+    def trial(self, runner: ClusterRun, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
         """The parameters one ended trial object of `manifest` was assigned, and its result (named `name`)."""
         raise NotImplementedError
 
-    def follow(self, runner: KubernetesRunner, manifest: Obj, trials: int, timeout: float | None,
+    def follow(self, runner: ClusterRun, manifest: Obj, trials: int, timeout: float | None,
                on_trial: TrialTeller) -> None:
         """Submit `manifest` and tell each trial as it ends until `trials` have; when the parent has ended or is
         gone and no trial still runs, the trials never made are told as not run. Deleted at the end unless
@@ -128,7 +126,7 @@ class OptimizationJobKind(ControllerKind):
 
     renders = staticmethod(m.optimizationjob_manifest)
 
-    def trial(self, runner: KubernetesRunner, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
+    def trial(self, runner: ClusterRun, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
         env = {var.get("name"): var.get("value") for var in trial["spec"].get("trainer", {}).get("env") or []}
         keys = [param["name"] for param in manifest["spec"]["parameters"]]
         prefix = runner.spec.optimization_env_prefix
@@ -152,7 +150,7 @@ class KatibKind(ControllerKind):
 
     renders = staticmethod(m.experiment_manifest)
 
-    def trial(self, runner: KubernetesRunner, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
+    def trial(self, runner: ClusterRun, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
         """A Trial's result from its pod's log (the final JSON line), or, when that log is gone, from the
         validation loss Katib's metrics collector observed; a Trial Katib's early stopping ended is `pruned`,
         with the epochs its log reported."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stockscale.errors import InputError
 from stockscale.launch.kubernetes import manifests as m
@@ -26,13 +26,11 @@ from stockscale.launch.kubernetes.outcome import (
     trial_result,
     true_condition,
 )
+from stockscale.launch.kubernetes.run import ClusterRun
 from stockscale.launch.kubernetes.session import belongs
 from stockscale.launch.kubernetes.training import Kind, Obj, give_up
 from stockscale.launch.pods import RESULTS, plain_config
 from stockscale.launch.runner import JobResult, ResultCallback, TrainJob
-
-if TYPE_CHECKING:
-    from stockscale.launch.kubernetes.runner import KubernetesRunner
 
 
 class IndexedJobKind(Kind):
@@ -40,7 +38,7 @@ class IndexedJobKind(Kind):
 
     name = "job"
 
-    def search_manifests(self, runner: KubernetesRunner, jobs: list[TrainJob], parallel: int) -> list[Obj]:
+    def search_manifests(self, runner: ClusterRun, jobs: list[TrainJob], parallel: int) -> list[Obj]:
         if not jobs:
             raise InputError("a search needs at least one trial")
         if any(job.workers > 1 for job in jobs):
@@ -56,7 +54,7 @@ class IndexedJobKind(Kind):
                                    timeout=max(timeouts) if timeouts else None),
         ]
 
-    def search(self, runner: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
+    def search(self, runner: ClusterRun, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
                on_result: ResultCallback | None) -> dict[int, JobResult]:
         return run_indexed(runner, jobs, manifests, on_result)
 
@@ -66,18 +64,18 @@ class PyTorchJobKind(Kind):
 
     name = "pytorchjob"
 
-    def search_manifests(self, runner: KubernetesRunner, jobs: list[TrainJob], parallel: int) -> list[Obj]:
+    def search_manifests(self, runner: ClusterRun, jobs: list[TrainJob], parallel: int) -> list[Obj]:
         if not jobs:
             raise InputError("a search needs at least one trial")
         return [self.training(runner, job, component="search", trial=index, mount_pvc=runner.spec.mount_pvc_in_trials)
                 for index, job in enumerate(jobs)]
 
-    def search(self, runner: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
+    def search(self, runner: ClusterRun, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
                on_result: ResultCallback | None) -> dict[int, JobResult]:
         return run_pytorchjobs(runner, self, jobs, manifests, parallel, on_result)
 
 
-def run_indexed(run: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj],
+def run_indexed(run: ClusterRun, jobs: list[TrainJob], manifests: list[Obj],
                 on_result: ResultCallback | None) -> dict[int, JobResult]:
     """The search as one Indexed Job (`manifests`: its trials ConfigMap, the Job): each trial's result from
     its pod, collected as pods finish; a pod the cluster disrupted is left for the Job to run again."""
@@ -155,7 +153,7 @@ def run_indexed(run: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj
     return results
 
 
-def run_pytorchjobs(run: KubernetesRunner, kind: Kind, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
+def run_pytorchjobs(run: ClusterRun, kind: Kind, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
                     on_result: ResultCallback | None) -> dict[int, JobResult]:
     """The search as one PyTorchJob per trial (`manifests`, in the jobs' order), at most `parallel` at once:
     the next is submitted as soon as one ends."""

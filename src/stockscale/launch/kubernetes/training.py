@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from stockscale.errors import InputError
 from stockscale.launch.kubernetes import manifests as m
@@ -25,11 +25,9 @@ from stockscale.launch.kubernetes.outcome import (
     state,
     true_condition,
 )
+from stockscale.launch.kubernetes.run import ClusterRun
 from stockscale.launch.pods import CONTAINER
 from stockscale.launch.runner import JobResult, ResultCallback, TrainJob
-
-if TYPE_CHECKING:
-    from stockscale.launch.kubernetes.runner import KubernetesRunner
 
 ENDED = ("Succeeded", "Complete", "Failed")
 JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
@@ -48,38 +46,38 @@ class Kind:
     container: ClassVar[str] = CONTAINER  # the training container of its pods
     renders: ClassVar[Callable[..., Obj]] = staticmethod(m.pytorchjob_manifest)  # the object that trains a job
 
-    def training(self, runner: KubernetesRunner, job: TrainJob, name: str | None = None, **more: Any) -> Obj:
+    def training(self, runner: ClusterRun, job: TrainJob, name: str | None = None, **more: Any) -> Obj:
         """The object that trains `job` (`more`: what a search's trial adds)."""
         return self.renders(
             runner.spec, name=name or m.k8s_name(runner.run_id, job.name), run_id=runner.run_id, config=job.config,
             workers=job.workers, out=runner.out_dir(job), memory_limit=job.memory_limit, threads=job.threads,
             timeout=job.timeout, **more)
 
-    def run_manifests(self, runner: KubernetesRunner, job: TrainJob) -> list[Obj]:
+    def run_manifests(self, runner: ClusterRun, job: TrainJob) -> list[Obj]:
         """Everything `run(job)` submits: the job, and the NetworkPolicy when there are several workers."""
         needs_policy = runner.spec.network_policy and job.workers > 1
         policy = [m.network_policy_manifest(runner.spec, runner.run_id, self.port)] if needs_policy else []
         return [self.training(runner, job), *policy]
 
-    def pods(self, runner: KubernetesRunner, name: str) -> list[Obj]:
+    def pods(self, runner: ClusterRun, name: str) -> list[Obj]:
         """The pods of training object `name` (the operator's label, or the names it gives its replicas)."""
         return [pod for pod in runner.session.list_kind("Pod", runner.run_id)
                 if (pod["metadata"].get("labels") or {}).get(OPERATOR_JOB_LABEL) == name
                 or name_of(pod).startswith((f"{name}-master-", f"{name}-worker-"))]
 
-    def master(self, runner: KubernetesRunner, name: str) -> str | None:
+    def master(self, runner: ClusterRun, name: str) -> str | None:
         """Rank 0's pod: `<job>-master-0` of a PyTorchJob."""
         return f"{name}-master-0"
 
-    def run(self, runner: KubernetesRunner, job: TrainJob) -> JobResult:
+    def run(self, runner: ClusterRun, job: TrainJob) -> JobResult:
         return run_training(runner, self, job, self.run_manifests(runner, job), lambda: self.training(
             runner, job, name=m.k8s_name(m.k8s_name(runner.run_id, job.name), "retry")))
 
-    def search_manifests(self, runner: KubernetesRunner, jobs: list[TrainJob], parallel: int) -> list[Obj]:
+    def search_manifests(self, runner: ClusterRun, jobs: list[TrainJob], parallel: int) -> list[Obj]:
         raise InputError(f"kind {self.name} runs no search of given trials: a search runs as kind job or "
                          "pytorchjob, or katib or optimizationjob choosing its own trials")
 
-    def search(self, runner: KubernetesRunner, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
+    def search(self, runner: ClusterRun, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
                on_result: ResultCallback | None) -> dict[int, JobResult]:
         raise InputError(f"kind {self.name} runs no search of given trials")  # search_manifests said so first
 
@@ -92,22 +90,22 @@ class TrainJobKind(Kind):
     container = m.TRAINER_NODE
     renders = staticmethod(m.trainjob_manifest)
 
-    def pods(self, runner: KubernetesRunner, name: str) -> list[Obj]:
+    def pods(self, runner: ClusterRun, name: str) -> list[Obj]:
         return [pod for pod in runner.session.list_kind("Pod", runner.run_id)
                 if (pod["metadata"].get("labels") or {}).get(JOBSET_LABEL) == name]
 
-    def master(self, runner: KubernetesRunner, name: str) -> str | None:
+    def master(self, runner: ClusterRun, name: str) -> str | None:
         """The node with completion index 0 (once JobSet has made it), the one not disrupted if there are two."""
         pods = [pod for pod in self.pods(runner, name) if pod_index(pod) == 0]
         running = [pod for pod in pods if not disruption(pod)]
         return name_of((running or pods)[-1]) if pods else None
 
-    def search_manifests(self, runner: KubernetesRunner, jobs: list[TrainJob], parallel: int) -> list[Obj]:
+    def search_manifests(self, runner: ClusterRun, jobs: list[TrainJob], parallel: int) -> list[Obj]:
         raise InputError("kind trainjob is for stockscale train; a search runs as job, pytorchjob, "
                          "optimizationjob or katib")
 
 
-def run_training(run: KubernetesRunner, kind: Kind, job: TrainJob, manifests: list[Obj], retry: Any) -> JobResult:
+def run_training(run: ClusterRun, kind: Kind, job: TrainJob, manifests: list[Obj], retry: Any) -> JobResult:
     """Submit `manifests` (the job first, then what goes with it, such as its NetworkPolicy), stream rank 0's
     log to on_line, wait for the job, return its result; a job the cluster disrupted is resubmitted once as
     `retry()` (same output folder, so it resumes from its checkpoints)."""
@@ -121,7 +119,7 @@ def run_training(run: KubernetesRunner, kind: Kind, job: TrainJob, manifests: li
     return result
 
 
-def _run_one(run: KubernetesRunner, of: Kind, job: TrainJob, manifest: Obj,
+def _run_one(run: ClusterRun, of: Kind, job: TrainJob, manifest: Obj,
              extras: list[Obj] | None = None) -> JobResult:
     """Submit one job (and, once it exists, `extras` such as its NetworkPolicy) and wait for its result."""
     kind, name = manifest["kind"], name_of(manifest)
@@ -166,7 +164,7 @@ def _run_one(run: KubernetesRunner, of: Kind, job: TrainJob, manifest: Obj,
     return result
 
 
-def _wait_job(run: KubernetesRunner, of: Kind, kind: str, name: str, deadline: float | None,
+def _wait_job(run: ClusterRun, of: Kind, kind: str, name: str, deadline: float | None,
               last: Obj | None) -> tuple[Obj | None, bool, bool]:
     """Watch one PyTorchJob or TrainJob for one window: (last seen object, gave up at the deadline, ended)."""
     window = run.window(deadline)
