@@ -33,6 +33,7 @@ from stockscale.experiments.records import BestTrial, SearchSummaryRecord, Trial
 from stockscale.experiments.study import JOURNAL, PRUNERS, STRATEGIES, StudyDriver, open_study
 from stockscale.files import prepare_results_dir, remove_entry, utc_timestamp, write_json_atomic
 from stockscale.launch.base import JobResult, Launcher, TrainJob
+from stockscale.launch.runner import Runner
 from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
 from stockscale.search.cluster import cluster_searcher
@@ -262,7 +263,7 @@ def _run_search(settings: SearchSettings, launcher: Launcher, out: Path, points:
     # OptimizationJob) runs the search from the space whole; each trial it reports is recorded with the
     # parameters it assigned, and no study of ours asks or is told.
     searcher = cluster_searcher(launcher)
-    if searcher is None:
+    if searcher is None and isinstance(launcher, Runner):  # every launcher, once all subclass Runner
         check_cluster_pruner(launcher, pruner_named(settings.pruner))
     jobs = grid_jobs() if settings.strategy == "grid" else sampled_jobs()
     summary["launched_at"] = time.time()  # the total counts from here: a warm launcher's start is in it

@@ -11,7 +11,8 @@ namespace, replica sizes, PVC: the YAML of --k8s-config, launch/cluster_spec.py)
     session.py      ClusterSession: one namespace's objects by kind; status, logs, deletion of any run
     outcome.py      finished pods and jobs -> JobResult (status, detail, metrics, the cluster's timings)
     logs.py         reading and following pod logs
-    runner.py       KubernetesRunner (the Runner): one run's objects, start-up deadline, progress; KINDS
+    run.py          ClusterRun: one run's objects, its start-up deadline, its progress messages
+    runner.py       KubernetesRunner (the Runner, a ClusterRun) and KINDS, the kinds by name
     training.py     the Kind base (render, then follow) and one training run; kind trainjob
     search_jobs.py  searches stockscale schedules: kind job (one Indexed Job), kind pytorchjob (one per trial)
     controllers.py  searches a controller schedules: kind optimizationjob, kind katib

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from stockscale.errors import InputError
+from stockscale.launch.cluster_spec import ClusterSpec
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.controllers import KatibKind, OptimizationJobKind
 from stockscale.launch.kubernetes.run import ClusterRun
@@ -37,7 +38,7 @@ class KubernetesRunner(ClusterRun, Runner):
     streams_jobs: ClassVar[bool] = False  # a search is one object (an Indexed Job): all jobs first
     prunes: ClassVar[bool] = False  # pods run to their end; Katib's early stopping is the cluster's (KatibSearcher)
 
-    def __init__(self, spec: Any = None, *, kind: str = "job", **settings: Any) -> None:
+    def __init__(self, spec: ClusterSpec | None = None, *, kind: str = "job", **settings: Any) -> None:
         """`spec` (a ClusterSpec) and `settings` are the ClusterRun's (run.py)."""
         if kind not in KINDS:
             raise InputError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
