@@ -244,7 +244,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         from stockscale.search.registry import pruner, strategy
 
         written = searcher.dry_run(settings.parameters, strategy(settings.strategy), pruner(settings.pruner),
-                                   trial_template(settings, out), workers, out, trials=trials) \
+                                   trial_template(settings, out), workers, trials=trials, out_dir=out) \
             if searcher is not None else launcher.dry_run(trial_jobs(settings, out), workers, out)
         for path in written:
             log(f"wrote {path}")

@@ -142,7 +142,7 @@ class Runner(ABC):
         offers to delete it (`delete(run_id)`). Empty for a runner that cleans up after itself."""
         return []
 
-    def close(self) -> None:  # noqa: B027 - a runner with nothing to let go of need not say so
+    def close(self) -> None:  # noqa: B027 - a hook: most runners hold nothing to let go of
         """Let go of long-lived resources (warm workers, an engine connection). Idempotent."""
 
     def __enter__(self) -> Runner:

@@ -89,7 +89,7 @@ class ControllerSearcher(Searcher):
         return {m.file_name(obj): m.to_yaml(obj)}
 
     def dry_run(self, space: Space, strategy: Strategy, pruner: Pruner, trial_template: TrialTemplate,
-                parallel: int, out_dir: Path, *, trials: int) -> list[Path]:
+                parallel: int, *, trials: int, out_dir: Path) -> list[Path]:
         """`render` into `out_dir` with a kustomization.yaml listing it (`kubectl apply -k DIR`)."""
         obj = self.manifest(space, strategy, pruner, trial_template, parallel, trials=trials)
         return m.write_manifests(out_dir, {m.file_name(obj): obj})
