@@ -21,12 +21,12 @@ from pathlib import Path
 
 import psutil
 
-from stockscale.launch.base import Launcher, TrainJob
-from stockscale.launch.docker import DockerLauncher, connect_engine
-from stockscale.launch.local import LocalLauncher
+from stockscale.launch.docker import DockerRunner, connect_engine
+from stockscale.launch.local import LocalRunner
+from stockscale.launch.runner import Runner, TrainJob
 
 
-def run(launcher: Launcher, job: TrainJob) -> tuple[float, dict]:
+def run(launcher: Runner, job: TrainJob) -> tuple[float, dict]:
     result = launcher.run(job)
     if result.status != "success" or result.metrics is None:
         raise SystemExit(f"{launcher.name} {job.name}: {result.status} {result.detail}")
@@ -43,7 +43,7 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM; engine {version.get('Platform', {}).get('Name', '')}"
           f" {version.get('Version')}; containers and processes share this machine")
-    launchers: dict[str, Launcher] = {"process": LocalLauncher(), "container": DockerLauncher(run_prefix="bench")}
+    launchers: dict[str, Runner] = {"process": LocalRunner(), "container": DockerRunner(run_prefix="bench")}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         tiny = {"epochs": 1, "max_steps": 1, "hidden_size": 16, "num_layers": 1}

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import psutil
 
-from stockscale.launch.base import TrainJob
-from stockscale.launch.local import LocalLauncher
+from stockscale.launch.local import LocalRunner
+from stockscale.launch.runner import TrainJob
 
 
 def run(workers: int, config: dict, root: Path, name: str) -> dict:
     job = TrainJob(name=name, config=config, run_dir=root / name, workers=workers, threads=1)
-    result = LocalLauncher().run(job)
+    result = LocalRunner().run(job)
     if result.status != "success":
         raise SystemExit(f"{name}: {result.status} {result.detail}")
     return {"metrics": result.metrics, "peak": result.peak_rss_bytes}

@@ -33,8 +33,8 @@ from stockscale.config import TrainConfig
 from stockscale.data.dataset import open_training_data
 from stockscale.data.sources import load_panel
 from stockscale.data.synthetic import write_synthetic_csv
-from stockscale.launch.base import TrainJob
-from stockscale.launch.local import LocalLauncher
+from stockscale.launch.local import LocalRunner
+from stockscale.launch.runner import TrainJob
 
 
 def load_average() -> str:
@@ -143,7 +143,7 @@ def epochs(path: Path, runs: int, tickers: int) -> None:
             for run in range(runs):
                 job = TrainJob(name=f"w{workers}-{run}", config=config, run_dir=Path(tmp) / f"w{workers}-{run}",
                                workers=workers, threads=1)
-                result = LocalLauncher().run(job)
+                result = LocalRunner().run(job)
                 if result.status != "success":
                     raise SystemExit(f"{job.name}: {result.status} {result.detail}")
                 rates.append(result.metrics["samples_per_second"])

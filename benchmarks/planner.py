@@ -25,7 +25,7 @@ from stockscale.config import build_train_config, parse_size
 from stockscale.data.dataset import prepare_from_config
 from stockscale.experiments.plan.calibration import ensure_calibration
 from stockscale.experiments.plan.verify import format_verification, verify_point, write_verification
-from stockscale.launch.local import LocalLauncher
+from stockscale.launch.local import LocalRunner
 
 EIGHT_IN_24_GIB = 3 * 2**30  # the largest per-worker limit that fits 8 workers in 24 GiB
 
@@ -47,7 +47,7 @@ def main() -> None:
     print(f"planner benchmark: loaders {loaders}, worlds {worlds}, models {args.models}, limit {args.memory_limit}; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     points, calibration_seconds = [], {}
-    launcher = LocalLauncher(log_dir=args.out / "logs")
+    launcher = LocalRunner(log_dir=args.out / "logs")
     for text in args.models.split(","):
         hidden, layers = (int(part) for part in text.split("x"))
         cfg = build_train_config({"hidden_size": hidden, "num_layers": layers, "loader": loaders[0]})

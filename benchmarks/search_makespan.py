@@ -19,13 +19,13 @@ import tempfile
 from pathlib import Path
 
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
-from stockscale.launch.warm import WarmLauncher
+from stockscale.launch.warm import WarmRunner
 
 
 def search(backend: str, workers: int, threads: int, max_steps: int, out: Path) -> dict:
     settings = SearchSettings(backend=backend, parallel=workers, space=DEFAULT_SPACE,
                               train={"epochs": 1000, "max_steps": max_steps}, threads_per_trial=threads)
-    return run_search(settings, WarmLauncher(), out).document()  # what `stockscale search` runs trials on here
+    return run_search(settings, WarmRunner(), out).document()  # what `stockscale search` runs trials on here
 
 
 def overheads(summary: dict) -> list[float]:

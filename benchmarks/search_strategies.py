@@ -5,7 +5,7 @@
    until a finished trial came within 1% of the grid's best validation loss, against the grid's whole time
    (the grid only knows its best at its end). Goal: at most 0.5x. Random search is run beside them.
 2. **Per-trial overhead, warm against cold.** The same parallel search with fresh processes per trial
-   (LocalLauncher) and with long-lived workers (WarmLauncher): mean wall time minus training-loop time.
+   (LocalRunner) and with long-lived workers (WarmRunner): mean wall time minus training-loop time.
    Goal: warm at most 0.5 s.
 
 The searches' summaries are kept under --out (hp_search_grid, hp_search_random, hp_search_tpe_asha), so
@@ -25,15 +25,15 @@ from pathlib import Path
 from statistics import mean
 
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
-from stockscale.launch.local import LocalLauncher
+from stockscale.launch.local import LocalRunner
 
 GRID = DEFAULT_SPACE  # the search's own 18 configs
 
 
 def warm_launcher():
-    from stockscale.launch.warm import WarmLauncher
+    from stockscale.launch.warm import WarmRunner
 
-    return WarmLauncher()
+    return WarmRunner()
 
 
 def search(out: Path, strategy: str, pruner: str, trials: int | None, epochs: int, workers: int, threads: int,
@@ -93,7 +93,7 @@ def main() -> None:
 
     n = args.overhead_trials
     small = {"lr": [1e-3], "hidden_size": [16, 32], "num_layers": [1]}
-    for name, launcher in (("cold (a process per trial)", LocalLauncher()), ("warm (long-lived workers)",
+    for name, launcher in (("cold (a process per trial)", LocalRunner()), ("warm (long-lived workers)",
                                                                              warm_launcher())):
         out = args.out / "overhead"
         shutil.rmtree(out, ignore_errors=True)

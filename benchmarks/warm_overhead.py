@@ -1,4 +1,4 @@
-"""Per-trial overhead of a search's trials, warm (WarmLauncher) against cold (LocalLauncher), issue 14.
+"""Per-trial overhead of a search's trials, warm (WarmRunner) against cold (LocalRunner), issue 14.
 
 Overhead is a trial's wall time (from when it was handed over to its result) minus its `train_seconds` (the
 epochs' training steps): for a cold trial a fresh process's start, imports and data; for a warm one what is
@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from stockscale.launch.base import TrainJob
-from stockscale.launch.local import LocalLauncher
-from stockscale.launch.warm import WarmLauncher
+from stockscale.launch.local import LocalRunner
+from stockscale.launch.runner import TrainJob
+from stockscale.launch.warm import WarmRunner
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     print(f"{args.trials} trials, parallel {args.parallel}, {threads} thread(s) each, config {config}; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as scratch:
-        for kind, launcher in (("cold", LocalLauncher()), ("warm", WarmLauncher())):
+        for kind, launcher in (("cold", LocalRunner()), ("warm", WarmRunner())):
             jobs = [TrainJob(name=f"t{i}", config={**config, "seed": i}, run_dir=Path(scratch) / kind / f"t{i}",
                              threads=threads) for i in range(args.trials)]
             started = time.perf_counter()

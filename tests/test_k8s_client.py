@@ -39,9 +39,9 @@ from k8s_schema import validate_manifest
 from kubernetes import client as k8s_client
 
 from stockscale.errors import InputError
-from stockscale.launch.base import TrainJob
-from stockscale.launch.kubernetes import ClusterSpec, KubeApi, KubernetesApiError, KubernetesLauncher
+from stockscale.launch.kubernetes import ClusterSpec, KubeApi, KubernetesApiError, KubernetesRunner
 from stockscale.launch.kubernetes.api import load_configuration
+from stockscale.launch.runner import TrainJob
 
 # ------------------------------------------------------------------------------------------------ fixtures
 
@@ -53,10 +53,10 @@ def k8s():
     emulator.stop()
 
 
-def make_launcher(k8s: Emulator, **kwargs: Any) -> KubernetesLauncher:
+def make_launcher(k8s: Emulator, **kwargs: Any) -> KubernetesRunner:
     api = kwargs.pop("api", None) or k8s.api()
     defaults = {"run_id": "train-test-0001", "poll": 0.02, "watch_window": 0.5, "startup_timeout": 30.0}
-    return KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=api, **{**defaults, **kwargs})
+    return KubernetesRunner(ClusterSpec(image="stockscale:test"), api=api, **{**defaults, **kwargs})
 
 
 def train_job(**kwargs: Any) -> TrainJob:
@@ -98,20 +98,20 @@ def test_keep_leaves_the_job_for_status_logs_and_delete(k8s):
     launcher = make_launcher(k8s, keep=True)
     with Cluster(k8s, on_pytorchjob=succeed):
         assert launcher.run(train_job(workers=2)).status == "success"
-    rows = {(row.kind, row.name): row for row in launcher.status("train-test-0001")}
+    rows = {(row.kind, row.name): row for row in launcher.session.status("train-test-0001")}
     assert rows[("PyTorchJob", "train-test-0001-train")].state == "Succeeded"
     assert rows[("Pod", "train-test-0001-train-master-0")].state == "Succeeded"
     assert rows[("Pod", "train-test-0001-train-master-0")].started == UNIX_T0
-    assert launcher.list_runs() == ["train-test-0001"]
+    assert launcher.session.list_runs() == ["train-test-0001"]
     seen: list[tuple[str, str]] = []
     assert launcher.logs("train-test-0001", lambda pod, line: seen.append((pod, line))) == [
         "train-test-0001-train-master-0", "train-test-0001-train-worker-0"]
     assert ("train-test-0001-train-worker-0", '{"rank": 1}') in seen
-    assert sorted(launcher.delete_run()) == ["NetworkPolicy/train-test-0001-rendezvous",
+    assert sorted(launcher.delete(launcher.run_id)) == ["NetworkPolicy/train-test-0001-rendezvous",
                                              "Pod/train-test-0001-train-master-0",
                                              "Pod/train-test-0001-train-worker-0",
                                              "PyTorchJob/train-test-0001-train"]
-    assert objects(k8s, "pytorchjobs") == {} and launcher.status() == []
+    assert objects(k8s, "pytorchjobs") == {} and launcher.session.status(launcher.run_id) == []
 
 
 def test_delete_touches_only_the_runs_own_objects(k8s):
@@ -124,7 +124,7 @@ def test_delete_touches_only_the_runs_own_objects(k8s):
     with Cluster(k8s, on_pytorchjob=lambda c, o: succeed(c, o) if o["metadata"]["name"] != "someone-elses"
                  else None):
         launcher.run(train_job(workers=1))
-    launcher.delete_run()
+    launcher.delete(launcher.run_id)
     assert list(objects(k8s, "pytorchjobs")) == ["someone-elses"]
 
 
@@ -186,7 +186,7 @@ def test_ctrl_c_reraises_and_leaves_what_was_submitted_for_delete_run(k8s):
         launcher.run(train_job())
     assert launcher.interrupted and launcher.submitted == ["PyTorchJob/train-test-0001-train"]
     assert list(objects(k8s, "pytorchjobs")) == ["train-test-0001-train"]
-    assert launcher.delete_run("train-test-0001") == ["PyTorchJob/train-test-0001-train"]
+    assert launcher.delete("train-test-0001") == ["PyTorchJob/train-test-0001-train"]
     assert objects(k8s, "pytorchjobs") == {}
 
 
@@ -243,7 +243,7 @@ def test_unreachable_cluster_is_a_one_line_input_error():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     api = KubeApi(k8s_client.Configuration(host=f"http://127.0.0.1:{port}"), backoff=0.001)
-    launcher = KubernetesLauncher(api=api, run_id="train-test-0001")
+    launcher = KubernetesRunner(api=api, run_id="train-test-0001")
     with pytest.raises(InputError, match=r"cannot reach the Kubernetes API at http://127.0.0.1:\d+ \(connection "
                                          r"refused\)") as caught:
         launcher.run(train_job())
@@ -270,12 +270,12 @@ def test_kubeconfig_and_context_reach_the_cluster_with_its_credentials(k8s, tmp_
         "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "me"}},
                      {"name": "elsewhere", "context": {"cluster": "nowhere", "user": "me"}}],
     }))
-    launcher = KubernetesLauncher(kubeconfig=kubeconfig, context="kmock", run_id="train-test-0001")
-    assert launcher.list_runs() == []
+    launcher = KubernetesRunner(kubeconfig=kubeconfig, context="kmock", run_id="train-test-0001")
+    assert launcher.session.list_runs() == []
     (listing, *_) = k8s.requests("get", PYTORCHJOBS)
     assert listing.headers["Authorization"] == "Bearer s3cret"
     with pytest.raises(InputError, match="cannot load the Kubernetes configuration.*no-such-context"):
-        KubernetesLauncher(kubeconfig=kubeconfig, context="no-such-context").list_runs()
+        KubernetesRunner(kubeconfig=kubeconfig, context="no-such-context").session.list_runs()
 
 
 @pytest.mark.parametrize(("code", "body", "words"), [
@@ -303,7 +303,7 @@ def test_api_refusals_are_one_line_input_errors(k8s, code, body, words):
 
 def test_a_name_taken_by_an_earlier_run_is_refused(k8s):
     launcher = make_launcher(k8s, startup_timeout=1.0)  # a launcher that wrongly waited would give up soon
-    earlier = launcher.run_manifest(train_job())
+    earlier = launcher.manifests([train_job()], 1)[0]
     Cluster(k8s).custom.create_namespaced_custom_object("kubeflow.org", "v1", NS, "pytorchjobs", earlier)
     with pytest.raises(InputError, match="train-test-0001-train.*already taken.*stockscale k8s delete"):
         launcher.run(train_job(timeout=1.0))
@@ -314,7 +314,7 @@ def test_server_errors_are_retried_with_backoff_then_succeed(k8s):
     k8s.do(lambda k: k[f"get /api/v1/namespaces/{NS}/pods"][:2] << 503 << status_body(503, "etcd", "Unavailable"))
     pauses: list[float] = []
     launcher = make_launcher(k8s, api=k8s.api(sleep=pauses.append, backoff=0.5, attempts=4))
-    assert launcher.status("train-test-0001") == []
+    assert launcher.session.status("train-test-0001") == []
     assert len(k8s.requests("get", f"/api/v1/namespaces/{NS}/pods")) == 3
     assert pauses == [0.5, 1.0]  # exponential
 
@@ -334,7 +334,7 @@ def test_server_errors_that_persist_end_in_one_line_after_bounded_attempts(k8s):
     k8s.do(lambda k: k[f"get /api/v1/namespaces/{NS}/pods"] << 500 << status_body(500, "boom", "InternalError"))
     launcher = make_launcher(k8s, api=k8s.api(attempts=3))
     with pytest.raises(KubernetesApiError, match="kept failing to list Pods.*500 boom.*after 3 attempts"):
-        launcher.status("train-test-0001")
+        launcher.session.status("train-test-0001")
     assert len(k8s.requests("get", f"/api/v1/namespaces/{NS}/pods")) == 3
 
 
@@ -345,7 +345,7 @@ def test_a_request_that_times_out_is_retried(k8s):
 
     k8s.do(lambda k: k[f"get /api/v1/namespaces/{NS}/configmaps"][:1] << slow)
     launcher = make_launcher(k8s, api=k8s.api(timeout=0.3))
-    assert launcher.status("train-test-0001") == []
+    assert launcher.session.status("train-test-0001") == []
     assert len(k8s.requests("get", f"/api/v1/namespaces/{NS}/configmaps")) == 2
 
 
@@ -353,7 +353,7 @@ def test_without_the_client_package_the_error_names_the_extra():
     """In an interpreter where `import kubernetes` fails, a launcher that needs the cluster says what to install."""
     code = ("import sys; sys.modules['kubernetes'] = None\n"
             "from stockscale.errors import InputError\n"
-            "from stockscale.launch.kubernetes import KubernetesLauncher\n"
-            "try:\n    KubernetesLauncher().list_runs()\nexcept InputError as e:\n    print(e)\n")
+            "from stockscale.launch.kubernetes import KubernetesRunner\n"
+            "try:\n    KubernetesRunner().session.list_runs()\nexcept InputError as e:\n    print(e)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "the Kubernetes backend needs the official client: pip install 'stockscale[k8s]'"

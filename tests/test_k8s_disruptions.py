@@ -36,9 +36,9 @@ from k8s_cluster import (
 )
 
 from stockscale.errors import InputError
-from stockscale.launch.base import TrainJob
-from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher
+from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner
 from stockscale.launch.kubernetes.outcome import pod_failure
+from stockscale.launch.runner import TrainJob
 
 
 @pytest.fixture
@@ -48,10 +48,10 @@ def k8s():
     emulator.stop()
 
 
-def make_launcher(k8s: Emulator, **kwargs: Any) -> KubernetesLauncher:
+def make_launcher(k8s: Emulator, **kwargs: Any) -> KubernetesRunner:
     api = kwargs.pop("api", None) or k8s.api()
     defaults = {"run_id": "dis-test-0001", "poll": 0.02, "watch_window": 0.5, "startup_timeout": 30.0}
-    return KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=api, **{**defaults, **kwargs})
+    return KubernetesRunner(ClusterSpec(image="stockscale:test"), api=api, **{**defaults, **kwargs})
 
 
 def train_job(**kwargs: Any) -> TrainJob:
@@ -112,7 +112,7 @@ def test_a_job_whose_api_server_dropped_backoff_limit_per_index_is_refused(k8s):
     jobs = [TrainJob(name="trial-00", config={"max_steps": 2}, run_dir=Path("t"))]
     with pytest.raises(InputError, match="dropped backoffLimitPerIndex.*1.29"):
         launcher.run_many(jobs, parallel=1)
-    assert objects(k8s, "configmaps") == {} and launcher.left_on_cluster() == []
+    assert objects(k8s, "configmaps") == {} and launcher.left_behind() == []
 
 
 # --------------------------------------------------------------------------------- training jobs, resubmitted
@@ -199,7 +199,7 @@ def test_an_unschedulable_pod_ends_the_run_with_the_schedulers_message(k8s):
         launcher.run(train_job(timeout=None))  # no --timeout: before, this waited forever
     assert UNSCHEDULABLE in str(caught.value) and "cannot be scheduled" in str(caught.value)
     assert time.monotonic() - began < 30
-    assert objects(k8s, "pytorchjobs") == {} and launcher.left_on_cluster() == []
+    assert objects(k8s, "pytorchjobs") == {} and launcher.left_behind() == []
 
 
 def test_an_image_pull_that_fails_at_first_is_retried_until_it_works(k8s):
@@ -281,4 +281,4 @@ def test_an_outage_longer_than_the_retry_budget_ends_with_what_is_left(k8s):
     launcher = make_launcher(k8s, api=api)
     with Cluster(k8s, on_pytorchjob=operator), pytest.raises(Exception, match="kept failing.*503"):
         launcher.run(train_job(workers=1, timeout=None))
-    assert launcher.left_on_cluster() == ["PyTorchJob/dis-test-0001-train"]
+    assert launcher.left_behind() == ["PyTorchJob/dis-test-0001-train"]

@@ -3,7 +3,7 @@ and by the rules Katib's admission webhook applies (its CRD accepts any fields, 
 its metrics regex matches the epoch line a real `stockscale train` prints; and a search round-trips through the
 emulated API with a fake Katib controller that creates Trials and their pods the way Katib does (Trial labels
 copied from the Experiment, parameters substituted for `${trialParameters.<name>}`, a batch Job's pod labelled
-`job-name=<trial>`), so the launcher reads every trial back by its parameter assignments."""
+`job-name=<trial>`), so the searcher reads every trial back with the parameters Katib assigned it."""
 
 from __future__ import annotations
 
@@ -19,10 +19,16 @@ from conftest import TINY
 from k8s_cluster import Cluster, Emulator, container, metrics_line, objects, pod
 from k8s_schema import CRDS, check_meta, validate_manifest
 
+from stockscale.config import TrainConfig
 from stockscale.errors import InputError
-from stockscale.launch.base import TrainJob
-from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher, katib
+from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner
 from stockscale.launch.kubernetes import manifests as m
+from stockscale.search.controller import check_cluster_pruner
+from stockscale.search.katib import KatibSearcher
+from stockscale.search.optimization_job import OptimizationJobSearcher
+from stockscale.search.registry import pruner, strategy
+from stockscale.search.searcher import TrialResult, TrialTemplate, trial_name
+from stockscale.space import Space, grid_size, parse_space
 from stockscale.worker import parse_result_line
 
 KATIB_ALGORITHMS = {"random", "grid", "hyperband", "bayesianoptimization", "tpe", "multivariate-tpe", "cmaes",
@@ -38,17 +44,29 @@ def k8s():
     emulator.stop()
 
 
-def trial_jobs(lrs=(0.001, 0.002), loaders=("lazy", "memory"), **config) -> list[TrainJob]:
-    return [TrainJob(name=f"trial-{i:02d}", config={"max_steps": 2, "lr": lr, "loader": loader, **config},
-                     run_dir=Path(f"t{i}"), threads=1, timeout=60)
-            for i, (lr, loader) in enumerate(itertools.product(lrs, loaders))]
+TEMPLATE = TrialTemplate(config=TrainConfig(max_steps=2), trials_dir=Path("t"), threads=1, timeout=60)
 
 
-def render(algorithm: str = "grid", jobs: list[TrainJob] | None = None, parallel: int = 2) -> dict:
-    launcher = KubernetesLauncher(ClusterSpec(image="stockscale:test"), run_id="katib-test-0001", kind="katib",
-                                  algorithm=algorithm)
-    (experiment,) = launcher.search_manifests(jobs or trial_jobs(), parallel)
-    return experiment
+def space(lrs=(0.001, 0.002), loaders=("lazy", "memory")) -> Space:
+    return parse_space({"lr": list(lrs), "loader": list(loaders)}, "space")
+
+
+def searcher(k8s: Emulator | None = None, run_id: str = "katib-test-0001") -> KatibSearcher:
+    return KatibSearcher(KubernetesRunner(ClusterSpec(image="stockscale:test"), api=k8s.api() if k8s else None,
+                                          run_id=run_id, kind="katib", poll=0.02, watch_window=0.5))
+
+
+def render(algorithm: str = "grid", trials: int | None = None, parallel: int = 2) -> dict:
+    return searcher().manifest(space(), strategy(algorithm), pruner("none"), TEMPLATE, parallel,
+                               trials=trials or grid_size(space()))
+
+
+def search(k8s: Emulator, run_id: str, points: Space, parallel: int) -> list[TrialResult]:
+    told: list[TrialResult] = []
+    trials = searcher(k8s, run_id).search(points, strategy("grid"), pruner("none"), TEMPLATE, parallel,
+                                          trials=grid_size(points), on_trial=told.append)
+    assert sorted(told, key=lambda trial: trial.number) == trials  # each told as it ended
+    return trials
 
 
 def check_with_katib_sdk(experiment: dict) -> None:
@@ -166,15 +184,15 @@ def test_the_metrics_regex_matches_the_epoch_line_a_real_training_run_prints(cli
 
 
 def test_a_search_that_is_not_a_full_grid_is_refused_for_katibs_grid_but_not_random():
-    jobs = trial_jobs()[:3]
     with pytest.raises(InputError, match="not a full grid"):
-        render("grid", jobs)
-    assert render("random", jobs)["spec"]["maxTrialCount"] == 3
+        render("grid", trials=3)
+    assert render("random", trials=3)["spec"]["maxTrialCount"] == 3
 
 
 def test_tpe_is_for_katib_only():
     with pytest.raises(InputError, match="tpe is for katib"):
-        KubernetesLauncher(ClusterSpec(), kind="optimizationjob", algorithm="tpe")
+        OptimizationJobSearcher(KubernetesRunner(ClusterSpec(), kind="optimizationjob")).check(strategy("tpe"),
+                                                                                               pruner("none"))
 
 
 # ------------------------------------------------------------------------------ round trip, fake controller
@@ -191,7 +209,7 @@ def create_katib_trial(cluster: Cluster, experiment: dict, number: int, assignme
         run_spec = run_spec.replace(f"${{trialParameters.{item['name']}}}", item["value"])
     cluster.create_trial({
         "apiVersion": experiment["apiVersion"], "kind": "Trial",
-        "metadata": {"name": trial_name, "labels": {**experiment["metadata"]["labels"], katib.EXPERIMENT_LABEL: name}},
+        "metadata": {"name": trial_name, "labels": {**experiment["metadata"]["labels"], m.EXPERIMENT_LABEL: name}},
         "spec": {"parameterAssignments": assignments, "runSpec": json.loads(run_spec),
                  "objective": spec["objective"], "primaryContainerName": template["primaryContainerName"]}})
     return trial_name, {**template["trialSpec"]["spec"]["template"]["metadata"]["labels"], "job-name": trial_name}
@@ -246,28 +264,25 @@ def katib_controller(fail_index: int | None = None, pod_gone_index: int | None =
 
 
 def test_a_katib_search_reads_every_trial_back_by_its_parameter_assignments(k8s):
-    jobs = trial_jobs()
-    launcher = KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=k8s.api(), run_id="katib-test-0002",
-                                  kind="katib", poll=0.02, watch_window=0.5)
     with Cluster(k8s, on_experiment=katib_controller(fail_index=2)):
-        results = launcher.run_many(jobs, parallel=2)
-    assert [r.name for r in results] == [job.name for job in jobs]
+        trials = search(k8s, "katib-test-0002", space(), parallel=2)
+    results = [trial.result for trial in trials]
+    assert [r.name for r in results] == [trial_name(number) for number in range(4)]
     assert [r.status for r in results] == ["success", "success", "oom", "success"]
-    for job, result in zip(jobs, results, strict=True):
+    assert sorted((t.params["lr"], t.params["loader"]) for t in trials) == \
+        sorted(itertools.product((0.001, 0.002), ("lazy", "memory")))  # the space's own values, as Katib assigned
+    for trial, result in zip(trials, results, strict=True):
         if result.status == "success":  # each trial's own log (its last JSON line) said which config it trained
-            assert result.metrics["config"] == {"lr": repr(job.config["lr"]), "loader": job.config["loader"]}
+            assert result.metrics["config"] == {"lr": repr(trial.params["lr"]), "loader": trial.params["loader"]}
     assert objects(k8s, "experiments") == {}  # deleted when done
-    (post,) = k8s.requests("post", f"/apis/kubeflow.org/v1beta1/namespaces/{launcher.namespace}/experiments")
+    (post,) = k8s.requests("post", f"/apis/kubeflow.org/v1beta1/namespaces/{ClusterSpec().namespace}/experiments")
     check_with_katib_sdk(post.data)
     check_as_katib_webhook(post.data)
 
 
 def test_a_trial_whose_pod_is_gone_is_read_from_what_katib_observed(k8s):
-    jobs = trial_jobs(loaders=("lazy",))
-    launcher = KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=k8s.api(), run_id="katib-test-0003",
-                                  kind="katib", poll=0.02, watch_window=0.5)
     with Cluster(k8s, on_experiment=katib_controller(pod_gone_index=1)):
-        first, second = launcher.run_many(jobs, parallel=1)
+        first, second = (trial.result for trial in search(k8s, "katib-test-0003", space(loaders=("lazy",)), 1))
     assert first.metrics["config"] == {"lr": "0.001"}  # from its pod's log (only lr varies)
     assert second.status == "success" and second.metrics == {"val": {"loss": pytest.approx(1.1)}}
 
@@ -338,12 +353,14 @@ RANGES = {"lr": {"type": "double", "min": 1e-4, "max": 1e-2, "log": True},
           "num_layers": [1, 2]}
 
 
-def ranged_launcher(k8s=None, pruner="median", algorithm="tpe", trials=4) -> KubernetesLauncher:
-    from stockscale.space import parse_space
+def ranged_runner(k8s: Emulator) -> KubernetesRunner:
+    return KubernetesRunner(ClusterSpec(image="stockscale:test"), api=k8s.api(), run_id="katib-range-0001",
+                            kind="katib", poll=0.02, watch_window=0.5)
 
-    return KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=k8s.api() if k8s else None,
-                              run_id="katib-range-0001", kind="katib", poll=0.02, watch_window=0.5,
-                              algorithm=algorithm, space=parse_space(RANGES, "space"), trials=trials, pruner=pruner)
+
+def ranged_experiment(stopping: str = "median") -> dict:
+    return searcher(run_id="katib-range-0001").manifest(parse_space(RANGES, "space"), strategy("tpe"),
+                                                        pruner(stopping), TEMPLATE, 2, trials=4)
 
 
 def check_feasible_spaces_as_katib_webhook(experiment: dict) -> None:
@@ -360,7 +377,7 @@ def check_feasible_spaces_as_katib_webhook(experiment: dict) -> None:
 
 
 def test_a_space_with_ranges_renders_katibs_feasible_spaces_and_median_stopping():
-    (experiment,) = ranged_launcher().search_manifests(trial_jobs(lrs=(0.001,), loaders=("lazy",)) * 4, 2)
+    experiment = ranged_experiment()
     check_with_katib_sdk(experiment)
     check_feasible_spaces_as_katib_webhook(experiment)
     spec = experiment["spec"]
@@ -373,13 +390,18 @@ def test_a_space_with_ranges_renders_katibs_feasible_spaces_and_median_stopping(
     args = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
     for name in ("lr", "hidden_size", "num_layers"):
         assert f"${{trialParameters.{name}}}" in args
-    assert "earlyStopping" not in ranged_launcher(pruner="none").search_manifests(trial_jobs(), 2)[0]["spec"]
+    assert "earlyStopping" not in ranged_experiment("none")["spec"]
 
 
-@pytest.mark.parametrize(("kind", "pruner"), [("katib", "asha"), ("job", "median"), ("optimizationjob", "median")])
-def test_a_pruner_a_cluster_kind_cannot_run_is_refused(kind, pruner):
+@pytest.mark.parametrize(("kind", "stopping"), [("katib", "asha"), ("job", "median"), ("optimizationjob", "median")])
+def test_a_pruner_a_cluster_kind_cannot_run_is_refused(kind, stopping):
+    runner = KubernetesRunner(ClusterSpec(image="stockscale:test"), kind=kind)
+    searchers = {"katib": KatibSearcher, "optimizationjob": OptimizationJobSearcher}
     with pytest.raises(InputError, match="Katib's early stopping"):
-        KubernetesLauncher(ClusterSpec(image="stockscale:test"), kind=kind, pruner=pruner)
+        if kind in searchers:
+            searchers[kind](runner).check(strategy("grid"), pruner(stopping))
+        else:  # the Optuna driver over a cluster asks the same
+            check_cluster_pruner(runner, pruner(stopping))
 
 
 def sampling_katib_controller(stopped_index: int):
@@ -415,7 +437,7 @@ def test_a_katib_search_over_ranges_reads_back_the_points_katib_chose_and_its_ea
 
     settings = SearchSettings(backend="kubernetes", workers=2, space=dict(RANGES), strategy="tpe", trials=4,
                               pruner="median", train={"max_steps": 2})
-    launcher = ranged_launcher(k8s)
+    launcher = ranged_runner(k8s)
     with Cluster(k8s, on_experiment=sampling_katib_controller(stopped_index=2)):
         summary = run_search(settings, launcher, tmp_path / "s")
     statuses = {entry["config"]["hidden_size"]: entry["status"] for entry in summary["results"]}

@@ -19,9 +19,13 @@ from k8s_schema import REPO, pod_templates, validate_core, validate_manifest, va
 
 from stockscale.config import TrainConfig
 from stockscale.errors import InputError
-from stockscale.launch.base import TrainJob
-from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher, load_cluster_spec, render_defaults
+from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner, load_cluster_spec, render_defaults
 from stockscale.launch.kubernetes import manifests as m
+from stockscale.launch.runner import TrainJob
+from stockscale.search.optimization_job import OptimizationJobSearcher
+from stockscale.search.registry import pruner, strategy
+from stockscale.search.searcher import TrialTemplate
+from stockscale.space import parse_space
 
 SPEC = ClusterSpec()
 TINY = {"epochs": 1, "max_steps": 2, "hidden_size": 8, "num_layers": 1}
@@ -32,8 +36,8 @@ def search_jobs(count: int = 3, **extra) -> list[TrainJob]:
                      **extra) for i in range(count)]
 
 
-def launcher(**kwargs) -> KubernetesLauncher:
-    return KubernetesLauncher(kwargs.pop("spec", SPEC), run_id="search-1128-174500-ab12", **kwargs)
+def launcher(**kwargs) -> KubernetesRunner:
+    return KubernetesRunner(kwargs.pop("spec", SPEC), run_id="search-1128-174500-ab12", **kwargs)
 
 
 def containers(obj: dict) -> list[dict]:
@@ -48,22 +52,27 @@ def every_manifest() -> list[dict]:
         *m.default_manifests(SPEC).values(),
         m.default_manifests(ClusterSpec(pvc_access_mode="ReadWriteMany", storage_class="standard")).pop(
             "pytorchjob.yaml"),
-        launcher().run_manifest(train),
-        *launcher().search_manifests(jobs, parallel=2),
-        *launcher(kind="pytorchjob").search_manifests(jobs, parallel=2),
-        *launcher(kind="trainjob").run_manifests(train),
-        launcher(kind="trainjob").run_manifest(TrainJob(name="one", config=TINY, run_dir=Path("r"))),
-        *launcher(kind="optimizationjob").search_manifests(grid_jobs(), parallel=2),
-        *launcher(kind="optimizationjob", algorithm="random").search_manifests(grid_jobs(), parallel=8),
+        launcher().manifests([train], 1)[0],
+        *launcher().manifests(jobs, parallel=2),
+        *launcher(kind="pytorchjob").manifests(jobs, parallel=2),
+        *launcher(kind="trainjob").manifests([train], 1),
+        launcher(kind="trainjob").manifests([TrainJob(name="one", config=TINY, run_dir=Path("r"))], 1)[0],
+        optimizationjob(),
+        optimizationjob("random", parallel=8),
         m.search_driver_manifest(SPEC),
     ]
 
 
-def grid_jobs() -> list[TrainJob]:
-    """A 2 x 3 grid over lr and hidden_size, as `stockscale search` makes one."""
-    return [TrainJob(name=f"trial-{i:02d}", config={**TINY, "lr": lr, "hidden_size": hidden},
-                     run_dir=Path(f"t/{i}"), threads=1, timeout=60)
-            for i, (lr, hidden) in enumerate((lr, h) for lr in (0.001, 0.002) for h in (8, 16, 32))]
+GRID = {"hidden_size": [8, 16, 32], "lr": [0.001, 0.002]}  # a 2 x 3 grid, as `stockscale search` gets one
+
+
+def optimizationjob(algorithm: str = "grid", parallel: int = 2, trials: int = 6, spec: ClusterSpec = SPEC,
+                    run_id: str = "search-1128-174500-ab12", space: dict | None = None) -> dict:
+    """The OptimizationJob an OptimizationJobSearcher submits for GRID (every trial: TINY, 1 thread, 60 s)."""
+    searcher = OptimizationJobSearcher(KubernetesRunner(spec, run_id=run_id, kind="optimizationjob"))
+    template = TrialTemplate(config=TrainConfig(**TINY), trials_dir=Path("t"), threads=1, timeout=60)
+    return searcher.manifest(parse_space(space or GRID, "space"), strategy(algorithm), pruner("none"), template,
+                             parallel, trials=trials)
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -96,7 +105,7 @@ def test_the_strict_crd_check_refuses_unknown_and_mistyped_fields():
 
 
 def test_the_core_check_refuses_unknown_fields():
-    _, job = launcher().search_manifests(search_jobs(), parallel=2)
+    _, job = launcher().manifests(search_jobs(), parallel=2)
     validate_core(job)
     job["spec"]["template"]["spec"]["containers"][0]["cpuLimit"] = "2"
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -171,7 +180,7 @@ def test_flags_are_the_train_commands_own_and_carry_every_config_field():
 def test_job_limits_timeouts_and_workers_reach_the_manifest():
     job = TrainJob(name="m200", config={"multiplier": 200}, run_dir=Path("r"), workers=2,
                    memory_limit=1536 * 2**20, timeout=90.5)
-    obj = launcher().run_manifest(job)
+    obj = launcher().manifests([job], 1)[0]
     assert obj["spec"]["runPolicy"]["activeDeadlineSeconds"] == 91
     assert obj["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
     for container in containers(obj):
@@ -179,7 +188,7 @@ def test_job_limits_timeouts_and_workers_reach_the_manifest():
         assert container["resources"]["requests"]["memory"] == str(1536 * 2**20)  # never above the limit
         assert container["args"][container["args"].index("--threads") + 1] == "2"  # = the CPU limit
     assert obj["metadata"]["name"] == "search-1128-174500-ab12-m200"
-    single = launcher().run_manifest(TrainJob(name="one", config={}, run_dir=Path("r")))
+    single = launcher().manifests([TrainJob(name="one", config={}, run_dir=Path("r"))], 1)[0]
     assert list(single["spec"]["pytorchReplicaSpecs"]) == ["Master"]
 
 
@@ -212,7 +221,7 @@ def test_unknown_training_keys_are_refused_before_anything_is_rendered():
 def test_trainjob_runs_our_command_on_the_torch_distributed_runtime_with_our_security():
     job = TrainJob(name="big", config={**TINY, "multiplier": 50}, run_dir=Path("r"), workers=3,
                    memory_limit=3 * 2**30, timeout=600)
-    obj = launcher(kind="trainjob").run_manifest(job)
+    obj = launcher(kind="trainjob").manifests([job], 1)[0]
     assert (obj["apiVersion"], obj["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
     spec = obj["spec"]
     assert spec["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime",
@@ -237,14 +246,14 @@ def test_trainjob_runs_our_command_on_the_torch_distributed_runtime_with_our_sec
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     results = next(v for v in pod["spec"]["volumes"] if v["name"] == "results")
     assert results == {"name": "results", "emptyDir": {}}  # a ReadWriteOnce PVC cannot follow three nodes
-    one = launcher(kind="trainjob").run_manifest(TrainJob(name="one", config=TINY, run_dir=Path("r")))
+    one = launcher(kind="trainjob").manifests([TrainJob(name="one", config=TINY, run_dir=Path("r"))], 1)[0]
     pod = one["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
     assert {"name": "results", "persistentVolumeClaim": {"claimName": "stockscale-results"}} in \
         pod["template"]["spec"]["template"]["spec"]["volumes"]
 
 
 def test_the_strict_trainjob_check_refuses_what_the_api_does_not_have():
-    obj = launcher(kind="trainjob").run_manifest(TrainJob(name="one", config=TINY, run_dir=Path("r")))
+    obj = launcher(kind="trainjob").manifests([TrainJob(name="one", config=TINY, run_dir=Path("r"))], 1)[0]
     validate_manifest(obj)
     wrong = copy.deepcopy(obj)
     wrong["spec"]["podTemplateOverrides"] = []  # the older API's field: gone from this CRD
@@ -259,20 +268,20 @@ def test_the_strict_trainjob_check_refuses_what_the_api_does_not_have():
 
 def test_training_jobs_get_a_rendezvous_policy_for_their_own_pods_only():
     train = TrainJob(name="t", config=TINY, run_dir=Path("r"), workers=2)
-    _, policy = launcher().run_manifests(train)
+    _, policy = launcher().manifests([train], 1)
     selector = {"matchLabels": {m.LABEL_APP: "stockscale", m.LABEL_RUN: "search-1128-174500-ab12"}}
     assert policy["spec"]["podSelector"] == selector and policy["spec"]["policyTypes"] == ["Ingress"]
     assert policy["spec"]["ingress"] == [{"from": [{"podSelector": selector}]}]
     assert policy["metadata"]["annotations"]["stockscale/rendezvous-port"] == "23456"
-    _, trainer_policy = launcher(kind="trainjob").run_manifests(train)
+    _, trainer_policy = launcher(kind="trainjob").manifests([train], 1)
     assert trainer_policy["metadata"]["annotations"]["stockscale/rendezvous-port"] == "29500"
-    assert len(launcher().run_manifests(TrainJob(name="t", config=TINY, run_dir=Path("r")))) == 1  # one process
-    assert len(launcher(spec=ClusterSpec(network_policy=False)).run_manifests(train)) == 1
+    assert len(launcher().manifests([TrainJob(name="t", config=TINY, run_dir=Path("r"))], 1)) == 1  # one process
+    assert len(launcher(spec=ClusterSpec(network_policy=False)).manifests([train], 1)) == 1
 
 
 def test_jobs_are_cleaned_up_after_they_finish():
     assert m.default_manifests(SPEC)["pytorchjob.yaml"]["spec"]["runPolicy"]["ttlSecondsAfterFinished"] == 86400
-    _, job = launcher(spec=ClusterSpec(ttl_seconds_after_finished=600)).search_manifests(search_jobs(), 2)
+    _, job = launcher(spec=ClusterSpec(ttl_seconds_after_finished=600)).manifests(search_jobs(), 2)
     assert job["spec"]["ttlSecondsAfterFinished"] == 600
 
 
@@ -300,7 +309,7 @@ def test_rbac_role_holds_only_the_verbs_stockscale_uses():
 
 
 def test_indexed_job_runs_every_trial_from_the_configmap():
-    configmap, job = launcher().search_manifests(search_jobs(5, timeout=120, memory_limit=2**30), parallel=2)
+    configmap, job = launcher().manifests(search_jobs(5, timeout=120, memory_limit=2**30), parallel=2)
     spec = job["spec"]
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 5, 2)
     assert spec["backoffLimitPerIndex"] == 0 and "backoffLimit" not in spec
@@ -321,7 +330,7 @@ def test_indexed_job_runs_every_trial_from_the_configmap():
 
 
 def test_a_disrupted_index_runs_again_and_only_real_failures_count():
-    _, job = launcher().search_manifests(search_jobs(), parallel=2)
+    _, job = launcher().manifests(search_jobs(), parallel=2)
     assert job["spec"]["podFailurePolicy"] == {"rules": [
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # what podFailurePolicy requires
@@ -329,7 +338,7 @@ def test_a_disrupted_index_runs_again_and_only_real_failures_count():
 
 
 def test_optimizationjob_searches_the_grid_of_the_values_that_vary():
-    (obj,) = launcher(kind="optimizationjob").search_manifests(grid_jobs(), parallel=4)
+    obj = optimizationjob(parallel=4)
     spec = obj["spec"]
     assert (spec["numTrials"], spec["parallelTrials"], spec["searchAlgorithm"]) == (6, 4, {"grid": {}})
     assert spec["objectives"] == [{"metric": "val_loss", "direction": "Minimize"}]
@@ -341,20 +350,19 @@ def test_optimizationjob_searches_the_grid_of_the_values_that_vary():
     assert args[-2:] == ["--out", "/results/search-1128-174500-ab12/trials/$(POD_NAME)"]
     assert args[args.index("--epochs") + 1] == "1"  # what every trial shares stays a plain flag
     assert spec["trainJobTemplate"]["metadata"]["labels"][m.LABEL_RUN] == "search-1128-174500-ab12"
-    prefixed = KubernetesLauncher(ClusterSpec(optimization_env_prefix="HP_"), kind="optimizationjob",
-                                  run_id="r-1").search_manifests(grid_jobs(), parallel=1)[0]
+    prefixed = optimizationjob(parallel=1, spec=ClusterSpec(optimization_env_prefix="HP_"), run_id="r-1")
     assert "$(HP_lr)" in prefixed["spec"]["trainJobTemplate"]["spec"]["trainer"]["args"]
-    (random,) = launcher(kind="optimizationjob", algorithm="random").search_manifests(grid_jobs(), parallel=2)
+    random = optimizationjob("random", parallel=2)
     assert random["spec"]["searchAlgorithm"] == {"random": {}}
     with pytest.raises(InputError, match="not a full grid"):
-        launcher(kind="optimizationjob").search_manifests(grid_jobs()[:5], parallel=2)
+        optimizationjob(trials=5)
     with pytest.raises(InputError, match="at most 100"):
-        launcher(kind="optimizationjob").search_manifests(search_jobs(101), parallel=2)
+        optimizationjob("random", trials=101)
 
 
 def test_trials_mount_the_pvc_only_when_several_nodes_can():
     def results_volume(spec: ClusterSpec) -> dict:
-        _, job = launcher(spec=spec).search_manifests(search_jobs(), parallel=3)
+        _, job = launcher(spec=spec).manifests(search_jobs(), parallel=3)
         return next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "results")
 
     assert "emptyDir" in results_volume(SPEC)
@@ -364,7 +372,7 @@ def test_trials_mount_the_pvc_only_when_several_nodes_can():
 
 def test_pytorchjob_search_is_one_master_only_job_per_config_with_inline_flags():
     jobs = search_jobs(3)
-    objs = launcher(kind="pytorchjob").search_manifests(jobs, parallel=3)
+    objs = launcher(kind="pytorchjob").manifests(jobs, parallel=3)
     assert [o["kind"] for o in objs] == ["PyTorchJob"] * 3
     for index, obj in enumerate(objs):
         assert list(obj["spec"]["pytorchReplicaSpecs"]) == ["Master"]
@@ -376,7 +384,7 @@ def test_pytorchjob_search_is_one_master_only_job_per_config_with_inline_flags()
 
 def test_indexed_trials_must_be_single_processes():
     with pytest.raises(InputError, match="pytorchjob"):
-        launcher().search_manifests(search_jobs(2, workers=2), parallel=2)
+        launcher().manifests(search_jobs(2, workers=2), parallel=2)
 
 
 # ------------------------------------------------------------------------------------------- names, spec
@@ -459,15 +467,15 @@ def test_kubectl_kustomize_builds_the_deploy_folder():
 
 def test_dry_run_writes_the_search_without_a_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nowhere"))  # any cluster access would fail loudly
-    paths = launcher().write_search_manifests(search_jobs(4), parallel=2, out_dir=tmp_path / "dry")
+    paths = launcher().dry_run(search_jobs(4), 2, tmp_path / "dry")
     names = sorted(p.name for p in paths)
     assert names == ["configmap-search-1128-174500-ab12-trials.yaml", "job-search-1128-174500-ab12.yaml",
                      "kustomization.yaml"]
     for path in paths:
         if path.name != "kustomization.yaml":
             validate_manifest(yaml.safe_load(path.read_text()))
-    one = launcher().write_run_manifests(TrainJob(name="train", config=TINY, run_dir=Path("r"), workers=4),
-                                         tmp_path / "dry-train")
+    one = launcher().dry_run([TrainJob(name="train", config=TINY, run_dir=Path("r"), workers=4)], 1,
+                             tmp_path / "dry-train")
     assert [p.name for p in one] == ["pytorchjob-search-1128-174500-ab12-train.yaml",
                                      "networkpolicy-search-1128-174500-ab12-rendezvous.yaml", "kustomization.yaml"]
 

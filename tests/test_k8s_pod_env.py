@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stockscale.launch.base import TrainJob
-from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher
+from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner
 from stockscale.launch.kubernetes import manifests as m
+from stockscale.launch.runner import TrainJob
 
 try:
     import stockscale.train  # noqa: F401
@@ -106,8 +106,8 @@ def last_json(process: subprocess.Popen, timeout: float = 240) -> dict:
 
 @pytest.mark.slow
 def test_a_single_replica_pytorchjob_trains_and_prints_its_result(tmp_path):
-    launcher = KubernetesLauncher(SPEC, run_id="train-pod-0001")
-    job = launcher.run_manifest(TrainJob(name="one", config=TINY, run_dir=Path("r"), workers=1))
+    launcher = KubernetesRunner(SPEC, run_id="train-pod-0001")
+    job = launcher.manifests([TrainJob(name="one", config=TINY, run_dir=Path("r"), workers=1)], 1)[0]
     master = Pod(job["spec"]["pytorchReplicaSpecs"]["Master"]["template"], tmp_path)
     env = operator_env(job, "Master", 0)
     assert env["WORLD_SIZE"] == "1" and env["RANK"] == "0"
@@ -120,8 +120,8 @@ def test_a_single_replica_pytorchjob_trains_and_prints_its_result(tmp_path):
 
 @pytest.mark.slow
 def test_master_and_worker_train_together_over_the_operators_environment(tmp_path):
-    launcher = KubernetesLauncher(SPEC, run_id="train-pod-0002")
-    job = launcher.run_manifest(TrainJob(name="two", config=TINY, run_dir=Path("r"), workers=2))
+    launcher = KubernetesRunner(SPEC, run_id="train-pod-0002")
+    job = launcher.manifests([TrainJob(name="two", config=TINY, run_dir=Path("r"), workers=2)], 1)[0]
     port = str(free_port())
     processes = []
     for replica_type, index in (("Master", 0), ("Worker", 0)):
@@ -145,7 +145,7 @@ def test_an_indexed_job_pod_trains_the_config_of_its_completion_index(tmp_path):
         pytest.skip("stockscale train --trials is not there yet")
     jobs = [TrainJob(name=f"trial-{i:02d}", config={**TINY, "lr": 0.001 * (i + 1)}, run_dir=Path(f"t{i}"))
             for i in range(3)]
-    configmap, job = KubernetesLauncher(SPEC, run_id="search-pod-0001").search_manifests(jobs, parallel=3)
+    configmap, job = KubernetesRunner(SPEC, run_id="search-pod-0001").manifests(jobs, parallel=3)
     template = job["spec"]["template"]
     pod = Pod(template, tmp_path, {f"metadata.annotations['{m.COMPLETION_INDEX}']": "1"})
     (pod.paths[m.TRIALS_DIR] / "trials.yaml").write_text(configmap["data"]["trials.yaml"])
@@ -173,8 +173,8 @@ def test_trainjob_nodes_train_together_over_the_trainers_torchrun_environment(tm
     runtime = yaml.safe_load((Path(__file__).parent / "crds" / "trainer-runtime-torch-distributed.yaml").read_text())
     (replicated,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
     assert "env" not in replicated["template"]["spec"]["template"]["spec"]["containers"][0]
-    launcher = KubernetesLauncher(SPEC, run_id="train-pod-0003", kind="trainjob")
-    job = launcher.run_manifest(TrainJob(name="two", config=TINY, run_dir=Path("r"), workers=2))
+    launcher = KubernetesRunner(SPEC, run_id="train-pod-0003", kind="trainjob")
+    job = launcher.manifests([TrainJob(name="two", config=TINY, run_dir=Path("r"), workers=2)], 1)[0]
     template = trainjob_pod(job["spec"])
     port = str(free_port())
     processes = []

@@ -18,9 +18,16 @@ from k8s_cluster import Cluster, Emulator, job_controller, succeed, trainjob_suc
 from test_k8s_katib import katib_controller
 from test_k8s_trainer import optimization_controller
 
-from stockscale.launch.base import TrainJob
-from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher
+from stockscale.config import TrainConfig
+from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner
 from stockscale.launch.kubernetes import manifests as m
+from stockscale.launch.runner import TrainJob
+from stockscale.search.controller import ControllerSearcher
+from stockscale.search.katib import KatibSearcher
+from stockscale.search.optimization_job import OptimizationJobSearcher
+from stockscale.search.registry import pruner, strategy
+from stockscale.search.searcher import TrialTemplate
+from stockscale.space import parse_space
 
 WHO = "X-Stockscale-Test"
 PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)/namespaces/[^/]+/(?P<resource>[^/]+)"
@@ -42,10 +49,10 @@ def rbac_request(method: str, path: str, query: dict[str, str]) -> tuple[str, st
     return verb, group, resource
 
 
-def launcher(k8s: Emulator, kind: str, run_id: str) -> KubernetesLauncher:
+def launcher(k8s: Emulator, kind: str, run_id: str) -> KubernetesRunner:
     api = k8s.api()
     api.client.set_default_header(WHO, "stockscale")
-    return KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=api, run_id=run_id, kind=kind, poll=0.02,
+    return KubernetesRunner(ClusterSpec(image="stockscale:test"), api=api, run_id=run_id, kind=kind, poll=0.02,
                               watch_window=0.5)
 
 
@@ -57,6 +64,13 @@ def job_that_fails_early(cluster: Cluster, job: dict) -> None:
 def experiment_that_fails_early(cluster: Cluster, experiment: dict) -> None:
     cluster.set_status("experiments", experiment["metadata"]["name"], {"conditions": [
         {"type": "Failed", "status": "True", "reason": "ExperimentFailed"}]})
+
+
+def controller_search(searcher: ControllerSearcher) -> None:
+    """The search of the trials below (a 2 x 2 grid) by a cluster's controller."""
+    space = parse_space({"lr": [0.1, 0.2], "hidden_size": [8, 16]}, "space")
+    template = TrialTemplate(config=TrainConfig(max_steps=2), trials_dir=Path("t"), threads=1, timeout=20)
+    searcher.search(space, strategy("grid"), pruner("none"), template, 2, trials=4, on_trial=lambda trial: None)
 
 
 def everything_stockscale_does(k8s: Emulator) -> None:
@@ -73,18 +87,18 @@ def everything_stockscale_does(k8s: Emulator) -> None:
     with Cluster(k8s, on_pytorchjob=succeed, on_trainjob=trainjob_succeeds,
                  on_optimizationjob=optimization_controller()):
         launcher(k8s, "pytorchjob", "rbac-search-2").run_many(trials[:2], parallel=2)
-        launcher(k8s, "optimizationjob", "rbac-search-3").run_many(trials, parallel=2)
+        controller_search(OptimizationJobSearcher(launcher(k8s, "optimizationjob", "rbac-search-3")))
         kept = launcher(k8s, "pytorchjob", "rbac-keep-1")
         kept.keep = True
         kept.run(train)
     with Cluster(k8s, on_experiment=katib_controller()):
-        launcher(k8s, "katib", "rbac-search-5").run_many(trials, parallel=2)
+        controller_search(KatibSearcher(launcher(k8s, "katib", "rbac-search-5")))
     with Cluster(k8s, on_experiment=experiment_that_fails_early):  # the launcher lists what Trials there are
-        launcher(k8s, "katib", "rbac-search-6").run_many(trials, parallel=2)
-    kept.list_runs()
-    kept.status("rbac-keep-1")
+        controller_search(KatibSearcher(launcher(k8s, "katib", "rbac-search-6")))
+    kept.session.list_runs()
+    kept.session.status("rbac-keep-1")
     kept.logs("rbac-keep-1", lambda pod, line: None)
-    kept.delete_run("rbac-keep-1")
+    kept.delete("rbac-keep-1")
 
 
 @pytest.mark.slow

@@ -27,8 +27,13 @@ from k8s_cluster import (
 )
 from k8s_schema import validate_manifest
 
-from stockscale.launch.base import TrainJob
-from stockscale.launch.kubernetes import ClusterSpec, KubernetesLauncher
+from stockscale.config import TrainConfig
+from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner
+from stockscale.launch.runner import TrainJob
+from stockscale.search.optimization_job import OptimizationJobSearcher
+from stockscale.search.registry import pruner, strategy
+from stockscale.search.searcher import TrialResult, TrialTemplate
+from stockscale.space import parse_space
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ def test_a_trainjob_runs_streams_node_0s_log_and_collects_its_result(k8s):
         submitted.append(obj)
         trainjob_succeeds(cluster, obj)
 
-    launcher = KubernetesLauncher(ClusterSpec(image="stockscale:test"), api=k8s.api(), run_id="tj-test-0001",
+    launcher = KubernetesRunner(ClusterSpec(image="stockscale:test"), api=k8s.api(), run_id="tj-test-0001",
                                   kind="trainjob", poll=0.02, watch_window=0.5)
     job = TrainJob(name="train", config={"epochs": 1, "max_steps": 2}, run_dir=Path("r"), workers=3, timeout=20)
     with Cluster(k8s, on_trainjob=trainer):
@@ -96,20 +101,25 @@ def optimization_controller(prefix: str = "", fail_index: int | None = None):
 
 
 def test_an_optimizationjob_search_reads_every_trial_back_by_its_parameters(k8s):
-    jobs = [TrainJob(name=f"trial-{i:02d}", config={"max_steps": 2, "lr": lr, "hidden_size": hidden},
-                     run_dir=Path(f"t{i}"), threads=1)
-            for i, (lr, hidden) in enumerate(itertools.product((0.001, 0.002), (8, 16)))]
+    space = parse_space({"lr": [0.001, 0.002], "hidden_size": [8, 16]}, "space")
+    template = TrialTemplate(config=TrainConfig(max_steps=2), trials_dir=Path("t"), threads=1)
     spec = ClusterSpec(image="stockscale:test", optimization_env_prefix="HP_")
-    launcher = KubernetesLauncher(spec, api=k8s.api(), run_id="opt-test-0001", kind="optimizationjob",
-                                  poll=0.02, watch_window=0.5)
+    runner = KubernetesRunner(spec, api=k8s.api(), run_id="opt-test-0001", kind="optimizationjob", poll=0.02,
+                              watch_window=0.5)
+    told: list[TrialResult] = []
     with Cluster(k8s, on_optimizationjob=optimization_controller("HP_", fail_index=2)):
-        results = launcher.run_many(jobs, parallel=2)
+        trials = OptimizationJobSearcher(runner).search(space, strategy("grid"), pruner("none"), template, 2,
+                                                        trials=4, on_trial=told.append)
+    assert told == trials  # each told as it ended
+    results = [trial.result for trial in trials]
     assert [r.name for r in results] == ["trial-00", "trial-01", "trial-02", "trial-03"]
     assert [r.status for r in results] == ["success", "success", "oom", "success"]
-    for job, result in zip(jobs, results, strict=True):
+    assert sorted((t.params["lr"], t.params["hidden_size"]) for t in trials) == \
+        sorted(itertools.product((0.001, 0.002), (8, 16)))  # the space's own values, read from each TrainJob
+    for trial, result in zip(trials, results, strict=True):
         if result.status == "success":  # each trial's own log said which config it trained
-            assert result.metrics["config"] == {"lr": repr(job.config["lr"]),
-                                                "hidden_size": repr(job.config["hidden_size"])}
+            assert result.metrics["config"] == {"lr": repr(trial.params["lr"]),
+                                                "hidden_size": repr(trial.params["hidden_size"])}
     assert objects(k8s, "optimizationjobs") == {}
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from stockscale.config import TrainConfig
 from stockscale.experiments.search import SearchSettings, run_search, trial_jobs
-from stockscale.launch.local import LocalLauncher
+from stockscale.launch.local import LocalRunner
 from stockscale.launch.runner import JobResult, Runner, run_many_with_threads
 from stockscale.space import parse_space
 
@@ -82,7 +82,7 @@ def test_a_tpe_search_runs_its_trials_and_resume_continues_the_study(tmp_path):
     out = tmp_path / "tpe"
     settings = SearchSettings(backend="local", parallel=2, space=dict(RANGES), strategy="tpe", trials=3,
                               train=TrainConfig(**QUICK))
-    first = run_search(settings, LocalLauncher(), out).document()
+    first = run_search(settings, LocalRunner(), out).document()
     assert first["complete"] and first["successes"] == 3 and first["settings"]["strategy"] == "tpe"
     assert all(entry["train_seconds"] > 0 and entry["wall_seconds"] >= entry["train_seconds"]
                for entry in first["results"])
@@ -91,7 +91,7 @@ def test_a_tpe_search_runs_its_trials_and_resume_continues_the_study(tmp_path):
     assert [trial.state.name for trial in study.trials] == ["COMPLETE"] * 3
 
     settings.trials, settings.resume = 5, True
-    resumed = run_search(settings, LocalLauncher(), out).document()
+    resumed = run_search(settings, LocalRunner(), out).document()
     assert [entry["trial"] for entry in resumed["results"]] == [0, 1, 2, 3, 4]
     kept = {entry["trial"]: entry["start_time"] for entry in first["results"]}
     assert all(entry["start_time"] == kept[entry["trial"]] for entry in resumed["results"][:3])
@@ -100,7 +100,7 @@ def test_a_tpe_search_runs_its_trials_and_resume_continues_the_study(tmp_path):
     assert len(study.trials) == 5
 
     settings.pruner = "median"  # other settings: a new study, nothing kept
-    fresh = run_search(settings, LocalLauncher(), out).document()
+    fresh = run_search(settings, LocalRunner(), out).document()
     assert all(entry["start_time"] > max(kept.values()) for entry in fresh["results"])
 
 

@@ -110,10 +110,10 @@ def _any_in(hint: object, seen: set[int] | None = None) -> bool:
 def _signature_hints(thing: object) -> dict[str, object]:
     """The annotated parameters and return of a function, or the fields of a class (a dataclass, a Protocol),
     resolved; names the CLI imports only for type checking are looked up in the launch layer."""
-    import stockscale.launch.base
+    import stockscale.launch.runner
     import stockscale.space
 
-    return typing.get_type_hints(thing, localns={**vars(stockscale.space), **vars(stockscale.launch.base)})
+    return typing.get_type_hints(thing, localns={**vars(stockscale.space), **vars(stockscale.launch.runner)})
 
 
 def _cli_imports_from(module: str) -> set[str]:
@@ -130,12 +130,16 @@ def _boundary() -> dict[str, object]:
     import importlib
     import inspect
 
-    from stockscale.cli.launchers import choose_launcher
-    from stockscale.launch.base import JobResult, Launcher, TrainJob
+    from stockscale.cli.launchers import choose_runner
+    from stockscale.launch.runner import JobResult, Runner, TrainJob
+    from stockscale.search.searcher import Searcher, TrialResult, TrialTemplate
 
-    things: dict[str, object] = {"choose_launcher": choose_launcher, "TrainJob": TrainJob, "JobResult": JobResult,
-                                 "Launcher": Launcher}
-    things.update({f"Launcher.{name}": getattr(Launcher, name) for name in ("run", "run_many", "logs", "delete")})
+    things: dict[str, object] = {"choose_runner": choose_runner, "TrainJob": TrainJob, "JobResult": JobResult,
+                                 "Runner": Runner, "Searcher": Searcher, "TrialTemplate": TrialTemplate,
+                                 "TrialResult": TrialResult}
+    things.update({f"Runner.{name}": getattr(Runner, name)
+                   for name in ("run", "run_many", "render", "dry_run", "logs", "delete", "left_behind")})
+    things.update({f"Searcher.{name}": getattr(Searcher, name) for name in ("check", "search", "render")})
     for module_name in BOUNDARY_MODULES:
         module = importlib.import_module(module_name)
         for name in _cli_imports_from(module_name):
@@ -148,7 +152,8 @@ def _boundary() -> dict[str, object]:
 def test_the_boundary_covers_what_the_cli_calls() -> None:
     names = set(_boundary())
     assert {"stockscale.experiments.search.run_search", "stockscale.experiments.scale_test.run_scale_test",
-            "stockscale.experiments.demo.run_demo", "TrainJob", "JobResult", "Launcher.run_many"} <= names
+            "stockscale.experiments.demo.run_demo", "TrainJob", "JobResult", "Runner.run_many",
+            "Searcher.search"} <= names
 
 
 def test_no_any_in_the_signatures_between_the_cli_the_experiments_and_the_launchers() -> None:
@@ -287,12 +292,16 @@ def test_lrs_alias_is_read_in_one_place() -> None:
 
 
 def test_docker_does_not_import_the_kubernetes_backend() -> None:
-    """The pod template both render lives in launch/pods.py; the container backend needs nothing else of the
-    cluster's."""
+    """The pod template both render lives in launch/pods.py and the cluster's settings in
+    launch/cluster_spec.py. The container backend renders the same objects a cluster would get (the
+    manifests, pure functions, no client) and translates their pods; nothing else of launch/kubernetes/ (its
+    runner, kinds, API, session) is the container backend's."""
     modules = {_module_name(path) for path in SRC.rglob("*.py")}
     for name in ("docker", "containers", "docker_replica", "docker_engine"):
         path = SRC / "stockscale" / "launch" / f"{name}.py"
-        assert not {dep for dep in _imports(path, modules) if dep.startswith("stockscale.launch.kubernetes")}, name
+        cluster = {dep for dep in _imports(path, modules) if dep.startswith("stockscale.launch.kubernetes")
+                   and not dep.startswith("stockscale.launch.kubernetes.manifests")}
+        assert not cluster, (name, cluster)
 
 
 def test_kubernetes_code_stays_in_proportion() -> None:

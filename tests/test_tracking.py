@@ -41,7 +41,7 @@ def test_only_a_server_off_the_loopback_goes_into_the_pods_env(uri, reachable) -
 
 def test_the_pods_env_carries_the_cluster_specs_extra_variables() -> None:
     from stockscale.launch.kubernetes import ClusterSpec
-    from stockscale.launch.kubernetes.manifests.pods import pod_template
+    from stockscale.launch.pods import pod_template
 
     spec = ClusterSpec(env={"MLFLOW_TRACKING_URI": "http://mlflow.tracking.svc:5000"})
     template = pod_template(spec, {}, ["train"], threads=1, memory_limit=None, results={"name": "results"},

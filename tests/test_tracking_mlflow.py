@@ -194,7 +194,7 @@ def _pod_tracking_vars(pod_env: dict[str, str]) -> dict[str, str]:
     from argparse import Namespace
 
     from stockscale.cli.k8s import cluster_spec
-    from stockscale.launch.kubernetes.manifests.pods import pod_template
+    from stockscale.launch.pods import pod_template
 
     spec = cluster_spec(Namespace(image=None, namespace=None, pod_env=pod_env, k8s_config=None))
     template = pod_template(spec, {}, ["train"], threads=1, memory_limit=None, results={"name": "results"},
@@ -212,7 +212,7 @@ def test_a_pod_logs_its_own_child_run_and_the_driver_logs_no_duplicate(client, s
     on Kubernetes, and a `stockscale train` run with exactly the tracking env its pod template carries."""
     import socket
 
-    from stockscale.launch.base import JobResult
+    from stockscale.launch.runner import JobResult
     from stockscale.tracking import EXPERIMENT_VARIABLE, PARENT_VARIABLE, URI_VARIABLE, reachable_from_pods
     from stockscale.tracking.mlflow_tracker import MlflowTracker
 

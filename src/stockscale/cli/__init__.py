@@ -5,8 +5,8 @@ generated from TrainConfig); one module per command group (train, data, experime
 --backend into a Runner (launch/registry.py's table).
 """
 
-from stockscale.cli.launchers import choose_launcher, choose_runner
+from stockscale.cli.launchers import choose_runner
 from stockscale.cli.main import build_parser, main
 from stockscale.cli.parser import load_config, train_fields
 
-__all__ = ["build_parser", "choose_launcher", "choose_runner", "load_config", "main", "train_fields"]
+__all__ = ["build_parser", "choose_runner", "load_config", "main", "train_fields"]

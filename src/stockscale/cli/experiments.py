@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_image_flags, add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
-from stockscale.cli.launchers import choose_launcher, choose_runner
+from stockscale.cli.launchers import choose_runner
 from stockscale.cli.parser import (
     add_train_flags,
     boundary_range,
@@ -246,7 +246,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     args.backend = settings.backend
     if tracker is not None:
         args.pod_env = pods_tracking_env(tracker, args.backend)
-    runner = choose_launcher(args, "search", warm=True, log_dir=out / "logs")
+    runner = choose_runner(args, "search", warm=True, log_dir=out / "logs")
     if args.dry_run:
         from stockscale.experiments.dry_run import write_dry_run_marker
 

@@ -17,8 +17,10 @@ from stockscale.cli.parser import Parser, int_at_least, positive_float, positive
 from stockscale.errors import InputError, StockscaleError
 
 if TYPE_CHECKING:
-    from stockscale.launch.base import Launcher
-    from stockscale.launch.kubernetes import ClusterSession, ClusterSpec, KubernetesLauncher
+    from stockscale.launch.cluster_spec import ClusterSpec
+    from stockscale.launch.kubernetes.runner import KubernetesRunner
+    from stockscale.launch.kubernetes.session import ClusterSession
+    from stockscale.launch.runner import Runner
 
 T = TypeVar("T")
 
@@ -60,53 +62,52 @@ def refuse_kubernetes_only_flags(args: argparse.Namespace) -> None:
 
 
 def cluster_spec(args: argparse.Namespace, **more: Any) -> ClusterSpec:
-    from stockscale.launch.kubernetes import load_cluster_spec
+    from stockscale.launch.cluster_spec import load_cluster_spec
 
     overrides = {"image": args.image, "namespace": getattr(args, "namespace", None),
                  "env": getattr(args, "pod_env", None) or None, **more}
     return load_cluster_spec(args.k8s_config, {k: v for k, v in overrides.items() if v is not None})
 
 
-def kubernetes_launcher(args: argparse.Namespace, prefix: str, **options: Any) -> KubernetesLauncher:
+def kubernetes_runner(args: argparse.Namespace, prefix: str, **options: Any) -> KubernetesRunner:
+    """The KubernetesRunner the cluster flags describe (`--k8s-kind` is limited to its KINDS by the parser)."""
     from stockscale.console import log
-    from stockscale.launch.kubernetes import KubernetesLauncher
+    from stockscale.launch.kubernetes.runner import KubernetesRunner
 
     spec = cluster_spec(args)
     if hasattr(args, "startup_timeout"):  # a command that submits
         options["startup_timeout"] = args.startup_timeout
         if spec.image_warning():
             log(f"warning: {spec.image_warning()}")
-    return KubernetesLauncher(spec, kubeconfig=args.kubeconfig, context=args.context,
-                              run_prefix=prefix, keep=getattr(args, "keep", False), on_event=log, **options)
+    return KubernetesRunner(spec, kubeconfig=args.kubeconfig, context=args.context, run_prefix=prefix,
+                            keep=getattr(args, "keep", False), on_event=log, **options)
 
 
-def on_cluster(launcher: Launcher, work: Callable[[], T]) -> T:
-    """Run `work`; on Ctrl-C, offer to delete what was submitted to a cluster (a terminal is asked, a pipe is
-    not); on an error, say how to delete what is still there. Launchers that clean up after themselves (local
-    processes, containers) leave nothing to name."""
+def on_cluster(runner: Runner, work: Callable[[], T]) -> T:
+    """Run `work`; on Ctrl-C, offer to delete what the runner left behind on a cluster (a terminal is asked, a
+    pipe is not); on an error, say how to delete what is still there. A runner that cleans up after itself
+    (local processes, containers) leaves nothing behind, and nothing is asked."""
     from stockscale.console import log
     from stockscale.supervision import Terminated
 
-    if not hasattr(launcher, "left_on_cluster"):
-        return work()
     try:
         return work()
     except StockscaleError:
-        if launcher.left_on_cluster():
-            log(f"left on the cluster: {', '.join(launcher.left_on_cluster())}; remove with: "
-                f"stockscale k8s delete {launcher.run_id}")
+        if runner.left_behind():
+            log(f"left on the cluster: {', '.join(runner.left_behind())}; remove with: "
+                f"stockscale k8s delete {runner.run_id}")
         raise
     except KeyboardInterrupt as stop:
-        if launcher.left_on_cluster():
-            log(f"interrupted; submitted: {', '.join(launcher.left_on_cluster())}")
+        if runner.left_behind() and runner.run_id is not None:
+            log(f"interrupted; submitted: {', '.join(runner.left_behind())}")
             answer = ""
             if sys.stdin.isatty() and not isinstance(stop, Terminated):  # nobody to answer a kill
-                answer = input(f"delete what run {launcher.run_id} submitted? [y/N] ").strip().lower()
+                answer = input(f"delete what run {runner.run_id} submitted? [y/N] ").strip().lower()
             if answer in ("y", "yes"):
-                deleted = launcher.delete_run()
+                deleted = runner.delete(runner.run_id)
                 log(f"deleted {len(deleted)} object(s)")
             else:
-                log(f"left on the cluster; remove with: stockscale k8s delete {launcher.run_id}")
+                log(f"left on the cluster; remove with: stockscale k8s delete {runner.run_id}")
         raise
 
 
@@ -125,7 +126,7 @@ def cmd_k8s_render(args: argparse.Namespace) -> int:
 
 def cluster_session(args: argparse.Namespace) -> ClusterSession:
     """The namespace of the cluster `--kubeconfig`/`--context` name, for status, logs and delete of any run."""
-    from stockscale.launch.kubernetes import ClusterSession
+    from stockscale.launch.kubernetes.session import ClusterSession
 
     return ClusterSession(cluster_spec(args).namespace, kubeconfig=args.kubeconfig, context=args.context)
 

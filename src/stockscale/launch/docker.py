@@ -32,7 +32,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import stockscale.launch.kubernetes.manifests as m
 from stockscale.files import open_log, owner_tag
+from stockscale.launch.cluster_spec import ClusterSpec
 from stockscale.launch.containers import Pod, container_options, replica_pods
 from stockscale.launch.docker_engine import (
     LABEL_BACKEND,
@@ -45,8 +47,6 @@ from stockscale.launch.docker_engine import (
 from stockscale.launch.docker_engine import check_image as check_engine_image
 from stockscale.launch.docker_engine import sweep as sweep_engine
 from stockscale.launch.docker_replica import RunningContainer, log_lines, watch_memory
-from stockscale.launch.kubernetes import manifests as m
-from stockscale.launch.kubernetes.spec import ClusterSpec
 from stockscale.launch.replicas import EpochWatch, check_job, supervise
 from stockscale.launch.runner import (
     JobResult,
@@ -61,7 +61,7 @@ from stockscale.limits import check_limit
 from stockscale.worker import parse_result_line
 
 # Re-exported: callers and tests name the engine's helpers through the launcher's module.
-__all__ = ["LABEL_BACKEND", "LABEL_OWNER", "STAGING_PREFIX", "DockerLauncher", "DockerRunner", "connect_engine"]
+__all__ = ["LABEL_BACKEND", "LABEL_OWNER", "STAGING_PREFIX", "DockerRunner", "connect_engine"]
 
 WAIT_TICK = 0.2
 LOG_TAIL = 50
@@ -400,7 +400,3 @@ def _as_json(options: dict[str, Any]) -> str:
 def _check_job(job: TrainJob) -> None:
     check_job(job)
     check_limit(job.memory_limit)
-
-
-# Transitional: the name before issue 21 (callers outside this branch's files); removed at integration.
-DockerLauncher = DockerRunner

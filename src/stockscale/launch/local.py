@@ -314,7 +314,3 @@ def describe_limit(limit: int | None, mechanism: str | None) -> str:
     if limit is None:
         return "no memory limit"
     return f"{format_size(limit)} per worker ({mechanism or detect_mechanism()})"
-
-
-# Transitional: the name before issue 21 (callers outside this branch's files); removed at integration.
-LocalLauncher = LocalRunner

@@ -10,28 +10,23 @@ Factories import their backend when called, so the table costs nothing to import
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from stockscale.errors import InputError
-from stockscale.launch.runner import JobResult, LineCallback, ResultCallback, Runner, TrainJob
+from stockscale.launch.runner import Runner
 
 if TYPE_CHECKING:
-    from stockscale.launch.kubernetes import KubernetesLauncher
-    from stockscale.launch.kubernetes.spec import ClusterSpec
+    from stockscale.launch.cluster_spec import ClusterSpec
 
 
 @dataclass(frozen=True)
 class ClusterOptions:
     """What a backend with a cluster spec reads: the image and sizes (`spec`); for Kubernetes also where the
     cluster is, whether finished objects stay, how long a pod may stay Pending, and the kind of object.
-
-    `controller` is transitional (issue 21): a search a cluster's controller runs itself (Katib, an
-    OptimizationJob) still takes its strategy, space, trials and pruner through the Kubernetes runner until
-    those become Searchers (search/katib.py, search/optimization_job.py)."""
+"""
 
     spec: ClusterSpec | None = None
     kubeconfig: Path | None = None
@@ -39,7 +34,6 @@ class ClusterOptions:
     keep: bool = False
     startup_timeout: float | None = None
     kind: str | None = None
-    controller: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,9 +74,10 @@ def docker_runner(options: RunnerOptions) -> Runner:
 
 
 def kubernetes_runner(options: RunnerOptions) -> Runner:
-    """Jobs on a cluster; its pods' logs stay there (`stockscale k8s logs RUN`), so `log_dir` is not read."""
+    """Jobs on a cluster, as the kind of object `cluster.kind` names (launch/kubernetes/kinds.py); its pods'
+    logs stay there (`stockscale k8s logs RUN`), so `log_dir` is not read."""
     from stockscale.console import log
-    from stockscale.launch.kubernetes import KubernetesLauncher
+    from stockscale.launch.kubernetes.runner import KubernetesRunner
 
     cluster = options.cluster
     on_event = options.on_event or log
@@ -90,77 +85,10 @@ def kubernetes_runner(options: RunnerOptions) -> Runner:
         on_event(f"warning: {cluster.spec.image_warning()}")
     on_line = options.on_line
     more: dict[str, Any] = {**({"kind": cluster.kind} if cluster.kind else {}),
-                            **({"startup_timeout": cluster.startup_timeout} if cluster.startup_timeout else {}),
-                            **cluster.controller}
-    return _KubernetesBridge(KubernetesLauncher(
-        cluster.spec, kubeconfig=cluster.kubeconfig, context=cluster.context, run_prefix=options.prefix,
-        keep=cluster.keep, on_event=on_event, on_line=None if on_line is None else lambda line: on_line(0, line),
-        **more))
-
-
-class _KubernetesBridge(Runner):
-    """Transitional (issue 21): the Kubernetes launcher as it was, behind the Runner interface, until
-    launch/kubernetes provides KubernetesRunner (then kubernetes_runner returns that, and this goes). It hands
-    the launcher each job's config as the overrides it read before (TrainConfig.overrides()), and the
-    abilities callers outside the Runner interface still ask of it go through to it."""
-
-    name: ClassVar[str] = "kubernetes"
-    streams_jobs: ClassVar[bool] = False
-
-    def __init__(self, launcher: KubernetesLauncher) -> None:
-        self.launcher = launcher
-
-    @staticmethod
-    def _plain(job: TrainJob) -> TrainJob:
-        from stockscale.config import TrainConfig
-
-        config = job.config
-        if not isinstance(config, TrainConfig):
-            return job
-        # The launcher reads a dict of overrides (its manifests' train flags), as before issue 21.
-        return dataclasses.replace(job, config=config.overrides())  # type: ignore[arg-type]
-
-    def run(self, job: TrainJob) -> JobResult:
-        return self.launcher.run(self._plain(job))
-
-    def run_many(self, jobs: Iterable[TrainJob], parallel: int,
-                 on_result: ResultCallback | None = None) -> list[JobResult]:
-        return self.launcher.run_many([self._plain(job) for job in jobs], parallel, on_result)
-
-    def _objects(self, jobs: Sequence[TrainJob], parallel: int) -> dict[str, dict[str, Any]]:
-        from stockscale.launch.kubernetes import manifests as m
-
-        plain = [self._plain(job) for job in jobs]
-        objects = self.launcher.run_manifests(plain[0]) if len(plain) == 1 else \
-            self.launcher.search_manifests(plain, parallel)
-        return {m.file_name(obj): obj for obj in objects}
-
-    def render(self, jobs: Sequence[TrainJob], parallel: int) -> dict[str, str]:
-        from stockscale.launch.kubernetes.manifests.writing import to_yaml
-
-        return {name: to_yaml(obj) for name, obj in self._objects(jobs, parallel).items()}
-
-    def dry_run(self, jobs: Sequence[TrainJob], parallel: int, out_dir: Path) -> list[Path]:
-        """The manifests and the kustomization.yaml that lists them, as the launcher writes them."""
-        from stockscale.launch.kubernetes import manifests as m
-
-        return m.write_manifests(out_dir, self._objects(jobs, parallel))
-
-    def logs(self, run_id: str, on_line: LineCallback, *, follow: bool = False) -> list[str]:
-        return self.launcher.logs(run_id, on_line, follow=follow)
-
-    def delete(self, run_id: str) -> list[str]:
-        return self.launcher.delete(run_id)
-
-    @property
-    def run_id(self) -> str | None:
-        return self.launcher.run_id
-
-    def left_behind(self) -> list[str]:
-        return self.launcher.left_on_cluster()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.launcher, name)  # transitional: what on_cluster and the search still ask
+                            **({"startup_timeout": cluster.startup_timeout} if cluster.startup_timeout else {})}
+    return KubernetesRunner(cluster.spec, kubeconfig=cluster.kubeconfig, context=cluster.context,
+                            run_prefix=options.prefix, keep=cluster.keep, on_event=on_event,
+                            on_line=None if on_line is None else lambda line: on_line(0, line), **more)
 
 
 BACKENDS: dict[str, RunnerFactory] = {

@@ -88,6 +88,9 @@ class Runner(ABC):
     # run_many pulls jobs lazily, one per free slot, after the last result was told (a sampler then knows
     # every finished trial); False: it needs the whole batch at once (one Indexed Job).
     streams_jobs: ClassVar[bool] = True
+    # It honours TrainJob.judge (stops a job after the epoch its judge says to); False: a cluster, whose pods it
+    # does not stop early, so a searcher's check refuses a pruner there (search/controller.check_cluster_pruner).
+    prunes: ClassVar[bool] = True
 
     @abstractmethod
     def run(self, job: TrainJob) -> JobResult:

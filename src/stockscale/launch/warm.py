@@ -425,7 +425,3 @@ class WarmRunner(Runner):
 
     def _end(self, warm: _Warm) -> None:
         end_workers([warm.process], self.grace_seconds)
-
-
-# Transitional: the name before issue 21 (callers outside this branch's files); removed at integration.
-WarmLauncher = WarmRunner

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stockscale.errors import InputError
+
 if TYPE_CHECKING:
     from stockscale.launch.runner import Runner
     from stockscale.search.optuna_searcher import StudyFile
@@ -21,11 +23,15 @@ SEARCHERS = ("optuna", "katib", "optimizationjob")
 def choose_searcher(kind: str, runner: Runner, study: StudyFile | None = None) -> Searcher:
     """The searcher of `kind` over `runner`. `study` is where our own study is kept (a controller keeps its
     own, on the cluster)."""
-    if kind == "katib":
-        from stockscale.search.katib import KatibSearcher
+    if kind in ("katib", "optimizationjob"):
+        from stockscale.launch.kubernetes.runner import KubernetesRunner
 
-        return KatibSearcher(runner)
-    if kind == "optimizationjob":
+        if not isinstance(runner, KubernetesRunner):
+            raise InputError(f"searcher {kind} is a cluster's controller: it needs backend kubernetes")
+        if kind == "katib":
+            from stockscale.search.katib import KatibSearcher
+
+            return KatibSearcher(runner)
         from stockscale.search.optimization_job import OptimizationJobSearcher
 
         return OptimizationJobSearcher(runner)

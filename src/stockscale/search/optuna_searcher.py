@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, ClassVar
 from stockscale.config import TrainConfig, TrainOverrides
 from stockscale.launch.runner import JobResult, Runner, TrainJob
 from stockscale.search.registry import Pruner, Strategy
-from stockscale.search.searcher import Searcher, TrialCallback, TrialResult, TrialTemplate
+from stockscale.search.searcher import Searcher, TrialCallback, TrialResult, TrialTemplate, check_cluster_pruner
 from stockscale.space import Space, grid
 
 if TYPE_CHECKING:
@@ -107,7 +107,9 @@ class OptunaSearcher(Searcher):
         return self._runner
 
     def check(self, strategy: Strategy, pruner: Pruner) -> None:
-        """Optuna runs every registered strategy and pruner: each entry builds Optuna's own."""
+        """Optuna runs every registered strategy and pruner (each entry builds Optuna's own); a pruner needs a
+        runner that can stop a trial after an epoch (not a cluster's Jobs)."""
+        check_cluster_pruner(self.runner, pruner)
 
     def render(self, space: Space, strategy: Strategy, pruner: Pruner, trial_template: TrialTemplate,
                parallel: int, *, trials: int) -> dict[str, str]:

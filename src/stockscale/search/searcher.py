@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from stockscale.config import TrainConfig, TrainOverrides
+from stockscale.errors import InputError
 from stockscale.launch.runner import EpochJudge, JobResult, Runner, TrainJob
-from stockscale.search.registry import Pruner, Strategy
+from stockscale.search.registry import PRUNERS, Pruner, Strategy
 from stockscale.space import Space
 
 
@@ -60,6 +61,15 @@ class TrialResult:
 
 
 TrialCallback = Callable[[TrialResult], None]
+
+
+def check_cluster_pruner(runner: Runner, pruner: Pruner) -> None:
+    """A runner that cannot stop a job after an epoch (a cluster: `Runner.prunes` False) takes no pruner of
+    ours; Katib's early stopping is the cluster's one. Every searcher over such a runner asks this."""
+    if pruner.prunes and not runner.prunes:
+        katib = ", ".join(name for name, known in PRUNERS.items() if known.katib)
+        raise InputError(f"pruner {pruner.name} on a cluster is Katib's early stopping: use kind katib with pruner "
+                         f"{katib} (stockscale's own pruners stop local processes and containers)")
 
 
 class Searcher(ABC):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from stockscale.config import TrainOverrides
-    from stockscale.launch.base import JobResult
+    from stockscale.launch.runner import JobResult
     from stockscale.worker import JsonValue
 
 KINDS = ("mlflow",)

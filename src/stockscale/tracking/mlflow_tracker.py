@@ -41,7 +41,7 @@ from stockscale.worker import EpochReport
 
 if TYPE_CHECKING:
     from stockscale.config import TrainOverrides
-    from stockscale.launch.base import JobResult
+    from stockscale.launch.runner import JobResult
     from stockscale.worker import JsonValue
 
 EXPERIMENT = "stockscale"

@@ -78,9 +78,9 @@ def measure_warm(cfg: TrainConfig, fields: tuple[str, ...], folder: Path) -> Sta
 
 def measure_container(cfg: TrainConfig, fields: tuple[str, ...], folder: Path) -> Startup:
     """One tiny trial as a container when an engine answers and the image is built; else why not."""
+    from stockscale.launch.cluster_spec import ClusterSpec
     from stockscale.launch.docker import DockerRunner
     from stockscale.launch.docker_engine import check_image, connect_engine
-    from stockscale.launch.kubernetes.spec import ClusterSpec
 
     image = ClusterSpec().image
     try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from stockscale.errors import StockscaleError
 from stockscale.launch.kubernetes.api import KubeApi
-from stockscale.launch.kubernetes.manifests import CONTAINER
+from stockscale.launch.pods import CONTAINER
 
 FOLLOW_READ_TIMEOUT = 300.0
 TAIL_LINES = 2000

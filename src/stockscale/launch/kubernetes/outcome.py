@@ -14,13 +14,14 @@ Pure functions over the JSON the API server returns, so every mapping is testabl
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from stockscale.launch.base import JobResult, Status
-from stockscale.launch.kubernetes.manifests import COMPLETION_INDEX, CONTAINER
-from stockscale.worker import parse_result_line
+from stockscale.launch.kubernetes.manifests.naming import COMPLETION_INDEX
+from stockscale.launch.pods import CONTAINER
+from stockscale.launch.runner import JobResult, Status
+from stockscale.worker import RunMetrics, parse_result_line
 
 LIMIT_MECHANISM = "kubernetes"
 START_PROBLEMS = frozenset({"InvalidImageName", "CreateContainerConfigError", "CreateContainerError"})
@@ -175,7 +176,7 @@ def peak_rss(metrics: Mapping[str, Any] | None) -> list[int]:
     return []
 
 
-def _result(name: str, status: Status, detail: str, metrics: dict[str, Any] | None, start: float | None,
+def _result(name: str, status: Status, detail: str, metrics: RunMetrics | None, start: float | None,
             end: float | None, run_dir: str | None) -> JobResult:
     now = time.time()
     start = start if start is not None else now
@@ -186,14 +187,15 @@ def _result(name: str, status: Status, detail: str, metrics: dict[str, Any] | No
                      run_dir=run_dir if succeeded else None, limit_mechanism=LIMIT_MECHANISM)
 
 
-def _worker_said(metrics: Mapping[str, Any] | None) -> tuple[Status, str] | None:
+def _worker_said(metrics: RunMetrics | None) -> tuple[Status, str] | None:
     """A worker that caught its own failure says so in its JSON line (e.g. MemoryError -> "oom")."""
-    if metrics and metrics.get("status") in ("oom", "timeout", "error"):
-        return metrics["status"], str(metrics.get("detail") or metrics["status"])
+    said = (metrics or {}).get("status")
+    if said in ("oom", "timeout", "error"):
+        return cast(Status, said), str((metrics or {}).get("detail") or said)
     return None
 
 
-def _success_or_missing(metrics: dict[str, Any] | None, where: str) -> tuple[Status, str]:
+def _success_or_missing(metrics: RunMetrics | None, where: str) -> tuple[Status, str]:
     if metrics is None:
         return "error", f"finished without a JSON result line in the log of {where}"
     said = _worker_said(metrics)
@@ -220,7 +222,7 @@ def trial_result(name: str, pod: Obj, lines: list[str], run_dir: str | None) -> 
 def pytorchjob_result(
     name: str,
     job: Obj | None,
-    pods: list[Obj],
+    pods: Sequence[Obj],
     lines: list[str],
     run_dir: str | None,
     *,

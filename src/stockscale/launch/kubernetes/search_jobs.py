@@ -1,6 +1,7 @@
-"""The searches stockscale schedules itself: every trial in one Indexed Job (pod i trains config i of a
-ConfigMap; `parallelism` pods at a time; an index the cluster disrupted runs again), or one single-replica
-PyTorchJob per config, at most `parallel` at once. Each trial's result comes from its pod's log.
+"""The searches stockscale schedules itself, as two kinds: every trial in one Indexed Job (kind "job": pod i
+trains config i of a ConfigMap; `parallelism` pods at a time; an index the cluster disrupted runs again), or
+one single-replica PyTorchJob per config, at most `parallel` at once (kind "pytorchjob", which trains a single
+run as a PyTorchJob too). Each trial's result comes from its pod's log.
 
 Deadlines: a PyTorchJob trial ends as timed out after its own timeout plus the start-up deadline; the Indexed
 Job search, when every trial has a timeout, gives up on the trials still without a result after as many waves
@@ -10,13 +11,11 @@ of trials as its parallelism allows, plus the start-up deadline.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from stockscale.errors import InputError
-from stockscale.launch.base import JobResult, TrainJob
 from stockscale.launch.kubernetes import manifests as m
-from stockscale.launch.kubernetes import runs
 from stockscale.launch.kubernetes.logs import read_log
 from stockscale.launch.kubernetes.outcome import (
     disruption,
@@ -27,11 +26,57 @@ from stockscale.launch.kubernetes.outcome import (
     trial_result,
     true_condition,
 )
-from stockscale.launch.kubernetes.tracking import RunTracker, give_up
+from stockscale.launch.kubernetes.run import ClusterRun
+from stockscale.launch.kubernetes.session import belongs
+from stockscale.launch.kubernetes.training import Kind, Obj, give_up
+from stockscale.launch.pods import RESULTS, plain_config
+from stockscale.launch.runner import JobResult, ResultCallback, TrainJob
 
 
-def run_indexed(run: RunTracker, jobs: list[TrainJob], manifests: list[dict[str, Any]],
-                on_result: Callable[[JobResult], None] | None) -> dict[int, JobResult]:
+class IndexedJobKind(Kind):
+    """Kind "job": a search as one Indexed Job with its trials ConfigMap; a single run as a PyTorchJob."""
+
+    name = "job"
+
+    def search_manifests(self, runner: ClusterRun, jobs: list[TrainJob], parallel: int) -> list[Obj]:
+        if not jobs:
+            raise InputError("a search needs at least one trial")
+        if any(job.workers > 1 for job in jobs):
+            raise InputError("Indexed Job trials are single processes: use kind pytorchjob for trials with "
+                             "several workers")
+        trials = [{**plain_config(job.config), **({"threads": job.threads} if job.threads else {})} for job in jobs]
+        limits = [job.memory_limit for job in jobs if job.memory_limit is not None]
+        timeouts = [job.timeout for job in jobs if job.timeout is not None]
+        return [
+            m.trials_configmap(runner.spec, runner.run_id, trials),
+            m.indexed_job_manifest(runner.spec, run_id=runner.run_id, completions=len(jobs), parallelism=parallel,
+                                   memory_limit=max(limits) if limits else None,
+                                   timeout=max(timeouts) if timeouts else None),
+        ]
+
+    def search(self, runner: ClusterRun, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
+               on_result: ResultCallback | None) -> dict[int, JobResult]:
+        return run_indexed(runner, jobs, manifests, on_result)
+
+
+class PyTorchJobKind(Kind):
+    """Kind "pytorchjob": a single run, or a search as one single-replica PyTorchJob per trial."""
+
+    name = "pytorchjob"
+
+    def search_manifests(self, runner: ClusterRun, jobs: list[TrainJob], parallel: int) -> list[Obj]:
+        if not jobs:
+            raise InputError("a search needs at least one trial")
+        return [self.training(runner, job, component="search", trial=index, mount_pvc=runner.spec.mount_pvc_in_trials)
+                for index, job in enumerate(jobs)]
+
+    def search(self, runner: ClusterRun, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
+               on_result: ResultCallback | None) -> dict[int, JobResult]:
+        return run_pytorchjobs(runner, self, jobs, manifests, parallel, on_result)
+
+
+def run_indexed(run: ClusterRun, jobs: list[TrainJob], manifests: list[Obj],
+                on_result: ResultCallback | None) -> dict[int, JobResult]:
     """The search as one Indexed Job (`manifests`: its trials ConfigMap, the Job): each trial's result from
     its pod, collected as pods finish; a pod the cluster disrupted is left for the Job to run again."""
     configmap, job_manifest = manifests
@@ -42,8 +87,8 @@ def run_indexed(run: RunTracker, jobs: list[TrainJob], manifests: list[dict[str,
         _check_kept_backoff_limit_per_index(created, job_name)
     except InputError:
         if not run.keep:
-            run.delete("Job", job_name)
-            run.delete("ConfigMap", name_of(configmap))
+            run.remove("Job", job_name)
+            run.remove("ConfigMap", name_of(configmap))
         raise
     mounted = run.spec.mount_pvc_in_trials
     results: dict[int, JobResult] = {}
@@ -62,7 +107,7 @@ def run_indexed(run: RunTracker, jobs: list[TrainJob], manifests: list[dict[str,
             run.event(f"trial {index} ({jobs[index].name}): {disrupted}; the Job runs it again")
             return
         lines = read_log(run.api, run.namespace, name_of(pod))
-        path = f"{m.RESULTS}/{run.run_id}/trials/{index}"
+        path = f"{RESULTS}/{run.run_id}/trials/{index}"
         result = trial_result(jobs[index].name, pod, lines, run.result_dir(path, mounted))
         results[index] = result
         run.event(f"trial {index} ({jobs[index].name}): {result.status}")
@@ -73,16 +118,16 @@ def run_indexed(run: RunTracker, jobs: list[TrainJob], manifests: list[dict[str,
     while len(results) < len(jobs):
         window = run.window(deadline)
         if window is None:
-            give_up(jobs, results, on_result, "timeout", "no result before the search's deadline")
+            give_up([job.name for job in jobs], results, on_result, "timeout", "no result before the search's deadline")
             break
         for event in run.api.watch(run.api.core.list_namespaced_pod, run.namespace, window=window,
                                     label_selector=m.run_selector(run.run_id),
                                     what=f"watch the pods of Job {job_name}", kind="Pod",
                                     namespace=run.namespace):
             pod = event["object"]
-            if not runs.belongs(pod, run.run_id) or event["type"] == "DELETED":
+            if not belongs(pod, run.run_id) or event["type"] == "DELETED":
                 continue
-            run.check_start([pod], [job_name])
+            run.check_start([pod])
             finish(pod)
             if len(results) == len(jobs):
                 break
@@ -94,21 +139,22 @@ def run_indexed(run: RunTracker, jobs: list[TrainJob], manifests: list[dict[str,
         ended = true_condition(job_now, ("Complete", "Failed"))
         if job_now is None or ended is not None:
             job_ended = True
-            for pod in runs.list_kind(run.api, run.namespace, "Pod", run.run_id):
+            for pod in run.session.list_kind("Pod", run.run_id):
                 finish(pod)
-            reason = "Job deleted" if job_now is None else \
+            reason = "Job deleted" if ended is None else \
                 f"Job {ended.get('reason') or ended['type']}: {ended.get('message') or ''}".strip()
             status = "timeout" if ended is not None and ended.get("reason") == "DeadlineExceeded" else "error"
-            give_up(jobs, results, on_result, status, reason)
+            give_up([job.name for job in jobs], results, on_result, status, reason)
             break
     if not run.keep:
-        run.delete("Job", job_name)
-        run.delete("ConfigMap", name_of(configmap))
+        run.remove("Job", job_name)
+        run.remove("ConfigMap", name_of(configmap))
         run.event(f"deleted Job {job_name} and ConfigMap {name_of(configmap)}")
     return results
 
-def run_pytorchjobs(run: RunTracker, jobs: list[TrainJob], manifests: list[dict[str, Any]], parallel: int,
-                    on_result: Callable[[JobResult], None] | None) -> dict[int, JobResult]:
+
+def run_pytorchjobs(run: ClusterRun, kind: Kind, jobs: list[TrainJob], manifests: list[Obj], parallel: int,
+                    on_result: ResultCallback | None) -> dict[int, JobResult]:
     """The search as one PyTorchJob per trial (`manifests`, in the jobs' order), at most `parallel` at once:
     the next is submitted as soon as one ends."""
     pending = list(range(len(jobs)))
@@ -119,7 +165,7 @@ def run_pytorchjobs(run: RunTracker, jobs: list[TrainJob], manifests: list[dict[
     def collect(index: int, obj: dict[str, Any] | None, began: float, timed_out: bool) -> None:
         name = name_of(manifests[index])
         lines = read_log(run.api, run.namespace, f"{name}-master-0")
-        result = pytorchjob_result(jobs[index].name, obj, run.pods_of("PyTorchJob", name), lines,
+        result = pytorchjob_result(jobs[index].name, obj, kind.pods(run, name), lines,
                                    run.result_dir(run.out_dir(jobs[index]), mounted),
                                    waited=(began, time.time()), timed_out=timed_out)
         results[index] = result
@@ -128,7 +174,7 @@ def run_pytorchjobs(run: RunTracker, jobs: list[TrainJob], manifests: list[dict[
         if on_result is not None:
             on_result(result)
         if not run.keep:
-            run.delete("PyTorchJob", name)
+            run.remove("PyTorchJob", name)
 
     while pending or active:
         while pending and len(active) < parallel:
@@ -158,8 +204,7 @@ def run_pytorchjobs(run: RunTracker, jobs: list[TrainJob], manifests: list[dict[
             if deadline is not None and time.monotonic() >= deadline:
                 collect(index, None, began, True)
         if active:
-            run.check_start([pod for name in active for pod in run.pods_of("PyTorchJob", name)],
-                              list(active))
+            run.check_start([pod for name in active for pod in kind.pods(run, name)])
     return results
 
 
@@ -168,6 +213,6 @@ def _check_kept_backoff_limit_per_index(stored: Mapping[str, Any], job_name: str
     to 6 times and one failure would fail the whole Job. Refuse instead of running something else."""
     if (stored.get("spec") or {}).get("backoffLimitPerIndex") is None:
         raise InputError(f"the API server dropped backoffLimitPerIndex from Job {job_name} (Kubernetes older "
-                         "than 1.29, or the JobBackoffLimitPerIndex feature off): use --k8s-kind pytorchjob "
+                         "than 1.29, or the JobBackoffLimitPerIndex feature off): use kind pytorchjob "
                          "or a cluster of Kubernetes 1.29 or newer")
 

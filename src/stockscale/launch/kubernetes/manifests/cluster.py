@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stockscale.launch.kubernetes.manifests.naming import APP, LABEL_APP, LABEL_COMPONENT, RESULTS
-from stockscale.launch.kubernetes.manifests.pods import pod_template, pvc_volume
+from stockscale.launch.cluster_spec import ClusterSpec
+from stockscale.launch.kubernetes.manifests.naming import APP, LABEL_APP, LABEL_COMPONENT
 from stockscale.launch.kubernetes.manifests.training import pytorchjob_manifest
-from stockscale.launch.kubernetes.spec import ClusterSpec
+from stockscale.launch.pods import RESULTS, pod_template, pvc_volume
 
 DEFAULT_TRAIN_NAME = "stockscale-train"
 
@@ -53,7 +53,6 @@ def pvc_manifest(spec: ClusterSpec) -> dict[str, Any]:
         "metadata": {"name": spec.pvc_name, "namespace": spec.namespace, "labels": {LABEL_APP: APP}},
         "spec": pvc_spec,
     }
-
 
 
 # ------------------------------------------------------------------------------------------------- RBAC
@@ -114,7 +113,6 @@ def search_driver_manifest(spec: ClusterSpec) -> dict[str, Any]:
         "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
                  "template": template},
     }
-
 
 
 # ------------------------------------------------------------------------------------------------ defaults

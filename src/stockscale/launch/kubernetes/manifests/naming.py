@@ -13,10 +13,8 @@ import secrets
 from datetime import UTC, datetime
 
 from stockscale.errors import InputError
-from stockscale.launch.kubernetes.spec import DNS_LABEL
+from stockscale.launch.cluster_spec import DNS_LABEL
 
-CONTAINER = "pytorch"  # the container name the Training Operator looks for
-RESULTS = "/results"
 APP = "stockscale"
 LABEL_APP = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -29,6 +27,8 @@ TRAINJOB_API = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 OPTIMIZATIONJOB_API = ("trainer.kubeflow.org", "v1alpha1", "optimizationjobs")
 EXPERIMENT_API = ("kubeflow.org", "v1beta1", "experiments")  # Katib
 TRIAL_API = ("kubeflow.org", "v1beta1", "trials")
+CUSTOM_KINDS = {"PyTorchJob": PYTORCHJOB_API, "TrainJob": TRAINJOB_API, "OptimizationJob": OPTIMIZATIONJOB_API,
+                "Experiment": EXPERIMENT_API, "Trial": TRIAL_API}  # (group, version, plural)
 TRAINER_NODE = "node"  # the replicated job and the container of the torch-distributed runtime
 TRAINER_PORT = 29500  # the port the Trainer's torch plugin gives PET_MASTER_PORT
 NAME_LIMIT = 50  # leaves room for "-worker-NNN" and the operator's service names within 63 characters

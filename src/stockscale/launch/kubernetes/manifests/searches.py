@@ -1,6 +1,6 @@
 """The objects of a search: the Indexed Job stockscale schedules itself (with its trials ConfigMap), and the
-Trainer v2 OptimizationJob whose controller schedules the trials; `search_parameters`, the split of the configs
-into parameters and fixed flags, is shared with Katib's Experiment (katib.py).
+Trainer v2 OptimizationJob whose controller schedules the trials; `searched`, the split of a space into the
+parameters a controller varies and the flags every trial shares, is Katib's Experiment's too (katib.py).
 
 Search trials may run on several nodes at once, so they mount the PVC only when it is ReadWriteMany (or
 `trials_mount_pvc`); their metrics come from the pod log either way.
@@ -9,29 +9,20 @@ Search trials may run on several nodes at once, so they mount the PVC only when 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
 
+from stockscale.config import TrainConfig, TrainOverrides
 from stockscale.errors import InputError
-from stockscale.launch.kubernetes.manifests.naming import (
-    COMPLETION_INDEX,
-    OPTIMIZATIONJOB_API,
-    RESULTS,
-    k8s_name,
-    run_labels,
-)
-from stockscale.launch.kubernetes.manifests.pods import (
-    flag_text,
-    plain_config,
-    pod_template,
-    pvc_volume,
-    scratch_volume,
-)
+from stockscale.launch.cluster_spec import ClusterSpec
+from stockscale.launch.kubernetes.manifests.naming import COMPLETION_INDEX, OPTIMIZATIONJOB_API, k8s_name, run_labels
 from stockscale.launch.kubernetes.manifests.training import trainjob_manifest
 from stockscale.launch.kubernetes.manifests.writing import PlainDumper
-from stockscale.launch.kubernetes.spec import ClusterSpec
+from stockscale.launch.pods import RESULTS, flag_text, plain_config, pod_template, pvc_volume, scratch_volume
+from stockscale.space import Space
+from stockscale.worker import JsonValue
 
 TRIALS_DIR = "/etc/stockscale"
 TRIALS_FILE = f"{TRIALS_DIR}/trials.yaml"
@@ -42,7 +33,7 @@ OPTIMIZATION_TRIALS_MAX = 100  # the CRD's maximum numTrials
 # ----------------------------------------------------------------------------------------- Indexed Job search
 
 
-def trials_configmap(spec: ClusterSpec, run_id: str, trials: list[dict[str, Any]]) -> dict[str, Any]:
+def trials_configmap(spec: ClusterSpec, run_id: str, trials: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The search's configs, one YAML list: pod number i trains entry i (`stockscale train --trials`)."""
     text = yaml.dump([plain_config(trial) for trial in trials], Dumper=PlainDumper, sort_keys=False,
                      default_flow_style=False)
@@ -117,87 +108,100 @@ def indexed_job_manifest(
 # ------------------------------------------------------------------------- OptimizationJob (Trainer v2)
 
 
+def searched(space: Space, config: TrainConfig, what: str) -> tuple[list[str], dict[str, Any]]:
+    """How a controller (an OptimizationJob, a Katib Experiment) searches `space` over every trial's `config`:
+    the parameters it varies (the space's, less a list of one value) and the settings every trial shares as
+    flags (`config` with those one values, less what varies). Each value the space can give is validated here,
+    before anything is submitted."""
+    varying = [name for name, parameter in space.items()
+               if parameter.choices is None or len(parameter.choices) > 1]
+    if not varying:
+        raise InputError(f"{what} needs at least one setting that varies between trials")
+    for name in varying:
+        parameter = space[name]
+        ends = [parameter.min, parameter.max] if parameter.choices is None else []
+        values: list[JsonValue] = [*(parameter.choices or ()), *(int(end or 0) if parameter.type == "int" else end
+                                                                 for end in ends)]
+        for value in values:
+            config.updated({name: value}, f"{what} parameter {name}")
+    one: TrainOverrides = {name: parameter.choices[0] for name, parameter in space.items()
+                           if name not in varying and parameter.choices is not None}
+    shared = plain_config(config.updated(one, what) if one else config)
+    return varying, {key: value for key, value in shared.items() if key not in varying}
+
+
+def check_grid(space: Space, varying: list[str], trials: int) -> None:
+    """A controller's grid walks exactly the product of the lists: `trials` must be all of it."""
+    points = math.prod(len(space[name].choices or ()) for name in varying)
+    if trials != points:
+        raise InputError(f"{trials} trials are not a full grid of the space's {points} points: use strategy "
+                         "random, or kind job")
+
+
 def optimizationjob_manifest(
     spec: ClusterSpec,
     *,
     run_id: str,
-    configs: Sequence[Mapping[str, Any]],
+    space: Space,
+    config: TrainConfig,
+    trials: int,
     parallelism: int,
     algorithm: str = "grid",
     threads: int | None = None,
     memory_limit: int | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any]:
-    """A search as one Trainer v2 OptimizationJob: the settings that vary between `configs` become categorical
-    parameters, the rest fixed flags of every trial's `stockscale train`.
+    """A search as one Trainer v2 OptimizationJob: the space's lists become categorical parameters, `config`
+    the fixed flags of every trial's `stockscale train`.
 
     The controller hands a trial its parameters as env vars (`<optimization_env_prefix><name>`), which the
-    trial's args take through Kubernetes' own `$(VAR)` expansion. `grid` needs `configs` to be the full
-    product of the values (the API's grid takes categorical parameters only); `random` samples len(configs)
-    points from the same values. Each trial writes to /results/<run>/trials/<its pod name>.
+    trial's args take through Kubernetes' own `$(VAR)` expansion. `grid` runs the full product of the lists (the
+    API's grid takes categorical parameters only); `random` samples `trials` points from the same lists. Each
+    trial writes to /results/<run>/trials/<its pod name>.
     """
     if algorithm not in ("grid", "random"):
         raise InputError(f"an OptimizationJob searches by grid or random, not {algorithm!r}")
-    if len(configs) > OPTIMIZATION_TRIALS_MAX:
-        raise InputError(f"an OptimizationJob runs at most {OPTIMIZATION_TRIALS_MAX} trials, not {len(configs)}: "
-                         "use --k8s-kind job")
-    values, choices, varying, fixed = search_parameters(configs, "an OptimizationJob", algorithm, param_text)
-    fixed.setdefault("threads", threads or spec.threads)
+    if trials > OPTIMIZATION_TRIALS_MAX:
+        raise InputError(f"an OptimizationJob runs at most {OPTIMIZATION_TRIALS_MAX} trials, not {trials}: "
+                         "use kind job")
+    varying, fixed = searched(space, config, "an OptimizationJob")
+    ranges = [name for name in varying if space[name].choices is None]
+    if ranges:
+        raise InputError(f"an OptimizationJob searches lists only, and {', '.join(ranges)} is a range: use kind "
+                         "katib or job")
+    if algorithm == "grid":
+        check_grid(space, varying, trials)
+    values = {**fixed, "threads": fixed.get("threads") or threads or spec.threads}
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
     params = [arg for key in varying for arg in (f"--{key.replace('_', '-')}",
                                                  f"$({spec.optimization_env_prefix}{key})")]
-    template = trainjob_manifest(spec, name=run_id, run_id=run_id, config=fixed, workers=1, out=out,
+    template = trainjob_manifest(spec, name=run_id, run_id=run_id, config=values, workers=1, out=out,
                                  memory_limit=memory_limit, timeout=timeout)
     trainer = template["spec"]["trainer"]
     trainer["args"] = [*trainer["args"][:-2], *params, *trainer["args"][-2:]]
     trainer["env"].append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     labels = run_labels(run_id, "search")
-    search_algorithm: dict[str, Any] = {"grid": {}} if algorithm == "grid" else {"random": {}}
     return {
         "apiVersion": f"{OPTIMIZATIONJOB_API[0]}/{OPTIMIZATIONJOB_API[1]}",
         "kind": "OptimizationJob",
         "metadata": {"name": run_id, "namespace": spec.namespace, "labels": dict(labels)},
         "spec": {
-            "numTrials": len(values),
-            "parallelTrials": max(1, min(parallelism, len(values))),
+            "numTrials": trials,
+            "parallelTrials": max(1, min(parallelism, trials)),
             "objectives": [{"metric": OBJECTIVE, "direction": "Minimize"}],
-            "searchAlgorithm": search_algorithm,
-            "parameters": [{"name": key, "searchSpace": {"categorical": {"choices": choices[key]}}}
+            "searchAlgorithm": {algorithm: {}},
+            "parameters": [{"name": key, "searchSpace": {"categorical": {
+                "choices": list(dict.fromkeys(param_text(value) for value in space[key].choices or ()))}}}
                            for key in varying],
             "trainJobTemplate": {"metadata": {"labels": dict(labels)}, "spec": template["spec"]},
         },
     }
 
 
-def search_parameters(
-    configs: Sequence[Mapping[str, Any]], what: str, algorithm: str, text: Callable[[Any], str],
-) -> tuple[list[dict[str, Any]], dict[str, list[str]], list[str], dict[str, Any]]:
-    """What a search run by a controller (an OptimizationJob, a Katib Experiment) makes of `configs`: the
-    validated configs, each setting's distinct values as `text` spells them, the settings that vary (its
-    parameters), and the ones that do not (fixed flags of every trial). `grid` needs the configs to be the
-    full product of the values; `what` names the kind in messages."""
-    values = [plain_config(config) for config in configs]
-    if not values:
-        raise InputError("a search needs at least one trial")
-    keys = list(dict.fromkeys(key for config in values for key in config))
-    missing = [key for key in keys if any(key not in config for config in values)]
-    if missing:
-        raise InputError(f"{what} needs every trial to set the same keys; {', '.join(missing)} vary")
-    choices = {key: list(dict.fromkeys(text(config[key]) for config in values)) for key in keys}
-    varying = [key for key in keys if len(choices[key]) > 1]
-    if not varying:
-        raise InputError(f"{what} needs at least one setting that varies between trials")
-    if algorithm == "grid" and math.prod(len(choices[key]) for key in varying) != len(values):
-        raise InputError("the trials are not a full grid of their values: use --k8s-algorithm random or "
-                         "--k8s-kind job")
-    fixed = {key: values[0][key] for key in keys if key not in varying}
-    return values, choices, varying, fixed
-
-
 def param_text(value: Any) -> str:
-    """A parameter's value as an OptimizationJob choice (a string of at most 64 characters)."""
+    """A parameter's value as a controller carries it (a string, at most 64 characters for an OptimizationJob),
+    and as `stockscale train` parses it back."""
     text = value if isinstance(value, str) else flag_text(value)
     if len(text) > 64:
         raise InputError(f"an OptimizationJob choice has at most 64 characters: {text[:40]}...")
     return text
-

@@ -11,18 +11,20 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from stockscale.config import TrainConfig
 from stockscale.errors import InputError
+from stockscale.launch.cluster_spec import MASTER_PORT, ClusterSpec
 from stockscale.launch.kubernetes.manifests.naming import (
     APP,
     LABEL_APP,
     LABEL_RUN,
-    RESULTS,
     TRAINER_NODE,
     TRAINJOB_API,
     k8s_name,
     run_labels,
 )
-from stockscale.launch.kubernetes.manifests.pods import (
+from stockscale.launch.pods import (
+    RESULTS,
     checkpoint_flags,
     plain_config,
     pod_template,
@@ -30,7 +32,6 @@ from stockscale.launch.kubernetes.manifests.pods import (
     scratch_volume,
     train_flags,
 )
-from stockscale.launch.kubernetes.spec import MASTER_PORT, ClusterSpec
 
 TRAINER_RUNTIME = "torch-distributed"
 PATCH_MANAGER = "stockscale"
@@ -43,7 +44,7 @@ def pytorchjob_manifest(
     *,
     name: str,
     run_id: str,
-    config: Mapping[str, Any],
+    config: TrainConfig | Mapping[str, Any],
     workers: int = 1,
     out: str | None = None,
     memory_limit: int | None = None,
@@ -59,17 +60,10 @@ def pytorchjob_manifest(
     so WORLD_SIZE is the replica count. Pods are never restarted (an OOM kill is a result, not a glitch), and
     running pods are removed when the job ends while finished ones stay for their logs.
     """
-    if workers < 1:
-        raise InputError(f"workers must be at least 1, not {workers}")
-    values = plain_config(config)
-    if workers > 1 and spec.pvc_access_mode == "ReadWriteOnce" and _reads_user_files(values):
-        raise InputError("with several workers only the master mounts the ReadWriteOnce PVC, but the config "
-                         "reads a file or dataset every worker needs: use pvc_access_mode ReadWriteMany or "
-                         "bundled data with --multiplier")
-    threads = threads or values.get("threads") or spec.threads
-    values["threads"] = threads
-    out = out or f"{RESULTS}/{run_id}/{name}"
-    args = ["train", *train_flags(values), *checkpoint_flags(values, out), "--out", out]
+    threads, out, args = _train_command(spec, run_id, name, config, workers, out, threads, "with several workers "
+                                        "only the master mounts the ReadWriteOnce PVC, but the config reads a file "
+                                        "or dataset every worker needs: use pvc_access_mode ReadWriteMany or "
+                                        "bundled data with multiplier")
     labels = run_labels(run_id, component, job=name, trial=trial)
     every_pod_mounts = spec.pvc_access_mode == "ReadWriteMany"
 
@@ -98,7 +92,6 @@ def pytorchjob_manifest(
     }
 
 
-
 # ---------------------------------------------------------------------------------- TrainJob (Trainer v2)
 
 
@@ -107,7 +100,7 @@ def trainjob_manifest(
     *,
     name: str,
     run_id: str,
-    config: Mapping[str, Any],
+    config: TrainConfig | Mapping[str, Any],
     workers: int = 1,
     out: str | None = None,
     memory_limit: int | None = None,
@@ -124,17 +117,10 @@ def trainjob_manifest(
     The patch cannot switch off the service account token (automountServiceAccountToken is not patchable).
     A ReadWriteOnce PVC is mounted only when there is one node (every node shares one pod template).
     """
-    if workers < 1:
-        raise InputError(f"workers must be at least 1, not {workers}")
-    values = plain_config(config)
+    threads, out, args = _train_command(spec, run_id, name, config, workers, out, threads, "a TrainJob with "
+                                        "several nodes cannot share a ReadWriteOnce PVC, but the config reads a "
+                                        "file or dataset every node needs: use pvc_access_mode ReadWriteMany")
     one_volume_per_node = spec.pvc_access_mode == "ReadWriteOnce" and workers > 1
-    if one_volume_per_node and _reads_user_files(values):
-        raise InputError("a TrainJob with several nodes cannot share a ReadWriteOnce PVC, but the config reads "
-                         "a file or dataset every node needs: use pvc_access_mode ReadWriteMany")
-    threads = threads or values.get("threads") or spec.threads
-    values["threads"] = threads
-    out = out or f"{RESULTS}/{run_id}/{name}"
-    args = ["train", *train_flags(values), *checkpoint_flags(values, out), "--out", out]
     labels = run_labels(run_id, "train", job=name)
     results = scratch_volume() if one_volume_per_node else pvc_volume(spec)
     template = pod_template(spec, labels, args, threads=threads, memory_limit=memory_limit, results=results,
@@ -177,7 +163,6 @@ def trainjob_manifest(
     }
 
 
-
 # ------------------------------------------------------------------------------------ rendezvous policy
 
 
@@ -203,6 +188,17 @@ def network_policy_manifest(spec: ClusterSpec, run_id: str, port: int = MASTER_P
     }
 
 
-def _reads_user_files(values: Mapping[str, Any]) -> bool:
-    return values.get("data") is not None or str(values.get("source", "")).startswith("csv:")
+def _train_command(spec: ClusterSpec, run_id: str, name: str, config: TrainConfig | Mapping[str, Any], workers: int,
+                   out: str | None, threads: int | None, shared_files: str) -> tuple[int, str, list[str]]:
+    """(threads, out, args) of a training job's `stockscale train`; `shared_files` is the error when several
+    workers would each need a file on a ReadWriteOnce PVC only one of them mounts."""
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, not {workers}")
+    values = plain_config(config)
+    reads_files = values.get("data") is not None or str(values.get("source", "")).startswith("csv:")
+    if workers > 1 and spec.pvc_access_mode == "ReadWriteOnce" and reads_files:
+        raise InputError(shared_files)
+    values["threads"] = threads = threads or values.get("threads") or spec.threads
+    out = out or f"{RESULTS}/{run_id}/{name}"
+    return threads, out, ["train", *train_flags(values), *checkpoint_flags(values, out), "--out", out]
 

@@ -1,5 +1,6 @@
-"""What every pod of a run looks like, whatever object makes it: the container, its security settings, limits,
-volumes and the `stockscale train` flags it runs.
+"""What every pod of a run looks like, whatever runs it (a cluster's kinds, launch/kubernetes/manifests/, and the
+docker backend, which runs the same pods as containers): the container, its security settings, limits, volumes
+and the `stockscale train` flags it runs.
 
 Every pod runs the worker command stockscale runs locally, `stockscale train <flags> --out /results/<run>/<name>`,
 in a container named `pytorch` (the name the Training Operator looks for) as a non-root user with a read-only
@@ -19,22 +20,26 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from stockscale.config import build_train_config
+from stockscale.config import TrainConfig, build_train_config
 from stockscale.errors import InputError
-from stockscale.launch.kubernetes.manifests.naming import CONTAINER, RESULTS
-from stockscale.launch.kubernetes.spec import MASTER_PORT, ClusterSpec, quantity
+from stockscale.launch.cluster_spec import MASTER_PORT, ClusterSpec, quantity
 
+CONTAINER = "pytorch"  # the container name the Training Operator looks for
+RESULTS = "/results"
 PORT_NAME = "pytorchjob-port"
 
 # ------------------------------------------------------------------------------------------- training flags
 
 
-def plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """TrainConfig overrides as YAML/JSON-friendly values (validated; unset values dropped; `lr` spelled so)."""
-    values = {("lr" if key == "learning_rate" else key): value for key, value in config.items()
-              if value is not None}
-    build_train_config(values, "training config")
-    return {key: _plain(value) for key, value in values.items()}
+def plain_config(config: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A config's overrides as YAML/JSON-friendly values (TrainConfig.overrides(), the one serialisation; a
+    mapping is validated into a TrainConfig first; unset values dropped)."""
+    given = {} if isinstance(config, TrainConfig) else {key: value for key, value in config.items()
+                                                         if value is not None}
+    values = (config if isinstance(config, TrainConfig) else build_train_config(given, "training config")).overrides()
+    order = {key: index for index, key in enumerate(given)}  # a mapping's flags keep its order
+    return {key: _plain(values[key]) for key in sorted(values, key=lambda key: order.get(key, len(order)))
+            if values[key] is not None}
 
 
 def _plain(value: Any) -> Any:
@@ -60,7 +65,6 @@ def flag_text(value: Any) -> str:
     return repr(value)
 
 
-
 def checkpoint_flags(values: Mapping[str, Any], out: str) -> list[str]:
     """`--checkpoint-dir <out>.checkpoints` unless the config names its own: the one place the Kubernetes side
     wires checkpoints.
@@ -70,7 +74,6 @@ def checkpoint_flags(values: Mapping[str, Any], out: str) -> list[str]:
     same `out`, resumes from the last complete epoch.
     """
     return [] if values.get("checkpoint_dir") else ["--checkpoint-dir", f"{out}.checkpoints"]
-
 
 
 # ------------------------------------------------------------------------------------------------ pod template

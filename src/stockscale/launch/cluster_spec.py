@@ -1,6 +1,8 @@
-"""One description of the cluster side: image, namespace, replica sizes, results volume.
+"""One description of the pods stockscale runs, on a cluster or as containers: image, namespace, replica sizes,
+results volume.
 
-Every manifest stockscale renders comes from a `ClusterSpec`, so `stockscale k8s render`, `deploy.sh`, a
+Every manifest stockscale renders (launch/kubernetes/manifests/, and through them docker's containers) and
+every pod (launch/pods.py) comes from a `ClusterSpec`, so `stockscale k8s render`, `deploy.sh`, a
 `--dry-run` and a real submission agree on names, sizes and security settings. The defaults reproduce the
 original demonstration: namespace `stock-training`, Master 1 + Worker 3, each replica requesting 1 CPU and
 2Gi and limited to 2 CPUs and 4Gi.

@@ -1,0 +1,186 @@
+"""The searches a controller schedules, as two kinds: a Trainer v2 OptimizationJob (its controller makes a
+TrainJob per trial) and a Katib Experiment (a Trial per point, and a batch Job per Trial). Each renders the one
+object from the space whole, then follows the trial objects the controller makes: each ended trial is told
+with the parameters the controller assigned it, read from the trial object itself, and its result read from its
+pod's log. The Searchers that drive them are search/optimization_job.py and search/katib.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+from stockscale.launch.kubernetes import manifests as m
+from stockscale.launch.kubernetes.logs import read_log
+from stockscale.launch.kubernetes.outcome import name_of, pytorchjob_result, trial_result, true_condition
+from stockscale.launch.kubernetes.run import ClusterRun
+from stockscale.launch.kubernetes.training import ENDED, Kind, Obj, TrainJobKind, give_up
+from stockscale.launch.pods import CONTAINER, RESULTS
+from stockscale.launch.runner import JobResult
+from stockscale.search.searcher import TrialTemplate, trial_name
+from stockscale.space import Space
+from stockscale.worker import EpochReport, parse_epoch_line
+
+KATIB_TRIAL_ENDED = ("Succeeded", "Failed", "EarlyStopped", "Killed", "MetricsUnavailable")
+# Told each ended trial: its number (the order it ended in), the parameters the controller assigned it (as
+# the trial object carries them: strings; {} for a trial the controller never made), and its result.
+TrialTeller = Callable[[int, dict[str, str], JobResult], None]
+TRAINJOB = TrainJobKind()  # an OptimizationJob's trials are TrainJobs
+
+
+class ControllerKind(Kind):
+    """A kind whose controller chooses the trials: rendered from the space whole, followed trial by trial."""
+
+    parent_ended: tuple[str, ...] = ("Succeeded", "Failed")
+    trial_kind = ""
+    trial_ended: tuple[str, ...] = ENDED
+
+    renders: ClassVar[Callable[..., Obj]]  # the one object, from the space whole
+
+    def manifest(self, runner: ClusterRun, space: Space, template: TrialTemplate, parallel: int, *,
+                 trials: int, algorithm: str, early_stopping: str | None = None) -> Obj:
+        """`algorithm` and `early_stopping` are the controller's own names for the strategy and the pruner."""
+        stopping = {} if early_stopping is None else {"early_stopping": early_stopping}
+        return self.renders(runner.spec, run_id=runner.run_id, space=space, config=template.config, trials=trials,
+                            parallelism=parallel, algorithm=algorithm, threads=template.threads,
+                            memory_limit=template.memory_limit, timeout=template.timeout, **stopping)
+
+    def trial(self, runner: ClusterRun, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
+        """The parameters one ended trial object of `manifest` was assigned, and its result (named `name`)."""
+        raise NotImplementedError
+
+    def follow(self, runner: ClusterRun, manifest: Obj, trials: int, timeout: float | None,
+               on_trial: TrialTeller) -> None:
+        """Submit `manifest` and tell each trial as it ends until `trials` have; when the parent has ended or is
+        gone and no trial still runs, the trials never made are told as not run. Deleted at the end unless
+        keep (its trials, their jobs and pods go with it: owner references)."""
+        runner.create(manifest)
+        name, kind = name_of(manifest), manifest["kind"]
+        results: dict[int, JobResult] = {}
+        collected: set[str] = set()
+        parallel = manifest["spec"].get("parallelTrials") or manifest["spec"]["parallelTrialCount"]
+        deadline = None if timeout is None else \
+            time.monotonic() + -(-trials // parallel) * (timeout + runner.startup_timeout)
+
+        def collect(trial: Obj) -> None:
+            collected.add(name_of(trial))
+            number = len(results)
+            params, result = self.trial(runner, manifest, trial, trial_name(number))
+            results[number] = result
+            runner.event(f"trial {number} ({self.trial_kind} {name_of(trial)}): {result.status}")
+            on_trial(number, params, result)
+
+        def give_up_rest(status: str, detail: str) -> None:
+            for number in give_up([trial_name(number) for number in range(trials)], results, None, status, detail):
+                on_trial(number, {}, results[number])
+
+        def ended(trial: Obj) -> bool:
+            return true_condition(trial, self.trial_ended) is not None
+
+        def watch() -> None:
+            group, version, plural = m.CUSTOM_KINDS[self.trial_kind]
+            while len(results) < trials:
+                window = runner.window(deadline)
+                if window is None:
+                    return give_up_rest("timeout", "no result before the search's deadline")
+                for event in runner.api.watch(runner.api.custom.list_namespaced_custom_object, group, version,
+                                              runner.namespace, plural, window=window,
+                                              label_selector=m.run_selector(runner.run_id),
+                                              what=f"watch the {self.trial_kind}s of {kind} {name}",
+                                              kind=self.trial_kind, namespace=runner.namespace):
+                    trial = event["object"]
+                    if event["type"] != "DELETED" and name_of(trial) not in collected and ended(trial):
+                        collect(trial)
+                    if len(results) == trials:
+                        return None
+                runner.check_start(runner.session.list_kind("Pod", runner.run_id))
+                now = runner.session.list_kind(kind, runner.run_id)
+                parent = true_condition(now[0], self.parent_ended) if now else None
+                if not now or parent is not None:
+                    made = runner.session.list_kind(self.trial_kind, runner.run_id)
+                    for trial in made:
+                        if name_of(trial) not in collected and ended(trial) and len(results) < trials:
+                            collect(trial)
+                    if any(not ended(trial) for trial in made):
+                        continue  # trials still running after the parent ended: let them finish
+                    reason = f"{kind} deleted" if parent is None else \
+                        f"{kind} {parent.get('reason') or parent['type']}: {parent.get('message') or ''}".strip()
+                    return give_up_rest("error", f"not run ({reason})")
+            return None
+
+        runner.interruptible(watch)
+        if not runner.keep:
+            runner.remove(kind, name)
+            runner.event(f"deleted {kind} {name}")
+
+
+class OptimizationJobKind(ControllerKind):
+    """Kind "optimizationjob": the Trainer v2 OptimizationJob; its controller makes a TrainJob per trial
+    (labelled with our run, through the template), handing it its parameters as env vars."""
+
+    name = "optimizationjob"
+    parent_ended = ("Complete", "Failed")
+    trial_kind = "TrainJob"
+
+    renders = staticmethod(m.optimizationjob_manifest)
+
+    def trial(self, runner: ClusterRun, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
+        env = {var.get("name"): var.get("value") for var in trial["spec"].get("trainer", {}).get("env") or []}
+        keys = [param["name"] for param in manifest["spec"]["parameters"]]
+        prefix = runner.spec.optimization_env_prefix
+        params = {key: str(env[prefix + key]) for key in keys if env.get(prefix + key) is not None}
+        master = TRAINJOB.master(runner, name_of(trial))
+        lines = [] if master is None else read_log(runner.api, runner.namespace, master, container=m.TRAINER_NODE)
+        path = f"{RESULTS}/{runner.run_id}/trials/{master}"
+        return params, pytorchjob_result(
+            name, trial, TRAINJOB.pods(runner, name_of(trial)), lines,
+            runner.result_dir(path, runner.spec.pvc_access_mode == "ReadWriteMany"),
+            waited=(time.time(), time.time()), kind="TrainJob", master_pod=master)
+
+
+class KatibKind(ControllerKind):
+    """Kind "katib": one Katib Experiment; its controller creates a Trial per point (labelled with our run:
+    Katib copies the Experiment's labels) and a batch Job per Trial."""
+
+    name = "katib"
+    trial_kind = "Trial"
+    trial_ended = KATIB_TRIAL_ENDED
+
+    renders = staticmethod(m.experiment_manifest)
+
+    def trial(self, runner: ClusterRun, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
+        """A Trial's result from its pod's log (the final JSON line), or, when that log is gone, from the
+        validation loss Katib's metrics collector observed; a Trial Katib's early stopping ended is `pruned`,
+        with the epochs its log reported."""
+        params = {str(item.get("name")): str(item.get("value"))
+                  for item in (trial.get("spec") or {}).get("parameterAssignments") or []}
+        trial_name = name_of(trial)
+        pods = [pod for pod in runner.session.list_kind("Pod", runner.run_id)
+                if (pod["metadata"].get("labels") or {}).get("job-name") == trial_name]
+        pod = pods[-1] if pods else None
+        lines = [] if pod is None else read_log(runner.api, runner.namespace, name_of(pod), container=CONTAINER)
+        path = f"{RESULTS}/{runner.run_id}/trials/{name_of(pod) if pod else trial_name}"
+        run_dir = runner.result_dir(path, runner.spec.mount_pvc_in_trials)
+        metrics = ((trial.get("status") or {}).get("observation") or {}).get("metrics") or []
+        observed = next((metric for metric in metrics if metric.get("name") == m.OBJECTIVE), None)
+        ended = true_condition(trial, KATIB_TRIAL_ENDED) or {}
+        if pod is not None and (lines or observed is None):
+            result = trial_result(name, pod, lines, run_dir)
+        else:
+            ok = ended.get("type") == "Succeeded" and observed is not None
+            now = time.time()
+            result = JobResult(
+                name=name, status="success" if ok else "error",
+                detail="" if ok else f"Katib trial {trial_name}: {ended.get('reason') or ended.get('type')}",
+                metrics={"val": {"loss": float(observed["min"])}} if ok and observed else None,
+                start_time=now, end_time=now, limit_mechanism="kubernetes")
+        result.epochs = [report for line in lines if (report := parse_epoch_line(line)) is not None]
+        if ended.get("type") == "EarlyStopped":
+            result.status, result.detail, result.metrics = "pruned", "stopped early by Katib's medianstop", None
+            if not result.epochs and observed is not None:
+                with contextlib.suppress(TypeError, ValueError):  # Katib says "unavailable" when it has none
+                    result.epochs = [EpochReport(0, float(observed["latest"]))]
+        return params, result
+

@@ -1,0 +1,27 @@
+"""The search as one Katib Experiment: Katib's suggestion service chooses each trial from the space (grid,
+random, TPE: `Strategy.katib`) and its median stopping rule is the search's pruner (`Pruner.katib`; Katib has
+no ASHA, katib#1582). Rendering and following the Experiment is the katib kind's (launch/kubernetes/).
+"""
+
+from __future__ import annotations
+
+from stockscale.errors import InputError
+from stockscale.launch.kubernetes.controllers import KatibKind
+from stockscale.search.controller import ControllerSearcher
+from stockscale.search.registry import PRUNERS, Pruner, Strategy
+
+
+class KatibSearcher(ControllerSearcher):
+    name = "katib"
+    kind = KatibKind()
+
+    @staticmethod
+    def algorithm(strategy: Strategy) -> str | None:
+        return strategy.katib
+
+    def check(self, strategy: Strategy, pruner: Pruner) -> None:
+        self._refuse_strategy(strategy, "Katib")
+        if pruner.prunes and pruner.katib is None:
+            known = ", ".join(name for name, other in PRUNERS.items() if other.katib)
+            raise InputError(f"pruner {pruner.name} on a cluster is Katib's early stopping, which has no "
+                             f"{pruner.name}: use pruner {known}")
