@@ -23,7 +23,7 @@ from stockscale.config import TrainConfig
 from stockscale.errors import InputError
 from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner
 from stockscale.launch.kubernetes import manifests as m
-from stockscale.search.controller import check_cluster_pruner
+from stockscale.search.searcher import check_cluster_pruner
 from stockscale.search.katib import KatibSearcher
 from stockscale.search.optimization_job import OptimizationJobSearcher
 from stockscale.search.registry import pruner, strategy
@@ -172,7 +172,8 @@ def test_the_metrics_regex_matches_the_epoch_line_a_real_training_run_prints(cli
     ran = cli_process("train", *TINY, "--epochs", "2", "--max-steps", "1000", "--out", tmp_path / "run")
     assert ran.code == 0, ran.err
     lines = ran.out.splitlines()
-    epochs = [json.loads(line) for line in lines if line.startswith('{"event": "epoch"')]
+    # an epoch line is its timestamp, a space, then the JSON progress object (console.epoch_line)
+    epochs = [json.loads(line.partition(" ")[2]) for line in lines if ' {"event": "epoch"' in line]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert ran.last_json["status"] == "success"  # the result line still comes last
     assert ran.last_json["val"]["loss"] == pytest.approx(epochs[-1]["val_loss"])
@@ -435,11 +436,11 @@ def sampling_katib_controller(stopped_index: int):
 def test_a_katib_search_over_ranges_reads_back_the_points_katib_chose_and_its_early_stopped_trials(k8s, tmp_path):
     from stockscale.experiments.search import SearchSettings, run_search
 
-    settings = SearchSettings(backend="kubernetes", workers=2, space=dict(RANGES), strategy="tpe", trials=4,
-                              pruner="median", train={"max_steps": 2})
+    settings = SearchSettings(backend="kubernetes", parallel=2, space=dict(RANGES), strategy="tpe", trials=4,
+                              pruner="median", train={"max_steps": 2}, searcher="katib")
     launcher = ranged_runner(k8s)
     with Cluster(k8s, on_experiment=sampling_katib_controller(stopped_index=2)):
-        summary = run_search(settings, launcher, tmp_path / "s")
+        summary = run_search(settings, launcher, tmp_path / "s").document()
     statuses = {entry["config"]["hidden_size"]: entry["status"] for entry in summary["results"]}
     assert statuses == {16: "success", 32: "success", 48: "pruned", 64: "success"}
     by_size = {entry["config"]["hidden_size"]: entry for entry in summary["results"]}

@@ -111,9 +111,13 @@ def _signature_hints(thing: object) -> dict[str, object]:
     """The annotated parameters and return of a function, or the fields of a class (a dataclass, a Protocol),
     resolved; names the CLI imports only for type checking are looked up in the launch layer."""
     import stockscale.launch.runner
+    import stockscale.search.searcher
     import stockscale.space
+    import stockscale.worker
 
-    return typing.get_type_hints(thing, localns={**vars(stockscale.space), **vars(stockscale.launch.runner)})
+    names = {**vars(stockscale.worker), **vars(stockscale.space), **vars(stockscale.launch.runner),
+             **vars(stockscale.search.searcher)}
+    return typing.get_type_hints(thing, localns=names)
 
 
 def _cli_imports_from(module: str) -> set[str]:

@@ -139,7 +139,7 @@ class TrainConfig(BaseModel):
 TrainOverrides = dict[str, JsonValue]
 
 
-TRAIN_FIELDS = frozenset(TrainConfig.model_fields) | {"learning_rate"}  # with lr's alias (_canonical)
+TRAIN_FIELDS = frozenset(TrainConfig.model_fields)  # by field name (canonical_name maps lr's alias)
 
 
 def worker_batch_size(cfg: TrainConfig, world: int) -> int:
@@ -174,10 +174,16 @@ def one_line(error: ValidationError, what: str) -> str:
     return f"{what}: {loc}: {msg}{extra}"
 
 
+def canonical_name(name: str) -> str:
+    """A setting's field name: lr for its alias `learning_rate` (a config file's, an old summary's, a
+    controller's parameter), every other name as it is. The one place the alias is spelled."""
+    return "lr" if name == "learning_rate" else name
+
+
 def _canonical(values: TrainOverrides) -> TrainOverrides:
     """`values` with lr's alias (`learning_rate`, as a config file may spell it) under its field name: the one
     place the alias is read, so a later `lr` replaces an earlier `learning_rate` and never clashes with it."""
-    return {("lr" if key == "learning_rate" else key): value for key, value in values.items()}
+    return {canonical_name(key): value for key, value in values.items()}
 
 
 def build_train_config(values: dict[str, Any], what: str = "config") -> TrainConfig:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stockscale.config import TrainConfig, TrainOverrides
+from stockscale.config import TrainConfig, TrainOverrides, canonical_name
 from stockscale.errors import InputError
 from stockscale.progress import TrainProgress
 
@@ -57,9 +57,7 @@ def trial_parameters(environ: Mapping[str, str]) -> TrainOverrides:
     for key, value in sorted(environ.items()):
         if not key.startswith(OPT_PREFIX):
             continue
-        name = key.removeprefix(OPT_PREFIX).lower()
-        if name == "learning_rate":
-            name = "lr"  # the config's one alias (config._canonical), as a controller's parameter may say it
+        name = canonical_name(key.removeprefix(OPT_PREFIX).lower())  # lr's alias too, as a parameter may say it
         if name not in TrainConfig.model_fields:
             raise InputError(f"{key} names no training setting ({name}): an OptimizationJob parameter must be "
                              "one (lr, hidden_size, num_layers, ...)")

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from stockscale.bounds import MAX_GRID_POINTS
-from stockscale.config import TRAIN_FIELDS, build_train_config, one_line, read_yaml_mapping
+from stockscale.config import TRAIN_FIELDS, build_train_config, canonical_name, one_line, read_yaml_mapping
 from stockscale.errors import InputError
 
 # Settings the search itself controls: a search over them would not be a hyperparameter search.
@@ -107,7 +107,7 @@ def parse_space(raw: dict[Any, Any], where: str) -> Space:
     TrainConfig; `where` names the source in messages."""
     space: Space = {}
     for name, value in raw.items():
-        key = "lr" if name == "learning_rate" else str(name)
+        key = canonical_name(str(name))
         if key not in TRAIN_FIELDS or key in NOT_SEARCHABLE:
             raise InputError(f"{where}: {name!r} is not a training parameter that can be searched")
         if isinstance(value, list):

@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
-from stockscale.config import format_size
+from stockscale.config import canonical_name, format_size
 from stockscale.experiments.timings import OUTLIER_FACTOR
 
 if TYPE_CHECKING:
@@ -261,9 +261,8 @@ def plot_timeline(searches: list[SearchRun], path: Path | BinaryIO, headline: st
 
 
 def _config_value(config: dict[str, Any], key: str) -> Any:
-    if key == "lr" and "lr" not in config:
-        return config.get("learning_rate")
-    return config.get(key)
+    """A trial's value of `key`, under its field name or (an older summary's) its alias."""
+    return next((value for name, value in config.items() if canonical_name(name) == key), None)
 
 
 MAX_GRID_CELLS = 400  # cells of the grid plot: beyond this a cell's label cannot be read anyway
@@ -278,7 +277,7 @@ def plot_grid(run: SearchRun | None, path: Path | BinaryIO) -> Any:
 
     if run is None:
         raise PlotSkipped("no search with a successful trial (run `stockscale search`)")
-    space = {("lr" if key == "learning_rate" else key): values for key, values in run.data.settings.space.items()}
+    space = {canonical_name(key): values for key, values in run.data.settings.space.items()}
     if not all(isinstance(values, list) for values in space.values()):
         raise PlotSkipped(f"the {run.role} search samples ranges: it has no grid to draw")
     trials = run.data.results

@@ -21,6 +21,7 @@ from stockscale.launch.kubernetes.manifests.naming import COMPLETION_INDEX, OPTI
 from stockscale.launch.kubernetes.manifests.training import trainjob_manifest
 from stockscale.launch.kubernetes.manifests.writing import PlainDumper
 from stockscale.launch.pods import RESULTS, flag_text, plain_config, pod_template, pvc_volume, scratch_volume
+from stockscale.search.registry import STRATEGIES
 from stockscale.space import Space
 from stockscale.worker import JsonValue
 
@@ -159,8 +160,9 @@ def optimizationjob_manifest(
     API's grid takes categorical parameters only); `random` samples `trials` points from the same lists. Each
     trial writes to /results/<run>/trials/<its pod name>.
     """
-    if algorithm not in ("grid", "random"):
-        raise InputError(f"an OptimizationJob searches by grid or random, not {algorithm!r}")
+    algorithms = [known.optimization_job for known in STRATEGIES.values() if known.optimization_job]
+    if algorithm not in algorithms:
+        raise InputError(f"an OptimizationJob searches by {' or '.join(algorithms)}, not {algorithm!r}")
     if trials > OPTIMIZATION_TRIALS_MAX:
         raise InputError(f"an OptimizationJob runs at most {OPTIMIZATION_TRIALS_MAX} trials, not {trials}: "
                          "use kind job")
