@@ -23,11 +23,10 @@ from stockscale.config import TrainConfig
 from stockscale.errors import InputError
 from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner
 from stockscale.launch.kubernetes import manifests as m
-from stockscale.search.searcher import check_cluster_pruner
 from stockscale.search.katib import KatibSearcher
 from stockscale.search.optimization_job import OptimizationJobSearcher
 from stockscale.search.registry import pruner, strategy
-from stockscale.search.searcher import TrialResult, TrialTemplate, trial_name
+from stockscale.search.searcher import TrialResult, TrialTemplate, check_cluster_pruner, trial_name
 from stockscale.space import Space, grid_size, parse_space
 from stockscale.worker import parse_result_line
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from stockscale.bounds import MAX_WORKERS
 from stockscale.cli.k8s import add_image_flags, add_k8s_flags, on_cluster, refuse_kubernetes_only_flags
-from stockscale.cli.launchers import choose_runner
+from stockscale.cli.launchers import choose_runner, here_backends
 from stockscale.cli.parser import (
     add_train_flags,
     boundary_range,
@@ -29,6 +29,7 @@ from stockscale.cli.parser import (
 from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
 from stockscale.errors import InputError, SettingError
 from stockscale.experiments.scale_settings import DEFAULT_MULTIPLIERS, BoundarySearch, ScaleTestSettings
+from stockscale.launch.registry import BACKENDS
 
 if TYPE_CHECKING:
     from stockscale.config import TrainOverrides
@@ -65,7 +66,7 @@ def add_scale_test_parser(commands: argparse._SubParsersAction) -> None:
                             help="local: one process; cluster: N workers (the emulated cluster)")
     scale_test.add_argument("--workers", type=positive_int("--workers", MAX_WORKERS),
                             help=f"workers in cluster mode (default {ScaleTestSettings.default_workers('cluster')})")
-    scale_test.add_argument("--backend", choices=("local", "docker"), default="local",
+    scale_test.add_argument("--backend", choices=here_backends(), default="local",
                             help="cluster mode's workers: local processes (default) or containers of the image")
     scale_test.add_argument("--multipliers", type=multipliers,
                             help="comma-separated dataset multipliers, run as a grid "
@@ -147,7 +148,6 @@ def cmd_scale_test(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------- search
 
 
-SEARCH_BACKENDS = ("local", "docker", "kubernetes")
 OLD_SEARCH_BACKENDS = ("sequential", "parallel")  # both mean local (deprecated spellings; summary.json's words)
 CONTROLLERS = ("katib", "optimizationjob")  # --k8s-kind values whose controller searches itself
 
@@ -158,7 +158,7 @@ def add_search_parser(commands: argparse._SubParsersAction) -> None:
     from stockscale.search.registry import PRUNERS, STRATEGIES
 
     search = commands.add_parser("search", help="comparison 2: the hyperparameter grid, sequential vs parallel")
-    search.add_argument("--backend", choices=(*SEARCH_BACKENDS, *OLD_SEARCH_BACKENDS),
+    search.add_argument("--backend", choices=(*BACKENDS, *OLD_SEARCH_BACKENDS),
                         metavar="{local,docker,kubernetes}",
                         help="local: trials on this machine, --parallel at once (default 1, with every core); "
                         "docker: --parallel trials at once as containers of the image on this machine (the Indexed "
@@ -347,7 +347,7 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--quick", action="store_true",
                       help="a smaller grid, fewer workers and fewer steps: minutes rather than a quarter of an hour")
     demo.add_argument("--out", type=Path, help="results folder (default results/)")
-    demo.add_argument("--backend", choices=("local", "docker"), default="local",
+    demo.add_argument("--backend", choices=here_backends(), default="local",
                       help="the cluster side (its scale test and the parallel search): local processes "
                            "(default) or containers of the image")
     demo.add_argument("--source", help="the data of every stage (default bundled:AAPL; bundled:all pools the "

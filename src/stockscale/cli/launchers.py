@@ -50,3 +50,11 @@ def choose_runner(args: argparse.Namespace, prefix: str, *, warm: bool = False, 
     backend = args.backend
     return make_runner(backend, runner_options(args, backend, prefix, warm=warm, log_dir=log_dir,
                                                on_line=on_line, on_event=on_event))
+
+
+def here_backends() -> tuple[str, ...]:
+    """The backends whose workers run on this machine (every registered one but a cluster's): the scale test's
+    and the demo's `--backend` choices, since both compare against this machine's own processes."""
+    from stockscale.launch.registry import BACKENDS
+
+    return tuple(name for name in BACKENDS if name != "kubernetes")

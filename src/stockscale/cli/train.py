@@ -20,6 +20,7 @@ from stockscale.cli.launchers import choose_runner
 from stockscale.cli.parser import add_train_flags, load_config, positive_float, positive_int, size
 from stockscale.cli.tracking import add_track_flag, open_track, pods_tracking_env
 from stockscale.errors import InputError, WorkerFailure
+from stockscale.launch.registry import BACKENDS
 from stockscale.worker import EXIT_MEMORY, RunMetrics, result_line
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                      help="memory limit per worker: 512MiB, 2GiB, 4Gi (default: no limit)")
     run.add_argument("--timeout", type=positive_float("--timeout"),
                      help="seconds before the run is stopped (default: no limit)")
-    run.add_argument("--backend", choices=("local", "docker", "kubernetes"), default="local",
+    run.add_argument("--backend", choices=tuple(BACKENDS), default="local",
                      help="local processes (default), containers of the image on this machine (docker or "
                           "podman), or a PyTorchJob/TrainJob on Kubernetes")
     run.add_argument("--k8s-kind", choices=("pytorchjob", "trainjob"), default="pytorchjob",

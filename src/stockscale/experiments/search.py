@@ -37,6 +37,7 @@ from stockscale.experiments.results import (
     read_search_summary,
 )
 from stockscale.files import prepare_results_dir, remove_entry, utc_timestamp, write_json_atomic
+from stockscale.launch.registry import BACKENDS
 from stockscale.launch.runner import Runner, TrainJob
 from stockscale.locks import folder_lock
 from stockscale.machine import machine_info
@@ -61,7 +62,6 @@ DEFAULT_SPACE: dict[str, JsonValue] = {
 }
 DEFAULT_EPOCHS = 2  # a search's trials train this many epochs unless --epochs says otherwise
 CONTENTS = ("trials", "logs", "summary.json", JOURNAL, JOURNAL + ".lock")
-BACKENDS = ("local", "docker", "kubernetes")
 # The old --backend spellings: both are local; summary.json still records a local search as one of them.
 LOCAL_MODES = ("sequential", "parallel")
 _TRIAL_ENTRY = re.compile(r"trial-\d+")
