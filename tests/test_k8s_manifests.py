@@ -474,10 +474,13 @@ def test_dry_run_writes_the_search_without_a_cluster(tmp_path, monkeypatch):
     for path in paths:
         if path.name != "kustomization.yaml":
             validate_manifest(yaml.safe_load(path.read_text()))
-    one = launcher().dry_run([TrainJob(name="train", config=TINY, run_dir=Path("r"), workers=4)], 1,
-                             tmp_path / "dry-train")
+    one = launcher().dry_run_run(TrainJob(name="train", config=TINY, run_dir=Path("r"), workers=4),
+                                 tmp_path / "dry-train")
     assert [p.name for p in one] == ["pytorchjob-search-1128-174500-ab12-train.yaml",
                                      "networkpolicy-search-1128-174500-ab12-rendezvous.yaml", "kustomization.yaml"]
+    single = launcher().dry_run(search_jobs(1), 1, tmp_path / "dry-one")  # a search of one trial is a search
+    assert sorted(p.name for p in single) == ["configmap-search-1128-174500-ab12-trials.yaml",
+                                              "job-search-1128-174500-ab12.yaml", "kustomization.yaml"]
 
 
 # ------------------------------------------------------------------------------------------------ deploy.sh

@@ -214,7 +214,7 @@ def train_on_kubernetes(cfg: TrainConfig, args: argparse.Namespace, tracker: Tra
     launcher = choose_runner(args, "train", on_line=lambda _rank, line: log(line))
     if args.dry_run:
         out = args.out or Path("manifests") / (launcher.run_id or "train")
-        for path in launcher.dry_run([job], 1, out):
+        for path in launcher.dry_run_run(job, out):
             log(f"wrote {path}")
         return 0
 

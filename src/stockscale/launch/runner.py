@@ -107,9 +107,14 @@ class Runner(ABC):
 
     @abstractmethod
     def render(self, jobs: Sequence[TrainJob], parallel: int) -> dict[str, str]:
-        """The dry run: what `run_many(jobs, parallel)` (or `run(job)` for one job) would start, as files
-        (name -> text): a job's YAML and command lines here, containers' options, a cluster's manifests.
-        Nothing runs and nothing is connected to."""
+        """The dry run of `run_many(jobs, parallel)`: what it would start, as files (name -> text): a job's
+        YAML and command lines here, containers' options, a cluster's manifests. Nothing runs and nothing is
+        connected to."""
+
+    def render_run(self, job: TrainJob) -> dict[str, str]:
+        """The dry run of `run(job)`; the same as a batch of one unless the runner submits a single run
+        differently (a cluster: one PyTorchJob, where a search of one trial is still one Indexed Job)."""
+        return self.render([job], 1)
 
     @abstractmethod
     def logs(self, run_id: str, on_line: LineCallback, *, follow: bool = False) -> list[str]:
@@ -120,13 +125,21 @@ class Runner(ABC):
         """Remove what a run left (objects, containers, logs); returns what was removed."""
 
     def dry_run(self, jobs: Sequence[TrainJob], parallel: int, out_dir: Path) -> list[Path]:
-        """Write `render(jobs, parallel)` into `out_dir` (each file written whole, then renamed); returns
-        the paths. A runner whose files need more (a kustomization listing them) extends this."""
+        """Write `render(jobs, parallel)` into `out_dir`; returns the paths written."""
+        return self.write_rendered(self.render(jobs, parallel), out_dir)
+
+    def dry_run_run(self, job: TrainJob, out_dir: Path) -> list[Path]:
+        """Write `render_run(job)` into `out_dir`; returns the paths written."""
+        return self.write_rendered(self.render_run(job), out_dir)
+
+    def write_rendered(self, files: dict[str, str], out_dir: Path) -> list[Path]:
+        """Each rendered file written whole, then renamed. A runner whose files need more beside them (a
+        kustomization listing them) extends this."""
         from stockscale.files import write_text_atomic
 
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
-        for name, text in self.render(jobs, parallel).items():
+        for name, text in files.items():
             write_text_atomic(out_dir / name, text)
             written.append(out_dir / name)
         return written

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
+
 from stockscale.errors import InputError
 from stockscale.launch.cluster_spec import ClusterSpec
 from stockscale.launch.kubernetes import manifests as m
@@ -48,17 +50,23 @@ class KubernetesRunner(ClusterRun, Runner):
     # ------------------------------------------------------------------------------------------- rendering
 
     def manifests(self, jobs: Sequence[TrainJob], parallel: int) -> list[dict[str, Any]]:
-        """What `run(job)` (one job, parallel 1) or `run_many(jobs, parallel)` submits, as objects."""
+        """The objects themselves, for a caller that reads them: `run(job)`'s for one job at parallel 1,
+        else `run_many(jobs, parallel)`'s."""
         if len(jobs) == 1 and parallel <= 1:
             return self.kind.run_manifests(self, jobs[0])
         return self.kind.search_manifests(self, list(jobs), parallel)
 
     def render(self, jobs: Sequence[TrainJob], parallel: int) -> dict[str, str]:
-        return {m.file_name(obj): m.to_yaml(obj) for obj in self.manifests(jobs, parallel)}
+        """What `run_many(jobs, parallel)` submits (a search's objects), as YAML files."""
+        return {m.file_name(obj): m.to_yaml(obj) for obj in self.kind.search_manifests(self, list(jobs), parallel)}
 
-    def dry_run(self, jobs: Sequence[TrainJob], parallel: int, out_dir: Path) -> list[Path]:
+    def render_run(self, job: TrainJob) -> dict[str, str]:
+        """What `run(job)` submits (the training job, and its NetworkPolicy with several workers)."""
+        return {m.file_name(obj): m.to_yaml(obj) for obj in self.kind.run_manifests(self, job)}
+
+    def write_rendered(self, files: dict[str, str], out_dir: Path) -> list[Path]:
         """The manifests and a kustomization.yaml listing them (`kubectl apply -k DIR`)."""
-        return m.write_manifests(out_dir, {m.file_name(obj): obj for obj in self.manifests(jobs, parallel)})
+        return m.write_manifests(out_dir, {name: yaml.safe_load(text) for name, text in files.items()})
 
     # ------------------------------------------------------------------------------------------- running
 
