@@ -128,3 +128,24 @@ def test_an_endpoint_that_fails_never_stops_training(tmp_path: Path, capsys) -> 
     reporter.report(100, 0, {"val_loss": 0.4}, final=True)
     assert reporter.sent == 0
     assert capsys.readouterr().err.count("cannot report to the Trainer's status endpoint") == 1
+
+
+def test_a_trial_pod_trains_the_controllers_point_and_reports_its_objective(cli_process, status_server,
+                                                                           tmp_path: Path) -> None:
+    """`stockscale train` as an OptimizationJob's trial runs it: the parameters from KUBEFLOW_TRAINER_OPT_*,
+    the objective (the run's final validation loss) POSTed to the status endpoint over TLS."""
+    url, ca, token, received = status_server
+    env = {"KUBEFLOW_TRAINER_OPT_LR": "0.005", "KUBEFLOW_TRAINER_OPT_HIDDEN_SIZE": "12",
+           ENV_URL: url, ENV_CA: str(ca), ENV_TOKEN: str(token)}
+    ran = cli_process("train", "--epochs", "2", "--max-steps", "4", "--num-layers", "1", "--threads", "1",
+                      "--baselines", "cheap", "--out", tmp_path / "run", env=env)
+    assert ran.code == 0, ran.err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["config"]["lr"] == 0.005 and metrics["config"]["hidden_size"] == 12
+    last = received[-1]["trainerStatus"]
+    assert last["progressPercentage"] == 100
+    objective = next(float(item["value"]) for item in last["metrics"] if item["name"] == "val_loss")
+    assert objective == pytest.approx(metrics["val"]["loss"])
+    refused = cli_process("train", "--epochs", "1", "--out", tmp_path / "bad",
+                          env={"KUBEFLOW_TRAINER_OPT_WIDTH": "3"})
+    assert refused.code == 2 and "KUBEFLOW_TRAINER_OPT_WIDTH names no training setting" in refused.err

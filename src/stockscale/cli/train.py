@@ -49,6 +49,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         trial = read_trial(args.trials, os.environ.get("JOB_COMPLETION_INDEX"))
     cfg = load_config(args, trial)
+    if args.backend == "local":
+        from stockscale.kubeflow_trial import trial_parameters
+
+        params = trial_parameters(os.environ)  # a pod of an OptimizationJob's trial: the controller's point
+        if params:
+            cfg = cfg.updated(params, "KUBEFLOW_TRAINER_OPT_* parameters")
     if args.backend == "kubernetes":
         return tracked_train(args, args.out or Path("runs") / "kubernetes", lambda tracker:
                              train_on_kubernetes(cfg, args, tracker))
@@ -89,10 +95,14 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
     from stockscale.cli.pod_tracking import TrackedProgress, pod_run
     from stockscale.console import RichTrainProgress, train_progress
     from stockscale.errors import TrainingDiverged
+    from stockscale.kubeflow_trial import TrainerStatusProgress, TrainerStatusReporter
     from stockscale.launch.runner import JobResult
     from stockscale.train import train
 
-    progress = train_progress() if env.is_main else None
+    bar = train_progress() if env.is_main else None
+    reporter = TrainerStatusReporter.from_environ(os.environ) if env.is_main else None
+    status = None if reporter is None else TrainerStatusProgress(bar, reporter)  # a Trainer's trial
+    progress = status or bar
     started = time.time()
     try:
         with contextlib.nullcontext() if tracker is not None else pod_run(env, out) as pod:
@@ -111,8 +121,12 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
         print(json.dumps({"status": "error", "detail": str(error), "rank": env.rank}), flush=True)
         raise
     finally:
-        if isinstance(progress, RichTrainProgress):
-            progress.close()
+        if isinstance(bar, RichTrainProgress):
+            bar.close()
+    if status is not None:
+        test = result.get("test") or {}
+        status.finish((result.get("val") or {}).get("loss"),
+                      {"test_rmse": test["rmse"]} if isinstance(test.get("rmse"), float) else None)
     if env.is_main:
         print_run_summary(result)
     print(result_line(result), flush=True)
