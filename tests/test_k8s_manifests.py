@@ -213,6 +213,85 @@ def test_workers_cannot_read_user_files_from_a_readwriteonce_pvc():
                           config={"source": "csv:/results/aapl.csv"}, workers=2)
 
 
+# ------------------------------------------------------------------ checkpoints: where rank 0's volume survives
+
+
+def args_of(obj: dict, replica: str = "Master") -> list[str]:
+    if obj["kind"] == "TrainJob":
+        return obj["spec"]["trainer"]["args"]
+    return obj["spec"]["pytorchReplicaSpecs"][replica]["template"]["spec"]["containers"][0]["args"]
+
+
+def trainjob_results(obj: dict) -> dict:
+    pod = obj["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    return next(v for v in pod["template"]["spec"]["template"]["spec"]["volumes"] if v["name"] == "results")
+
+
+def flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_a_trainjob_of_several_nodes_keeps_checkpoints_only_on_a_readwritemany_pvc():
+    """Issue 22, item 3: every node of a TrainJob shares one pod template, so on a ReadWriteOnce PVC none
+    mounts it and node 0's checkpoints would go to an emptyDir: none are passed, and a folder asked for is
+    refused; on a ReadWriteMany PVC every node mounts it and rank 0 keeps them there."""
+    rwx = ClusterSpec(pvc_access_mode="ReadWriteMany")
+    three = TrainJob(name="big", config=TINY, run_dir=Path("r"), workers=3)
+    shared = launcher(kind="trainjob", spec=rwx).manifests([three], 1)[0]
+    assert trainjob_results(shared) == {"name": "results", "persistentVolumeClaim": {"claimName": "stockscale-results"}}
+    assert flag(args_of(shared), "--checkpoint-dir") == "/results/search-1128-174500-ab12/big.checkpoints"
+    local = launcher(kind="trainjob").manifests([three], 1)[0]
+    assert trainjob_results(local) == {"name": "results", "emptyDir": {}}
+    assert "--checkpoint-dir" not in args_of(local)  # never checkpoints to an emptyDir, silently or not
+    asked = TrainJob(name="big", config={**TINY, "checkpoint_dir": "/results/ck"}, run_dir=Path("r"), workers=3)
+    with pytest.raises(InputError) as refused:
+        launcher(kind="trainjob").manifests([asked], 1)
+    assert str(refused.value).startswith("--checkpoint-dir /results/ck: a TrainJob with 3 nodes cannot keep "
+                                         "checkpoints on a ReadWriteOnce PVC")
+    assert "pvc_access_mode ReadWriteMany" in str(refused.value) and "\n" not in str(refused.value)
+    assert flag(args_of(launcher(kind="trainjob", spec=rwx).manifests([asked], 1)[0]), "--checkpoint-dir") == \
+        "/results/ck"
+    one = launcher(kind="trainjob").manifests([TrainJob(name="one", config=TINY, run_dir=Path("r"))], 1)[0]
+    assert "persistentVolumeClaim" in trainjob_results(one)  # one node mounts even a ReadWriteOnce PVC
+    assert flag(args_of(one), "--checkpoint-dir") == "/results/search-1128-174500-ab12/one.checkpoints"
+
+
+def test_a_pytorchjobs_checkpoints_are_its_masters_on_the_pvc_and_workers_need_no_folder():
+    """With a ReadWriteOnce PVC only the master mounts it: rank 0 alone reads and writes the checkpoint folder
+    (checkpoint.resume; tests/test_multi_rank_resume.py runs that where the workers cannot see the folder), so
+    every replica gets the same --checkpoint-dir and a worker's, on its emptyDir, need not exist."""
+    two = launcher().manifests([TrainJob(name="two", config=TINY, run_dir=Path("r"), workers=2)], 1)[0]
+    master, worker = (two["spec"]["pytorchReplicaSpecs"][kind]["template"]["spec"] for kind in ("Master", "Worker"))
+    assert {"name": "results", "persistentVolumeClaim": {"claimName": "stockscale-results"}} in master["volumes"]
+    assert {"name": "results", "emptyDir": {}} in worker["volumes"]
+    assert flag(args_of(two), "--checkpoint-dir") == flag(args_of(two, "Worker"), "--checkpoint-dir") == \
+        "/results/search-1128-174500-ab12/two.checkpoints"
+    # A search trial whose pods mount no PVC (trials_mount_pvc off) keeps none either.
+    trials = launcher(kind="pytorchjob").manifests(search_jobs(2), parallel=2)
+    assert all("--checkpoint-dir" not in args_of(trial) for trial in trials)
+    kept = launcher(kind="pytorchjob", spec=ClusterSpec(trials_mount_pvc=True)).manifests(search_jobs(1), 1)[0]
+    assert flag(args_of(kept), "--checkpoint-dir") == "/results/search-1128-174500-ab12/trial-00.checkpoints"
+    with pytest.raises(InputError, match="^--checkpoint-dir /results/ck: a search trial's pods mount no PVC"):
+        m.pytorchjob_manifest(SPEC, name="x", run_id="r", config={"checkpoint_dir": "/results/ck"}, mount_pvc=False)
+    with pytest.raises(InputError, match="^--checkpoint-dir /tmp/ck: on the cluster a checkpoint folder must be "
+                                         "under /results"):
+        m.pytorchjob_manifest(SPEC, name="x", run_id="r", config={"checkpoint_dir": "/tmp/ck"})
+
+
+def test_train_refuses_checkpoints_a_multi_node_trainjob_would_lose_in_one_line(cli, tmp_path):
+    from tests.conftest import assert_clean_error
+
+    ran = cli("train", "--backend", "kubernetes", "--k8s-kind", "trainjob", "--workers", "2", "--max-steps", "2",
+              "--checkpoint-dir", "/results/ck", "--dry-run", "--out", tmp_path / "m")
+    assert_clean_error(ran, "--checkpoint-dir", "ReadWriteOnce", "pvc_access_mode ReadWriteMany")
+    assert not (tmp_path / "m").exists()
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text("pvc_access_mode: ReadWriteMany\n")
+    ran = cli("train", "--backend", "kubernetes", "--k8s-kind", "trainjob", "--workers", "2", "--max-steps", "2",
+              "--k8s-config", spec, "--checkpoint-dir", "/results/ck", "--dry-run", "--out", tmp_path / "m")
+    assert ran.code == 0, ran.err
+
+
 def test_unknown_training_keys_are_refused_before_anything_is_rendered():
     with pytest.raises(InputError, match="learning_rat"):
         m.pytorchjob_manifest(SPEC, name="x", run_id="r", config={"learning_rat": 0.1})

@@ -61,8 +61,7 @@ class ControllerKind(Kind):
         results: dict[int, JobResult] = {}
         collected: set[str] = set()
         parallel = manifest["spec"].get("parallelTrials") or manifest["spec"]["parallelTrialCount"]
-        deadline = None if timeout is None else \
-            time.monotonic() + -(-trials // parallel) * (timeout + runner.startup_timeout)
+        deadline = runner.deadline(timeout, trials, parallel)
 
         def collect(trial: Obj) -> None:
             collected.add(name_of(trial))

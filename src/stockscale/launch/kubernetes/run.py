@@ -150,6 +150,20 @@ class ClusterRun:
                 self.delete(self.run_id)
             raise InputError(f"{problem}{hint}")
 
+    def deadline(self, timeout: float | None, trials: int = 1, parallel: int = 1) -> float | None:
+        """When (time.monotonic()) a run of `trials` jobs, at most `parallel` at once, each given `timeout`,
+        gives up on what is still without a result; None without a timeout. The one deadline rule of every
+        kind, a single training job (one trial) and every cluster search alike:
+
+            waves * (timeout + startup_timeout),   waves = ceil(trials / parallel)
+
+        because each wave's pods are new pods, and each pays its start-up (scheduling, image pull, the
+        controller making it) before its own timeout can run out; the trials of one wave start together."""
+        if timeout is None:
+            return None
+        waves = -(-trials // max(1, parallel))
+        return time.monotonic() + waves * (timeout + self.startup_timeout)
+
     def window(self, deadline: float | None) -> float | None:
         """How long the next watch may last: `watch_window`, shortened to the deadline; None once it passed."""
         if deadline is None:

@@ -3,9 +3,10 @@ trains config i of a ConfigMap; `parallelism` pods at a time; an index the clust
 one single-replica PyTorchJob per config, at most `parallel` at once (kind "pytorchjob", which trains a single
 run as a PyTorchJob too). Each trial's result comes from its pod's log.
 
-Deadlines: a PyTorchJob trial ends as timed out after its own timeout plus the start-up deadline; the Indexed
-Job search, when every trial has a timeout, gives up on the trials still without a result after as many waves
-of trials as its parallelism allows, plus the start-up deadline.
+Deadlines (ClusterRun.deadline, the one rule of every kind): a PyTorchJob trial ends as timed out after its own
+timeout plus the start-up deadline; the Indexed Job search, when every trial has a timeout, gives up on the
+trials still without a result after as many waves of trials as its parallelism allows, each wave its longest
+timeout plus the start-up deadline (every wave's pods start anew).
 """
 
 from __future__ import annotations
@@ -93,10 +94,8 @@ def run_indexed(run: ClusterRun, jobs: list[TrainJob], manifests: list[Obj],
     mounted = run.spec.mount_pvc_in_trials
     results: dict[int, JobResult] = {}
     timeouts = [job.timeout for job in jobs if job.timeout is not None]
-    deadline = None
-    if len(timeouts) == len(jobs):
-        waves = -(-len(jobs) // max(1, job_manifest["spec"]["parallelism"]))
-        deadline = time.monotonic() + waves * max(timeouts) + run.startup_timeout
+    deadline = run.deadline(max(timeouts), len(jobs), job_manifest["spec"]["parallelism"]) \
+        if len(timeouts) == len(jobs) else None
 
     def finish(pod: dict[str, Any]) -> None:
         index = pod_index(pod)
@@ -180,9 +179,7 @@ def run_pytorchjobs(run: ClusterRun, kind: Kind, jobs: list[TrainJob], manifests
         while pending and len(active) < parallel:
             index = pending.pop(0)
             run.create(manifests[index])
-            timeout = jobs[index].timeout
-            deadline = None if timeout is None else time.monotonic() + timeout + run.startup_timeout
-            active[name_of(manifests[index])] = (index, time.time(), deadline)
+            active[name_of(manifests[index])] = (index, time.time(), run.deadline(jobs[index].timeout))
         deadlines = [deadline for _, _, deadline in active.values() if deadline is not None]
         window = run.window(min(deadlines) if deadlines else None) or 1.0
         for event in run.api.watch(run.api.custom.list_namespaced_custom_object, *m.PYTORCHJOB_API[:2],

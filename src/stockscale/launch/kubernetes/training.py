@@ -3,8 +3,11 @@ TrainJob), follow rank 0's log, wait with a watch for the job to end and return 
 the final JSON log line and the cluster's own timings.
 
 A job the cluster disrupted (preemption, eviction) is resubmitted once under a new name, with the same output
-folder (and so its checkpoints, see pods.checkpoint_flags). The job is given its own timeout plus the start-up
-deadline; past that the run ends as timed out.
+folder (and so its checkpoints, see pods.checkpoint_flags), where rank 0 alone resumes from them and hands
+the other ranks what they need (checkpoint.resume). A job whose rank 0 has no PVC (a TrainJob of several nodes
+on a ReadWriteOnce PVC) keeps no checkpoints (manifests/training.py): the runner says so, and that its
+resubmission starts over. The job is given its own timeout plus the start-up deadline (ClusterRun.deadline, the
+one rule of every kind); past that the run ends as timed out.
 """
 
 from __future__ import annotations
@@ -109,14 +112,27 @@ def run_training(run: ClusterRun, kind: Kind, job: TrainJob, manifests: list[Obj
     """Submit `manifests` (the job first, then what goes with it, such as its NetworkPolicy), stream rank 0's
     log to on_line, wait for the job, return its result; a job the cluster disrupted is resubmitted once as
     `retry()` (same output folder, so it resumes from its checkpoints)."""
+    kept = checkpoint_dir(manifests[0])
+    if kept is None:
+        run.event(f"{manifests[0]['kind']} {name_of(manifests[0])} keeps no checkpoints (rank 0's /results is an "
+                  "emptyDir): resubmitted after a disruption it starts over; pvc_access_mode ReadWriteMany keeps them")
     result = _run_one(run, kind, job, manifests[0], extras=manifests[1:])
     if result.status == "preempted":
-        run.event(f"{result.detail}: resubmitting once")
+        again = f"it resumes from {kept}" if kept else "it starts over, without checkpoints"
+        run.event(f"{result.detail}: resubmitting once ({again})")
         result = _run_one(run, kind, job, retry())
     if not run.keep:
         for extra in manifests[1:]:
             run.remove(extra["kind"], name_of(extra))
     return result
+
+
+def checkpoint_dir(manifest: Obj) -> str | None:
+    """The checkpoint folder rank 0 of a PyTorchJob or TrainJob writes (its --checkpoint-dir), None if none."""
+    spec = manifest["spec"]
+    args = spec["trainer"]["args"] if "trainer" in spec else \
+        spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+    return str(args[args.index("--checkpoint-dir") + 1]) if "--checkpoint-dir" in args else None
 
 
 def _run_one(run: ClusterRun, of: Kind, job: TrainJob, manifest: Obj,
@@ -130,7 +146,7 @@ def _run_one(run: ClusterRun, of: Kind, job: TrainJob, manifest: Obj,
         for extra in extras or []:
             run.create(extra)
         began = time.time()
-        deadline = None if job.timeout is None else time.monotonic() + job.timeout + run.startup_timeout
+        deadline = run.deadline(job.timeout)
         final, timed_out = None, False
         while True:
             master = of.master(run, name) if follower is None else None

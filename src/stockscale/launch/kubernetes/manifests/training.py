@@ -3,6 +3,12 @@ the NetworkPolicy that guards its rendezvous.
 
 A ReadWriteOnce volume attaches to one node, so by default only the master of a training job mounts the PVC
 and the workers get an emptyDir at /results; with `pvc_access_mode: ReadWriteMany` every pod mounts it.
+
+Checkpoints. Rank 0 alone reads and writes the checkpoint folder (checkpoint.py; the other ranks get what they
+need from it, and never need the folder to exist), so a job keeps its checkpoints exactly when rank 0's
+/results is the PVC: a PyTorchJob's master (unless a search trial's pods mount no PVC), a one-node TrainJob,
+or a TrainJob of several nodes on a ReadWriteMany PVC. Where rank 0's /results is an emptyDir, no checkpoint
+folder is passed (they would not survive the pod), and one the config names is refused.
 """
 
 from __future__ import annotations
@@ -60,10 +66,14 @@ def pytorchjob_manifest(
     so WORLD_SIZE is the replica count. Pods are never restarted (an OOM kill is a result, not a glitch), and
     running pods are removed when the job ends while finished ones stay for their logs.
     """
+    lost = None if mount_pvc else ("a search trial's pods mount no PVC here (trials_mount_pvc false, or unset "
+                                   "with pvc_access_mode ReadWriteOnce), so its checkpoints would go to an "
+                                   "emptyDir and be lost with the pod: set trials_mount_pvc true or "
+                                   "pvc_access_mode ReadWriteMany in the cluster spec")
     threads, out, args = _train_command(spec, run_id, name, config, workers, out, threads, "with several workers "
                                         "only the master mounts the ReadWriteOnce PVC, but the config reads a file "
                                         "or dataset every worker needs: use pvc_access_mode ReadWriteMany or "
-                                        "bundled data with multiplier")
+                                        "bundled data with multiplier", lost_checkpoints=lost)
     labels = run_labels(run_id, component, job=name, trial=trial)
     every_pod_mounts = spec.pvc_access_mode == "ReadWriteMany"
 
@@ -115,12 +125,18 @@ def trainjob_manifest(
     args, env and resources are the trainer's own fields; the pod's and container's security settings,
     volumes and our labels go through a runtime patch, the only place the API lets a TrainJob set them.
     The patch cannot switch off the service account token (automountServiceAccountToken is not patchable).
-    A ReadWriteOnce PVC is mounted only when there is one node (every node shares one pod template).
+    A ReadWriteOnce PVC is mounted only when there is one node (every node shares one pod template); several
+    nodes on it keep no checkpoints (see the module docstring).
     """
+    one_volume_per_node = spec.pvc_access_mode == "ReadWriteOnce" and workers > 1
+    lost = (f"a TrainJob with {workers} nodes cannot keep checkpoints on a ReadWriteOnce PVC (its nodes share one "
+            "pod template, so none mounts it, and node 0's checkpoints would go to an emptyDir and be lost with "
+            "the pod): set pvc_access_mode ReadWriteMany in the cluster spec, or use --k8s-kind pytorchjob (its "
+            "master mounts the PVC)") if one_volume_per_node else None
     threads, out, args = _train_command(spec, run_id, name, config, workers, out, threads, "a TrainJob with "
                                         "several nodes cannot share a ReadWriteOnce PVC, but the config reads a "
-                                        "file or dataset every node needs: use pvc_access_mode ReadWriteMany")
-    one_volume_per_node = spec.pvc_access_mode == "ReadWriteOnce" and workers > 1
+                                        "file or dataset every node needs: use pvc_access_mode ReadWriteMany",
+                                        lost_checkpoints=lost)
     labels = run_labels(run_id, "train", job=name)
     results = scratch_volume() if one_volume_per_node else pvc_volume(spec)
     template = pod_template(spec, labels, args, threads=threads, memory_limit=memory_limit, results=results,
@@ -189,16 +205,26 @@ def network_policy_manifest(spec: ClusterSpec, run_id: str, port: int = MASTER_P
 
 
 def _train_command(spec: ClusterSpec, run_id: str, name: str, config: TrainConfig | Mapping[str, Any], workers: int,
-                   out: str | None, threads: int | None, shared_files: str) -> tuple[int, str, list[str]]:
+                   out: str | None, threads: int | None, shared_files: str, *,
+                   lost_checkpoints: str | None) -> tuple[int, str, list[str]]:
     """(threads, out, args) of a training job's `stockscale train`; `shared_files` is the error when several
-    workers would each need a file on a ReadWriteOnce PVC only one of them mounts."""
+    workers would each need a file on a ReadWriteOnce PVC only one of them mounts; `lost_checkpoints` is None
+    when rank 0's /results is the PVC, else why its checkpoints would not survive there (then none are passed,
+    and a checkpoint folder the config names is refused with it)."""
     if workers < 1:
         raise InputError(f"workers must be at least 1, not {workers}")
     values = plain_config(config)
     reads_files = values.get("data") is not None or str(values.get("source", "")).startswith("csv:")
     if workers > 1 and spec.pvc_access_mode == "ReadWriteOnce" and reads_files:
         raise InputError(shared_files)
+    named = values.get("checkpoint_dir")
+    if named is not None and lost_checkpoints is not None:
+        raise InputError(f"--checkpoint-dir {named}: {lost_checkpoints}")
+    if named is not None and not f"{named}/".startswith(f"{RESULTS}/"):
+        raise InputError(f"--checkpoint-dir {named}: on the cluster a checkpoint folder must be under {RESULTS} "
+                         "(the PVC); anywhere else in the pod it is an emptyDir or the read-only root filesystem")
     values["threads"] = threads = threads or values.get("threads") or spec.threads
     out = out or f"{RESULTS}/{run_id}/{name}"
-    return threads, out, ["train", *train_flags(values), *checkpoint_flags(values, out), "--out", out]
+    checkpoints = [] if lost_checkpoints is not None else checkpoint_flags(values, out)
+    return threads, out, ["train", *train_flags(values), *checkpoints, "--out", out]
 
