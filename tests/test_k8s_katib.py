@@ -32,7 +32,7 @@ from stockscale.config import TrainConfig
 from stockscale.errors import InputError
 from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner
 from stockscale.launch.kubernetes import manifests as m
-from stockscale.launch.kubernetes.manifests.katib import METRICS_FORMAT
+from stockscale.launch.kubernetes.manifests.katib import KATIB_INJECTION, METRICS_FORMAT
 from stockscale.launch.pods import CONTAINER
 from stockscale.search.katib import KatibSearcher
 from stockscale.search.optimization_job import OptimizationJobSearcher
@@ -602,14 +602,17 @@ def test_a_value_the_sh_c_line_would_split_or_run_is_refused_in_one_line(value):
                             trials=4)
 
 
-def katib_with_medianstop(outputs: dict[str, list[str]], lrs: list[str], given: dict[int, list[dict]]):
+def katib_with_medianstop(outputs: dict[str, list[str]], lrs: list[str], given: dict[int, list[dict]],
+                          namespace: dict):
     """Plays Katib v0.19.0 with medianstop and the StdOut collector, each Trial's pod printing the real output
     of training its learning rate (real_outputs):
     - Trials are made `parallelTrialCount` at a time, the next when one ends; each gets the rules medianstop
       gives from the Trials that had succeeded by then (suggestionclient.go SyncAssignments);
     - the pod is what the webhook makes of the trial Job's (wrap_command, the collector sidecar with
-      collector_args); the sidecar watches the metrics file for the rules (first_stop): on a hit, training is
-      ended there, the file's observations stored, and medianstop appends EarlyStopped to the Trial;
+      collector_args) when `namespace` has the label its namespaceSelector asks for (webhooks.yaml), else the
+      Job's own pod, whose Trial then observes nothing; the sidecar watches the metrics file for the rules
+      (first_stop): on a hit, training is ended there, the file's observations stored, and medianstop appends
+      EarlyStopped to the Trial;
     - the pod ends Succeeded either way (the wrapper's `|| <early-stopped check> && echo completed`); the
       training container's log holds only the wrapper's echo, the sidecar's every line of the file via klog;
     - the Trial's observation is getMetrics of its observations; Succeeded when the objective was observed
@@ -634,10 +637,11 @@ def katib_with_medianstop(outputs: dict[str, list[str]], lrs: list[str], given: 
             sidecar_args = katib_fake.collector_args(trial)
             sidecar = katib_fake.Sidecar.from_args(sidecar_args)
             lines = outputs[lr]
-            stopped_at = sidecar.first_stop(lines)
+            injected = namespace["metadata"].get("labels", {}).get(KATIB_INJECTION) == "enabled"
+            stopped_at = sidecar.first_stop(lines) if injected else None
             written = lines if stopped_at is None else lines[:stopped_at + 1]
-            logs = sidecar.collect(written)
-            db.register(trial_name, logs)
+            if injected:
+                db.register(trial_name, sidecar.collect(written))
             now = datetime.now(UTC)
             klog = [katib_fake.klog_line(f"Trial Name: {trial_name}", now)]
             klog += [katib_fake.klog_line(line, now) for line in written]
@@ -653,6 +657,9 @@ def katib_with_medianstop(outputs: dict[str, list[str]], lrs: list[str], given: 
             body["status"]["containerStatuses"].append({**container(), "name": katib_fake.COLLECTOR})
             path = f"get /api/v1/namespaces/{NS}/pods/{pod_name}/log"
             wrapper = "Training Container was Early Stopped\n" if stopped_at is not None else ""
+            if not injected:
+                body["spec"], body["status"]["containerStatuses"] = job_pod["spec"], [container()]
+                wrapper, klog = "\n".join(lines) + "\n", []
             cluster.emulator.do(lambda k, path=path, wrapper=wrapper, klog=klog: [
                 k[path][{"container": CONTAINER}] << wrapper.encode(),
                 k[path][{"container": katib_fake.COLLECTOR}] << ("\n".join(klog) + "\n").encode()])
@@ -687,7 +694,9 @@ def test_katib_medianstop_end_to_end_stops_the_trial_its_rule_says_from_real_tra
     runner = KubernetesRunner(ClusterSpec(image="stockscale:test"), api=k8s.api(), run_id="katib-median-0001",
                               kind="katib", poll=0.02, watch_window=0.5)
     given: dict[int, list[dict]] = {}
-    with Cluster(k8s, on_experiment=katib_with_medianstop(real_outputs, lrs, given)):
+    namespace = m.default_manifests(runner.spec)["namespace.yaml"]  # what `stockscale k8s render` applies
+    assert namespace["metadata"]["name"] == NS
+    with Cluster(k8s, on_experiment=katib_with_medianstop(real_outputs, lrs, given, namespace)):
         summary = run_search(settings, runner, tmp_path / "s").document()
     results = sorted(summary["results"], key=lambda entry: entry["name"])
     assert [entry["status"] for entry in results] == ["success"] * 6 + ["pruned", "success"]

@@ -49,6 +49,8 @@ from stockscale.space import Parameter, Space
 TRAIN_LOSS = "train_loss"
 # The sidecar Katib injects for a StdOut collector (pkg/metricscollector/v1beta1/common/const.go, v0.19.0).
 KATIB_COLLECTOR = "metrics-logger-and-collector"
+# The namespace label Katib's pod webhook selects (manifests/v1beta1/components/webhook/webhooks.yaml, v0.19.0).
+KATIB_INJECTION = "katib.kubeflow.org/metrics-collector-injection"
 # One metric of an epoch progress line: `"val_loss": 0.1234` (group 1 the name, group 2 the value). No `;`: the
 # webhook joins the regexes with `;` and the sidecar splits them there. RE2 (Go's regexp) reads it as re does.
 METRICS_FORMAT = r'"((?:val|train)_loss)":\s*([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)'
