@@ -29,6 +29,7 @@ from k8s_cluster import NS, Cluster, Emulator, container, metrics_line, objects,
 from k8s_schema import CRDS, check_meta, validate_manifest
 
 from stockscale.config import TrainConfig
+from stockscale.console import epoch_line
 from stockscale.errors import InputError
 from stockscale.launch.kubernetes import ClusterSpec, KubernetesRunner
 from stockscale.launch.kubernetes import manifests as m
@@ -251,12 +252,52 @@ def experiment_succeeded(cluster: Cluster, name: str) -> None:
         {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached", "message": "done"}]})
 
 
+def create_trial_pod(cluster: Cluster, trial: dict, pod_labels: dict, phase: str, status: dict, lines: list[str],
+                     stopped: bool = False, injected: bool = True) -> str:
+    """The pod of a Trial's Job, as Katib's pod webhook makes it for the StdOut collector (kubeflow/katib
+    v0.19.0, pkg/webhook/v1beta1/pod/inject_webhook.go Mutate and utils.go): the Trial's labels added, the
+    training container wrapped (wrap_command), the sidecar injected with collector_args, the process namespace
+    shared. What the training process printed (`lines`) went to the metrics file, so the training container's
+    log holds only the wrapper's echo after an early stop, and the sidecar's log has every line through klog.
+    Not `injected` (the namespace lacks the webhook's label): the Job's own pod, logging to its container."""
+    trial_name = trial["metadata"]["name"]
+    pod_name = f"{trial_name}-x7k2p"
+    job_pod = trial["spec"]["runSpec"]["spec"]["template"]
+    (primary,) = job_pod["spec"]["containers"]
+    assert primary["name"] == trial["spec"]["primaryContainerName"]
+    body = pod(pod_name, {**pod_labels, **trial["metadata"]["labels"], "katib.kubeflow.org/trial": trial_name},
+               phase, status)
+    path = f"get /api/v1/namespaces/{NS}/pods/{pod_name}/log"
+    if injected:
+        body["spec"] = {**job_pod["spec"], "shareProcessNamespace": True, "containers": [
+            katib_fake.wrap_command(primary, bool(trial["spec"].get("earlyStoppingRules"))),
+            {"name": katib_fake.COLLECTOR, "image": "katib-file-metricscollector",
+             "args": katib_fake.collector_args(trial)}]}
+        body["status"]["containerStatuses"].append({**container(), "name": katib_fake.COLLECTOR})
+        now = datetime.now(UTC)
+        klog = [katib_fake.klog_line(f"Trial Name: {trial_name}", now)]
+        klog += [katib_fake.klog_line(line, now) for line in lines]
+        if stopped:
+            klog.append(katib_fake.klog_line("Training container is early stopped", now))
+        klog.append(katib_fake.klog_line("Metrics reported. :", now))
+        own = "Training Container was Early Stopped\n" if stopped else ""
+    else:
+        body["spec"] = job_pod["spec"]
+        own, klog = "".join(line + "\n" for line in lines), []
+    cluster.emulator.do(lambda k: [k[path][{"container": CONTAINER}] << own.encode(),
+                                   k[path][{"container": katib_fake.COLLECTOR}] << "".join(
+                                       line + "\n" for line in klog).encode()])
+    cluster.create_pod(body)
+    return pod_name
+
+
 def katib_controller(fail_index: int | None = None, pod_gone_index: int | None = None):
     """Plays Katib's controller (grid): one Trial per point, labelled like the Experiment plus
     katib.kubeflow.org/experiment, with its parameter assignments; the trial Job's pod (our template's labels
     and job-name) with a log of epoch lines and the final JSON result line; the Trial's observation and
     conditions; then the Experiment Succeeded. `pod_gone_index`'s pod is already gone (Katib only observed
-    its metrics)."""
+    its metrics). A trial that ran has the pod Katib's webhook makes (create_trial_pod: its output, timestamped
+    epoch lines and the result line, in the collector sidecar's log)."""
 
     def handle(cluster: Cluster, experiment: dict) -> None:
         spec = experiment["spec"]
@@ -276,11 +317,11 @@ def katib_controller(fail_index: int | None = None, pod_gone_index: int | None =
                 continue
             loss = 1.0 + number / 10
             config = {item["name"]: item["value"] for item in assignments}
-            log = (json.dumps({"event": "epoch", "epoch": 1, "val_loss": loss + 0.5, "train_loss": 2.0}) + "\n"
-                   + json.dumps({"event": "epoch", "epoch": 2, "val_loss": loss, "train_loss": 1.5}) + "\n"
-                   + metrics_line(config=config, val={"loss": loss}) + "\n")
+            lines = [epoch_line(1, 2.0, loss + 0.5, 0.1), epoch_line(2, 1.5, loss, 0.1),
+                     metrics_line(config=config, val={"loss": loss})]
             if number != pod_gone_index:
-                cluster.create_pod(pod(pod_name, pod_labels, "Succeeded", container()), log=log)
+                create_trial_pod(cluster, katib_trial(experiment, number, assignments), pod_labels, "Succeeded",
+                                 container(), lines)
             trial_succeeded(cluster, trial_name, loss)
         experiment_succeeded(cluster, name)
 
@@ -631,39 +672,15 @@ def katib_with_medianstop(outputs: dict[str, list[str]], lrs: list[str], given: 
             assignments = [{"name": "lr", "value": lr}]
             trial_name, pod_labels = create_katib_trial(cluster, experiment, number, assignments, rules)
             trial = katib_trial(experiment, number, assignments, rules)
-            job_pod = trial["spec"]["runSpec"]["spec"]["template"]
-            (primary,) = job_pod["spec"]["containers"]
-            assert primary["name"] == trial["spec"]["primaryContainerName"]
-            sidecar_args = katib_fake.collector_args(trial)
-            sidecar = katib_fake.Sidecar.from_args(sidecar_args)
+            sidecar = katib_fake.Sidecar.from_args(katib_fake.collector_args(trial))
             lines = outputs[lr]
             injected = namespace["metadata"].get("labels", {}).get(KATIB_INJECTION) == "enabled"
             stopped_at = sidecar.first_stop(lines) if injected else None
             written = lines if stopped_at is None else lines[:stopped_at + 1]
             if injected:
                 db.register(trial_name, sidecar.collect(written))
-            now = datetime.now(UTC)
-            klog = [katib_fake.klog_line(f"Trial Name: {trial_name}", now)]
-            klog += [katib_fake.klog_line(line, now) for line in written]
-            if stopped_at is not None:
-                klog.append(katib_fake.klog_line("Training container is early stopped", now))
-            klog.append(katib_fake.klog_line("Metrics reported. :", now))
-            pod_name = f"{trial_name}-x7k2p"
-            body = pod(pod_name, {**pod_labels, **trial["metadata"]["labels"], "katib.kubeflow.org/trial": trial_name},
-                       "Succeeded", container())
-            body["spec"] = {**job_pod["spec"], "shareProcessNamespace": True, "containers": [
-                katib_fake.wrap_command(primary, bool(rules)),
-                {"name": katib_fake.COLLECTOR, "image": "katib-file-metricscollector", "args": sidecar_args}]}
-            body["status"]["containerStatuses"].append({**container(), "name": katib_fake.COLLECTOR})
-            path = f"get /api/v1/namespaces/{NS}/pods/{pod_name}/log"
-            wrapper = "Training Container was Early Stopped\n" if stopped_at is not None else ""
-            if not injected:
-                body["spec"], body["status"]["containerStatuses"] = job_pod["spec"], [container()]
-                wrapper, klog = "\n".join(lines) + "\n", []
-            cluster.emulator.do(lambda k, path=path, wrapper=wrapper, klog=klog: [
-                k[path][{"container": CONTAINER}] << wrapper.encode(),
-                k[path][{"container": katib_fake.COLLECTOR}] << ("\n".join(klog) + "\n").encode()])
-            cluster.create_pod(body)
+            create_trial_pod(cluster, trial, pod_labels, "Succeeded", container(), written,
+                             stopped=stopped_at is not None, injected=injected)
             observed = katib_fake.observation(db.get(trial_name), sidecar.metrics)
             running = [{"type": kind, "status": "True", "reason": f"Trial{kind}"} for kind in ("Created", "Running")]
             if stopped_at is not None:  # service.py SetTrialStatus appends it
