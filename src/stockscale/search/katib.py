@@ -22,6 +22,6 @@ class KatibSearcher(ControllerSearcher):
     def check(self, strategy: Strategy, pruner: Pruner) -> None:
         self._refuse_strategy(strategy, "Katib")
         if pruner.prunes and pruner.katib is None:
-            known = ", ".join(name for name, other in PRUNERS.items() if other.katib)
-            raise InputError(f"pruner {pruner.name} on a cluster is Katib's early stopping, which has no "
-                             f"{pruner.name}: use pruner {known}")
+            known = ", ".join(f"{name} (Katib's {other.katib})" for name, other in PRUNERS.items() if other.katib)
+            raise InputError(f"--pruner {pruner.name} on a Katib search: Katib's early stopping has no "
+                             f"{pruner.name} (katib#1582), only medianstop: use --pruner {known}")

@@ -8,12 +8,14 @@ pod's log. The Searchers that drive them are search/optimization_job.py and sear
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from typing import ClassVar
 
 from stockscale.launch.kubernetes import manifests as m
 from stockscale.launch.kubernetes.logs import read_log
+from stockscale.launch.kubernetes.manifests.katib import KATIB_COLLECTOR
 from stockscale.launch.kubernetes.outcome import name_of, pytorchjob_result, trial_result, true_condition
 from stockscale.launch.kubernetes.run import ClusterRun
 from stockscale.launch.kubernetes.training import ENDED, Kind, Obj, TrainJobKind, give_up
@@ -150,16 +152,16 @@ class KatibKind(ControllerKind):
     renders = staticmethod(m.experiment_manifest)
 
     def trial(self, runner: ClusterRun, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
-        """A Trial's result from its pod's log (the final JSON line), or, when that log is gone, from the
-        validation loss Katib's metrics collector observed; a Trial Katib's early stopping ended is `pruned`,
-        with the epochs its log reported."""
+        """A Trial's result from its pod's log (the final JSON line; on Katib, the collector sidecar's log, see
+        _katib_trial_lines), or, when that log is gone, from the validation loss Katib's metrics collector
+        observed; a Trial Katib's early stopping ended is `pruned`, with the epochs its log reported."""
         params = {str(item.get("name")): str(item.get("value"))
                   for item in (trial.get("spec") or {}).get("parameterAssignments") or []}
         trial_name = name_of(trial)
         pods = [pod for pod in runner.session.list_kind("Pod", runner.run_id)
                 if (pod["metadata"].get("labels") or {}).get("job-name") == trial_name]
         pod = pods[-1] if pods else None
-        lines = [] if pod is None else read_log(runner.api, runner.namespace, name_of(pod), container=CONTAINER)
+        lines = [] if pod is None else _katib_trial_lines(runner, pod)
         path = f"{RESULTS}/{runner.run_id}/trials/{name_of(pod) if pod else trial_name}"
         run_dir = runner.result_dir(path, runner.spec.mount_pvc_in_trials)
         metrics = ((trial.get("status") or {}).get("observation") or {}).get("metrics") or []
@@ -182,4 +184,24 @@ class KatibKind(ControllerKind):
                 with contextlib.suppress(TypeError, ValueError):  # Katib says "unavailable" when it has none
                     result.epochs = [EpochReport(0, float(observed["latest"]))]
         return params, result
+
+
+# klog's text header before each line the collector sidecar prints (`I1204 19:13:07.123456       1 main.go:147] `):
+# klog v2's documented layout, severity, mmdd, time to microseconds, the pid 7 wide, file:line and `] `.
+_KLOG_HEADER = re.compile(r"[IWEF]\d{4} \d{2}:\d{2}:\d{2}\.\d{6}\s+\d+ [^\s\]]+\] ")
+
+
+def _katib_trial_lines(runner: ClusterRun, pod: Obj) -> list[str]:
+    """What `stockscale train` printed in a Trial's pod. With the StdOut collector, Katib's pod webhook runs the
+    training container as `sh -c "<command> 1>/var/log/katib/metrics.log 2>&1 ..."`, so that container's own
+    log is empty, and the injected sidecar (`metrics-logger-and-collector`) prints every line of the file with
+    klog.Info (kubeflow/katib v0.19.0: pkg/webhook/v1beta1/pod/utils.go wrapWorkerContainer,
+    cmd/metricscollector/v1beta1/file-metricscollector/main.go printMetricsFile and watchMetricsFile; the
+    training container's own log holds at most the wrapper's "Training Container was Early Stopped"). The
+    sidecar's log, klog's header cut, when the pod has the sidecar; else the training container's."""
+    containers = [container.get("name") for container in (pod.get("spec") or {}).get("containers") or []]
+    if KATIB_COLLECTOR not in containers:
+        return read_log(runner.api, runner.namespace, name_of(pod), container=CONTAINER)
+    collected = read_log(runner.api, runner.namespace, name_of(pod), container=KATIB_COLLECTOR)
+    return [line[header.end():] if (header := _KLOG_HEADER.match(line)) else line for line in collected]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from stockscale.launch.cluster_spec import ClusterSpec
+from stockscale.launch.kubernetes.manifests.katib import KATIB_INJECTION
 from stockscale.launch.kubernetes.manifests.naming import APP, LABEL_APP, LABEL_COMPONENT
 from stockscale.launch.kubernetes.manifests.training import pytorchjob_manifest
 from stockscale.launch.pods import RESULTS, pod_template, pvc_volume
@@ -23,6 +24,11 @@ def namespace_manifest(spec: ClusterSpec) -> dict[str, Any]:
     stockscale's own containers meet the restricted profile; the Training Operator adds an init container to
     PyTorchJob workers (waiting for the master's DNS name) without a securityContext, which restricted would
     refuse, so restricted is not enforced.
+
+    Katib's pod webhook injects its metrics collector only into pods of a namespace labelled
+    `katib.kubeflow.org/metrics-collector-injection: enabled` (kubeflow/katib v0.19.0,
+    manifests/v1beta1/components/webhook/webhooks.yaml, the pod mutator's namespaceSelector); without it a
+    Katib search's trials report no metric. The webhook mutates only pods a Trial owns.
     """
     return {
         "apiVersion": "v1",
@@ -34,6 +40,7 @@ def namespace_manifest(spec: ClusterSpec) -> dict[str, Any]:
                 "pod-security.kubernetes.io/enforce": "baseline",
                 "pod-security.kubernetes.io/warn": "restricted",
                 "pod-security.kubernetes.io/audit": "restricted",
+                KATIB_INJECTION: "enabled",
             },
         },
     }
