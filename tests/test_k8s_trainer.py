@@ -80,12 +80,14 @@ def grid_choice(points: list[tuple[str, ...]]):
     return choose
 
 
-def optimization_controller(fail_index: int | None = None, drop_annotation: int | None = None):
+def optimization_controller(fail_index: int | None = None, drop_annotation: int | None = None,
+                            log_gone: int | None = None):
     """Plays the OptimizationJob controller with fake trials: one TrainJob per point of the categorical
     parameters, named, labelled, annotated and given the env as upstream's controller does
     (k8s_trainer_fake.trial_trainjob), each ending with a pod whose log says the config it trained (trial
-    `fail_index` is OOM-killed; trial `drop_annotation` lost its annotation: its env still says the point);
-    then the OptimizationJob is Complete."""
+    `fail_index` is OOM-killed; trial `drop_annotation` lost its annotation: its env still says the point;
+    trial `log_gone`'s pod log is empty, its objective only in the TrainJob's status.trainerStatus, as the
+    status endpoint applied it); then the OptimizationJob is Complete."""
 
     def handle(cluster: Cluster, opt: dict) -> None:
         spec = opt["spec"]
@@ -107,8 +109,13 @@ def optimization_controller(fail_index: int | None = None, drop_annotation: int 
                                    {"conditions": trainjob_conditions("Failed")})
                 continue
             log = f"{metrics_line(config=config, val={'loss': 1.0 + number / 10})}\n"
+            status: dict = {"conditions": trainjob_conditions("Complete")}
+            if number == log_gone:
+                log = ""
+                status["trainerStatus"] = {"progressPercentage": 100,
+                                           "metrics": [{"name": "val_loss", "value": "0.75"}]}
             cluster.create_pod(node_pod(pod_name, labels, notes, "Succeeded", container()), log=log)
-            cluster.set_status("trainjobs", trial["metadata"]["name"], {"conditions": trainjob_conditions("Complete")})
+            cluster.set_status("trainjobs", trial["metadata"]["name"], status)
         cluster.set_status("optimizationjobs", opt["metadata"]["name"], {"conditions": [
             {"type": "Complete", "status": "True", "reason": "OptimizationJobCompleted", "message": "done",
              "lastTransitionTime": "2026-11-28T17:45:07Z"}]})
@@ -142,6 +149,19 @@ def test_an_optimizationjob_search_reads_every_trial_back_by_its_parameters(k8s)
     selectors = {query["labelSelector"] for method, path, query in k8s.all_requests()
                  if path == TRAINJOBS and "labelSelector" in query}
     assert selectors == {f"{OPT_LABEL}=opt-test-0001"}
+
+
+def test_a_trial_whose_log_is_gone_is_read_from_the_objective_it_reported(k8s):
+    space = parse_space({"lr": [0.001, 0.002]}, "space")
+    template = TrialTemplate(config=TrainConfig(max_steps=2), trials_dir=Path("t"), threads=1)
+    runner = KubernetesRunner(ClusterSpec(image="stockscale:test"), api=k8s.api(), run_id="opt-test-0002",
+                              kind="optimizationjob", poll=0.02, watch_window=0.5)
+    with Cluster(k8s, on_optimizationjob=optimization_controller(log_gone=0)):
+        trials = OptimizationJobSearcher(runner).search(space, strategy("grid"), pruner("none"), template, 1,
+                                                        trials=2, on_trial=lambda trial: None)
+    assert [trial.result.status for trial in trials] == ["success", "success"]
+    by_lr = {trial.params["lr"]: trial.result.metrics["val"]["loss"] for trial in trials}
+    assert by_lr == {0.001: 0.75, 0.002: pytest.approx(1.1)}
 
 
 @pytest.mark.slow
