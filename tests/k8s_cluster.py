@@ -371,7 +371,7 @@ def trainjob_succeeds(cluster: Cluster, obj: dict, log: str | None = None) -> No
     """Every node exits 0; node 0 prints the metrics line; the TrainJob becomes Complete. (Trials of an
     OptimizationJob are played by its own controller, see test_k8s_trainer.optimization_controller.)"""
     name = obj["metadata"]["name"]
-    if "trainer.kubeflow.org/optimizationjob-name" in (obj["metadata"].get("labels") or {}):
+    if "trainer.kubeflow.org/optimization-job" in (obj["metadata"].get("labels") or {}):  # a trial (k8s_trainer_fake)
         return
     nodes = trainjob_pods(obj)
     for pod_name, labels, notes in nodes:

@@ -81,10 +81,6 @@ class ClusterSpec(BaseModel):
     service_account: str | None = Field(None, description="service account of the pods (default: namespace's)")
     ttl_seconds_after_finished: int = Field(
         86400, ge=0, description="finished Jobs, PyTorchJobs and their pods are removed this long after they end")
-    optimization_env_prefix: str = Field(
-        "", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$|^$",
-        description="prefix of the env vars through which a Trainer v2 OptimizationJob hands a trial its "
-                    "parameters (the Trainer's constants.EnvVarPrefix; not verified offline, check your release)")
     network_policy: bool = Field(True, description="training jobs get a NetworkPolicy: only the run's own pods "
                                                    "reach their rendezvous port")
     env: dict[str, str] = Field(default_factory=dict,
@@ -158,6 +154,12 @@ class ClusterSpec(BaseModel):
 
 def build_cluster_spec(values: dict[str, Any], what: str = "cluster spec") -> ClusterSpec:
     """Validate a dict into a ClusterSpec, or raise InputError with one line."""
+    if "optimization_env_prefix" in values:
+        # Gone: the Trainer's OptimizationJob controller names a trial's parameters KUBEFLOW_TRAINER_OPT_<NAME>
+        # whatever a config says (EnvOptParamPrefix, kubeflow/trainer pkg/controller/
+        # optimizationjob_controller.go at commit c4c5e1bf57d96460ea7b71fead104737a4afaf27).
+        raise InputError(f"{what}: optimization_env_prefix: the OptimizationJob controller's prefix is fixed "
+                         "(KUBEFLOW_TRAINER_OPT_<NAME>, read by stockscale train itself); remove the setting")
     try:
         return ClusterSpec.model_validate(values)
     except ValidationError as error:

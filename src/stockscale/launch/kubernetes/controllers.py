@@ -8,6 +8,7 @@ pod's log. The Searchers that drive them are search/optimization_job.py and sear
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from collections.abc import Callable
@@ -53,6 +54,14 @@ class ControllerKind(Kind):
         """The parameters one ended trial object of `manifest` was assigned, and its result (named `name`)."""
         raise NotImplementedError
 
+    def trial_selector(self, runner: ClusterRun, manifest: Obj) -> str:
+        """The label selector of `manifest`'s trial objects: our run's labels, where the controller copies them."""
+        return m.run_selector(runner.run_id)
+
+    def trials_made(self, runner: ClusterRun, manifest: Obj) -> list[Obj]:
+        """The trial objects the controller has made for `manifest` so far."""
+        return runner.session.list_kind(self.trial_kind, runner.run_id)
+
     def follow(self, runner: ClusterRun, manifest: Obj, trials: int, timeout: float | None,
                on_trial: TrialTeller) -> None:
         """Submit `manifest` and tell each trial as it ends until `trials` have; when the parent has ended or is
@@ -88,7 +97,7 @@ class ControllerKind(Kind):
                     return give_up_rest("timeout", "no result before the search's deadline")
                 for event in runner.api.watch(runner.api.custom.list_namespaced_custom_object, group, version,
                                               runner.namespace, plural, window=window,
-                                              label_selector=m.run_selector(runner.run_id),
+                                              label_selector=self.trial_selector(runner, manifest),
                                               what=f"watch the {self.trial_kind}s of {kind} {name}",
                                               kind=self.trial_kind, namespace=runner.namespace):
                     trial = event["object"]
@@ -100,7 +109,7 @@ class ControllerKind(Kind):
                 now = runner.session.list_kind(kind, runner.run_id)
                 parent = true_condition(now[0], self.parent_ended) if now else None
                 if not now or parent is not None:
-                    made = runner.session.list_kind(self.trial_kind, runner.run_id)
+                    made = self.trials_made(runner, manifest)
                     for trial in made:
                         if name_of(trial) not in collected and ended(trial) and len(results) < trials:
                             collect(trial)
@@ -118,8 +127,18 @@ class ControllerKind(Kind):
 
 
 class OptimizationJobKind(ControllerKind):
-    """Kind "optimizationjob": the Trainer v2 OptimizationJob; its controller makes a TrainJob per trial
-    (labelled with our run, through the template), handing it its parameters as env vars."""
+    """Kind "optimizationjob": the Trainer v2 OptimizationJob. What its controller does, read from kubeflow/trainer
+    pkg/controller/optimizationjob_controller.go at commit c4c5e1bf57d96460ea7b71fead104737a4afaf27 (the
+    newest of that file in our mirror; later upstream commits may differ):
+    - it makes one TrainJob per trial, `<optimizationjob>-trial-<index>` (index from 1), from the template's
+      *spec* only: the trial carries the label `trainer.kubeflow.org/optimization-job: <optimizationjob>` and an
+      owner reference, not the template's labels, so its trials are found by that label (their pods keep our
+      run's labels: those travel in the spec's runtime patch);
+    - it records the trial's parameters in the annotation `trainer.kubeflow.org/optimization-parameters`
+      (JSON `[{"name", "value"}]`) and appends them to `spec.trainer.env` as `KUBEFLOW_TRAINER_OPT_<NAME>`.
+    Parameters are read from that annotation, else from that env; a trial's result from its node 0's log,
+    else (the log gone) from the objective it reported to the TrainJobStatus endpoint (`status.trainerStatus`).
+    """
 
     name = "optimizationjob"
     parent_ended = ("Complete", "Failed")
@@ -127,18 +146,78 @@ class OptimizationJobKind(ControllerKind):
 
     renders = staticmethod(m.optimizationjob_manifest)
 
+    def trial_selector(self, runner: ClusterRun, manifest: Obj) -> str:
+        return f"{OPTIMIZATION_JOB_LABEL}={name_of(manifest)}"
+
+    def trials_made(self, runner: ClusterRun, manifest: Obj) -> list[Obj]:
+        group, version, plural = m.CUSTOM_KINDS[self.trial_kind]
+        body = runner.api.call(runner.api.custom.list_namespaced_custom_object, group, version, runner.namespace,
+                               plural, label_selector=self.trial_selector(runner, manifest),
+                               what=f"list the TrainJobs of OptimizationJob {name_of(manifest)}",
+                               kind=self.trial_kind, namespace=runner.namespace)
+        items = [item for item in (body or {}).get("items") or []
+                 if ((item.get("metadata") or {}).get("labels") or {}).get(OPTIMIZATION_JOB_LABEL)
+                 == name_of(manifest)]
+        return sorted(items, key=name_of)
+
     def trial(self, runner: ClusterRun, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
-        env = {var.get("name"): var.get("value") for var in trial["spec"].get("trainer", {}).get("env") or []}
         keys = [param["name"] for param in manifest["spec"]["parameters"]]
-        prefix = runner.spec.optimization_env_prefix
-        params = {key: str(env[prefix + key]) for key in keys if env.get(prefix + key) is not None}
+        params = optimization_parameters(trial, keys)
         master = TRAINJOB.master(runner, name_of(trial))
         lines = [] if master is None else read_log(runner.api, runner.namespace, master, container=m.TRAINER_NODE)
         path = f"{RESULTS}/{runner.run_id}/trials/{master}"
-        return params, pytorchjob_result(
+        now = time.time()
+        result = pytorchjob_result(
             name, trial, TRAINJOB.pods(runner, name_of(trial)), lines,
             runner.result_dir(path, runner.spec.pvc_access_mode == "ReadWriteMany"),
-            waited=(time.time(), time.time()), kind="TrainJob", master_pod=master)
+            waited=(now, now), kind="TrainJob", master_pod=master)
+        result.epochs = [report for line in lines if (report := parse_epoch_line(line)) is not None]
+        ended = true_condition(trial, ("Complete", "Failed")) or {}
+        reported = trainer_status_objective(trial)
+        if ended.get("type") == "Complete" and result.metrics is None and reported is not None:
+            result.status, result.detail = "success", ""  # the log is gone; the controller's record stays
+            result.metrics = {"val": {"loss": reported}}
+        elif ended.get("type") == "Failed" and ended.get("reason") == METRICS_UNAVAILABLE:
+            result.status = "error"
+            result.detail = (f"TrainJob {name_of(trial)}: {METRICS_UNAVAILABLE} (it reported no {m.OBJECTIVE} to the "
+                             "TrainJobStatus endpoint: is the Trainer's TrainJobStatus feature gate on?)")
+        return params, result
+
+
+OPTIMIZATION_JOB_LABEL = "trainer.kubeflow.org/optimization-job"  # on each trial TrainJob (commit above)
+OPTIMIZATION_PARAMETERS = "trainer.kubeflow.org/optimization-parameters"  # AnnotationOptParams (commit above)
+OPT_ENV_PREFIX = "KUBEFLOW_TRAINER_OPT_"  # EnvOptParamPrefix (commit above)
+# KEP-3744's name for a trial that ended without its objective (not in the controller commit above).
+METRICS_UNAVAILABLE = "MetricsUnavailable"
+
+
+def opt_env_name(parameter: str) -> str:
+    """The env var the controller gives a parameter: EnvOptParamPrefix + upper(name, `-` as `_`)."""
+    return OPT_ENV_PREFIX + parameter.replace("-", "_").upper()
+
+
+def optimization_parameters(trial: Obj, keys: list[str]) -> dict[str, str]:
+    """The parameters the controller assigned a trial TrainJob: its annotation (the controller's own record),
+    else the env it appended to the trainer. Values stay the strings the controller carried."""
+    text = ((trial.get("metadata") or {}).get("annotations") or {}).get(OPTIMIZATION_PARAMETERS)
+    if text:
+        with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):  # a garbled record: the env
+            recorded = {str(item["name"]): str(item["value"]) for item in json.loads(text)}
+            return {key: recorded[key] for key in keys if key in recorded}
+    env = {var.get("name"): var.get("value") for var in ((trial.get("spec") or {}).get("trainer") or {}).get("env")
+           or []}
+    return {key: str(env[opt_env_name(key)]) for key in keys if env.get(opt_env_name(key)) is not None}
+
+
+def trainer_status_objective(trial: Obj) -> float | None:
+    """The objective a trial reported to the TrainJobStatus endpoint: `status.trainerStatus.metrics`'s
+    val_loss (kubeflow/trainer v2.3.0 docs/user-guides/trainjob-progress.md)."""
+    metrics = (((trial.get("status") or {}).get("trainerStatus") or {}).get("metrics")) or []
+    for metric in metrics:
+        if isinstance(metric, dict) and metric.get("name") == m.OBJECTIVE:
+            with contextlib.suppress(TypeError, ValueError):
+                return float(metric["value"])
+    return None
 
 
 class KatibKind(ControllerKind):

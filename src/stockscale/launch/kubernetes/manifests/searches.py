@@ -155,10 +155,13 @@ def optimizationjob_manifest(
     """A search as one Trainer v2 OptimizationJob: the space's lists become categorical parameters, `config`
     the fixed flags of every trial's `stockscale train`.
 
-    The controller hands a trial its parameters as env vars (`<optimization_env_prefix><name>`), which the
-    trial's args take through Kubernetes' own `$(VAR)` expansion. `grid` runs the full product of the lists (the
-    API's grid takes categorical parameters only); `random` samples `trials` points from the same lists. Each
-    trial writes to /results/<run>/trials/<its pod name>.
+    The controller hands a trial its parameters as env vars, `KUBEFLOW_TRAINER_OPT_<NAME>` (the name
+    upper-cased, `-` as `_`), appended to the trainer's env (EnvOptParamPrefix and constructTrialTrainJob,
+    kubeflow/trainer pkg/controller/optimizationjob_controller.go at commit
+    c4c5e1bf57d96460ea7b71fead104737a4afaf27); `stockscale train` reads them itself (kubeflow_trial.py), so
+    the args carry only what every trial shares. `grid` asks for the full product of the lists (the API's grid
+    takes categorical parameters only); `random` for `trials` points from the same lists: what the controller
+    makes of them is its own (docs/kubernetes.md). Each trial writes to /results/<run>/trials/<its pod name>.
     """
     algorithms = [known.optimization_job for known in STRATEGIES.values() if known.optimization_job]
     if algorithm not in algorithms:
@@ -175,12 +178,9 @@ def optimizationjob_manifest(
         check_grid(space, varying, trials)
     values = {**fixed, "threads": fixed.get("threads") or threads or spec.threads}
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
-    params = [arg for key in varying for arg in (f"--{key.replace('_', '-')}",
-                                                 f"$({spec.optimization_env_prefix}{key})")]
     template = trainjob_manifest(spec, name=run_id, run_id=run_id, config=values, workers=1, out=out,
                                  memory_limit=memory_limit, timeout=timeout)
     trainer = template["spec"]["trainer"]
-    trainer["args"] = [*trainer["args"][:-2], *params, *trainer["args"][-2:]]
     trainer["env"].append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     labels = run_labels(run_id, "search")
     return {
