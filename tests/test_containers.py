@@ -372,6 +372,10 @@ def test_the_docker_runners_dry_run_is_each_containers_options_and_asks_no_engin
     assert [entry["hidden_size"] for entry in yaml.safe_load(search[configmap[0]])] == [8, 16, 24]
     written = runner.dry_run(trials, 2, tmp_path / "out")  # (each render names a fresh run)
     assert len(written) == len(search) and all(path.is_file() for path in written)
+    one_trial = runner.render(trials[:1], 1)  # run_many of one trial runs an Indexed Job's pod, as it renders
+    assert any(name.startswith("trials-configmap/") for name in one_trial)
+    one_run = runner.render_run(TrainJob(name="one", config=build_train_config(TINY), run_dir=tmp_path / "one"))
+    assert len(one_run) == 1 and "-master-0" in next(iter(one_run))  # run(job): its PyTorchJob's master
 
 
 # ----------------------------------------------------------------- the runner over a stand-in engine

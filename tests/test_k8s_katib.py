@@ -745,3 +745,14 @@ def test_asha_on_a_katib_search_is_refused_in_one_line_naming_medianstop(cli, tm
               "--pruner", "asha", "--image", "stockscale@sha256:" + "a" * 64, "--dry-run", "--out", out)
     assert_clean_error(ran, "--pruner", "asha", "medianstop")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("mounted", "kept"), [(True, True), (False, False)])
+def test_a_katib_trial_keeps_checkpoints_only_where_its_pod_mounts_the_pvc(mounted: bool, kept: bool) -> None:
+    runner = KubernetesRunner(ClusterSpec(image="stockscale:test", trials_mount_pvc=mounted), run_id="katib-ck-0001",
+                              kind="katib")
+    experiment = KatibSearcher(runner).manifest(space(), strategy("grid"), pruner("none"), TEMPLATE, 2,
+                                                trials=grid_size(space()))
+    trial_spec = experiment["spec"]["trialTemplate"]["trialSpec"]
+    (container,) = [c for c in trial_spec["spec"]["template"]["spec"]["containers"] if c["name"] != "sidecar"]
+    assert ("--checkpoint-dir" in " ".join(map(str, container.get("args", []) + container.get("command", [])))) == kept

@@ -181,23 +181,15 @@ class DockerRunner(Runner):
             return run_many_interruptible(run_trial, jobs, parallel, on_result, self._abort)
 
     def render(self, jobs: Sequence[TrainJob], parallel: int) -> dict[str, str]:
-        """The dry run: each container's options as `containers.create` would get them (`<container>.json`;
-        the host folders standing for the volumes are made when the run starts). One job, or any job of
-        several workers: its PyTorchJob's replicas; single-worker jobs: the Indexed Job's pods. Nothing is
-        asked of the engine."""
+        """The dry run of `run_many`: each container's options as `containers.create` would get them
+        (`<container>.json`; the host folders standing for the volumes are made when the run starts). Jobs
+        of several workers: each one's PyTorchJob replicas (run_many runs them one `run` each); single-worker
+        jobs, one or many: the Indexed Job's pods. Nothing is asked of the engine."""
+        run_id = m.make_run_id(self.run_prefix)
+        if any(job.workers > 1 for job in jobs):
+            return self._replica_files(jobs, run_id)
         files: dict[str, str] = {}
         placeholders = {"results": Path("<staging>/results"), "trials": Path("<staging>/trials-configmap")}
-        run_id = m.make_run_id(self.run_prefix)
-        if len(jobs) == 1 or any(job.workers > 1 for job in jobs):
-            for number, job in enumerate(jobs):
-                _check_job(job)
-                job_run = run_id if len(jobs) == 1 else f"{run_id}-{number}"
-                network = job_run if job.workers > 1 else None
-                for pod in self._replicas(job, job_run):
-                    pod.labels.update(self._labels(job_run))
-                    files[f"{pod.name}.json"] = _as_json(container_options(pod, volumes=placeholders,
-                                                                           network=network))
-            return files
         for job in jobs:
             _check_job(job)
         configmap, template = self._indexed(list(jobs), parallel, run_id)
@@ -209,6 +201,23 @@ class DockerRunner(Runner):
             files[f"{pod.name}.json"] = _as_json(container_options(
                 pod, volumes=placeholders,
                 field_values={f"metadata.annotations['{m.COMPLETION_INDEX}']": str(index)}))
+        return files
+
+    def render_run(self, job: TrainJob) -> dict[str, str]:
+        """The dry run of `run(job)`: its PyTorchJob's replicas as containers."""
+        return self._replica_files([job], m.make_run_id(self.run_prefix))
+
+    def _replica_files(self, jobs: Sequence[TrainJob], run_id: str) -> dict[str, str]:
+        files: dict[str, str] = {}
+        placeholders = {"results": Path("<staging>/results"), "trials": Path("<staging>/trials-configmap")}
+        for number, job in enumerate(jobs):
+            _check_job(job)
+            job_run = run_id if len(jobs) == 1 else f"{run_id}-{number}"
+            network = job_run if job.workers > 1 else None
+            for pod in self._replicas(job, job_run):
+                pod.labels.update(self._labels(job_run))
+                files[f"{pod.name}.json"] = _as_json(container_options(pod, volumes=placeholders,
+                                                                       network=network))
         return files
 
     def logs(self, run_id: str, on_line: LineCallback, *, follow: bool = False) -> list[str]:

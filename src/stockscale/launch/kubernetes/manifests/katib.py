@@ -88,7 +88,9 @@ def experiment_manifest(
     fixed["threads"] = fixed.get("threads") or threads or spec.threads
     out = f"{RESULTS}/{run_id}/trials/$(POD_NAME)"
     flags = [arg for key in varying for arg in (f"--{key.replace('_', '-')}", f"${{trialParameters.{key}}}")]
-    args = ["train", *train_flags(fixed), *flags, *checkpoint_flags(fixed, out), "--out", out]
+    # A trial keeps checkpoints only on the PVC: on an emptyDir they would be lost with the pod (issue 22).
+    kept = checkpoint_flags(fixed, out) if spec.mount_pvc_in_trials else []
+    args = ["train", *train_flags(fixed), *flags, *kept, "--out", out]
     _check_shell_words(args, space, varying)
     labels = run_labels(run_id, "search")
     template = pod_template(
