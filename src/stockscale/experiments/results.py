@@ -25,7 +25,7 @@ from stockscale.errors import InputError
 from stockscale.experiments.dry_run import MARKER as DRY_RUN_MARKER
 from stockscale.experiments.dry_run import DryRun
 from stockscale.launch.runner import Status as RunStatus
-from stockscale.search.registry import PRUNERS, STRATEGIES
+from stockscale.search import registry
 
 Scalar = int | float | str | bool | None  # a config's value: a nested mapping or list there is refused on read
 # The results folders, named once: a search's folder by its backend, and its role in the report by folder.
@@ -138,16 +138,12 @@ class SearchSettingsRecord(_Shape):
     @field_validator("strategy")
     @classmethod
     def _registered_strategy(cls, value: str) -> str:
-        if value not in STRATEGIES:
-            raise ValueError(f"unknown strategy {value!r}: one of {', '.join(STRATEGIES)}")
-        return value
+        return registry.strategy(value).name  # ValueError naming the choices, as the registry words it
 
     @field_validator("pruner")
     @classmethod
     def _registered_pruner(cls, value: str) -> str:
-        if value not in PRUNERS:
-            raise ValueError(f"unknown pruner {value!r}: one of {', '.join(PRUNERS)}")
-        return value
+        return registry.pruner(value).name
 
 
 class Trial(_Shape):
