@@ -161,8 +161,9 @@ def test_a_job_preempted_twice_ends_preempted(k8s):
     assert len(k8s.requests("post", PYTORCHJOBS)) == 2
 
 
-def test_an_evicted_trainjob_is_resubmitted_and_then_succeeds(k8s):
-    seen: list[str] = []
+def disrupt_first_trainjob(seen: list[str], reason: str):  # noqa: ANN201 - a Cluster handler
+    """A Trainer that ends the first TrainJob it sees with every node disrupted (`reason`), then lets the
+    resubmitted one succeed; `seen` collects the names it was given."""
 
     def trainer(cluster: Cluster, obj: dict) -> None:
         seen.append(obj["metadata"]["name"])
@@ -170,11 +171,19 @@ def test_an_evicted_trainjob_is_resubmitted_and_then_succeeds(k8s):
             trainjob_succeeds(cluster, obj)
             return
         for pod_name, labels, notes in trainjob_pods(obj):
-            status = disrupted({}, "evicted")
+            status = disrupted({}, reason)
             body = node_pod(pod_name, labels, notes, "Failed", status["containerStatuses"][0])
             body["status"] = {**status, "containerStatuses": body["status"]["containerStatuses"]}
             cluster.create_pod(body, log="")
         cluster.set_status("trainjobs", obj["metadata"]["name"], {"conditions": trainjob_conditions("Failed")})
+
+    return trainer
+
+
+def test_an_evicted_trainjob_is_resubmitted_and_then_succeeds(k8s):
+    seen: list[str] = []
+
+    trainer = disrupt_first_trainjob(seen, "evicted")
 
     with Cluster(k8s, on_trainjob=trainer):
         result = make_launcher(k8s, kind="trainjob").run(train_job())
@@ -189,17 +198,7 @@ def test_a_resubmitted_trainjob_says_whether_it_resumes(k8s, access):
     submits, and that the resubmitted job starts over; on ReadWriteMany it resumes from rank 0's folder."""
     seen: list[str] = []
 
-    def trainer(cluster: Cluster, obj: dict) -> None:
-        seen.append(obj["metadata"]["name"])
-        if len(seen) > 1:
-            trainjob_succeeds(cluster, obj)
-            return
-        for pod_name, labels, notes in trainjob_pods(obj):
-            status = disrupted({}, "preempted")
-            body = node_pod(pod_name, labels, notes, "Failed", status["containerStatuses"][0])
-            body["status"] = {**status, "containerStatuses": body["status"]["containerStatuses"]}
-            cluster.create_pod(body, log="")
-        cluster.set_status("trainjobs", obj["metadata"]["name"], {"conditions": trainjob_conditions("Failed")})
+    trainer = disrupt_first_trainjob(seen, "preempted")
 
     events: list[str] = []
     launcher = KubernetesRunner(ClusterSpec(image="stockscale:test", pvc_access_mode=access), api=k8s.api(),
