@@ -163,11 +163,11 @@ class StudyDriver:
             if fixed is not None:
                 self.study.enqueue_trial(fixed, skip_if_exists=False)
             taken = [] if fixed is not None else self._configs_so_far()
-            for _ in range(MAX_REDRAWS):
+            for attempt in range(MAX_REDRAWS):
                 trial = self.study.ask()
                 config = {name: suggest(trial, name, parameter) for name, parameter in self.space.items()}
-                if config not in taken:
-                    break
+                if config not in taken or attempt == MAX_REDRAWS - 1:
+                    break  # new, or the last draw: it runs again rather than leave a trial already told
                 trial.set_user_attr(DUPLICATE_ATTR, True)
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return trial, config
