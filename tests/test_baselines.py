@@ -63,15 +63,31 @@ def test_ridge_is_fitted_on_the_training_windows_only():
     changed = close.copy()
     changed[prepared.train_end:] *= np.exp(np.cumsum(rng.normal(0.05, 0.1, len(close) - prepared.train_end)))
     prepared_changed = prepare(_series(changed), 0.6, 0.2)
-    a = RidgeBaseline.fit(prepared.train_series, prepared.stats)
-    b = RidgeBaseline.fit(prepared_changed.train_series, prepared_changed.stats)
+    a = RidgeBaseline.fit(prepared.train_series, prepared.stats, reuse=False)
+    b = RidgeBaseline.fit(prepared_changed.train_series, prepared_changed.stats, reuse=False)
     np.testing.assert_array_equal(a.model.coef_, b.model.coef_)  # the test days did not move the fit
     # ...while changing a training day does.
     trained = close.copy()
     trained[100] *= 1.2
     prepared_trained = prepare(_series(trained), 0.6, 0.2)
-    c = RidgeBaseline.fit(prepared_trained.train_series, prepared_trained.stats)
+    c = RidgeBaseline.fit(prepared_trained.train_series, prepared_trained.stats, reuse=False)
     assert not np.allclose(a.model.coef_, c.model.coef_)
+
+
+def test_the_same_training_days_again_get_the_ridge_already_fitted_and_others_a_new_fit():
+    rng = np.random.default_rng(2)
+    close = 50 * np.exp(np.cumsum(rng.normal(0.0, 0.02, 400)))
+    prepared = prepare(_series(close), 0.6, 0.2)
+    first = RidgeBaseline.fit(prepared.train_series, prepared.stats)
+    again = RidgeBaseline.fit(prepared.train_series.copy(), prepared.stats)  # equal days, another array
+    assert again is first  # a warm worker's next trial: no second fit
+    fresh = RidgeBaseline.fit(prepared.train_series, prepared.stats, reuse=False)
+    test = prepared.eval_set("test")
+    np.testing.assert_array_equal(again.outputs(test), fresh.outputs(test))  # what a fresh fit would predict
+    moved = close.copy()
+    moved[50] *= 1.1  # a training day changed: a new fit
+    other = prepare(_series(moved), 0.6, 0.2)
+    assert RidgeBaseline.fit(other.train_series, other.stats) is not first
 
 
 def test_ridge_finds_a_linear_signal_the_window_holds():
