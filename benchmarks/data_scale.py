@@ -5,7 +5,10 @@
 3. batches/s of each loader beside the model's step rate at hidden 64 (goal: every loader >= 5x faster);
 4. resident bytes per training window for each loader at 1000x (measured RSS growth, and bytes held).
 
-Usage: python benchmarks/data_scale.py [--big 20000] [--loader-multiplier 1000]
+Each of --runs runs measures all four (the writer beside numpy side by side); the figures are the medians
+over the runs with their range.
+
+Usage: python benchmarks/data_scale.py [--big 20000] [--loader-multiplier 1000] [--runs 5]
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from _spread import spread, stamp
 
 
 def raw_normal_rate(total_bytes: int) -> float:
@@ -53,17 +57,18 @@ def generation_rate(multiplier: int, out: Path) -> float:
 
 
 def scale_in_subprocess(multiplier: int, out: Path) -> tuple[float, int, int]:
-    """Run the real command; return (seconds, peak RSS of the child, bytes written)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run the real command; return (seconds, peak RSS of that child alone, bytes written). The peak is the
+    child's own (os.wait4's rusage), so runs after a bigger one still measure their own."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "stockscale", "data", "scale", "--multiplier", str(multiplier),
-                    "--out", str(out)], check=True, capture_output=True)
+    child = subprocess.Popen([sys.executable, "-m", "stockscale", "data", "scale", "--multiplier", str(multiplier),
+                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    if peak <= before * 1024:
-        peak = -1  # an earlier child had a higher peak; not measurable this way
+    if child.returncode != 0:
+        raise SystemExit(f"data scale --multiplier {multiplier} failed: {child.stderr.read().decode()[-500:]}")
     written = sum(p.stat().st_size for p in out.iterdir())
-    return seconds, peak, written
+    return seconds, usage.ru_maxrss * 1024, written
 
 
 def loader_figures(dataset: Path, batch: int) -> dict[str, dict[str, float]]:
@@ -125,36 +130,61 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=20000, help="multiplier for the throughput and RSS figures")
     parser.add_argument("--loader-multiplier", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, numpy {np.__version__}")
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, numpy {np.__version__}; {stamp()}")
+    kinds = ("memory", "lazy", "stream")
+    runs: dict[str, list[float]] = {key: [] for key in ("command", "writer", "raw", "ratio", "peak", "step",
+                                                        *(f"rate {k}" for k in kinds), *(f"x {k}" for k in kinds),
+                                                        *(f"rss {k}" for k in kinds), *(f"held {k}" for k in kinds))}
+    written = windows = 0
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-        seconds, peak, written = scale_in_subprocess(args.big, Path(tmp) / f"x{args.big}")
-        rates, raws = [], []
-        for attempt in range(3):  # interleaved, best of three: other load on the machine hits both alike
-            rates.append(generation_rate(args.big // 4, Path(tmp) / f"g{attempt}"))
-            raws.append(raw_normal_rate(written // 4))
-        rate, raw = max(rates), max(raws)
-        print(f"\n1. the command, data scale --multiplier {args.big}: {written / 1e6:.0f} MB in {seconds:.1f} s "
-              f"(process start, imports and data loading included)")
-        print(f"   writer (generate + sha256 + write, {args.big // 4}x): {rate:5.0f} MB/s   numpy raw normals "
-              f"{raw:5.0f} MB/s   ratio {rate / raw * 100:5.1f} % (goal >= 50 %)")
-        print(f"2. peak RSS of data scale --multiplier {args.big}: {peak / 2**20:.0f} MiB (goal < 250 MB)")
-
+        # The command's runs first, while this process is still small: a child's peak RSS (ru_maxrss) also
+        # counts the pages it shared with this process between fork and exec.
+        for run in range(args.runs):
+            seconds, peak, written = scale_in_subprocess(args.big, Path(tmp) / f"x{args.big}-{run}")
+            shutil.rmtree(Path(tmp) / f"x{args.big}-{run}")
+            runs["command"].append(seconds)
+            runs["peak"].append(peak / 2**20)
+            print(f"   run {run + 1}: data scale --multiplier {args.big} in {seconds:.1f} s, peak RSS "
+                  f"{peak / 2**20:.0f} MiB; {stamp()}")
         dataset = Path(tmp) / f"x{args.loader_multiplier}"
         scale_in_subprocess(args.loader_multiplier, dataset)
-        figures = loader_figures(dataset, args.batch)
-        step = model_step_rate(64, args.batch)
-        print(f"3. batches/s at {args.loader_multiplier}x, batch {args.batch}; model step at hidden 64: "
-              f"{step:.1f} steps/s (1 thread)")
-        for kind, fig in figures.items():
-            print(f"   {kind:<7} {fig['batches_per_s']:9.0f} batches/s  = {fig['batches_per_s'] / step:7.0f}x the "
-                  f"model (goal >= 5x)")
-        print(f"4. resident bytes per training window at {args.loader_multiplier}x "
-              f"({figures['memory']['windows']:,} windows)")
-        for kind, fig in figures.items():
-            print(f"   {kind:<7} RSS growth {fig['rss_growth'] / fig['windows']:8.1f} B/window   "
-                  f"held by the loader {fig['held'] / fig['windows']:8.1f} B/window")
+        for run in range(args.runs):
+            rate = generation_rate(args.big // 4, Path(tmp) / f"g{run}")
+            shutil.rmtree(Path(tmp) / f"g{run}")
+            raw = raw_normal_rate(written // 4)
+            figures = loader_figures(dataset, args.batch)
+            step = model_step_rate(64, args.batch)
+            windows = int(figures["memory"]["windows"])
+            for key, value in (("writer", rate), ("raw", raw), ("ratio", rate / raw * 100), ("step", step)):
+                runs[key].append(value)
+            for kind, fig in figures.items():
+                runs[f"rate {kind}"].append(fig["batches_per_s"])
+                runs[f"x {kind}"].append(fig["batches_per_s"] / step)
+                runs[f"rss {kind}"].append(fig["rss_growth"] / fig["windows"])
+                runs[f"held {kind}"].append(fig["held"] / fig["windows"])
+            loader_rates = ", ".join(f"{k} {figures[k]['batches_per_s']:.0f}" for k in kinds)
+            print(f"   run {run + 1}: writer {rate:.0f} vs raw {raw:.0f} MB/s = {rate / raw * 100:.1f} %, loaders "
+                  f"{loader_rates} batches/s, model {step:.1f} steps/s; {stamp()}")
+    print(f"\n1. the command, data scale --multiplier {args.big}: {written / 1e6:.0f} MB in "
+          f"{spread(runs['command'], '{:.1f}', ' s')} (process start, imports and data loading included)")
+    print(f"   writer (generate + sha256 + write, {args.big // 4}x): {spread(runs['writer'], '{:.0f}', ' MB/s')}; "
+          f"numpy raw normals {spread(runs['raw'], '{:.0f}', ' MB/s')}")
+    print(f"   ratio, side by side: {spread(runs['ratio'], '{:.1f}', ' %')} (goal >= 50 %)")
+    print(f"2. peak RSS of data scale --multiplier {args.big}: {spread(runs['peak'], '{:.0f}', ' MiB')} "
+          "(goal < 250 MB)")
+    print(f"3. batches/s at {args.loader_multiplier}x, batch {args.batch}; model step at hidden 64: "
+          f"{spread(runs['step'], '{:.1f}', ' steps/s')} (1 thread)")
+    for kind in kinds:
+        print(f"   {kind:<7} {spread(runs[f'rate {kind}'], '{:.0f}', ' batches/s')} = "
+              f"{spread(runs[f'x {kind}'], '{:.0f}', 'x')} the model (goal >= 5x)")
+    print(f"4. resident bytes per training window at {args.loader_multiplier}x ({windows:,} windows)")
+    for kind in kinds:
+        print(f"   {kind:<7} RSS growth {spread(runs[f'rss {kind}'], '{:.1f}', ' B/window')}; held by the loader "
+              f"{spread(runs[f'held {kind}'], '{:.1f}', ' B/window')}")
+    print(f"ended {stamp()}")
 
 
 if __name__ == "__main__":

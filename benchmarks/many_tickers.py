@@ -141,7 +141,8 @@ def epochs(path: Path, runs: int, tickers: int) -> None:
         for workers in (1, 2, 4):
             rates, shares = [], []
             for run in range(runs):
-                job = TrainJob(name=f"w{workers}-{run}", config=config, run_dir=Path(tmp) / f"w{workers}-{run}",
+                job = TrainJob(name=f"w{workers}-{run}", config=TrainConfig.model_validate(config),
+                               run_dir=Path(tmp) / f"w{workers}-{run}",
                                workers=workers, threads=1)
                 result = LocalRunner().run(job)
                 if result.status != "success":

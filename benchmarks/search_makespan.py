@@ -6,7 +6,10 @@
 - the per-trial overhead (hand-over, data, evaluation, writing; the warm workers' own start is outside
   every trial but inside the makespan): trial wall time minus its training-loop time.
 
-Usage: python benchmarks/search_makespan.py [--max-steps 20]
+Each of --runs runs does the parallel search, then the sequential one (side by side); the figures are the
+medians over the runs with their range.
+
+Usage: python benchmarks/search_makespan.py [--max-steps 20] [--runs 5]
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import tempfile
 from pathlib import Path
+
+from _spread import spread, stamp
 
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.warm import WarmRunner
@@ -39,24 +45,38 @@ def overheads(summary: dict) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-steps", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
-    print(f"machine: {platform.node()} {platform.machine()}, {cpus} cores; 18 configs, {args.max_steps} steps each")
-    with tempfile.TemporaryDirectory() as tmp:
-        parallel = search("parallel", 2, max(1, cpus // 2), args.max_steps, Path(tmp) / "parallel")
-        sequential = search("sequential", 1, cpus, args.max_steps, Path(tmp) / "sequential")
-        times = [trial["wall_seconds"] for trial in parallel["results"]]
-        bound = max(sum(times) / 2, max(times))
-        makespan = parallel["total_wall_seconds"]
-        print(f"parallel, 2 workers x {max(1, cpus // 2)} thread: makespan {makespan:6.1f} s   lower bound "
-              f"{bound:6.1f} s (sum {sum(times):.1f} s / 2, longest {max(times):.1f} s)   ratio "
-              f"{makespan / bound:.3f} (goal <= 1.15)")
-        print(f"sequential, 1 trial x {cpus} threads: total {sequential['total_wall_seconds']:6.1f} s   "
-              f"speed-up of parallel {sequential['total_wall_seconds'] / makespan:.2f}x")
-        for name, summary in (("parallel", parallel), ("sequential", sequential)):
-            values = overheads(summary)
-            print(f"per-trial overhead ({name}): mean {sum(values) / len(values):.2f} s, "
-                  f"min {min(values):.2f} s, max {max(values):.2f} s  (wall time minus training loop)")
+    threads = max(1, cpus // 2)
+    print(f"machine: {platform.node()} {platform.machine()}, {cpus} cores; 18 configs, {args.max_steps} steps each; "
+          f"{stamp()}")
+    figures: dict[str, list[float]] = {key: [] for key in ("makespan", "bound", "ratio", "sequential", "speedup",
+                                                          "overhead parallel", "overhead sequential")}
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            parallel = search("parallel", 2, threads, args.max_steps, Path(tmp) / "parallel")
+            sequential = search("sequential", 1, cpus, args.max_steps, Path(tmp) / "sequential")
+            times = [trial["wall_seconds"] for trial in parallel["results"]]
+            bound = max(sum(times) / 2, max(times))
+            makespan = parallel["total_wall_seconds"]
+            total = sequential["total_wall_seconds"]
+            for key, value in (("makespan", makespan), ("bound", bound), ("ratio", makespan / bound),
+                               ("sequential", total), ("speedup", total / makespan),
+                               ("overhead parallel", statistics.mean(overheads(parallel))),
+                               ("overhead sequential", statistics.mean(overheads(sequential)))):
+                figures[key].append(value)
+        print(f"   run {run + 1}: parallel makespan {makespan:6.1f} s, lower bound {bound:6.1f} s (sum "
+              f"{sum(times):.1f} s / 2, longest {max(times):.1f} s) = {makespan / bound:.3f}; sequential "
+              f"{total:6.1f} s = {total / makespan:.2f}x the parallel makespan; {stamp()}")
+    print(f"parallel, 2 workers x {threads} thread: makespan {spread(figures['makespan'], '{:.1f}', ' s')}")
+    print(f"   its lower bound max(sum / 2, longest): {spread(figures['bound'], '{:.1f}', ' s')}")
+    print(f"   makespan / bound: {spread(figures['ratio'], '{:.3f}')} (goal <= 1.15)")
+    print(f"sequential, 1 trial x {cpus} threads: total {spread(figures['sequential'], '{:.1f}', ' s')}")
+    print(f"   parallel is faster by {spread(figures['speedup'], unit='x')}")
+    for name in ("parallel", "sequential"):
+        print(f"per-trial overhead ({name}, mean of the run's trials): "
+              f"{spread(figures['overhead ' + name], unit=' s')}  (wall time minus training loop)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@
 The searches' summaries are kept under --out (hp_search_grid, hp_search_random, hp_search_tpe_asha), so
 `stockscale compare --results <out>` draws the best-so-far plot from them.
 
-Usage: python benchmarks/search_strategies.py [--out results-strategies] [--epochs 6] [--workers 2]
+Each of --runs runs does the grid, then TPE+ASHA, then random (side by side); the figures are the medians
+over the runs with their range. The last run's summaries stay under --out.
+
+Usage: python benchmarks/search_strategies.py [--out results-strategies] [--epochs 6] [--workers 2] [--runs 5]
+       [--skip-random] [--skip-overhead]
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import shutil
 import time
 from pathlib import Path
 from statistics import mean
+
+from _spread import spread, stamp
 
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.local import LocalRunner
@@ -63,33 +69,63 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (ASHA's rungs: 1, 3, 9, ...)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--overhead-trials", type=int, default=12)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--skip-random", action="store_true", help="only the grid and TPE+ASHA")
+    parser.add_argument("--skip-overhead", action="store_true", help="leave out part 2 (warm_overhead.py has it)")
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
     threads = max(1, cpus // args.workers)
-    load = os.getloadavg()[0]
-    print(f"machine: {platform.node()} {platform.machine()}, {cpus} cores, load {load:.1f}; grid {GRID}, "
-          f"{args.epochs} epochs, {args.workers} trials at once x {threads} thread(s), warm workers")
+    print(f"machine: {platform.node()} {platform.machine()}, {cpus} cores; grid {GRID}, {args.epochs} epochs, "
+          f"{args.workers} trials at once x {threads} thread(s), warm workers; {stamp()}")
+    others = (("hp_search_tpe_asha", "tpe", "asha"),) + (() if args.skip_random else
+                                                        (("hp_search_random", "random", "none"),))
+    figures: dict[str, list[float]] = {}
+    misses: dict[str, int] = {}
 
-    grid = search(args.out / "hp_search_grid", "grid", "none", None, args.epochs, args.workers, threads,
-                  warm_launcher())
-    best = grid["best"]["val_loss"]
-    grid_time = grid["total_wall_seconds"]
-    near = sum(trial["val_loss"] <= best * 1.01 for trial in grid["results"] if trial["status"] == "success")
-    print(f"grid:       {len(grid['results'])} trials in {grid_time:6.1f} s, best val_loss {best:.4f} "
-          f"({near} of {len(grid['results'])} configs within 1% of it)")
-    for folder, strategy, pruner in (("hp_search_tpe_asha", "tpe", "asha"), ("hp_search_random", "random", "none")):
-        started = time.monotonic()
-        summary = search(args.out / folder, strategy, pruner, len(grid["results"]), args.epochs, args.workers,
-                         threads, warm_launcher())
-        reached, exact = time_to_reach(summary, best), time_to_reach(summary, best, 0.0)
+    def keep(key: str, value: float | None) -> None:
+        if value is None:
+            misses[key] = misses.get(key, 0) + 1
+        else:
+            figures.setdefault(key, []).append(value)
 
-        def ratio(seconds: float | None) -> str:
-            return "not reached" if seconds is None else f"{seconds:.1f} s = {seconds / grid_time:.2f}x the grid's time"
+    for run in range(args.runs):
+        grid = search(args.out / "hp_search_grid", "grid", "none", None, args.epochs, args.workers, threads,
+                      warm_launcher())
+        best = grid["best"]["val_loss"]
+        grid_time = grid["total_wall_seconds"]
+        near = sum(trial["val_loss"] <= best * 1.01 for trial in grid["results"] if trial["status"] == "success")
+        keep("grid time", grid_time)
+        keep("grid best", best)
+        line = f"   run {run + 1}: grid {grid_time:.1f} s, best {best:.4f} ({near} of 18 within 1%)"
+        for folder, strategy, pruner in others:
+            started = time.monotonic()
+            summary = search(args.out / folder, strategy, pruner, len(grid["results"]), args.epochs, args.workers,
+                             threads, warm_launcher())
+            took = time.monotonic() - started
+            reached = time_to_reach(summary, best)
+            keep(f"{strategy} time", took)
+            keep(f"{strategy} / grid", took / grid_time)
+            keep(f"{strategy} reach / grid", None if reached is None else reached / grid_time)
+            keep(f"{strategy} pruned", summary.get("pruned", 0))
+            keep(f"{strategy} best", summary["best"]["val_loss"])
+            line += (f"; {strategy} {took:.1f} s ({summary.get('pruned', 0)} pruned), best "
+                     f"{summary['best']['val_loss']:.4f}, within 1% after "
+                     + ("not reached" if reached is None else f"{reached:.1f} s"))
+        print(line + f"; {stamp()}")
 
-        print(f"{strategy + '+' + pruner if pruner != 'none' else strategy:11} {len(summary['results'])} trials "
-              f"({summary.get('pruned', 0)} pruned) in {time.monotonic() - started:6.1f} s, best "
-              f"{summary['best']['val_loss']:.4f}; within 1% of the grid's best after {ratio(reached)}"
-              + (" (goal <= 0.5x)" if strategy == "tpe" else "") + f"; the grid's best or better after {ratio(exact)}")
+    def show(key: str, fmt: str = "{:.2f}", unit: str = "") -> str:
+        missed = f", not reached in {misses[key]} run(s)" if key in misses else ""
+        return spread(figures.get(key, []), fmt, unit) + missed
+
+    print(f"grid: {show('grid time', '{:.1f}', ' s')}; best val_loss {show('grid best', '{:.4f}')}")
+    for _, strategy, pruner in others:
+        name = strategy + ("+" + pruner if pruner != "none" else "")
+        print(f"{name}: {show(f'{strategy} time', '{:.1f}', ' s')} = {show(f'{strategy} / grid', unit='x')} the "
+              f"grid's time, {show(f'{strategy} pruned', '{:.0f}')} pruned, best {show(f'{strategy} best', '{:.4f}')}")
+        print(f"   within 1% of the grid's best after {show(f'{strategy} reach / grid', unit='x')} the grid's time"
+              + (" (goal <= 0.5x)" if strategy == "tpe" else ""))
+    if args.skip_overhead:
+        return
 
     n = args.overhead_trials
     small = {"lr": [1e-3], "hidden_size": [16, 32], "num_layers": [1]}

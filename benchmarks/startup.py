@@ -19,15 +19,17 @@ import json
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _spread import spread
+
 TRAIN = [sys.executable, "-m", "stockscale", "train", "--max-steps", "1", "--epochs", "1"]
 IMPORT_TORCH = [sys.executable, "-c", "import torch"]
+CHEAP = ["--baselines", "cheap"]  # the same run without the ridge baseline (and its scikit-learn import)
 PHASES = {"startup": "start-up: interpreter, imports, config", "setup": "seed, threads, device",
           "data": "data preparation", "model": "model + optimizer construction", "train": "training (1 step)",
           "evaluate": "evaluation (val and test)"}
@@ -55,24 +57,27 @@ def main() -> None:
     load = os.getloadavg()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start")
-    torch_runs, train_runs = [], []
+    torch_runs, train_runs, cheap_runs = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.repeats + 1):
             torch_run = timed(IMPORT_TORCH)
             train_run = timed([*TRAIN, "--out", str(Path(tmp) / f"run-{index}")])
-            if index:  # the first pair is the warm-up
+            cheap_run = timed([*TRAIN, *CHEAP, "--out", str(Path(tmp) / f"cheap-{index}")])
+            if index:  # the first triple is the warm-up
                 torch_runs.append(torch_run)
                 train_runs.append(train_run)
-    torch_wall = statistics.median(run[0] for run in torch_runs)
-    train_wall = statistics.median(run[0] for run in train_runs)
-    torch_cpu = statistics.median(run[1] for run in torch_runs)
-    train_cpu = statistics.median(run[1] for run in train_runs)
+                cheap_runs.append(cheap_run)
     load = os.getloadavg()
-    print(f"median of {args.repeats} fresh processes each (interleaved), load average {load[0]:.2f} at the end:")
-    print(f"  python -c 'import torch'                        : {torch_wall:6.2f} s wall  {torch_cpu:6.2f} s CPU")
-    print(f"  stockscale train --max-steps 1 --epochs 1       : {train_wall:6.2f} s wall  {train_cpu:6.2f} s CPU")
-    print(f"  ratio train / import torch                      : {train_wall / torch_wall:6.2f} x wall "
-          f"{train_cpu / torch_cpu:6.2f} x CPU   (goal <= 1.5x wall)")
+    print(f"{args.repeats} fresh processes each (interleaved), medians with their range, load average "
+          f"{load[0]:.2f} at the end:")
+    rows = (("python -c 'import torch'", torch_runs), ("stockscale train --max-steps 1 --epochs 1", train_runs),
+            ("  the same with --baselines cheap", cheap_runs))
+    for label, runs in rows:
+        print(f"  {label:<44}: wall {spread([run[0] for run in runs], unit=' s')}; "
+              f"CPU {spread([run[1] for run in runs], unit=' s')}")
+    for label, runs in rows[1:]:
+        ratios = [run[0] / torch[0] for run, torch in zip(runs, torch_runs, strict=True)]
+        print(f"  ratio {label.strip():<38}/ import torch: {spread(ratios, unit='x')} wall (goal <= 1.5x)")
 
     wall, _, stdout = sorted(train_runs, key=lambda run: run[0])[len(train_runs) // 2]  # the median run
     metrics = json.loads(stdout.strip().splitlines()[-1])

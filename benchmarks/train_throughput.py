@@ -1,7 +1,9 @@
-"""Training samples/s of the full loop (data included) beside the bare model step, in one run.
+"""Training samples/s of the full loop (data included) beside the bare model step, side by side.
 
 Goal (issue 2): the loop reaches at least 95% of the bare step's rate — hidden 128, 2 layers, batch 64,
-1 thread. Usage: python benchmarks/train_throughput.py [--steps 300] [--repeats 3]
+1 thread. Each of --runs pairs measures the loop, then the bare step, so drift in the machine's load hits
+both alike; the figure is the median of the pairs' ratios with their range.
+Usage: python benchmarks/train_throughput.py [--steps 300] [--runs 5]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from _spread import spread, stamp
 from torch import nn
 
 from stockscale.config import build_train_config
@@ -50,19 +53,23 @@ def loop_rate(steps: int, hidden: int, layers: int, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5, help="pairs of loop and bare-step measurements")
     args = parser.parse_args()
     torch.set_num_threads(1)
     hidden, layers, batch = 128, 2, 64
-    print(f"machine: {platform.node()} {platform.machine()}, 1 thread, torch {torch.__version__}")
-    print(f"hidden {hidden}, {layers} layers, batch {batch}, {args.steps} steps, best of {args.repeats}")
-    bare, loop = 0.0, 0.0
-    for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
-        loop = max(loop, loop_rate(args.steps, hidden, layers, batch))
-        bare = max(bare, bare_step_rate(args.steps, hidden, layers, batch))
-    print(f"bare model step : {bare:8.0f} samples/s")
-    print(f"full train loop : {loop:8.0f} samples/s")
-    print(f"loop / bare     : {loop / bare * 100:6.1f} %   (goal >= 95 %)")
+    print(f"machine: {platform.node()} {platform.machine()}, 1 thread, torch {torch.__version__}; {stamp()}")
+    print(f"hidden {hidden}, {layers} layers, batch {batch}, {args.steps} steps, {args.runs} pairs")
+    loops, bares = [], []
+    for run in range(args.runs):
+        loops.append(loop_rate(args.steps, hidden, layers, batch))
+        bares.append(bare_step_rate(args.steps, hidden, layers, batch))
+        print(f"   pair {run + 1}: loop {loops[-1]:6.0f}, bare {bares[-1]:6.0f} samples/s = "
+              f"{loops[-1] / bares[-1] * 100:5.1f} %")
+    print(f"bare model step : {spread(bares, '{:.0f}', ' samples/s')}")
+    print(f"full train loop : {spread(loops, '{:.0f}', ' samples/s')}")
+    ratios = [loop / bare * 100 for loop, bare in zip(loops, bares, strict=True)]
+    print(f"loop / bare     : {spread(ratios, '{:.1f}', ' %')}"
+          f"   (goal >= 95 %); {stamp()}")
 
 
 if __name__ == "__main__":

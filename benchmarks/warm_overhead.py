@@ -6,7 +6,10 @@ left, the data loader, validation and test passes, writing the run directory and
 `--trials` tiny trials (seeds 0..N-1) `--parallel` at a time; the whole search's wall time is shown too (a
 warm search's worker start-up is in no trial, but is in it). Goal: warm mean overhead at most 0.5 s.
 
-Usage: python benchmarks/warm_overhead.py [--trials 8] [--parallel 2] [--epochs 2]
+Each of --runs runs does the cold search, then the warm one (side by side); the figures are the medians of
+the runs' mean overheads, with their range.
+
+Usage: python benchmarks/warm_overhead.py [--trials 8] [--parallel 2] [--epochs 2] [--runs 5]
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from _spread import spread, stamp
+
+from stockscale.config import build_train_config
 from stockscale.launch.local import LocalRunner
 from stockscale.launch.runner import TrainJob
 from stockscale.launch.warm import WarmRunner
@@ -28,24 +34,33 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     config = {"epochs": args.epochs, "hidden_size": 16, "num_layers": 1, "batch_size": 128, "device": "cpu"}
     threads = max(1, len(os.sched_getaffinity(0)) // args.parallel)
     print(f"{args.trials} trials, parallel {args.parallel}, {threads} thread(s) each, config {config}; "
-          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    with tempfile.TemporaryDirectory() as scratch:
-        for kind, launcher in (("cold", LocalRunner()), ("warm", WarmRunner())):
-            jobs = [TrainJob(name=f"t{i}", config={**config, "seed": i}, run_dir=Path(scratch) / kind / f"t{i}",
-                             threads=threads) for i in range(args.trials)]
-            started = time.perf_counter()
-            results = launcher.run_many(jobs, args.parallel)
-            total = time.perf_counter() - started
-            assert all(result.status == "success" and result.metrics for result in results), results
-            overheads = [result.wall_seconds - result.metrics["train_seconds"] for result in results]
-            trains = [result.metrics["train_seconds"] for result in results]
-            print(f"{kind}: overhead mean {statistics.mean(overheads):.3f} s (min {min(overheads):.3f}, "
-                  f"max {max(overheads):.3f}), train mean {statistics.mean(trains):.3f} s, "
-                  f"search wall {total:.1f} s")
+          f"{os.cpu_count()} cores; {stamp()}")
+    means: dict[str, list[float]] = {"cold": [], "warm": []}
+    walls: dict[str, list[float]] = {"cold": [], "warm": []}
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory() as scratch:
+            for kind, launcher in (("cold", LocalRunner()), ("warm", WarmRunner())):
+                jobs = [TrainJob(name=f"t{i}", config=build_train_config({**config, "seed": i}),
+                                 run_dir=Path(scratch) / kind / f"t{i}", threads=threads) for i in range(args.trials)]
+                started = time.perf_counter()
+                with launcher:
+                    results = launcher.run_many(jobs, args.parallel)
+                total = time.perf_counter() - started
+                assert all(result.status == "success" and result.metrics for result in results), results
+                overheads = [result.wall_seconds - result.metrics["train_seconds"] for result in results]
+                means[kind].append(statistics.mean(overheads))
+                walls[kind].append(total)
+                print(f"   run {run + 1} {kind}: overhead mean {means[kind][-1]:.3f} s (min {min(overheads):.3f}, "
+                      f"max {max(overheads):.3f}), search wall {total:.1f} s")
+    for kind in means:
+        print(f"{kind}: mean overhead per trial {spread(means[kind], '{:.3f}', ' s')}; search wall "
+              f"{spread(walls[kind], '{:.1f}', ' s')} (goal: warm <= 0.5 s)")
+    print(f"ended {stamp()}")
 
 
 if __name__ == "__main__":
