@@ -28,9 +28,10 @@ from stockscale.config import build_train_config
 from stockscale.launch.docker import DockerRunner, connect_engine
 from stockscale.launch.local import LocalRunner
 from stockscale.launch.runner import Runner, TrainJob
+from stockscale.worker import RunMetrics
 
 
-def run(launcher: Runner, job: TrainJob) -> tuple[float, dict]:
+def run(launcher: Runner, job: TrainJob) -> tuple[float, RunMetrics]:
     result = launcher.run(job)
     if result.status != "success" or result.metrics is None:
         raise SystemExit(f"{launcher.name} {job.name}: {result.status} {result.detail}")
@@ -47,7 +48,8 @@ def main() -> None:
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM; engine {version.get('Platform', {}).get('Name', '')}"
           f" {version.get('Version')}; containers and processes share this machine; {stamp()}")
-    launchers: dict[str, Runner] = {"process": LocalRunner(), "container": DockerRunner(run_prefix="bench")}
+    containers = DockerRunner(run_prefix="bench")
+    launchers: dict[str, Runner] = {"process": LocalRunner(), "container": containers}
     tiny = build_train_config({"epochs": 1, "max_steps": 1, "hidden_size": 16, "num_layers": 1})
     speed = build_train_config({"hidden_size": 128, "num_layers": 2, "batch_size": 64, "epochs": 1000,
                                 "max_steps": args.steps, "multiplier": 4})
@@ -70,8 +72,8 @@ def main() -> None:
             print(f"   run {repeat + 1}: DDP 4 containers {rates['container'][-1]:.0f}, 4 processes "
                   f"{rates['process'][-1]:.0f} samples/s; {stamp()}")
     print(f"\n1. one trial, 1 step of a tiny LSTM, wall time ({args.runs} runs each, interleaved)")
-    for name, seconds in starts.items():
-        print(f"   {name:<9}: {spread(seconds, unit=' s')}")
+    for name, times in starts.items():
+        print(f"   {name:<9}: {spread(times, unit=' s')}")
     start_ratios = [c / p for c, p in zip(starts["container"], starts["process"], strict=True)]
     print(f"   container / process: {spread(start_ratios, unit='x')}")
     print(f"\n2. DDP, 4 workers x 1 thread, hidden 128, 2 layers, batch 64 per worker, {args.steps} steps")
@@ -80,8 +82,8 @@ def main() -> None:
     ratios = [c / p for c, p in zip(rates["container"], rates["process"], strict=True)]
     print(f"   containers / processes: {spread(ratios, unit='x')} (goal >= 0.9x)")
 
-    image = engine.images.get(launchers["container"].spec.image)
-    print(f"\n3. image {launchers['container'].spec.image}: {image.attrs['Size'] / 1e9:.2f} GB (goal <= 1.2 GB); "
+    image = engine.images.get(containers.spec.image)
+    print(f"\n3. image {containers.spec.image}: {image.attrs['Size'] / 1e9:.2f} GB (goal <= 1.2 GB); "
           f"ended {stamp()}")
 
 

@@ -46,9 +46,12 @@ def generation_rate(multiplier: int, out: Path) -> float:
     from stockscale.data.dataset import prepare_from_config
     from stockscale.data.replicas import ReplicaSpec
     from stockscale.data.shards import source_record, write_dataset
+    from stockscale.data.windows import PreparedData
 
     cfg = build_train_config({"multiplier": multiplier})
     prepared = prepare_from_config(cfg)
+    if not isinstance(prepared, PreparedData):
+        raise SystemExit("the writer's rate is measured on one ticker (the bundled AAPL)")
     spec = ReplicaSpec(prepared.train_series, multiplier, cfg.noise, cfg.seed,
                        price_std=prepared.stats.price_std)
     start = time.perf_counter()
@@ -66,7 +69,8 @@ def scale_in_subprocess(multiplier: int, out: Path) -> tuple[float, int, int]:
     child.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     if child.returncode != 0:
-        raise SystemExit(f"data scale --multiplier {multiplier} failed: {child.stderr.read().decode()[-500:]}")
+        error = child.stderr.read().decode() if child.stderr is not None else ""
+        raise SystemExit(f"data scale --multiplier {multiplier} failed: {error[-500:]}")
     written = sum(p.stat().st_size for p in out.iterdir())
     return seconds, usage.ru_maxrss * 1024, written
 

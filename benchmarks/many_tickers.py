@@ -121,6 +121,7 @@ def stream_bytes_per_window(path: Path, single: Path, tickers: int, batches: int
                               ("one ticker", TrainConfig(source=f"csv:{single}", loader="stream",
                                                          multiplier=tickers, noise=0.01))):
             data = open_training_data(config)
+            assert data.dataset is not None  # the stream loader reads a written dataset
             rates[label].append(stream_peak(data.loader, Path(data.dataset), batches) / data.loader.windows)
             windows[label] = data.loader.windows
             del data
@@ -145,11 +146,12 @@ def epochs(path: Path, runs: int, tickers: int) -> None:
                                run_dir=Path(tmp) / f"w{workers}-{run}",
                                workers=workers, threads=1)
                 result = LocalRunner().run(job)
-                if result.status != "success":
+                metrics = result.metrics
+                if result.status != "success" or metrics is None:
                     raise SystemExit(f"{job.name}: {result.status} {result.detail}")
-                rates.append(result.metrics["samples_per_second"])
-                shares = [(w["windows"], w["tickers"]) for w in result.metrics["workers"]]
-                total = result.metrics["train_samples"]
+                rates.append(metrics["samples_per_second"])
+                shares = [(w["windows"], w["tickers"]) for w in metrics["workers"]]
+                total = metrics["train_samples"]
             rate = statistics.median(rates)
             held = ", ".join(f"{windows / total:.3f} of the windows (tickers {lo}-{hi})" for windows, (lo, hi)
                              in shares)

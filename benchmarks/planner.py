@@ -23,6 +23,7 @@ from pathlib import Path
 
 from stockscale.config import build_train_config, parse_size
 from stockscale.data.dataset import prepare_from_config
+from stockscale.data.windows import PreparedData
 from stockscale.experiments.plan.calibration import ensure_calibration
 from stockscale.experiments.plan.verify import format_verification, verify_point, write_verification
 from stockscale.launch.local import LocalRunner
@@ -52,6 +53,8 @@ def main() -> None:
         hidden, layers = (int(part) for part in text.split("x"))
         cfg = build_train_config({"hidden_size": hidden, "num_layers": layers, "loader": loaders[0]})
         prepared = prepare_from_config(cfg)
+        if not isinstance(prepared, PreparedData):
+            raise SystemExit("the planner benchmark calibrates on one ticker (the bundled AAPL)")
         folder = args.out / f"calibration-{text}"
         shutil.rmtree(folder, ignore_errors=True)
         started = time.perf_counter()

@@ -32,6 +32,7 @@ from _spread import spread, stamp
 
 from stockscale.experiments.search import DEFAULT_SPACE, SearchSettings, run_search
 from stockscale.launch.local import LocalRunner
+from stockscale.worker import JsonValue
 
 GRID = DEFAULT_SPACE  # the search's own 18 configs
 
@@ -128,7 +129,7 @@ def main() -> None:
         return
 
     n = args.overhead_trials
-    small = {"lr": [1e-3], "hidden_size": [16, 32], "num_layers": [1]}
+    small: dict[str, JsonValue] = {"lr": [1e-3], "hidden_size": [16, 32], "num_layers": [1]}
     for name, launcher in (("cold (a process per trial)", LocalRunner()), ("warm (long-lived workers)",
                                                                              warm_launcher())):
         out = args.out / "overhead"

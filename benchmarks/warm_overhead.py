@@ -51,8 +51,11 @@ def main() -> None:
                 with launcher:
                     results = launcher.run_many(jobs, args.parallel)
                 total = time.perf_counter() - started
-                assert all(result.status == "success" and result.metrics for result in results), results
-                overheads = [result.wall_seconds - result.metrics["train_seconds"] for result in results]
+                metrics = [result.metrics for result in results if result.status == "success"]
+                if len(metrics) != len(results) or None in metrics:
+                    raise SystemExit(f"a trial did not succeed: {results}")
+                overheads = [result.wall_seconds - float(m["train_seconds"])
+                             for result, m in zip(results, metrics, strict=True) if m is not None]
                 means[kind].append(statistics.mean(overheads))
                 walls[kind].append(total)
                 print(f"   run {run + 1} {kind}: overhead mean {means[kind][-1]:.3f} s (min {min(overheads):.3f}, "
