@@ -87,7 +87,7 @@ def test_stockscale_train_asked_to_stop_says_pruned_and_exits_0(tmp_path):
     stop = tmp_path / "annotations"
     stop.write_text(annotations_file({STOP_ANNOTATION: "pruned"}))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), STOP_FILE_ENV: str(stop)}
-    done = subprocess.run([sys.executable, "-m", "stockscale", "train", "--epochs", "3", "--max-steps", "9",
+    done = subprocess.run([sys.executable, "-m", "stockscale", "train", "--epochs", "3", "--max-steps", "1000",
                            "--hidden-size", "8", "--num-layers", "1", "--threads", "1", "--out",
                            str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

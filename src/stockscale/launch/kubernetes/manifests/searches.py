@@ -85,7 +85,7 @@ def indexed_job_manifest(
     args = ["train", "--trials", TRIALS_FILE, "--out", f"{RESULTS}/{run_id}/trials/$(JOB_COMPLETION_INDEX)"]
     labels = run_labels(run_id, "search")
     results = pvc_volume(spec) if spec.mount_pvc_in_trials else scratch_volume()
-    podinfo = [{"name": "podinfo", "downwardAPI": {"items": [
+    podinfo: list[dict[str, Any]] = [{"name": "podinfo", "downwardAPI": {"items": [
         {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}]}}] if stop_file else []
     template = pod_template(
         spec, labels, args, threads=threads, memory_limit=memory_limit, results=results, port=False,
