@@ -136,20 +136,20 @@ def test_only_the_kinds_stockscale_schedules_prune_and_the_others_refuse_a_prune
 
 @pytest.mark.slow
 def test_asha_prunes_indexed_job_trials_whose_pods_stop_exit_0_and_the_job_completes(k8s, tmp_path):
-    """Three real trials, one at a time: lr 0.01 first (it passes ASHA's rungs alone), then two that barely
-    learn (lr 1e-7). Each of those is pruned after epoch 1: the driver annotates its pod, the kubelet
+    """Three real trials, one at a time: lr 0.001 first (it passes ASHA's rungs alone), then two that overshoot
+    (lr 3.0 and 2.5: worse at epoch 1, as test_k8s_katib's real outputs show). Each of those is pruned after epoch 1: the driver annotates its pod, the kubelet
     rewrites the pod's annotations file, and the worker ends after the epoch it is in with a pruned result
     line and exit 0, before its last epoch. No index runs twice, and the Job ends Complete."""
     controller = IndexedJobController(tmp_path / "node")
     events: list[str] = []
     with Cluster(k8s, on_job=controller.handle):
         launcher = runner(k8s, "job", "prune-asha-0001", on_event=events.append)
-        trials = asha_search(launcher, [0.01, 1e-7, 2e-7], REAL, tmp_path / "t")
+        trials = asha_search(launcher, [0.001, 3.0, 2.5], REAL, tmp_path / "t")
     by_lr = {trial.params["lr"]: trial.result for trial in trials}
     assert {lr: result.status for lr, result in by_lr.items()} == \
-        {0.01: "success", 1e-7: "pruned", 2e-7: "pruned"}, [(r.status, r.detail) for r in by_lr.values()]
-    assert [report.epoch for report in by_lr[0.01].epochs] == list(range(1, EPOCHS + 1))
-    for lr in (1e-7, 2e-7):
+        {0.001: "success", 3.0: "pruned", 2.5: "pruned"}, [(r.status, r.detail) for r in by_lr.values()]
+    assert [report.epoch for report in by_lr[0.001].epochs] == list(range(1, EPOCHS + 1))
+    for lr in (3.0, 2.5):
         result = by_lr[lr]
         assert [report.epoch for report in result.epochs] == [1], result.epochs  # the judge stopped it there
         assert result.detail.startswith("pruned after epoch 1;") and result.metrics is None

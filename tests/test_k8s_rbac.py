@@ -95,7 +95,7 @@ def everything_stockscale_does(k8s: Emulator, scratch: Path) -> None:
         kept.keep = True
         kept.run(train)
     with Cluster(k8s, on_job=IndexedJobController(scratch).handle):  # a pruned trial's pod is annotated
-        asha_search(launcher(k8s, "job", "rbac-search-7"), [0.01, 1e-7], REAL, scratch / "t")
+        asha_search(launcher(k8s, "job", "rbac-search-7"), [0.001, 3.0], REAL, scratch / "t")
     with Cluster(k8s, on_experiment=katib_controller()):
         controller_search(KatibSearcher(launcher(k8s, "katib", "rbac-search-5")))
     with Cluster(k8s, on_experiment=experiment_that_fails_early):  # the launcher lists what Trials there are
