@@ -137,7 +137,8 @@ def test_only_the_kinds_stockscale_schedules_prune_and_the_others_refuse_a_prune
 @pytest.mark.slow
 def test_asha_prunes_indexed_job_trials_whose_pods_stop_exit_0_and_the_job_completes(k8s, tmp_path):
     """Three real trials, one at a time: lr 0.001 first (it passes ASHA's rungs alone), then two that overshoot
-    (lr 3.0 and 2.5: worse at epoch 1, as test_k8s_katib's real outputs show). Each of those is pruned after epoch 1: the driver annotates its pod, the kubelet
+    (lr 3.0 and 2.5: worse at epoch 1, as test_k8s_katib's real outputs show). Each of those is pruned after
+    epoch 1: the driver annotates its pod, the kubelet
     rewrites the pod's annotations file, and the worker ends after the epoch it is in with a pruned result
     line and exit 0, before its last epoch. No index runs twice, and the Job ends Complete."""
     controller = IndexedJobController(tmp_path / "node")
