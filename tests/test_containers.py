@@ -111,7 +111,7 @@ def test_a_replica_container_holds_its_pods_limits_security_and_operator_environ
 
 def test_a_trial_container_has_the_indexed_jobs_index_and_a_read_only_trials_file(tmp_path: Path) -> None:
     job = m.indexed_job_manifest(ClusterSpec(trials_mount_pvc=True), run_id="search-a", completions=4,
-                                 parallelism=2)
+                                 parallelism=2, stop_file=False)  # as the docker backend renders it
     pod = replica_pods({"metadata": {"name": "x"}, "spec": {"pytorchReplicaSpecs": {}}})  # none: no replicas
     assert pod == []
     from stockscale.launch.containers import Pod

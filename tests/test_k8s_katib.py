@@ -458,7 +458,8 @@ def test_a_space_with_ranges_renders_katibs_feasible_spaces_and_median_stopping(
     assert "earlyStopping" not in ranged_experiment("none")["spec"]
 
 
-@pytest.mark.parametrize(("kind", "stopping"), [("katib", "asha"), ("job", "median"), ("optimizationjob", "median")])
+@pytest.mark.parametrize(("kind", "stopping"), [("katib", "asha"), ("trainjob", "median"),
+                                                ("optimizationjob", "median")])
 def test_a_pruner_a_cluster_kind_cannot_run_is_refused(kind, stopping):
     runner = KubernetesRunner(ClusterSpec(image="stockscale:test"), kind=kind)
     searchers = {"katib": KatibSearcher, "optimizationjob": OptimizationJobSearcher}

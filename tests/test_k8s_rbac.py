@@ -1,6 +1,7 @@
 """The Role `stockscale k8s render` ships is exactly what stockscale needs: every request the launcher and the
 `k8s` commands make in the emulator (a training run of each kind, each kind of search, status, logs, delete)
-is allowed by one of its rules, and every verb it grants is used by one of those requests.
+is allowed by one of its rules, and every verb it grants is used by one of those requests (a pruned trial's pod
+is patched with its stop annotation: a search with ASHA over real trials).
 
 Requests are told apart from the fake cluster side's by a header the test sets on the launcher's client; each
 is mapped to its RBAC verb and resource the way the API server's authorizer does (GET of a collection is
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 from k8s_cluster import Cluster, Emulator, job_controller, succeed, trainjob_succeeds
+from k8s_job_fake import IndexedJobController
 from test_k8s_katib import katib_controller
+from test_k8s_pruning import REAL, asha_search
 from test_k8s_trainer import optimization_controller
 
 from stockscale.config import TrainConfig
@@ -73,7 +76,7 @@ def controller_search(searcher: ControllerSearcher) -> None:
     searcher.search(space, strategy("grid"), pruner("none"), template, 2, trials=4, on_trial=lambda trial: None)
 
 
-def everything_stockscale_does(k8s: Emulator) -> None:
+def everything_stockscale_does(k8s: Emulator, scratch: Path) -> None:
     train = TrainJob(name="train", config={"max_steps": 2}, run_dir=Path("r"), workers=2, timeout=20)
     trials = [TrainJob(name=f"trial-{i}", config={"max_steps": 2, "lr": lr, "hidden_size": h}, run_dir=Path("t"),
                        threads=1, timeout=20) for i, (lr, h) in enumerate(itertools.product((0.1, 0.2), (8, 16)))]
@@ -91,6 +94,8 @@ def everything_stockscale_does(k8s: Emulator) -> None:
         kept = launcher(k8s, "pytorchjob", "rbac-keep-1")
         kept.keep = True
         kept.run(train)
+    with Cluster(k8s, on_job=IndexedJobController(scratch).handle):  # a pruned trial's pod is annotated
+        asha_search(launcher(k8s, "job", "rbac-search-7"), [0.001, 3.0], REAL, scratch / "t")
     with Cluster(k8s, on_experiment=katib_controller()):
         controller_search(KatibSearcher(launcher(k8s, "katib", "rbac-search-5")))
     with Cluster(k8s, on_experiment=experiment_that_fails_early):  # the launcher lists what Trials there are
@@ -102,10 +107,10 @@ def everything_stockscale_does(k8s: Emulator) -> None:
 
 
 @pytest.mark.slow
-def test_the_role_allows_every_request_and_grants_nothing_unused():
+def test_the_role_allows_every_request_and_grants_nothing_unused(tmp_path):
     k8s = Emulator()
     try:
-        everything_stockscale_does(k8s)
+        everything_stockscale_does(k8s, tmp_path)
         requests = k8s.do(lambda k: [(str(r.method.value), r.url.path, dict(r.params)) for r in list(k)
                                      if r.headers.get(WHO) == "stockscale"])
     finally:

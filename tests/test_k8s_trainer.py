@@ -189,6 +189,31 @@ def test_search_as_an_optimizationjob_writes_the_same_summary(cli, tmp_path, k8s
 
 
 
+def test_k8s_status_lists_an_optimizationjobs_trial_trainjobs_by_the_controllers_label(cli, tmp_path, k8s):
+    """The trials carry only the controller's label (not the run's): `stockscale k8s status RUN` finds them by
+    it, under their OptimizationJob, and not another OptimizationJob's trials (the emulator answers a label
+    selector with every object, so stockscale checks the label itself)."""
+    space = parse_space({"lr": [0.001, 0.002]}, "space")
+    template = TrialTemplate(config=TrainConfig(max_steps=2), trials_dir=Path("t"), threads=1)
+    runner = KubernetesRunner(ClusterSpec(image="stockscale:test"), api=k8s.api(), run_id="opt-status-0001",
+                              kind="optimizationjob", poll=0.02, watch_window=0.5, keep=True)
+    with Cluster(k8s, on_optimizationjob=optimization_controller()) as cluster:
+        OptimizationJobSearcher(runner).search(space, strategy("grid"), pruner("none"), template, 1, trials=2,
+                                               on_trial=lambda trial: None)
+        other = trial_trainjob({**objects(k8s, "optimizationjobs")["opt-status-0001"],
+                                "metadata": {"name": "someone-else", "uid": "u"}}, 1)
+        cluster.create_trainjob(other)
+    ran = cli("k8s", "status", "opt-status-0001", "--kubeconfig", _kubeconfig(tmp_path, k8s))
+    assert ran.code == 0, ran.err
+    rows = [line.split() for line in ran.out.splitlines() + ran.err.splitlines() if line.strip()]
+    trials = [row for row in rows if row[0] == "TrainJob"]
+    assert [(row[1], row[2], " ".join(row[3:])) for row in trials] == [
+        ("opt-status-0001-trial-1", "Complete", "trial of opt-status-0001"),
+        ("opt-status-0001-trial-2", "Complete", "trial of opt-status-0001")], rows
+    kinds = [row[0] for row in rows]
+    assert kinds.index("OptimizationJob") < kinds.index("TrainJob")
+
+
 def _kubeconfig(tmp_path: Path, k8s: Emulator) -> Path:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({

@@ -11,7 +11,11 @@ Every worker, a local process, a container or a pod, runs `stockscale train` and
   library prints after it are not JSON objects, so the search goes backwards;
 - its **exit status** says how it ended (the constants below);
 - a DDP rank leaves with `os._exit` once everything is flushed: gloo's threads can abort an interpreter's
-  finalization (pytorch/pytorch#190489), which would turn a finished rank into a failed one.
+  finalization (pytorch/pytorch#190489), which would turn a finished rank into a failed one;
+- a single-process worker given a **stop file** (`$STOCKSCALE_STOP_FILE`: a pod's annotations, as the
+  kubelet writes them into a downward-API volume) reads it after every epoch; once it holds the
+  `stockscale/stop` annotation and epochs remain, the worker ends cleanly: its result line says
+  `{"status": "pruned", ...}` and it exits 0 (an Indexed Job's index must succeed, or the Job fails).
 
 The launchers (local, docker, kubernetes) read results only through `parse_result_line`, and the CLI writes
 them only through `result_line`.
@@ -116,6 +120,17 @@ EXIT_INPUT = 2  # InputError: bad flags, config or data, one line on stderr
 EXIT_MEMORY = 3  # MemoryError inside Python: the launcher reports it as oom
 EXIT_PORT_IN_USE = 4  # rank 0 found MASTER_PORT taken: the local launcher retries on another port
 EXIT_INTERRUPTED = 130  # Ctrl-C
+
+# How a launcher asks a running pod to stop after its current epoch (a search's pruner): it sets this
+# annotation on the pod; the worker reads the pod's annotations from the file STOP_FILE_ENV names.
+STOP_ANNOTATION = "stockscale/stop"
+STOP_FILE_ENV = "STOCKSCALE_STOP_FILE"
+
+
+def stop_requested(text: str) -> bool:
+    """Whether a downward-API annotations file (`key="value"` lines, the value quoted as Go's %q does:
+    kubernetes pkg/fieldpath FormatMap) holds the stop annotation."""
+    return any(line.partition("=")[0].strip() == STOP_ANNOTATION for line in text.splitlines())
 
 
 def result_line(metrics: RunMetrics | Mapping[str, object]) -> str:

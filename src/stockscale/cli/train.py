@@ -26,6 +26,7 @@ from stockscale.worker import EXIT_MEMORY, RunMetrics, result_line
 if TYPE_CHECKING:
     from stockscale.config import TrainConfig
     from stockscale.distributed import DistEnv
+    from stockscale.progress import TrainProgress
     from stockscale.tracking import Tracker
 
 
@@ -97,6 +98,7 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
     from stockscale.errors import TrainingDiverged
     from stockscale.kubeflow_trial import TrainerStatusProgress, TrainerStatusReporter
     from stockscale.launch.runner import JobResult
+    from stockscale.progress import TrialPruned
     from stockscale.train import train
 
     bar = train_progress() if env.is_main else None
@@ -107,13 +109,18 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
     try:
         with contextlib.nullcontext() if tracker is not None else pod_run(env, out) as pod:
             tracker = tracker or pod
-            result = train(cfg, out, TrackedProgress(progress, pod) if pod is not None else progress, env)
+            result = train(cfg, out, stoppable(TrackedProgress(progress, pod) if pod is not None else progress, env),
+                           env)
             if tracker is not None:
                 peaks = [worker["peak_rss_bytes"] for worker in result.get("workers", [])]
                 tracker.on_result(JobResult(name=out.name, status="success", metrics=cast(RunMetrics, result),
                                             start_time=started, end_time=time.time(), peak_rss_bytes=peaks,
                                             run_dir=str(out)),
                                   cfg.to_dict(), {"stockscale.kind": "train"})
+    except TrialPruned as pruned:  # the launcher asked this pod to stop (its stop file): it ends as a success
+        print(json.dumps({"status": "pruned", "detail": str(pruned), "rank": env.rank,
+                          "epochs_completed": pruned.epoch}), flush=True)
+        return 0
     except MemoryError:
         print(json.dumps({"status": "oom", "detail": "MemoryError", "rank": env.rank}), flush=True)
         return EXIT_MEMORY
@@ -137,6 +144,17 @@ def train_here(cfg: TrainConfig, out: Path, env: DistEnv, tracker: Tracker | Non
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def stoppable(progress: TrainProgress | None, env: DistEnv) -> TrainProgress | None:
+    """`progress`, looking at the stop file after each epoch when the pod has one ($STOCKSCALE_STOP_FILE, an
+    Indexed Job's trial) and this is a single process: a DDP rank that stopped alone would leave its peers
+    waiting in a collective."""
+    from stockscale.progress import StopFileProgress
+    from stockscale.worker import STOP_FILE_ENV
+
+    path = os.environ.get(STOP_FILE_ENV)
+    return StopFileProgress(progress, Path(path)) if path and not env.is_distributed else progress
 
 
 def print_run_summary(metrics: dict[str, Any]) -> None:

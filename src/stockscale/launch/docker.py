@@ -268,7 +268,7 @@ class DockerRunner(Runner):
         configmap = m.trials_configmap(self.spec, run_id, trials)
         indexed = m.indexed_job_manifest(self.spec, run_id=run_id, completions=len(jobs), parallelism=parallel,
                                          memory_limit=max(limits) if limits else None,
-                                         timeout=max(timeouts) if timeouts else None)
+                                         timeout=max(timeouts) if timeouts else None, stop_file=False)
         return configmap, indexed["spec"]["template"]
 
     @staticmethod

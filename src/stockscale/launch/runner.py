@@ -88,9 +88,15 @@ class Runner(ABC):
     # run_many pulls jobs lazily, one per free slot, after the last result was told (a sampler then knows
     # every finished trial); False: it needs the whole batch at once (one Indexed Job).
     streams_jobs: ClassVar[bool] = True
-    # It honours TrainJob.judge (stops a job after the epoch its judge says to); False: a cluster, whose pods it
-    # does not stop early, so a searcher's check refuses a pruner there (search/controller.check_cluster_pruner).
-    prunes: ClassVar[bool] = True
+
+    @property
+    def prunes(self) -> bool:
+        """Whether it honours TrainJob.judge: stops a job after the epoch its judge says to, and reports it
+        pruned. True for a runner that starts its replicas itself (local processes, warm workers,
+        containers); a cluster runner answers for the kind it was made with (the Indexed Job and per-trial
+        PyTorchJob searches prune; a TrainJob, an OptimizationJob or Katib's trials do not), and a
+        searcher's check refuses a pruner where it is False (search/searcher.check_cluster_pruner)."""
+        return True
 
     @abstractmethod
     def run(self, job: TrainJob) -> JobResult:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from stockscale.console import PlainTrainProgress
 from stockscale.errors import StockscaleError, TrainingDiverged
+from stockscale.progress import TrialPruned
 from stockscale.supervision import follow_parent, terminate_as_interrupt
 from stockscale.worker import EXIT_FAILURE, result_line
 
@@ -43,13 +44,6 @@ if TYPE_CHECKING:
     from stockscale.config import TrainConfig
 
 DONE_EVENT = "warm_done"
-
-
-class TrialPruned(Exception):
-    """The launcher answered `stop` after an epoch."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__(f"pruned after epoch {epoch}")
 
 
 class JudgedProgress(PlainTrainProgress):
@@ -67,7 +61,7 @@ class JudgedProgress(PlainTrainProgress):
         if not answer:
             raise EOFError("the launcher went away")
         if answer.strip() == "stop":
-            raise TrialPruned(epoch)
+            raise TrialPruned(epoch)  # the launcher answered `stop`
 
 
 def say(value: dict[str, Any]) -> None:

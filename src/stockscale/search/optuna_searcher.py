@@ -108,7 +108,8 @@ class OptunaSearcher(Searcher):
 
     def check(self, strategy: Strategy, pruner: Pruner) -> None:
         """Optuna runs every registered strategy and pruner (each entry builds Optuna's own); a pruner needs a
-        runner that can stop a trial after an epoch (not a cluster's Jobs)."""
+        runner that can stop a trial after an epoch (`Runner.prunes`: every runner but a cluster kind whose
+        trials run to their end)."""
         check_cluster_pruner(self.runner, pruner)
 
     def render(self, space: Space, strategy: Strategy, pruner: Pruner, trial_template: TrialTemplate,

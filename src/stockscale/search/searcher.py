@@ -64,12 +64,13 @@ TrialCallback = Callable[[TrialResult], None]
 
 
 def check_cluster_pruner(runner: Runner, pruner: Pruner) -> None:
-    """A runner that cannot stop a job after an epoch (a cluster: `Runner.prunes` False) takes no pruner of
-    ours; Katib's early stopping is the cluster's one. Every searcher over such a runner asks this."""
+    """A runner that cannot stop a job after an epoch (`Runner.prunes` False: a cluster kind whose trials run
+    to their end) takes no pruner of ours; Katib's early stopping is that cluster's own. Every searcher over
+    such a runner asks this."""
     if pruner.prunes and not runner.prunes:
         katib = ", ".join(name for name, known in PRUNERS.items() if known.katib)
-        raise InputError(f"pruner {pruner.name} on a cluster is Katib's early stopping: use kind katib with pruner "
-                         f"{katib} (stockscale's own pruners stop local processes and containers)")
+        raise InputError(f"pruner {pruner.name} cannot stop this cluster kind's trials: use kind job or pytorchjob "
+                         f"(stockscale's own pruners), or kind katib with pruner {katib} (Katib's early stopping)")
 
 
 class Searcher(ABC):

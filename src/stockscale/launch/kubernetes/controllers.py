@@ -147,18 +147,10 @@ class OptimizationJobKind(ControllerKind):
     renders = staticmethod(m.optimizationjob_manifest)
 
     def trial_selector(self, runner: ClusterRun, manifest: Obj) -> str:
-        return f"{OPTIMIZATION_JOB_LABEL}={name_of(manifest)}"
+        return f"{m.OPTIMIZATION_JOB_LABEL}={name_of(manifest)}"
 
     def trials_made(self, runner: ClusterRun, manifest: Obj) -> list[Obj]:
-        group, version, plural = m.CUSTOM_KINDS[self.trial_kind]
-        body = runner.api.call(runner.api.custom.list_namespaced_custom_object, group, version, runner.namespace,
-                               plural, label_selector=self.trial_selector(runner, manifest),
-                               what=f"list the TrainJobs of OptimizationJob {name_of(manifest)}",
-                               kind=self.trial_kind, namespace=runner.namespace)
-        items = [item for item in (body or {}).get("items") or []
-                 if ((item.get("metadata") or {}).get("labels") or {}).get(OPTIMIZATION_JOB_LABEL)
-                 == name_of(manifest)]
-        return sorted(items, key=name_of)
+        return runner.session.optimization_trials(name_of(manifest))
 
     def trial(self, runner: ClusterRun, manifest: Obj, trial: Obj, name: str) -> tuple[dict[str, str], JobResult]:
         keys = [param["name"] for param in manifest["spec"]["parameters"]]
@@ -184,7 +176,6 @@ class OptimizationJobKind(ControllerKind):
         return params, result
 
 
-OPTIMIZATION_JOB_LABEL = "trainer.kubeflow.org/optimization-job"  # on each trial TrainJob (commit above)
 OPTIMIZATION_PARAMETERS = "trainer.kubeflow.org/optimization-parameters"  # AnnotationOptParams (commit above)
 OPT_ENV_PREFIX = "KUBEFLOW_TRAINER_OPT_"  # EnvOptParamPrefix (commit above)
 # KEP-3744's name for a trial that ended without its objective (not in the controller commit above).

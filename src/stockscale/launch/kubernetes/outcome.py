@@ -4,9 +4,10 @@ Pure functions over the JSON the API server returns, so every mapping is testabl
 - metrics are the last line of the pod log that is a JSON object (rank 0 prints its metrics last; warnings
   a library prints at exit may follow it, so the search goes backwards);
 - a container terminated with reason OOMKilled is "oom" (a worker that caught MemoryError and said so in its
-  JSON line is "oom" too), a pod past its activeDeadlineSeconds or a PyTorchJob past its deadline is
-  "timeout", a pod the cluster disrupted (a DisruptionTarget condition: preemption, eviction, drain; or
-  reason Evicted) is "preempted", anything else that failed is "error";
+  JSON line is "oom" too; one that stopped when its pod was asked to, "pruned"), a pod past its
+  activeDeadlineSeconds or a PyTorchJob past its deadline is "timeout", a pod the cluster disrupted (a
+  DisruptionTarget condition: preemption, eviction, drain; or reason Evicted) is "preempted", anything else
+  that failed is "error";
 - times are the container's startedAt/finishedAt as the kubelet recorded them (else the job's
   startTime/completionTime), not when this client happened to notice.
 """
@@ -187,10 +188,16 @@ def _result(name: str, status: Status, detail: str, metrics: RunMetrics | None, 
                      run_dir=run_dir if succeeded else None, limit_mechanism=LIMIT_MECHANISM)
 
 
+def pruned_result(name: str, detail: str, start: float, end: float) -> JobResult:
+    """A trial the search's pruner stopped by deleting it: no metrics, no run directory."""
+    return _result(name, "pruned", detail, None, start, end, None)
+
+
 def _worker_said(metrics: RunMetrics | None) -> tuple[Status, str] | None:
-    """A worker that caught its own failure says so in its JSON line (e.g. MemoryError -> "oom")."""
+    """A worker that caught its own failure says so in its JSON line (e.g. MemoryError -> "oom"); one that
+    stopped when its pod was asked to (a pruned trial, which exits 0) says "pruned"."""
     said = (metrics or {}).get("status")
-    if said in ("oom", "timeout", "error"):
+    if said in ("oom", "timeout", "error", "pruned"):
         return cast(Status, said), str((metrics or {}).get("detail") or said)
     return None
 

@@ -6,9 +6,9 @@ cluster, its start-up deadline, its progress messages.
 
 `run(job)` trains one job: a PyTorchJob (Master 1 + Worker job.workers - 1), or with kind "trainjob" a Trainer
 v2 TrainJob. `run_many(jobs, parallel)` runs a search stockscale schedules: one Indexed Job (kind "job"), or
-one single-replica PyTorchJob per trial (kind "pytorchjob"). Katib and an OptimizationJob choose their own
-trials: they are Searchers (search/katib.py, search/optimization_job.py) over this runner. Finished objects are
-deleted unless keep=True.
+one single-replica PyTorchJob per trial (kind "pytorchjob"); both stop a trial its judge prunes (`prunes`).
+Katib and an OptimizationJob choose their own trials: they are Searchers (search/katib.py,
+search/optimization_job.py) over this runner. Finished objects are deleted unless keep=True.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ class KubernetesRunner(ClusterRun, Runner):
 
     name: ClassVar[str] = "kubernetes"
     streams_jobs: ClassVar[bool] = False  # a search is one object (an Indexed Job): all jobs first
-    prunes: ClassVar[bool] = False  # pods run to their end; Katib's early stopping is the cluster's (KatibSearcher)
 
     def __init__(self, spec: ClusterSpec | None = None, *, kind: str = "job", **settings: Any) -> None:
         """`spec` (a ClusterSpec) and `settings` are the ClusterRun's (run.py)."""
@@ -46,6 +45,11 @@ class KubernetesRunner(ClusterRun, Runner):
             raise InputError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         self.kind = KINDS[kind]
         super().__init__(spec, **settings)
+
+    @property
+    def prunes(self) -> bool:
+        """The kind's answer: its search stops a pruned trial (kinds job and pytorchjob), or it cannot."""
+        return self.kind.prunes
 
     # ------------------------------------------------------------------------------------------- rendering
 

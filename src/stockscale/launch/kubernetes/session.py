@@ -1,5 +1,6 @@
 """ClusterSession: one namespace of one cluster, and every object request stockscale makes there by kind:
-create, list, delete, and what `stockscale k8s status|logs|delete RUN` shows of any run.
+create, list, delete (and annotating a pod: a pruned trial's stop request), and what
+`stockscale k8s status|logs|delete RUN` shows of any run.
 
 It owns the API connection, made on first use, so building a session (or a runner, which holds one) needs no
 cluster; rendering and dry runs never make one. Every object stockscale creates carries
@@ -46,6 +47,21 @@ def container_of(pod: Mapping[str, Any]) -> str:
     """The training container: `pytorch` in stockscale's own templates, `node` under a Trainer v2 runtime."""
     names = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
     return m.TRAINER_NODE if m.TRAINER_NODE in names and CONTAINER not in names else CONTAINER
+
+
+def _row(kind: str, obj: Mapping[str, Any], detail: str = "") -> RunObject:
+    """One object as `stockscale k8s status` shows it: a one-word state and, for pods, the container's times."""
+    status = obj.get("status") or {}
+    if kind == "Pod":
+        started, finished = container_times(obj)
+        index = pod_index(obj)
+        detail = f"trial {index}" if index is not None else detail
+    else:
+        started, finished = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
+        if kind == "Job":
+            detail = ", ".join(f"{status.get(key, 0) or 0} {key}" for key in ("active", "succeeded", "failed"))
+    shown = state(obj) if kind not in ("ConfigMap", "NetworkPolicy") else "-"
+    return RunObject(kind, name_of(obj), shown, detail, started, finished)
 
 
 class ClusterSession:
@@ -119,27 +135,41 @@ class ClusterSession:
                              namespace=self.namespace, missing_ok=True, propagation_policy="Background")
         return body is not None
 
+    def annotate_pod(self, name: str, annotations: Mapping[str, str]) -> bool:
+        """Set annotations on one pod (a JSON merge patch); False if the pod is gone."""
+        body = self.api.call(self.api.core.patch_namespaced_pod, name, self.namespace,
+                             {"metadata": {"annotations": dict(annotations)}}, what=f"annotate pod {name}",
+                             kind="Pod", namespace=self.namespace, missing_ok=True,
+                             _content_type="application/merge-patch+json")
+        return body is not None
+
     def list_runs(self) -> list[str]:
         """Run ids that still have a job of some kind in the namespace."""
         return sorted({obj["metadata"]["labels"][m.LABEL_RUN] for kind in JOB_KINDS
                        for obj in self.list_kind(kind, None)})
 
+    def optimization_trials(self, optimization_job: str) -> list[dict[str, Any]]:
+        """The trial TrainJobs an OptimizationJob's controller made. They carry its label alone
+        (m.OPTIMIZATION_JOB_LABEL), not the run's, so they are found by it, checked again here."""
+        body = self._request("list", "TrainJob", what=f"list the TrainJobs of OptimizationJob {optimization_job}",
+                             kind="TrainJob", namespace=self.namespace, ok_statuses=(404,),
+                             label_selector=f"{m.OPTIMIZATION_JOB_LABEL}={optimization_job}")
+        items = [item for item in (body or {}).get("items") or []
+                 if (item.get("metadata", {}).get("labels") or {}).get(m.OPTIMIZATION_JOB_LABEL) == optimization_job]
+        for item in items:
+            item["kind"] = "TrainJob"
+        return sorted(items, key=name_of)
+
     def status(self, run_id: str) -> list[RunObject]:
-        """Every object of a run with a one-word state and, for pods, the container's times."""
+        """Every object of a run with a one-word state and, for pods, the container's times; an
+        OptimizationJob's trial TrainJobs follow it."""
         rows = []
         for kind in KINDS:
             for obj in self.list_kind(kind, run_id):
-                status = obj.get("status") or {}
-                if kind == "Pod":
-                    started, finished = container_times(obj)
-                    index = pod_index(obj)
-                    detail = f"trial {index}" if index is not None else ""
-                else:
-                    started, finished = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
-                    detail = ", ".join(f"{status.get(key, 0) or 0} {key}" for key in ("active", "succeeded", "failed")
-                                       ) if kind == "Job" else ""
-                shown = state(obj) if kind not in ("ConfigMap", "NetworkPolicy") else "-"
-                rows.append(RunObject(kind, name_of(obj), shown, detail, started, finished))
+                rows.append(_row(kind, obj))
+                if kind == "OptimizationJob":
+                    rows += [_row("TrainJob", trial, f"trial of {name_of(obj)}")
+                             for trial in self.optimization_trials(name_of(obj))]
         return rows
 
     def delete_run(self, run_id: str) -> list[str]:

@@ -45,6 +45,9 @@ class Kind:
     search stockscale schedules overrides `search_manifests` and `search`."""
 
     name: ClassVar[str]
+    # Its search stops a trial its judge says to (search_jobs.py: the searches stockscale schedules itself);
+    # False: its trials run to their end, or a controller's rules stop them (Katib's early stopping).
+    prunes: ClassVar[bool] = False
     port: ClassVar[int] = m.MASTER_PORT  # the rendezvous port its NetworkPolicy names
     container: ClassVar[str] = CONTAINER  # the training container of its pods
     renders: ClassVar[Callable[..., Obj]] = staticmethod(m.pytorchjob_manifest)  # the object that trains a job

@@ -27,6 +27,7 @@ from stockscale.launch.kubernetes.manifests.naming import (
     LABEL_RUN,
     LABEL_TRIAL,
     NAME_LIMIT,
+    OPTIMIZATION_JOB_LABEL,
     PYTORCHJOB_API,
     TRAINER_NODE,
     TRAINER_PORT,
@@ -52,7 +53,8 @@ from stockscale.launch.pods import RESULTS  # where every pod's results volume i
 
 __all__ = [
     "APP", "COMPLETION_INDEX", "CUSTOM_KINDS", "DNS_LABEL", "EXPERIMENT_LABEL", "LABEL_APP", "LABEL_RUN",
-    "LABEL_TRIAL", "MASTER_PORT", "NAME_LIMIT", "OBJECTIVE", "PYTORCHJOB_API", "RBAC_RULES", "RESULTS",
+    "LABEL_TRIAL", "MASTER_PORT", "NAME_LIMIT", "OBJECTIVE", "OPTIMIZATION_JOB_LABEL", "PYTORCHJOB_API",
+    "RBAC_RULES", "RESULTS",
     "TRAINER_NODE", "TRAINER_PORT", "TRIALS_DIR", "check_run_id", "default_manifests", "experiment_manifest",
     "file_name", "indexed_job_manifest", "k8s_name", "make_run_id", "network_policy_manifest",
     "optimizationjob_manifest", "pytorchjob_manifest", "rbac_manifests", "run_selector", "search_driver_manifest",

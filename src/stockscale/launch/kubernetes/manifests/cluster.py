@@ -68,7 +68,7 @@ SERVICE_ACCOUNT = "stockscale"
 # Exactly the calls the launcher and `stockscale k8s` make (tests/test_k8s_rbac.py checks every request).
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "configmaps", ("create", "list", "delete")),
-    ("", "pods", ("get", "list", "watch", "delete")),
+    ("", "pods", ("get", "list", "watch", "patch", "delete")),  # patch: a pruned trial's stop annotation
     ("", "pods/log", ("get",)),
     ("batch", "jobs", ("create", "get", "list", "delete")),
     ("kubeflow.org", "pytorchjobs", ("create", "list", "watch", "delete")),

@@ -22,6 +22,9 @@ LABEL_RUN = "stockscale/run"
 LABEL_JOB = "stockscale/job"
 LABEL_TRIAL = "stockscale/trial"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+# The one label an OptimizationJob's trial TrainJobs carry (kubeflow/trainer optimizationjob_controller.go at
+# commit c4c5e1bf57d96460ea7b71fead104737a4afaf27, constructTrialTrainJob): not the run's labels.
+OPTIMIZATION_JOB_LABEL = "trainer.kubeflow.org/optimization-job"
 PYTORCHJOB_API = ("kubeflow.org", "v1", "pytorchjobs")
 TRAINJOB_API = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
 OPTIMIZATIONJOB_API = ("trainer.kubeflow.org", "v1alpha1", "optimizationjobs")

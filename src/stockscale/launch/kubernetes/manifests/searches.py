@@ -23,10 +23,12 @@ from stockscale.launch.kubernetes.manifests.writing import PlainDumper
 from stockscale.launch.pods import RESULTS, flag_text, plain_config, pod_template, pvc_volume, scratch_volume
 from stockscale.search.registry import STRATEGIES
 from stockscale.space import Space
-from stockscale.worker import JsonValue
+from stockscale.worker import STOP_FILE_ENV, JsonValue
 
 TRIALS_DIR = "/etc/stockscale"
 TRIALS_FILE = f"{TRIALS_DIR}/trials.yaml"
+PODINFO_DIR = "/etc/podinfo"  # the pod's own annotations (a downward-API volume): where a stop request appears
+STOP_FILE = f"{PODINFO_DIR}/annotations"
 DISRUPTION_TARGET = "DisruptionTarget"
 OBJECTIVE = "val_loss"
 OPTIMIZATION_TRIALS_MAX = 100  # the CRD's maximum numTrials
@@ -60,6 +62,7 @@ def indexed_job_manifest(
     memory_limit: int | None = None,
     threads: int | None = None,
     timeout: float | None = None,
+    stop_file: bool = True,
 ) -> dict[str, Any]:
     """Every trial of a search in one Indexed Job: pod i trains entry i of the trials ConfigMap.
 
@@ -68,6 +71,13 @@ def indexed_job_manifest(
     podFailurePolicy ignores failures of pods the cluster disrupted (preemption, eviction, node drain: a
     DisruptionTarget condition), so such an index runs again instead of counting as failed; it needs
     restartPolicy Never. `timeout` becomes each pod's activeDeadlineSeconds: a per-trial limit.
+
+    A pruned trial must end as a success: a failed index fails the whole Job at its end (reason
+    FailedIndexes, even under backoffLimitPerIndex), and an Ignore rule would make a new pod train it again.
+    So the driver asks a pod to stop by annotating it (`stockscale/stop`); the pod sees its annotations in a
+    downward-API volume, which the kubelet rewrites when they change, and its worker, told the file by
+    $STOCKSCALE_STOP_FILE, ends after the epoch it is in and exits 0 (worker.py). `stop_file` False leaves
+    that out (the docker backend runs these pods as containers and stops a pruned one itself).
     """
     if completions < 1:
         raise InputError("a search needs at least one trial")
@@ -75,15 +85,20 @@ def indexed_job_manifest(
     args = ["train", "--trials", TRIALS_FILE, "--out", f"{RESULTS}/{run_id}/trials/$(JOB_COMPLETION_INDEX)"]
     labels = run_labels(run_id, "search")
     results = pvc_volume(spec) if spec.mount_pvc_in_trials else scratch_volume()
+    podinfo: list[dict[str, Any]] = [{"name": "podinfo", "downwardAPI": {"items": [
+        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}]}}] if stop_file else []
     template = pod_template(
         spec, labels, args, threads=threads, memory_limit=memory_limit, results=results, port=False,
         extra_env=[
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "JOB_COMPLETION_INDEX",
              "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}}},
+            *([{"name": STOP_FILE_ENV, "value": STOP_FILE}] if stop_file else []),
         ],
-        extra_volumes=[{"name": "trials", "configMap": {"name": trials_configmap_name(run_id)}}],
-        extra_mounts=[{"name": "trials", "mountPath": TRIALS_DIR, "readOnly": True}],
+        extra_volumes=[{"name": "trials", "configMap": {"name": trials_configmap_name(run_id)}}, *podinfo],
+        # Not a subPath mount: the kubelet does not update a downward-API file mounted with subPath.
+        extra_mounts=[{"name": "trials", "mountPath": TRIALS_DIR, "readOnly": True},
+                      *({"name": volume["name"], "mountPath": PODINFO_DIR, "readOnly": True} for volume in podinfo)],
         deadline=timeout,
         restart_policy="Never",
     )
