@@ -47,13 +47,15 @@ def runner(k8s: Emulator, kind: str, run_id: str, **kwargs: Any) -> KubernetesRu
                             run_id=run_id, kind=kind, poll=0.05, watch_window=0.5, startup_timeout=120.0, **kwargs)
 
 
-def asha_search(launcher: KubernetesRunner, lrs: list[float], config: dict, trials_dir: Path) -> list[TrialResult]:
+def asha_search(launcher: KubernetesRunner, lrs: list[float], config: dict, trials_dir: Path,
+                pruned_by: str = "asha") -> list[TrialResult]:
     """A grid of learning rates, one trial at a time, pruned by ASHA (rungs at epochs 1, 3, ...): the first
-    trial passes its rungs alone; a later one worse at epoch 1 than the best there is pruned after it."""
+    trial passes its rungs alone; a later one worse at epoch 1 than the best there is pruned after it. With
+    `pruned_by` "median": Optuna's MedianPruner, which prunes only after 5 finished trials."""
     searcher = OptunaSearcher(launcher)
-    searcher.check(strategy("grid"), pruner("asha"))
+    searcher.check(strategy("grid"), pruner(pruned_by))
     template = TrialTemplate(config=TrainConfig(**config), trials_dir=trials_dir, threads=1)
-    return searcher.search(parse_space({"lr": lrs}, "space"), strategy("grid"), pruner("asha"), template, 1,
+    return searcher.search(parse_space({"lr": lrs}, "space"), strategy("grid"), pruner(pruned_by), template, 1,
                            trials=len(lrs), on_trial=lambda trial: None)
 
 
@@ -184,8 +186,8 @@ class ScriptedOperator:
     Succeeds. A PyTorchJob deleted meanwhile stops there: the operator's pods go with their job (owner
     references), so its log ends and its pod is deleted. What it saw is kept for the test."""
 
-    def __init__(self, root: Path, pace: float = 0.4) -> None:
-        self.root, self.pace = root, pace
+    def __init__(self, root: Path, pace: float = 0.4, script: dict[int, list[float]] | None = None) -> None:
+        self.root, self.pace, self.script = root, pace, script or SCRIPTED
         self.created: list[tuple[str, float]] = []
         self.deleted: dict[str, tuple[int, float]] = {}  # name -> (epochs written, when it noticed)
         self.lock = threading.Lock()
@@ -203,7 +205,7 @@ class ScriptedOperator:
         serve_growing_log(cluster, pod_name, log, finished.is_set)
         cluster.create_pod(pod(pod_name, labels, "Running", container("running")))
         cluster.set_status("pytorchjobs", name, {"conditions": conditions("Created", "Running")})
-        for epoch, loss in enumerate(SCRIPTED[trial], start=1):
+        for epoch, loss in enumerate(self.script[trial], start=1):
             time.sleep(self.pace)
             if name not in objects(cluster, "pytorchjobs"):
                 with self.lock:
@@ -214,7 +216,7 @@ class ScriptedOperator:
             with log.open("a") as sink:
                 sink.write(epoch_line(epoch, loss, loss, self.pace) + "\n")
         with log.open("a") as sink:
-            sink.write(metrics_line(val={"loss": SCRIPTED[trial][-1]}) + "\n")
+            sink.write(metrics_line(val={"loss": self.script[trial][-1]}) + "\n")
         finished.set()
         cluster.update_pod(pod_name, {"phase": "Succeeded", "containerStatuses": [container()]})
         cluster.set_status("pytorchjobs", name, {"conditions": conditions("Created", "Running", "Succeeded")})
@@ -242,4 +244,21 @@ def test_asha_deletes_a_pruned_trials_pytorchjob_and_submits_the_next(k8s, tmp_p
     deletes = [path for method, path, _ in k8s.all_requests() if method == "DELETE" and path.endswith(name)]
     assert deletes, "the pruned trial's PyTorchJob was never deleted"
     assert any(f"PyTorchJob {name} deleted" in event for event in events), events
+    assert objects(k8s, "pytorchjobs") == {}
+
+
+def test_median_pruning_deletes_the_trial_worse_than_the_median_once_five_have_finished(k8s, tmp_path):
+    # Optuna's MedianPruner as registered (n_startup_trials 5): trials 0-4 run to their end whatever they
+    # report; trial 5, worse at epoch 1 than the median of theirs, is pruned there and its PyTorchJob deleted.
+    script = {index: [1.0 - 0.01 * index, 0.9, 0.8, 0.7] for index in range(5)} | {5: [9.0, 8.0, 7.0, 6.0]}
+    operator = ScriptedOperator(tmp_path / "logs", pace=0.2, script=script)
+    with Cluster(k8s, on_pytorchjob=operator.handle):
+        launcher = runner(k8s, "pytorchjob", "prune-med-0001")
+        trials = asha_search(launcher, [0.001 * (i + 1) for i in range(6)], {"epochs": 4, "max_steps": 2},
+                             tmp_path / "t", pruned_by="median")
+    assert [trial.result.status for trial in trials] == ["success"] * 5 + ["pruned"], \
+        [(trial.result.status, trial.result.detail) for trial in trials]
+    assert [report.epoch for report in trials[5].result.epochs] == [1]
+    assert trials[5].result.detail == "pruned after epoch 1: PyTorchJob prune-med-0001-trial-05 deleted"
+    assert [name for name, _ in operator.created][-1] == "prune-med-0001-trial-05"
     assert objects(k8s, "pytorchjobs") == {}
