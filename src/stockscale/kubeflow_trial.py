@@ -40,7 +40,7 @@ from pathlib import Path
 
 from stockscale.config import TrainConfig, TrainOverrides, canonical_name
 from stockscale.errors import InputError
-from stockscale.progress import TrainProgress
+from stockscale.progress import ForwardingProgress, TrainProgress
 
 OPT_PREFIX = "KUBEFLOW_TRAINER_OPT_"
 ENV_URL = "KUBEFLOW_TRAINER_SERVER_URL"
@@ -144,13 +144,14 @@ class TrainerStatusReporter:
                       "(training goes on)", file=sys.stderr, flush=True)
 
 
-class TrainerStatusProgress(TrainProgress):
+class TrainerStatusProgress(ForwardingProgress):
     """Training progress, passed on to `inner` (the terminal's or the log's) and reported to the Trainer:
     percent done, the time left at the epochs' mean pace, and each epoch's losses; `finish` reports the
     objective with 100 %."""
 
     def __init__(self, inner: TrainProgress | None, reporter: TrainerStatusReporter) -> None:
-        self.inner, self.reporter = inner, reporter
+        super().__init__(inner)
+        self.reporter = reporter
         self._epochs = 1
         self._seconds: list[float] = []
 
@@ -158,24 +159,14 @@ class TrainerStatusProgress(TrainProgress):
         self._epochs = max(1, epochs)
         if epoch == 1 or not self._seconds:
             self.reporter.report(int(100 * (epoch - 1) / self._epochs), None, {})
-        if self.inner is not None:
-            self.inner.epoch_start(epoch, epochs, steps)
-
-    def step(self, epoch: int, step: int, loss: float) -> None:
-        if self.inner is not None:
-            self.inner.step(epoch, step, loss)
+        super().epoch_start(epoch, epochs, steps)
 
     def epoch_end(self, epoch: int, train_loss: float, val_loss: float, seconds: float) -> None:
         self._seconds.append(seconds)
         remaining = (self._epochs - epoch) * sum(self._seconds) / len(self._seconds)
         self.reporter.report(int(100 * epoch / self._epochs), remaining,
                              {"epoch": epoch, "train_loss": train_loss, OBJECTIVE: val_loss})
-        if self.inner is not None:
-            self.inner.epoch_end(epoch, train_loss, val_loss, seconds)
-
-    def message(self, text: str) -> None:
-        if self.inner is not None:
-            self.inner.message(text)
+        super().epoch_end(epoch, train_loss, val_loss, seconds)
 
     def finish(self, val_loss: float | None, extra: Mapping[str, float | int] | None = None) -> None:
         """The run's end: its objective (the final validation loss) at 100 %, sent whatever the window."""

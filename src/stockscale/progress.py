@@ -23,6 +23,27 @@ class TrainProgress:
         """A line worth telling the user (data preparation, where artifacts went)."""
 
 
+class ForwardingProgress(TrainProgress):
+    """Every callback passed on to `inner` (the terminal's or the log's progress, or nothing): the base of the
+    wrappers that add to some callbacks (tracking, the Trainer's status, a pod's stop file) and override only
+    those."""
+
+    def __init__(self, inner: TrainProgress | None) -> None:
+        self.inner = inner or TrainProgress()
+
+    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.inner.epoch_start(epoch, epochs, steps)
+
+    def step(self, epoch: int, step: int, loss: float) -> None:
+        self.inner.step(epoch, step, loss)
+
+    def epoch_end(self, epoch: int, train_loss: float, val_loss: float, seconds: float) -> None:
+        self.inner.epoch_end(epoch, train_loss, val_loss, seconds)
+
+    def message(self, text: str) -> None:
+        self.inner.message(text)
+
+
 class TrialPruned(Exception):
     """Raised by a progress callback after an epoch to end the run there, as pruned: the launcher's answer
     (a warm worker's `stop`) or its request (a pod's stop annotation). Training stops; nothing is written."""
@@ -32,30 +53,24 @@ class TrialPruned(Exception):
         self.epoch = epoch
 
 
-class StopFileProgress(TrainProgress):
+class StopFileProgress(ForwardingProgress):
     """`inner`'s progress, and after each epoch but the last a look at `path` (a pod's annotations, which the
     kubelet rewrites when they change): when it asks to stop (worker.stop_requested), the run ends there
     as pruned. A request after the last epoch changes nothing: a finished run is a result."""
 
     def __init__(self, inner: TrainProgress | None, path: Path) -> None:
-        self.inner = inner or TrainProgress()
+        super().__init__(inner)
         self.path = path
         self.epochs = 0
 
     def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
         self.epochs = epochs
-        self.inner.epoch_start(epoch, epochs, steps)
-
-    def step(self, epoch: int, step: int, loss: float) -> None:
-        self.inner.step(epoch, step, loss)
+        super().epoch_start(epoch, epochs, steps)
 
     def epoch_end(self, epoch: int, train_loss: float, val_loss: float, seconds: float) -> None:
-        self.inner.epoch_end(epoch, train_loss, val_loss, seconds)
+        super().epoch_end(epoch, train_loss, val_loss, seconds)
         if epoch < self.epochs and self._asked():
             raise TrialPruned(epoch, f"{STOP_ANNOTATION} on the pod")
-
-    def message(self, text: str) -> None:
-        self.inner.message(text)
 
     def _asked(self) -> bool:
         try:

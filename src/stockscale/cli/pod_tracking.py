@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stockscale.progress import TrainProgress
+from stockscale.progress import ForwardingProgress, TrainProgress
 
 if TYPE_CHECKING:
     from stockscale.distributed import DistEnv
@@ -50,22 +50,13 @@ def pod_run(env: DistEnv, out: Path) -> Iterator[MlflowTracker | None]:
         yield tracker
 
 
-class TrackedProgress(TrainProgress):
+class TrackedProgress(ForwardingProgress):
     """The progress callbacks of a tracked run: passed on to `inner`, and each epoch's end logged as it ends."""
 
     def __init__(self, inner: TrainProgress | None, tracker: MlflowTracker) -> None:
-        self.inner = inner or TrainProgress()
+        super().__init__(inner)
         self.tracker = tracker
 
-    def epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        self.inner.epoch_start(epoch, epochs, steps)
-
-    def step(self, epoch: int, step: int, loss: float) -> None:
-        self.inner.step(epoch, step, loss)
-
     def epoch_end(self, epoch: int, train_loss: float, val_loss: float, seconds: float) -> None:
-        self.inner.epoch_end(epoch, train_loss, val_loss, seconds)
+        super().epoch_end(epoch, train_loss, val_loss, seconds)
         self.tracker.log_epoch(epoch, train_loss, val_loss, seconds)
-
-    def message(self, text: str) -> None:
-        self.inner.message(text)
