@@ -73,7 +73,10 @@ def indexed_job_manifest(
     restartPolicy Never. `timeout` becomes each pod's activeDeadlineSeconds: a per-trial limit.
 
     A pruned trial must end as a success: a failed index fails the whole Job at its end (reason
-    FailedIndexes, even under backoffLimitPerIndex), and an Ignore rule would make a new pod train it again.
+    FailedIndexes, even under backoffLimitPerIndex), and an Ignore rule would make a new pod train it again
+    (https://kubernetes.io/docs/concepts/workloads/controllers/job/, "Backoff limit per index" and "Pod
+    failure policy", batch/v1 as of Kubernetes 1.33; the kubelet's rewrite of a downward-API file: "Expose
+    Pod Information to Containers Through Files").
     So the driver asks a pod to stop by annotating it (`stockscale/stop`); the pod sees its annotations in a
     downward-API volume, which the kubelet rewrites when they change, and its worker, told the file by
     $STOCKSCALE_STOP_FILE, ends after the epoch it is in and exits 0 (worker.py). `stop_file` False leaves
